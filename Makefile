@@ -38,7 +38,7 @@ race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
 trace:
-	@if [ -d spec/cmd/trace ]; then $(GO) run ./spec/cmd/trace -root .; else echo "spec trace tool not built yet"; fi
+	$(GO) run ./spec/cmd/trace -root .
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \

@@ -1,0 +1,3 @@
+package scratch
+
+// Skipped: directory ignored by the go tool. [v5 MQTT-3.12.4-1] [MQTT-1.1.1-1]

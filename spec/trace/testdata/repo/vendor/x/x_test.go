@@ -1,0 +1,3 @@
+package x
+
+// Skipped: vendor. [v5 MQTT-3.12.4-1] [MQTT-1.1.1-1]
