@@ -23,6 +23,7 @@ type V5Client struct {
 // disconnects when the test ends.
 func NewV5(t testing.TB, connect *paho.Connect) (*V5Client, *paho.Connack) {
 	t.Helper()
+	checkDeviation(t)
 	conn, err := target.Dial()
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -130,6 +131,7 @@ type V311Client struct {
 // options (clean session, will, ...). It disconnects when the test ends.
 func NewV311(t testing.TB, configure func(*mqtt.ClientOptions)) *V311Client {
 	t.Helper()
+	checkDeviation(t)
 	msgs := make(chan mqtt.Message, 1024)
 	id := uniqueID(t)
 	scheme := "tcp"

@@ -49,6 +49,7 @@ type Raw struct {
 // closed when the test ends.
 func DialRaw(t testing.TB, v packet.Version) *Raw {
 	t.Helper()
+	checkDeviation(t)
 	c, err := target.Dial()
 	if err != nil {
 		t.Fatalf("dial %s: %v", target.Addr, err)
