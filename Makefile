@@ -3,11 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 60s
 # Packages whose tests also run compiled for other CPUs under QEMU.
-CROSS_PKGS ?= ./impl/packet ./impl/env
+CROSS_PKGS ?= ./impl/packet ./impl/env ./impl/topic ./impl/session ./impl/broker ./impl/retain
 # GOARCH:qemu-binary pairs for cross-test.
 CROSS_ARCHES ?= arm64:aarch64 arm:arm mips:mips mipsle:mipsel
 
-.PHONY: help test unit lint vet fmt-check race trace fuzz bench cross-test run
+.PHONY: help test unit lint vet fmt-check race trace fuzz bench cross-test run conformance conformance-mosquitto conformance-skybridge
 
 help:
 	@echo "make run         start a standalone broker on 127.0.0.1:1883"
@@ -17,8 +17,9 @@ help:
 	@echo "make bench       Go micro-benchmarks with allocations"
 	@echo "make cross-test  $(CROSS_PKGS) under QEMU for arm64, armv7, mips, mipsle"
 	@echo "make trace       spec statement coverage of the tests"
+	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
 
-test: lint unit race trace cross-test-if-qemu
+test: lint unit race conformance-mosquitto conformance-skybridge trace cross-test-if-qemu
 
 lint: fmt-check vet
 
@@ -29,16 +30,32 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# Every package but the conformance suite, which runs below against each broker.
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /conformance)
 
 # Packages with concurrency run again under the race detector.
-RACE_PKGS ?= ./impl/env/...
+RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/...
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
+# The conformance suite proven on the reference broker (known deviations
+# skip with their reason; see conformance/PEERS.md) ...
+conformance-mosquitto:
+	$(GO) test -count=1 ./conformance -target=mosquitto
+
+# ... and passed by Skybridge, in-process, under the race detector.
+conformance-skybridge:
+	$(GO) test -count=1 -race ./conformance -target=skybridge
+
+# make conformance BROKER=host:port [ARGS="-username u -password p"]
+conformance:
+	@if [ -z "$(BROKER)" ]; then echo "usage: make conformance BROKER=host:port"; exit 2; fi
+	$(GO) test -count=1 -v ./conformance -broker=$(BROKER) $(ARGS)
+
+# Coverage of the spec statements that bind a server, per version.
 trace:
-	$(GO) run ./spec/cmd/trace -root .
+	$(GO) run ./spec/cmd/trace -root . -min-v5 85 -min-v311 85
 
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
@@ -65,5 +82,6 @@ cross-test-if-qemu:
 	@if command -v qemu-aarch64-static >/dev/null; then $(MAKE) --no-print-directory cross-test; \
 	else echo "qemu-user-static not installed: skipping cross-test (CI installs it)"; fi
 
+# A standalone broker on 127.0.0.1:1883 (WebSocket :8083, admin :8081).
 run:
-	@echo "The broker does not exist yet (issue: single-node broker). Nothing to run."; exit 1
+	$(GO) run ./cmd/skybridge serve --config skybridge.yaml

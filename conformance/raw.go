@@ -40,7 +40,7 @@ type Raw struct {
 	events chan event
 	mu     sync.Mutex
 	closed bool
-	ended  *event // the terminal event once seen
+	ended  *event          // the terminal event once seen
 	held   []packet.Packet // received but passed over by Expect, in order
 	nextID uint16
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -28,7 +29,7 @@ var (
 // InProcess starts the project's own broker on a random loopback port and
 // returns its address and a stop function. It is nil until the broker
 // registers itself (see inprocess_test.go).
-var InProcess func() (addr string, stop func(), err error)
+var InProcess func() (addr, wsURL string, stop func(), err error)
 
 // Target is the broker under test.
 type Target struct {
@@ -37,7 +38,9 @@ type Target struct {
 	Username string
 	Password string
 	TLS      *tls.Config
-	stop     func()
+	// WebSocketURL is the broker's WebSocket endpoint, when known.
+	WebSocketURL string
+	stop         func()
 }
 
 var target *Target
@@ -79,11 +82,11 @@ func Start() (*Target, error) {
 		if InProcess == nil {
 			return nil, errors.New("-target=skybridge: the broker is not built into this test binary")
 		}
-		a, stop, err := InProcess()
+		a, ws, stop, err := InProcess()
 		if err != nil {
 			return nil, err
 		}
-		t.Name, t.Addr, t.stop = "skybridge", a, stop
+		t.Name, t.Addr, t.WebSocketURL, t.stop = "skybridge", a, ws, stop
 	case name == "mosquitto" || name == "":
 		a, stop, err := startMosquitto()
 		if err != nil {
@@ -187,6 +190,9 @@ func startMosquitto() (string, func(), error) {
 		var stderr strings.Builder
 		cmd := exec.Command(bin, "-c", conf)
 		cmd.Stderr = &stderr
+		// If the test binary dies (a panic skips TestMain's cleanup), the
+		// kernel stops mosquitto too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			return "", nil, err
 		}

@@ -565,3 +565,24 @@ func TestTruncatedStreams(t *testing.T) {
 		}
 	}
 }
+
+func TestFormat(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		p    Packet
+		want string
+	}{
+		{&Publish{Topic: bs("a/b"), QoS: QoS1, PacketID: 7, Retain: true, Payload: bs("x"),
+			Properties: present(Properties{MessageExpiry: 9, SubscriptionIDs: []uint32{2}, User: []UserProperty{{bs("k"), bs("v")}}}, PropMessageExpiry)},
+			`PUBLISH topic="a/b" qos=1 id=7 retain payload="x" expiry=9 sub-ids=[2] user["k"="v"]`},
+		{&Connack{SessionPresent: true}, `CONNACK present code=0x00`},
+		{&Ack{PacketType: PUBREC, PacketID: 3, ReasonCode: QuotaExceeded}, `PUBREC id=3 code=0x97`},
+		{&Suback{PacketID: 1, ReasonCodes: []ReasonCode{1, 0x80}}, `SUBACK id=1 codes=[0x01 0x80]`},
+		{&Disconnect{ReasonCode: SessionTakenOver}, `DISCONNECT code=0x8e`},
+	}
+	for _, c := range cases {
+		if got := Format(c.p); got != c.want {
+			t.Errorf("Format = %s\n want   %s", got, c.want)
+		}
+	}
+}

@@ -1,0 +1,138 @@
+// Command skybridge runs a Skybridge broker node.
+//
+//	skybridge serve [--config skybridge.yaml] [--listen HOST:PORT] [--ws HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
+//	skybridge version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/config"
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/server"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "skybridge:", err)
+		os.Exit(1)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, `usage:
+  skybridge serve [flags]   run a broker node (see skybridge serve -h)
+  skybridge version         print the version`)
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return nil
+	case "-h", "--help", "help":
+		usage(stdout)
+		return nil
+	}
+	usage(stderr)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return "skybridge " + bi.Main.Version
+	}
+	return "skybridge (unknown version)"
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "YAML configuration file (defaults apply when empty)")
+	listen := fs.String("listen", "", "override: address of the TCP listener (replaces the file's listeners)")
+	ws := fs.String("ws", "", "override: add a WebSocket listener on this address")
+	admin := fs.String("admin", "", "override: admin HTTP address (/metrics, /healthz, /readyz)")
+	logLevel := fs.String("log-level", "", "override: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	f := config.Default()
+	if *cfgPath != "" {
+		r, err := os.Open(*cfgPath)
+		if err != nil {
+			return err
+		}
+		f, err = config.Parse(r)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *cfgPath, err)
+		}
+	}
+	if *listen != "" {
+		f.Listeners = []config.Listener{{Name: "tcp", Type: "tcp", Addr: *listen}}
+	}
+	if *ws != "" {
+		f.Listeners = append(f.Listeners, config.Listener{Name: "ws", Type: "ws", Addr: *ws})
+	}
+	if *admin != "" {
+		f.Admin.Addr = *admin
+	}
+	if *logLevel != "" {
+		f.Log.Level = *logLevel
+	}
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	opts := &slog.HandlerOptions{Level: f.LogLevel()}
+	var h slog.Handler = slog.NewTextHandler(stderr, opts)
+	if f.Log.Format == "json" {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(h)
+
+	sc := f.Server(log)
+	b := broker.New(sc.Broker, env.Real(), nil)
+	srv := server.New(sc, b)
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	log.Info("skybridge started", "version", version(), "storage", f.Storage.Type)
+	for _, l := range f.Listeners {
+		if l.Type == "tcp" || l.Type == "ws" {
+			log.Warn("listener accepts anonymous clients (authentication arrives with the multi-tenancy work)", "listener", l.Name)
+		}
+	}
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		<-sig // a second signal stops at once
+		cancel()
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,58 @@
+package broker
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/skybridge-mq/skybridge/impl/packet"
+)
+
+// AuthRequest is what an Authenticator decides on.
+type AuthRequest struct {
+	ClientID string
+	Username string // empty when the CONNECT carried none
+	HasUser  bool
+	Password []byte
+	Listener string // the name of the listener the client came through
+	// DefaultTenant is the listener's tenant for clients that name none.
+	DefaultTenant string
+	Remote        string
+	// CertSubject is the subject of a verified TLS client certificate.
+	CertSubject string
+}
+
+// AuthResult is an Authenticator's decision.
+type AuthResult struct {
+	// Code is Success to accept, or the CONNACK reason to refuse with
+	// (BadUserNameOrPassword, NotAuthorized, Banned, ...).
+	Code   packet.ReasonCode
+	Tenant string
+	User   string
+}
+
+// Authenticator decides whether a client may connect and in which tenant.
+// It may block (an HTTP call): it runs on the connection's own reader.
+type Authenticator interface {
+	Authenticate(req *AuthRequest) AuthResult
+}
+
+// AllowAll accepts every client. The tenant comes from a user name of the
+// form "tenant/user", else the listener's default tenant.
+type AllowAll struct{}
+
+// Authenticate implements Authenticator.
+func (AllowAll) Authenticate(req *AuthRequest) AuthResult {
+	tenant, user := TenantOf(req.Username, req.DefaultTenant)
+	return AuthResult{Code: packet.Success, Tenant: tenant, User: user}
+}
+
+// TenantOf splits a "tenant/user" user name; a name without '/' belongs to
+// def.
+func TenantOf(username, def string) (tenant, user string) {
+	if t, u, ok := strings.Cut(username, "/"); ok && t != "" {
+		return t, u
+	}
+	return def, username
+}
+
+func sortStrings(s []string) { slices.Sort(s) }

@@ -1,0 +1,287 @@
+// Package broker is the single-node MQTT broker core: it owns the sessions
+// of every tenant, the routes (subscriptions) and the retained messages,
+// accepts connections from a runtime, and moves messages from publishers to
+// subscribers.
+//
+// # Contract
+//
+// The broker does no network or disk I/O of its own and starts no
+// goroutines: a runtime (impl/server in production, sim/ in simulation)
+// reads packets from a connection and calls Conn.Handle, drains what the
+// connection must write with Conn.Output when the wake function it gave
+// NewConn is called, and reports the end of the transport with Conn.Closed.
+// Time comes from env.Clock, timers (will delay, session expiry) from
+// env.Clock.AfterFunc, randomness from env.Rand.
+//
+// Concurrency: calls for one Conn come from one goroutine at a time (its
+// reader), except Output (its writer); different connections run in
+// parallel. A publisher's reader delivers into each subscriber's session
+// under that session's lock and wakes the subscriber's writer; it never
+// writes to another connection's socket. Lock order: tenant registry, then
+// session, then routes; no session lock is held while routing.
+//
+// Tenants are isolated: every session, route and retained message lives in
+// its tenant, and matching never crosses tenants.
+package broker
+
+import (
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/retain"
+	"github.com/skybridge-mq/skybridge/impl/session"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// Config configures a Broker.
+type Config struct {
+	Session session.Config
+	// SharedPolicy chooses the member of a shared group that gets a message.
+	SharedPolicy topic.Policy
+	// MaxPacketSize is the largest packet accepted from clients; the runtime
+	// enforces it while reading.
+	MaxPacketSize int
+	// Authenticator decides who may connect and in which tenant; nil allows
+	// everyone (tenant from a "tenant/user" user name or the listener's).
+	Authenticator Authenticator
+	Logger        *slog.Logger
+}
+
+// DefaultConfig returns a Config with production defaults.
+func DefaultConfig() Config {
+	return Config{Session: session.DefaultConfig(), SharedPolicy: topic.RoundRobin, MaxPacketSize: 1 << 20}
+}
+
+// Broker is the broker core.
+type Broker struct {
+	cfg      Config
+	env      env.Env
+	log      *slog.Logger
+	auth     Authenticator
+	retained retain.Store
+
+	mu      sync.Mutex // guards tenants, the growth of slots, nslots, free
+	tenants map[string]*tenant
+	// slots maps the low 32 bits of a SubscriberID to its entry. Readers
+	// (every delivery) take no lock: chunks are never moved once allocated.
+	slots   atomic.Pointer[[]*slotChunk]
+	nslots  uint32
+	free    []uint32
+	stopped bool
+
+	// randMu guards env.Rand, which need not be safe for concurrent use.
+	randMu sync.Mutex
+	// onlineFn is b.isOnline bound once, so that routing does not allocate
+	// a method value per message.
+	onlineFn func(topic.SubscriberID) bool
+
+	stats Stats
+}
+
+// Stats are the broker's counters. They only grow, except the gauges
+// (Connections, Sessions).
+type Stats struct {
+	Connections   atomic.Int64 // gauge: connections with an accepted CONNECT
+	Sessions      atomic.Int64 // gauge: sessions, connected or not
+	ConnectsTotal atomic.Uint64
+	Refused       atomic.Uint64 // CONNECTs refused
+	ProtocolError atomic.Uint64 // connections closed for a malformed packet or protocol error
+	MessagesIn    atomic.Uint64 // PUBLISH received from clients
+	BytesIn       atomic.Uint64
+	MessagesOut   atomic.Uint64 // deliveries handed to sessions
+	Dropped       atomic.Uint64 // deliveries dropped (queue full, output full, offline QoS 0, too large, expired)
+	NoSubscribers atomic.Uint64 // PUBLISH that matched no subscription
+	WillsSent     atomic.Uint64
+	Expired       atomic.Uint64 // sessions that expired
+}
+
+const chunkSize = 4096
+
+type slotChunk [chunkSize]atomic.Pointer[entry]
+
+// slot returns the cell for index idx, or nil beyond the allocated chunks.
+func (b *Broker) slot(idx uint32) *atomic.Pointer[entry] {
+	chunks := b.slots.Load()
+	if chunks == nil || int(idx/chunkSize) >= len(*chunks) {
+		return nil
+	}
+	return &(*chunks)[idx/chunkSize][idx%chunkSize]
+}
+
+// tenant holds one tenant's sessions and routes.
+type tenant struct {
+	name     string
+	regMu    sync.Mutex // guards sessions
+	sessions map[string]*entry
+	routesMu sync.RWMutex
+	routes   *topic.Trie
+}
+
+// entry is a session and what the broker keeps with it.
+type entry struct {
+	mu     sync.Mutex
+	s      *session.Session
+	t      *tenant
+	id     topic.SubscriberID
+	conn   *Conn // the attached connection, nil when offline
+	online atomic.Bool
+	dead   bool // removed from the registry; deliveries are dropped
+	// willTimer and expiryTimer run while the session has no connection.
+	willTimer   env.Timer
+	pendingWill *message.Message // the will willTimer will publish
+	expiryTimer env.Timer
+	// gen changes each time the session is attached, so that a timer armed
+	// for an earlier disconnection does nothing.
+	gen uint64
+}
+
+// New returns a broker running in e with retained messages in store (an
+// in-memory store when nil).
+func New(cfg Config, e env.Env, store retain.Store) *Broker {
+	if store == nil {
+		store = retain.NewMemory()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	auth := cfg.Authenticator
+	if auth == nil {
+		auth = AllowAll{}
+	}
+	b := &Broker{cfg: cfg, env: e, log: log, auth: auth, retained: store, tenants: map[string]*tenant{}}
+	b.onlineFn = b.isOnline
+	return b
+}
+
+// isOnline reports whether a session has a connection, for shared groups
+// that prefer connected members.
+func (b *Broker) isOnline(id topic.SubscriberID) bool {
+	e := b.lookup(id)
+	return e != nil && e.online.Load()
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() *Stats { return &b.stats }
+
+// Config returns the broker's configuration.
+func (b *Broker) Config() *Config { return &b.cfg }
+
+// tenant returns the named tenant, creating it on first use.
+func (b *Broker) tenant(name string) *tenant {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.tenants[name]
+	if t == nil {
+		t = &tenant{name: name, sessions: map[string]*entry{}, routes: topic.NewTrie()}
+		b.tenants[name] = t
+	}
+	return t
+}
+
+// newEntry allocates a session slot. The SubscriberID carries a generation
+// in its high bits so that a stale id never reaches a new session.
+func (b *Broker) newEntry(t *tenant, clientID string) *entry {
+	b.mu.Lock()
+	var idx uint32
+	if n := len(b.free); n > 0 {
+		idx = b.free[n-1]
+		b.free = b.free[:n-1]
+	} else {
+		idx = b.nslots
+		b.nslots++
+		if b.slot(idx) == nil {
+			var chunks []*slotChunk
+			if old := b.slots.Load(); old != nil {
+				chunks = append(chunks, *old...)
+			}
+			chunks = append(chunks, new(slotChunk))
+			b.slots.Store(&chunks)
+		}
+	}
+	cell := b.slot(idx)
+	gen := uint64(0)
+	if old := cell.Load(); old != nil {
+		gen = uint64(old.id>>32) + 1
+	}
+	e := &entry{t: t, id: topic.SubscriberID(gen<<32 | uint64(idx))}
+	cell.Store(e)
+	b.mu.Unlock()
+	e.s = session.New(&b.cfg.Session, e.id, t.name, clientID)
+	b.stats.Sessions.Add(1)
+	return e
+}
+
+// lookup returns the live entry for id, or nil.
+func (b *Broker) lookup(id topic.SubscriberID) *entry {
+	cell := b.slot(uint32(id))
+	if cell == nil {
+		return nil
+	}
+	if e := cell.Load(); e != nil && e.id == id {
+		return e
+	}
+	return nil
+}
+
+// release frees the slot of a dead entry.
+func (b *Broker) release(e *entry) {
+	b.mu.Lock()
+	idx := uint32(e.id)
+	if cell := b.slot(idx); cell != nil && cell.Load() == e {
+		b.free = append(b.free, idx)
+	}
+	b.mu.Unlock()
+	b.stats.Sessions.Add(-1)
+}
+
+// randUint64 draws from the environment's random source.
+func (b *Broker) randUint64() uint64 {
+	b.randMu.Lock()
+	defer b.randMu.Unlock()
+	return b.env.Rand.Uint64()
+}
+
+// assignClientID returns a client identifier no session of t uses
+// [MQTT-3.1.3-6] [MQTT-3.2.2-16]. The caller holds t.regMu.
+func (b *Broker) assignClientID(t *tenant) string {
+	for {
+		id := "auto-" + strconv.FormatUint(b.randUint64(), 36)
+		if _, used := t.sessions[id]; !used {
+			return id
+		}
+	}
+}
+
+// intn is a random int in [0,n) for shared-group choice.
+type lockedIntn struct{ b *Broker }
+
+func (l lockedIntn) IntN(n int) int {
+	l.b.randMu.Lock()
+	defer l.b.randMu.Unlock()
+	return l.b.env.Rand.IntN(n)
+}
+
+// Tenants returns the names of tenants that have sessions, sorted.
+func (b *Broker) Tenants() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	names := make([]string, 0, len(b.tenants))
+	for n := range b.tenants {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	return names
+}
+
+// Shutdown makes the broker refuse new connections; the runtime then
+// kicks each connection (Conn.Kick) with ServerShuttingDown.
+func (b *Broker) Shutdown() {
+	b.mu.Lock()
+	b.stopped = true
+	b.mu.Unlock()
+}

@@ -1,0 +1,568 @@
+package broker
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/session"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// ConnInfo describes where a connection comes from.
+type ConnInfo struct {
+	Listener      string // listener name, for logs and authentication
+	DefaultTenant string // tenant of clients whose user name names none
+	Remote        string // remote address
+	CertSubject   string // verified TLS client certificate subject, if any
+}
+
+// Conn is one network connection as the broker sees it. The runtime calls
+// Handle from the connection's reader, Output from its writer when wake has
+// been called, and Closed once when the transport is gone.
+type Conn struct {
+	b    *Broker
+	info ConnInfo
+	wake func()
+
+	// Owned by the reader.
+	dec packet.Decoder
+	t   *tenant
+	rs  routeScratch
+
+	mu       sync.Mutex
+	e        *entry // the session, once CONNECT is accepted
+	pending  []byte // bytes outside the session: a refusal CONNACK, a final DISCONNECT
+	closing  bool   // close the transport once everything is written
+	closed   bool   // Closed was called
+	attached bool
+}
+
+// routeScratch is reused by a connection's reader for every message it routes.
+type routeScratch struct {
+	matches topic.Matches
+	ids     []uint32
+}
+
+// NewConn registers a new transport. wake is called, from any goroutine,
+// when the connection has output to write or must be closed; it must not
+// block (a buffered channel of one with a non-blocking send is the usual
+// implementation).
+func (b *Broker) NewConn(info ConnInfo, wake func()) *Conn {
+	return &Conn{b: b, info: info, wake: wake}
+}
+
+func (c *Conn) wakeUp() { c.wake() }
+
+// entry returns the connection's session entry, or nil before CONNECT.
+func (c *Conn) entry() *entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.e
+}
+
+// Closing reports whether the connection is to be closed.
+func (c *Conn) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
+// KeepAlive returns how long the runtime waits for the next packet before
+// closing the connection: one and a half times the keep alive in force
+// [MQTT-3.1.2-24] [v5 MQTT-3.1.2-22], or 0 for no limit.
+func (c *Conn) KeepAlive() time.Duration {
+	e := c.entry()
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	ka := time.Duration(0)
+	if e.conn == c {
+		ka = time.Duration(e.s.KeepAlive()) * time.Second
+	}
+	e.mu.Unlock()
+	return ka * 3 / 2
+}
+
+func (c *Conn) markClosing() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+}
+
+// refuse answers a CONNECT with a refusal (or nothing, when code is 0 or
+// the version is unknown) and closes the connection.
+func (c *Conn) refuse(v packet.Version, code packet.ReasonCode) {
+	c.b.stats.Refused.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closing = true
+	if code == 0 {
+		return
+	}
+	ack := packet.Connack{ReasonCode: code}
+	if v != packet.V5 {
+		ack.ReasonCode = packet.ConnackCode311(code)
+		v = packet.V311
+	}
+	c.pending, _ = ack.Append(c.pending, v)
+}
+
+// Handle processes one packet from the client: h and body as read by
+// packet.Reader. body may be reused once Handle returns.
+func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
+	if c.Closing() {
+		return
+	}
+	now := c.b.env.Clock.Now()
+	e := c.entry()
+	if e == nil {
+		c.handleConnect(h, body, now)
+		return
+	}
+	p, err := c.dec.Decode(h, body)
+	if err != nil {
+		c.Fail(err)
+		return
+	}
+	e.mu.Lock()
+	if e.conn != c {
+		e.mu.Unlock()
+		c.markClosing()
+		return
+	}
+	r := e.s.Handle(p, now)
+	switch {
+	case r.Route != nil:
+		m, pid, qos := r.Route, r.RoutePID, r.Route.QoS
+		e.mu.Unlock()
+		code := c.publish(m, now)
+		e.mu.Lock()
+		if e.conn == c {
+			e.s.PublishDone(pid, qos, code)
+		}
+	case len(r.Subscribe) > 0:
+		reqs, pid := r.Subscribe, r.SubscribePID
+		e.mu.Unlock()
+		c.subscribe(e, reqs)
+		e.mu.Lock()
+		ok := e.conn == c
+		if ok {
+			e.s.SubscribeDone(pid, reqs)
+		}
+		e.mu.Unlock()
+		if !ok {
+			c.undoSubscribe(e, reqs)
+			return
+		}
+		c.sendRetained(e, reqs, now)
+		return
+	case len(r.Unsubscribe) > 0:
+		filters, pid := r.Unsubscribe, r.UnsubscribePID
+		e.mu.Unlock()
+		c.t.routesMu.Lock()
+		for _, f := range filters {
+			c.t.routes.Unsubscribe(f, e.id)
+		}
+		c.t.routesMu.Unlock()
+		e.mu.Lock()
+		if e.conn == c {
+			e.s.UnsubscribeDone(pid, filters)
+		}
+	}
+	closing := r.Close
+	if closing && r.Reason.IsError() {
+		c.b.stats.ProtocolError.Add(1)
+	}
+	e.mu.Unlock()
+	if closing {
+		c.markClosing()
+	}
+}
+
+// Fail ends the connection because of a read or decode error: a 5.0 client
+// gets a DISCONNECT with the error's reason code [MQTT-4.13.1-1], a 3.1.1
+// client a closed connection [MQTT-4.8.0-1].
+func (c *Conn) Fail(err error) {
+	c.b.stats.ProtocolError.Add(1)
+	code := packet.CodeOf(err)
+	e := c.entry()
+	if e == nil {
+		// Before CONNECT: a 5.0 CONNECT that failed to decode may be
+		// answered with a CONNACK; anything else closes silently.
+		var pe *packet.Error
+		if errors.As(err, &pe) && pe.Packet == packet.CONNECT && pe.Version == packet.V5 {
+			c.refuse(packet.V5, code)
+			return
+		}
+		c.refuse(0, 0)
+		return
+	}
+	e.mu.Lock()
+	if e.conn == c {
+		e.s.Kick(code)
+	}
+	e.mu.Unlock()
+	c.markClosing()
+}
+
+// Output returns bytes to write, using spare (the buffer the previous call
+// returned, once written) for the next batch. When it returns nothing and
+// closeNow, the runtime closes the transport.
+func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		out, c.pending = c.pending, spare[:0]
+		c.mu.Unlock()
+		return out, false
+	}
+	e, closing := c.e, c.closing
+	c.mu.Unlock()
+	if e != nil {
+		e.mu.Lock()
+		if e.conn == c {
+			out = e.s.TakeOutput(spare, c.b.env.Clock.Now())
+			closing = closing || e.s.Closing()
+		} else {
+			closing = true
+		}
+		e.mu.Unlock()
+	}
+	if len(out) > 0 {
+		return out, false
+	}
+	return out, closing
+}
+
+// Closed tells the broker the transport is gone. The session is detached:
+// its will is published (or scheduled) and it expires on its schedule.
+func (c *Conn) Closed() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed, c.closing = true, true
+	e := c.e
+	c.mu.Unlock()
+	if e == nil {
+		return
+	}
+	now := c.b.env.Clock.Now()
+	e.mu.Lock()
+	if e.conn != c {
+		e.mu.Unlock()
+		return // already detached by a takeover or shutdown
+	}
+	r := e.s.Detach(now)
+	will, delay, expire := r.Will, r.WillDelay, r.Expire
+	e.conn = nil
+	e.online.Store(false)
+	gen := e.gen
+	e.mu.Unlock()
+	c.b.stats.Connections.Add(-1)
+	c.b.afterDetach(e, gen, will, delay, expire)
+}
+
+// kick detaches the connection from its session because the broker ends it
+// (takeover, shutdown). The caller holds e.mu and e.conn == c. The final
+// DISCONNECT and any unwritten output move to the connection's own buffer.
+func (c *Conn) kick(e *entry, code packet.ReasonCode) *session.Result {
+	e.s.Kick(code)
+	out := e.s.TakeOutput(nil, c.b.env.Clock.Now())
+	r := e.s.Detach(c.b.env.Clock.Now())
+	e.conn = nil
+	e.online.Store(false)
+	c.mu.Lock()
+	c.pending = append(c.pending, out...)
+	c.closing = true
+	c.mu.Unlock()
+	c.b.stats.Connections.Add(-1)
+	return r
+}
+
+// handleConnect processes the first packet of a connection.
+func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
+	b := c.b
+	if h.Type != packet.CONNECT {
+		b.stats.ProtocolError.Add(1)
+		c.refuse(0, 0) // the first packet must be CONNECT [MQTT-3.1.0-1]
+		return
+	}
+	p, err := c.dec.Decode(h, body)
+	if err != nil {
+		var pe *packet.Error
+		switch {
+		case errors.As(err, &pe) && pe.Code == packet.UnsupportedProtocolVersion && pe.Version != 0 && pe.Version != packet.V5:
+			// An unsupported level is answered in the 3.1.1 format
+			// [v3.1.1 MQTT-3.1.2-2].
+			c.refuse(packet.V311, packet.UnsupportedProtocolVersion)
+		case errors.As(err, &pe) && pe.Version == packet.V5:
+			c.refuse(packet.V5, pe.Code)
+		default:
+			c.refuse(0, 0) // [MQTT-3.1.4-1]
+		}
+		b.stats.ProtocolError.Add(1)
+		return
+	}
+	conn := p.(*packet.Connect)
+	v := conn.Version
+	if code := b.checkConnect(conn); code != packet.Success {
+		if code == packet.MalformedPacket && v != packet.V5 {
+			c.refuse(0, 0)
+			return
+		}
+		c.refuse(v, code)
+		return
+	}
+	ar := b.auth.Authenticate(&AuthRequest{ClientID: string(conn.ClientID), Username: string(conn.Username),
+		HasUser: conn.UsernameFlag, Password: conn.Password, Listener: c.info.Listener,
+		DefaultTenant: c.info.DefaultTenant, Remote: c.info.Remote, CertSubject: c.info.CertSubject})
+	if ar.Code != packet.Success {
+		c.refuse(v, ar.Code)
+		return
+	}
+	b.mu.Lock()
+	stopped := b.stopped
+	b.mu.Unlock()
+	if stopped {
+		c.refuse(v, packet.ServerUnavailable)
+		return
+	}
+	t := b.tenant(ar.Tenant)
+	c.t = t
+	c.dec.Version = v
+
+	var wills []*message.Message
+	var dropFilters []string
+	var dropped *entry
+	t.regMu.Lock()
+	clientID, assigned := string(conn.ClientID), ""
+	if clientID == "" {
+		clientID = b.assignClientID(t)
+		if v == packet.V5 {
+			assigned = clientID
+		}
+	}
+	var e *entry
+	present := false
+	if old := t.sessions[clientID]; old != nil {
+		old.mu.Lock()
+		ended := false
+		if oc := old.conn; oc != nil {
+			// Session takeover [MQTT-3.1.4-2] [v5 MQTT-3.1.4-3].
+			r := oc.kick(old, packet.SessionTakenOver)
+			// A session that was to end with its connection (expiry 0, or
+			// a DISCONNECT not yet followed by the close) ends here.
+			ended = r.Expire == 0
+			if r.Will != nil && (r.WillDelay == 0 || conn.CleanStart || ended) {
+				wills = append(wills, r.Will)
+			}
+			defer oc.wakeUp()
+		}
+		if old.willTimer != nil && (conn.CleanStart || ended) {
+			// The old session ends now, before its will delay ran out.
+			wills = append(wills, old.pendingWill)
+		}
+		old.stopTimers()
+		if conn.CleanStart || ended {
+			// Discard the old session [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6].
+			dropFilters = old.filters()
+			old.dead = true
+			delete(t.sessions, clientID)
+			dropped = old
+		} else {
+			e, present = old, true
+		}
+		old.mu.Unlock()
+	}
+	if e == nil {
+		e = b.newEntry(t, clientID)
+		t.sessions[clientID] = e
+	}
+	e.mu.Lock()
+	e.gen++
+	e.stopTimers()
+	e.conn = c
+	e.online.Store(true)
+	e.s.Attach(conn, present, assigned, now)
+	e.mu.Unlock()
+	t.regMu.Unlock()
+
+	c.mu.Lock()
+	c.e = e
+	c.mu.Unlock()
+	b.stats.Connections.Add(1)
+	b.stats.ConnectsTotal.Add(1)
+	if dropped != nil {
+		b.removeRoutes(t, dropped.id, dropFilters)
+		b.release(dropped)
+	}
+	for _, w := range wills {
+		b.publishWill(t, w)
+	}
+}
+
+// checkConnect applies the rules on a CONNECT that need the broker's
+// configuration. It returns the 5.0 CONNACK reason to refuse with.
+func (b *Broker) checkConnect(c *packet.Connect) packet.ReasonCode {
+	cfg := &b.cfg.Session
+	switch {
+	case c.Version == packet.V31 && (len(c.ClientID) == 0 || len(c.ClientID) > 23):
+		return packet.ClientIdentifierNotValid // 3.1 requires 1 to 23 characters
+	case len(c.ClientID) == 0 && c.Version == packet.V311 && !c.CleanStart:
+		return packet.ClientIdentifierNotValid // [v3.1.1 MQTT-3.1.3-8]
+	}
+	if c.WillFlag {
+		if topic.ValidName(c.WillTopic) != nil {
+			if c.Version == packet.V5 {
+				return packet.TopicNameInvalid
+			}
+			return packet.MalformedPacket
+		}
+		if c.WillQoS > cfg.MaxQoS {
+			return packet.QoSNotSupported // [v5 MQTT-3.2.2-12]
+		}
+		if c.WillRetain && !cfg.RetainAvailable {
+			return packet.RetainNotSupported // [v5 MQTT-3.2.2-13]
+		}
+	}
+	if c.Version == packet.V5 && c.Properties.Has(packet.PropAuthMethod) {
+		return packet.BadAuthenticationMethod // no enhanced authentication method is configured
+	}
+	return packet.Success
+}
+
+func (e *entry) stopTimers() {
+	if e.willTimer != nil {
+		e.willTimer.Stop()
+		e.willTimer = nil
+		e.pendingWill = nil
+	}
+	if e.expiryTimer != nil {
+		e.expiryTimer.Stop()
+		e.expiryTimer = nil
+	}
+}
+
+// filters returns the session's subscription filters. The caller holds e.mu.
+func (e *entry) filters() []string {
+	var fs []string
+	e.s.Subscriptions(func(f string, _ topic.Options) bool {
+		fs = append(fs, f)
+		return true
+	})
+	return fs
+}
+
+func (b *Broker) removeRoutes(t *tenant, id topic.SubscriberID, filters []string) {
+	if len(filters) == 0 {
+		return
+	}
+	t.routesMu.Lock()
+	for _, f := range filters {
+		t.routes.Unsubscribe([]byte(f), id)
+	}
+	t.routesMu.Unlock()
+}
+
+// afterDetach publishes or schedules the will of a session whose connection
+// ended, and ends or schedules the end of the session.
+func (b *Broker) afterDetach(e *entry, gen uint64, will *message.Message, delay, expire time.Duration) {
+	t := e.t
+	if will != nil && delay == 0 {
+		b.publishWill(t, will)
+		will = nil
+	}
+	if expire == 0 {
+		b.endSession(e, gen, will)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gen != gen || e.conn != nil || e.dead {
+		return
+	}
+	if will != nil {
+		e.pendingWill = will
+		e.willTimer = b.env.Clock.AfterFunc(delay, func() { b.fireWill(e, gen, will) })
+	}
+	if expire != session.Forever {
+		e.expiryTimer = b.env.Clock.AfterFunc(expire, func() { b.endSession(e, gen, nil) })
+	}
+}
+
+// fireWill publishes a delayed will unless the session was resumed
+// [v5 MQTT-3.1.3-9].
+func (b *Broker) fireWill(e *entry, gen uint64, will *message.Message) {
+	e.mu.Lock()
+	if e.gen != gen || e.conn != nil || e.dead || e.willTimer == nil {
+		e.mu.Unlock()
+		return
+	}
+	e.willTimer, e.pendingWill = nil, nil
+	e.mu.Unlock()
+	b.publishWill(e.t, will)
+}
+
+// endSession discards a session that has expired (or ended with its
+// connection). A will still waiting for its delay goes now: the session
+// ended first [v5 MQTT-3.1.2-8].
+func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
+	t := e.t
+	t.regMu.Lock()
+	e.mu.Lock()
+	if e.gen != gen || e.conn != nil || e.dead {
+		e.mu.Unlock()
+		t.regMu.Unlock()
+		return
+	}
+	if e.willTimer != nil && will == nil {
+		will = e.pendingWill
+	}
+	e.stopTimers()
+	e.dead = true
+	filters := e.filters()
+	if t.sessions[e.s.ClientID] == e {
+		delete(t.sessions, e.s.ClientID)
+	}
+	e.mu.Unlock()
+	t.regMu.Unlock()
+	b.removeRoutes(t, e.id, filters)
+	b.release(e)
+	b.stats.Expired.Add(1)
+	if will != nil {
+		b.publishWill(t, will)
+	}
+}
+
+// publishWill routes a will message as if its client had published it.
+func (b *Broker) publishWill(t *tenant, will *message.Message) {
+	b.stats.WillsSent.Add(1)
+	var rs routeScratch
+	if will.Retain {
+		b.retained.Set(t.name, will)
+	}
+	b.route(t, will, &rs, b.env.Clock.Now(), nil)
+}
+
+// Kick ends the connection from the broker's side: a connected 5.0 client
+// gets a DISCONNECT with code; a connection without a session just closes.
+func (c *Conn) Kick(code packet.ReasonCode) {
+	e := c.entry()
+	if e != nil {
+		e.mu.Lock()
+		if e.conn == c {
+			r := c.kick(e, code)
+			will, delay, expire, gen := r.Will, r.WillDelay, r.Expire, e.gen
+			e.mu.Unlock()
+			c.b.afterDetach(e, gen, will, delay, expire)
+			return
+		}
+		e.mu.Unlock()
+	}
+	c.markClosing()
+}

@@ -1,0 +1,298 @@
+// Package config reads Skybridge's YAML configuration file, fills in the
+// documented defaults, validates every field (errors name the field), and
+// turns it into the runtime's configuration.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/server"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// File is the configuration file's structure. Every field has a default
+// (see Default); a file only says what differs.
+type File struct {
+	Listeners []Listener `yaml:"listeners"`
+	Admin     Admin      `yaml:"admin"`
+	Limits    Limits     `yaml:"limits"`
+	MQTT      MQTT       `yaml:"mqtt"`
+	Storage   Storage    `yaml:"storage"`
+	Log       Log        `yaml:"log"`
+}
+
+// Listener is one MQTT listener.
+type Listener struct {
+	Name              string `yaml:"name"`
+	Type              string `yaml:"type"` // tcp, tls, ws, wss
+	Addr              string `yaml:"addr"`
+	Path              string `yaml:"path"` // WebSocket path, default /mqtt
+	CertFile          string `yaml:"cert_file"`
+	KeyFile           string `yaml:"key_file"`
+	ClientCAFile      string `yaml:"client_ca_file"`
+	RequireClientCert bool   `yaml:"require_client_cert"`
+	DefaultTenant     string `yaml:"default_tenant"`
+}
+
+// Admin is the admin HTTP server (metrics, health).
+type Admin struct {
+	Addr string `yaml:"addr"` // "" disables it
+}
+
+// Limits bound what clients may use.
+type Limits struct {
+	ConnectTimeout    time.Duration `yaml:"connect_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	MaxConnections    int           `yaml:"max_connections"`
+	MaxPacketSize     int           `yaml:"max_packet_size"`
+	MaxInflight       int           `yaml:"max_inflight"`
+	MaxQueued         int           `yaml:"max_queued"`
+	MaxOutputBytes    int           `yaml:"max_output_bytes"`
+	ReceiveMaximum    int           `yaml:"receive_maximum"`
+	TopicAliasMaximum int           `yaml:"topic_alias_maximum"`
+	MaxKeepAlive      int           `yaml:"max_keepalive"`
+	MaxSessionExpiry  int64         `yaml:"max_session_expiry"`
+}
+
+// MQTT switches protocol features.
+type MQTT struct {
+	MaxQoS                  int    `yaml:"max_qos"`
+	RetainAvailable         *bool  `yaml:"retain_available"`
+	WildcardSubscriptions   *bool  `yaml:"wildcard_subscriptions"`
+	SharedSubscriptions     *bool  `yaml:"shared_subscriptions"`
+	SubscriptionIdentifiers *bool  `yaml:"subscription_identifiers"`
+	OutboundTopicAliases    *bool  `yaml:"outbound_topic_aliases"`
+	SharedPolicy            string `yaml:"shared_policy"` // round_robin, random, sticky
+}
+
+// Storage selects where state lives.
+type Storage struct {
+	Type string `yaml:"type"` // memory
+	Dir  string `yaml:"dir"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+func boolp(b bool) *bool { return &b }
+
+// Default returns the configuration used when a file says nothing: one TCP
+// listener on 127.0.0.1:1883 and the limits documented on each field.
+func Default() File {
+	return File{
+		Listeners: []Listener{{Name: "tcp", Type: "tcp", Addr: "127.0.0.1:1883", DefaultTenant: "default"}},
+		Limits: Limits{
+			ConnectTimeout:    10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			MaxPacketSize:     1 << 20,
+			MaxInflight:       1024,
+			MaxQueued:         10000,
+			MaxOutputBytes:    1 << 20,
+			ReceiveMaximum:    1024,
+			TopicAliasMaximum: 64,
+			MaxSessionExpiry:  math.MaxUint32,
+		},
+		MQTT: MQTT{MaxQoS: 2, RetainAvailable: boolp(true), WildcardSubscriptions: boolp(true),
+			SharedSubscriptions: boolp(true), SubscriptionIdentifiers: boolp(true),
+			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin"},
+		Storage: Storage{Type: "memory", Dir: "./data"},
+		Log:     Log{Level: "info", Format: "text"},
+	}
+}
+
+// Parse reads a YAML configuration over the defaults. Unknown fields are
+// errors, so that a typo does not silently fall back to a default.
+func Parse(r io.Reader) (File, error) {
+	f := Default()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return f, err
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		// A file that lists listeners replaces the default list: the decoder
+		// builds a new slice for a sequence.
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil {
+			return f, fmt.Errorf("config: %w", err)
+		}
+	}
+	return f, f.Validate()
+}
+
+// Validate checks every field and reports all problems, each naming its field.
+func (f *File) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(f.Listeners) == 0 {
+		bad("listeners", "at least one listener is required")
+	}
+	names := map[string]bool{}
+	for i := range f.Listeners {
+		l := &f.Listeners[i]
+		field := fmt.Sprintf("listeners[%d]", i)
+		if l.Type == "" {
+			l.Type = "tcp"
+		}
+		if l.Name == "" {
+			l.Name = l.Type
+		}
+		if names[l.Name] {
+			bad(field+".name", "duplicate listener name %q", l.Name)
+		}
+		names[l.Name] = true
+		switch l.Type {
+		case "tcp", "ws":
+		case "tls", "wss":
+			if l.CertFile == "" || l.KeyFile == "" {
+				bad(field, "type %s needs cert_file and key_file", l.Type)
+			}
+		default:
+			bad(field+".type", "must be tcp, tls, ws or wss, not %q", l.Type)
+		}
+		if l.Addr == "" {
+			bad(field+".addr", "required (host:port)")
+		}
+		if l.RequireClientCert && l.ClientCAFile == "" {
+			bad(field+".require_client_cert", "needs client_ca_file")
+		}
+		if l.DefaultTenant == "" {
+			l.DefaultTenant = "default"
+		}
+		if l.Path != "" && !strings.HasPrefix(l.Path, "/") {
+			bad(field+".path", "must start with /")
+		}
+	}
+	lim := &f.Limits
+	positive := func(field string, v int) {
+		if v <= 0 {
+			bad(field, "must be positive, not %d", v)
+		}
+	}
+	if lim.ConnectTimeout <= 0 {
+		bad("limits.connect_timeout", "must be positive")
+	}
+	if lim.WriteTimeout <= 0 {
+		bad("limits.write_timeout", "must be positive")
+	}
+	if lim.MaxConnections < 0 {
+		bad("limits.max_connections", "must be 0 (no limit) or positive")
+	}
+	if lim.MaxPacketSize < 64 || lim.MaxPacketSize > packet.MaxPacketSize {
+		bad("limits.max_packet_size", "must be between 64 and %d", packet.MaxPacketSize)
+	}
+	positive("limits.max_queued", lim.MaxQueued)
+	positive("limits.max_output_bytes", lim.MaxOutputBytes)
+	if lim.MaxInflight < 1 || lim.MaxInflight > 65535 {
+		bad("limits.max_inflight", "must be between 1 and 65535")
+	}
+	if lim.ReceiveMaximum < 1 || lim.ReceiveMaximum > 65535 {
+		bad("limits.receive_maximum", "must be between 1 and 65535")
+	}
+	if lim.TopicAliasMaximum < 0 || lim.TopicAliasMaximum > 65535 {
+		bad("limits.topic_alias_maximum", "must be between 0 and 65535")
+	}
+	if lim.MaxKeepAlive < 0 || lim.MaxKeepAlive > 65535 {
+		bad("limits.max_keepalive", "must be between 0 (no cap) and 65535 seconds")
+	}
+	if lim.MaxSessionExpiry < 0 || lim.MaxSessionExpiry > math.MaxUint32 {
+		bad("limits.max_session_expiry", "must be between 0 and %d seconds", uint32(math.MaxUint32))
+	}
+	if f.MQTT.MaxQoS < 0 || f.MQTT.MaxQoS > 2 {
+		bad("mqtt.max_qos", "must be 0, 1 or 2")
+	}
+	if _, err := policy(f.MQTT.SharedPolicy); err != nil {
+		bad("mqtt.shared_policy", "%v", err)
+	}
+	switch f.Storage.Type {
+	case "memory":
+	default:
+		bad("storage.type", "must be memory (pebble arrives with the storage work), not %q", f.Storage.Type)
+	}
+	if _, err := level(f.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if f.Log.Format != "text" && f.Log.Format != "json" {
+		bad("log.format", "must be text or json, not %q", f.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func policy(s string) (topic.Policy, error) {
+	switch s {
+	case "round_robin", "":
+		return topic.RoundRobin, nil
+	case "random":
+		return topic.Random, nil
+	case "sticky":
+		return topic.Sticky, nil
+	}
+	return 0, fmt.Errorf("must be round_robin, random or sticky, not %q", s)
+}
+
+func level(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+// LogLevel returns the configured log level.
+func (f *File) LogLevel() slog.Level {
+	l, _ := level(f.Log.Level)
+	return l
+}
+
+// Server turns a validated File into the runtime's configuration.
+func (f *File) Server(log *slog.Logger) server.Config {
+	sc := server.DefaultConfig()
+	sc.Listeners = nil
+	for _, l := range f.Listeners {
+		sc.Listeners = append(sc.Listeners, server.ListenerConfig{Name: l.Name, Type: l.Type, Addr: l.Addr,
+			Path: l.Path, CertFile: l.CertFile, KeyFile: l.KeyFile, ClientCAFile: l.ClientCAFile,
+			RequireClientCert: l.RequireClientCert, DefaultTenant: l.DefaultTenant})
+	}
+	sc.AdminAddr = f.Admin.Addr
+	sc.ConnectTimeout = f.Limits.ConnectTimeout
+	sc.WriteTimeout = f.Limits.WriteTimeout
+	sc.MaxConnections = f.Limits.MaxConnections
+	sc.Logger = log
+	b := broker.DefaultConfig()
+	b.Logger = log
+	b.MaxPacketSize = f.Limits.MaxPacketSize
+	b.SharedPolicy, _ = policy(f.MQTT.SharedPolicy)
+	s := &b.Session
+	s.MaxQoS = packet.QoS(f.MQTT.MaxQoS)
+	s.RetainAvailable = *f.MQTT.RetainAvailable
+	s.WildcardSubscriptions = *f.MQTT.WildcardSubscriptions
+	s.SharedSubscriptions = *f.MQTT.SharedSubscriptions
+	s.SubscriptionIdentifiers = *f.MQTT.SubscriptionIdentifiers
+	s.OutboundTopicAliases = *f.MQTT.OutboundTopicAliases
+	s.MaxInflight = uint16(f.Limits.MaxInflight)
+	s.MaxQueued = f.Limits.MaxQueued
+	s.MaxOutput = f.Limits.MaxOutputBytes
+	s.ReceiveMaximum = uint16(f.Limits.ReceiveMaximum)
+	s.TopicAliasMaximum = uint16(f.Limits.TopicAliasMaximum)
+	s.MaxKeepAlive = uint16(f.Limits.MaxKeepAlive)
+	s.MaxSessionExpiry = uint32(f.Limits.MaxSessionExpiry)
+	s.MaxPacketSize = uint32(f.Limits.MaxPacketSize)
+	sc.Broker = b
+	return sc
+}

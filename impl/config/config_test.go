@@ -1,0 +1,70 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseDefaultsAndOverrides(t *testing.T) {
+	t.Parallel()
+	f, err := Parse(strings.NewReader(`
+listeners:
+  - type: ws
+    addr: 127.0.0.1:0
+limits:
+  connect_timeout: 3s
+mqtt:
+  max_qos: 1
+  shared_subscriptions: false
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Listener{{Name: "ws", Type: "ws", Addr: "127.0.0.1:0", DefaultTenant: "default"}}
+	if d := cmp.Diff(want, f.Listeners); d != "" {
+		t.Errorf("listeners (-want +got):\n%s", d)
+	}
+	if f.Limits.ConnectTimeout != 3*time.Second || f.Limits.MaxQueued != 10000 {
+		t.Errorf("limits = %+v", f.Limits)
+	}
+	sc := f.Server(nil)
+	if sc.Broker.Session.MaxQoS != 1 || sc.Broker.Session.SharedSubscriptions || !sc.Broker.Session.RetainAvailable {
+		t.Errorf("session config = %+v", sc.Broker.Session)
+	}
+}
+
+func TestEmptyFileIsTheDefault(t *testing.T) {
+	t.Parallel()
+	f, err := Parse(strings.NewReader(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(Default().Listeners, f.Listeners); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+func TestValidationNamesTheField(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ yaml, want string }{
+		{"mqtt:\n  max_qos: 3\n", "mqtt.max_qos"},
+		{"listeners:\n  - type: udp\n    addr: x:1\n", "listeners[0].type"},
+		{"listeners:\n  - type: tls\n    addr: x:1\n", "listeners[0]: type tls needs cert_file"},
+		{"listeners: []\n", "listeners: at least one"},
+		{"limits:\n  max_inflight: 0\n", "limits.max_inflight"},
+		{"limits:\n  max_packet_size: 10\n", "limits.max_packet_size"},
+		{"limits:\n  recieve_maximum: 5\n", "field recieve_maximum not found"},
+		{"log:\n  level: loud\n", "log.level"},
+		{"mqtt:\n  shared_policy: fair\n", "mqtt.shared_policy"},
+		{"storage:\n  type: floppy\n", "storage.type"},
+	}
+	for _, c := range cases {
+		_, err := Parse(strings.NewReader(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", c.yaml, err, c.want)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+package session
+
+import (
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+)
+
+// Delivery is how one message reaches this session: the QoS to use (already
+// the minimum of the message's and the subscription's), the RETAIN flag to
+// send and the Subscription Identifiers of the matching subscriptions.
+type Delivery struct {
+	QoS    packet.QoS
+	Retain bool
+	SubIDs []uint32 // copied if kept
+}
+
+// Outcome says what Deliver did with a message.
+type Outcome uint8
+
+// Outcomes of Deliver.
+const (
+	Sent          Outcome = iota // written to the output (or queued behind earlier messages)
+	Queued                       // held until the window, the buffer or a connection allows
+	DropQueueFull                // refused: the session's queue is at its bound
+	DropOutput                   // QoS 0 not written: the output buffer is full
+	DropOffline                  // QoS 0 for a session without a connection
+	DropTooLarge                 // larger than the client's Maximum Packet Size
+	DropExpired                  // already expired
+)
+
+// Deliver hands the session a message for its client. For QoS 1 and 2 the
+// message must be owned; a QoS 0 message may be borrowed: it is written at
+// once or dropped, never kept.
+func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome {
+	if m.Expired(now) {
+		s.Stats.DroppedExpired++
+		return DropExpired
+	}
+	if d.QoS == packet.QoS0 {
+		if s.conn == nil || s.conn.closed {
+			s.Stats.DroppedOffline++
+			return DropOffline
+		}
+		if len(s.out) >= s.cfg.MaxOutput {
+			s.Stats.DroppedOutputFull++
+			return DropOutput
+		}
+		tmp := delivery{msg: m, retain: d.Retain, subIDs: d.SubIDs}
+		if !s.writePublish(&tmp, false, now) {
+			return DropTooLarge
+		}
+		return Sent
+	}
+	if s.queue.len() >= s.cfg.MaxQueued {
+		s.Stats.DroppedQueueFull++
+		return DropQueueFull
+	}
+	dl := &delivery{msg: m, qos: d.QoS, retain: d.Retain}
+	if len(d.SubIDs) > 0 {
+		dl.subIDs = append([]uint32(nil), d.SubIDs...)
+	}
+	if s.conn != nil && !s.conn.closed && s.queue.len() == 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
+		// Nothing waits ahead of it: send now.
+		dl.pid, dl.state = s.allocPID(), stateSent
+		if !s.writePublish(dl, false, now) {
+			return DropTooLarge
+		}
+		s.link(dl)
+		return Sent
+	}
+	s.queue.push(dl)
+	return Queued
+}
+
+// window returns how many more QoS 1/2 messages may be in flight now.
+func (s *Session) window() int {
+	limit := int(s.cfg.MaxInflight)
+	if s.conn != nil && int(s.conn.receiveMax) < limit {
+		limit = int(s.conn.receiveMax) // [MQTT-3.3.4-9]
+	}
+	return limit - len(s.inflight)
+}
+
+// pump sends queued messages while the window and the output buffer allow.
+func (s *Session) pump(now time.Time) {
+	if s.conn == nil || s.conn.closed {
+		return
+	}
+	for s.queue.len() > 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
+		d := s.queue.pop()
+		if d.msg.Expired(now) {
+			// Onward delivery had not started: the copy is deleted [MQTT-3.3.2-5].
+			s.Stats.DroppedExpired++
+			continue
+		}
+		d.pid = s.allocPID()
+		d.state = stateSent
+		if !s.writePublish(d, false, now) {
+			continue // too large: behave as if delivered [MQTT-3.1.2-25]
+		}
+		s.link(d)
+	}
+}
+
+func (s *Session) allocPID() uint16 {
+	for {
+		s.nextPID++
+		if s.nextPID == 0 {
+			s.nextPID = 1
+		}
+		if _, used := s.inflight[s.nextPID]; !used {
+			return s.nextPID // [MQTT-2.2.1-4]
+		}
+	}
+}
+
+func (s *Session) link(d *delivery) {
+	s.inflight[d.pid] = d
+	d.prev, d.next = s.tail, nil
+	if s.tail != nil {
+		s.tail.next = d
+	} else {
+		s.head = d
+	}
+	s.tail = d
+}
+
+func (s *Session) unlink(d *delivery) {
+	delete(s.inflight, d.pid)
+	if d.prev != nil {
+		d.prev.next = d.next
+	} else {
+		s.head = d.next
+	}
+	if d.next != nil {
+		d.next.prev = d.prev
+	} else {
+		s.tail = d.prev
+	}
+	d.prev, d.next = nil, nil
+}
+
+// writePublish encodes d as a PUBLISH for the current connection. It
+// returns false, writing nothing, when the packet exceeds the client's
+// Maximum Packet Size [MQTT-3.1.2-24].
+func (s *Session) writePublish(d *delivery, dup bool, now time.Time) bool {
+	cs := s.conn
+	m := d.msg
+	p := &s.scratch
+	user := p.Properties.User
+	*p = packet.Publish{Dup: dup, QoS: d.qos, Retain: d.retain, Topic: m.Topic, PacketID: d.pid, Payload: m.Payload}
+	v := s.version
+	var alias uint16
+	var newAlias bool
+	if v == packet.V5 {
+		p.Properties = m.Properties
+		p.Properties.User = append(user[:0], m.Properties.User...)
+		p.Properties.SubscriptionIDs = d.subIDs
+		if rem, ok := m.RemainingExpiry(now); ok {
+			p.Properties.MessageExpiry = rem // reduced by the time spent here [MQTT-3.3.2-6]
+			p.Properties.Set(packet.PropMessageExpiry)
+		}
+		if cs.aliasMax > 0 {
+			alias, newAlias = s.topicAlias(m.Topic)
+			if alias != 0 {
+				p.Properties.TopicAlias = alias
+				p.Properties.Set(packet.PropTopicAlias)
+				if !newAlias {
+					p.Topic = nil
+				}
+			}
+		}
+	} else {
+		p.Properties.User = user[:0]
+	}
+	if max := cs.maxPacketSize; max > 0 && p.Size(v) > int(max) {
+		s.Stats.DroppedTooLarge++
+		return false
+	}
+	if newAlias {
+		if cs.aliasOut == nil {
+			cs.aliasOut = map[string]uint16{}
+		}
+		cs.aliasOut[string(m.Topic)] = alias
+	}
+	s.out, _ = p.Append(s.out, v)
+	s.Stats.Sent++
+	return true
+}
+
+// topicAlias returns the alias for topic on this connection: an existing
+// one, or a new one while aliases remain (never above the client's Topic
+// Alias Maximum [MQTT-3.1.2-26]), or 0.
+func (s *Session) topicAlias(topic []byte) (alias uint16, isNew bool) {
+	cs := s.conn
+	if a, ok := cs.aliasOut[string(topic)]; ok {
+		return a, false
+	}
+	if n := len(cs.aliasOut); n < int(cs.aliasMax) {
+		return uint16(n + 1), true
+	}
+	return 0, false
+}
+
+// writeAck writes a PUBACK, PUBREC, PUBREL or PUBCOMP.
+func (s *Session) writeAck(t packet.Type, pid uint16, code packet.ReasonCode) {
+	if s.conn == nil || s.conn.closed {
+		return
+	}
+	s.ack = packet.Ack{PacketType: t, PacketID: pid, ReasonCode: code, Properties: s.ack.Properties}
+	s.ack.Properties.Reset()
+	s.out, _ = s.ack.Append(s.out, s.version)
+}

@@ -1,0 +1,394 @@
+package session
+
+import (
+	"math"
+	"time"
+
+	"github.com/tidwall/btree"
+
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// Session is one client's session. See the package documentation for the
+// calling contract.
+type Session struct {
+	cfg      *Config
+	ID       topic.SubscriberID
+	Tenant   string
+	ClientID string
+
+	// Session state: survives connections while the session lives.
+	version  packet.Version
+	subs     btree.Map[string, topic.Options]
+	expiry   uint32 // Session Expiry Interval in seconds; math.MaxUint32: never
+	nextPID  uint16
+	inflight map[uint16]*delivery
+	head     *delivery // inflight deliveries in send order
+	tail     *delivery
+	queue    fifo
+	qos2In   map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet
+	will     *message.Message
+	// willDelay is the Will Delay Interval in seconds.
+	willDelay uint32
+
+	// Connection state: nil when no connection is attached.
+	conn *connState
+	out  []byte
+
+	// Stats counts what the session dropped and why. The broker reads it.
+	Stats Stats
+
+	ctl     Result         // the Result of Kick and Detach, which other goroutines may call
+	scratch packet.Publish // reused to encode PUBLISH packets
+	ack     packet.Ack
+}
+
+// Stats counts dropped messages by cause.
+type Stats struct {
+	DroppedQueueFull  uint64 // QoS 1/2 message refused: queue at MaxQueued
+	DroppedOutputFull uint64 // QoS 0 message not written: output at MaxOutput
+	DroppedOffline    uint64 // QoS 0 message for a session with no connection
+	DroppedTooLarge   uint64 // larger than the client's Maximum Packet Size
+	DroppedExpired    uint64 // Message Expiry Interval passed before sending
+	Sent              uint64 // PUBLISH packets written (retransmissions included)
+}
+
+// connState is the part of the state that lives as long as one connection.
+type connState struct {
+	keepAlive     uint16
+	receiveMax    uint16 // the client's Receive Maximum (outbound quota)
+	maxPacketSize uint32 // the client's Maximum Packet Size (0: protocol limit)
+	aliasMax      uint16 // the client's Topic Alias Maximum
+	aliasOut      map[string]uint16
+	aliasIn       map[uint16][]byte
+	problemInfo   bool // the client accepts Reason Strings and User Properties on errors
+	inPending     int  // QoS 1/2 PUBLISHes received and not yet acknowledged (PublishDone)
+	sessionExp0   bool // the CONNECT asked for a Session Expiry of 0
+	disconnected  bool // the client sent DISCONNECT
+	closed        bool // the session decided to close the connection
+	// result and msg belong to the connection's reader: after a takeover
+	// the old reader may still be reading them while a new connection runs.
+	result Result
+	msg    message.Message
+}
+
+// delivery is one message on its way to this client.
+type delivery struct {
+	msg    *message.Message // owned
+	qos    packet.QoS
+	retain bool
+	subIDs []uint32
+	pid    uint16
+	state  uint8
+	prev   *delivery
+	next   *delivery
+}
+
+const (
+	stateQueued   = iota // waiting to be sent
+	stateSent            // PUBLISH sent, waiting for PUBACK / PUBREC
+	stateReleased        // PUBREL sent, waiting for PUBCOMP
+)
+
+// SubRequest is one filter of a SUBSCRIBE for the broker to act on. The
+// broker sets Reason (to refuse it, e.g. not authorized) and Existed (the
+// route table's answer) before SubscribeDone.
+type SubRequest struct {
+	Filter  []byte // aliases the SUBSCRIBE packet
+	Options topic.Options
+	Shared  bool
+	// Reason is the SUBACK code: the granted QoS, or a failure set by the
+	// session (invalid filter, feature off) or by the broker.
+	Reason  packet.ReasonCode
+	Existed bool
+}
+
+// Result is what a call asks the broker to do. It is owned by the session
+// and valid until the next call.
+type Result struct {
+	// Route is a message received from the client for the broker to route;
+	// it borrows the packet's bytes. RoutePID identifies it for PublishDone.
+	Route    *message.Message
+	RoutePID uint16
+
+	// Subscribe lists the filters of a SUBSCRIBE; the broker completes it
+	// with SubscribeDone(SubscribePID, Subscribe).
+	Subscribe    []SubRequest
+	SubscribePID uint16
+	// Unsubscribe lists the filters of an UNSUBSCRIBE to remove from the
+	// routes; the broker completes it with UnsubscribeDone.
+	Unsubscribe    [][]byte
+	UnsubscribePID uint16
+
+	// Close asks the runtime to close the connection once the output is
+	// written. Reason says why (also for 3.1.1, where nothing is sent).
+	Close  bool
+	Reason packet.ReasonCode
+
+	// Will, after Detach, is the will message to publish WillDelay from now.
+	Will      *message.Message
+	WillDelay time.Duration
+	// Expire, after Detach, is how long the session lives without a
+	// connection; Forever when it does not expire.
+	Expire time.Duration
+}
+
+// Forever is the Expire of a session that never expires.
+const Forever = time.Duration(math.MaxInt64)
+
+// New returns an empty session.
+func New(cfg *Config, id topic.SubscriberID, tenant, clientID string) *Session {
+	return &Session{cfg: cfg, ID: id, Tenant: tenant, ClientID: clientID,
+		inflight: map[uint16]*delivery{}, qos2In: map[uint16]struct{}{}}
+}
+
+// Connected reports whether a connection is attached.
+func (s *Session) Connected() bool { return s.conn != nil }
+
+// Version returns the protocol version of the last connection.
+func (s *Session) Version() packet.Version { return s.version }
+
+// KeepAlive returns the keep alive in force on the current connection, in
+// seconds (0: none). The runtime closes the connection after 1.5 times it
+// without a packet [MQTT-3.1.2-22].
+func (s *Session) KeepAlive() uint16 {
+	if s.conn == nil {
+		return 0
+	}
+	return s.conn.keepAlive
+}
+
+// Expiry returns the Session Expiry Interval in seconds.
+func (s *Session) Expiry() uint32 { return s.expiry }
+
+// Subscriptions calls visit for each of the session's subscriptions, in
+// filter order.
+func (s *Session) Subscriptions(visit func(filter string, o topic.Options) bool) {
+	s.subs.Scan(visit)
+}
+
+// Queued returns the number of messages not yet sent and of messages sent
+// but not acknowledged.
+func (s *Session) Queued() (queued, inflight int) { return s.queue.len(), len(s.inflight) }
+
+// TakeOutput returns the bytes waiting to be written and gives the session
+// spare (emptied) as its next buffer. It first fills the output with queued
+// messages the window and buffer allow.
+func (s *Session) TakeOutput(spare []byte, now time.Time) []byte {
+	s.pump(now)
+	if len(s.out) == 0 {
+		return nil // keep spare with the caller: it may not be installed twice
+	}
+	out := s.out
+	s.out = spare[:0]
+	return out
+}
+
+// HasOutput reports whether bytes wait to be written.
+func (s *Session) HasOutput() bool { return len(s.out) > 0 }
+
+// reset empties the Result of the current connection's reader.
+func (s *Session) reset() *Result {
+	r := &s.conn.result
+	*r = Result{Subscribe: r.Subscribe[:0], Unsubscribe: r.Unsubscribe[:0]}
+	return r
+}
+
+// Closing reports whether the session has decided to close the current
+// connection (after a protocol error, a DISCONNECT or a Kick).
+func (s *Session) Closing() bool { return s.conn != nil && s.conn.closed }
+
+// fail ends the connection because of a client error: a 5.0 client is told
+// the reason code in a DISCONNECT first [MQTT-4.13.1-1].
+func (s *Session) fail(r *Result, code packet.ReasonCode) *Result {
+	if s.conn != nil && !s.conn.closed && s.version == packet.V5 {
+		d := packet.Disconnect{ReasonCode: code}
+		s.out, _ = d.Append(s.out, packet.V5)
+	}
+	if s.conn != nil {
+		s.conn.closed = true
+	}
+	r.Close, r.Reason = true, code
+	return r
+}
+
+// Kick ends the connection from the broker's side (session taken over,
+// server shutting down, administrative action): a 5.0 client gets a
+// DISCONNECT with code.
+func (s *Session) Kick(code packet.ReasonCode) *Result {
+	s.ctl = Result{}
+	return s.fail(&s.ctl, code)
+}
+
+// Attach starts a connection on the session after the broker accepted c.
+// present says whether session state was resumed (Session Present), and
+// assigned is the Client Identifier the broker assigned to a client that
+// sent none. Attach writes the CONNACK, then re-sends unacknowledged
+// messages and sends queued ones.
+func (s *Session) Attach(c *packet.Connect, present bool, assigned string, now time.Time) {
+	s.version = c.Version
+	cs := &connState{keepAlive: c.KeepAlive, receiveMax: 65535, problemInfo: true}
+	s.conn = cs
+	s.out = s.out[:0]
+
+	// 3.1 has no Session Present flag: the byte is reserved.
+	ack := packet.Connack{SessionPresent: present && c.Version != packet.V31}
+	p := &ack.Properties
+	if c.Version == packet.V5 {
+		cp := &c.Properties
+		if cp.Has(packet.PropReceiveMaximum) {
+			cs.receiveMax = cp.ReceiveMaximum
+		}
+		if cp.Has(packet.PropMaximumPacketSize) {
+			cs.maxPacketSize = cp.MaximumPacketSize
+		}
+		if s.cfg.OutboundTopicAliases {
+			cs.aliasMax = cp.TopicAliasMaximum
+		}
+		if cp.Has(packet.PropRequestProblemInfo) {
+			cs.problemInfo = cp.RequestProblemInfo == 1
+		}
+		s.expiry = cp.SessionExpiry
+		cs.sessionExp0 = s.expiry == 0
+		if s.expiry > s.cfg.MaxSessionExpiry {
+			s.expiry = s.cfg.MaxSessionExpiry
+			p.SessionExpiry = s.expiry
+			p.Set(packet.PropSessionExpiry)
+		}
+		if assigned != "" {
+			p.AssignedClientID = []byte(assigned)
+			p.Set(packet.PropAssignedClientID)
+		}
+		if max := s.cfg.MaxKeepAlive; max > 0 && (c.KeepAlive == 0 || c.KeepAlive > max) {
+			cs.keepAlive = max
+			p.ServerKeepAlive = max
+			p.Set(packet.PropServerKeepAlive)
+		}
+		if s.cfg.ReceiveMaximum != 65535 {
+			p.ReceiveMaximum = s.cfg.ReceiveMaximum
+			p.Set(packet.PropReceiveMaximum)
+		}
+		if s.cfg.MaxQoS < packet.QoS2 {
+			p.MaximumQoS = byte(s.cfg.MaxQoS)
+			p.Set(packet.PropMaximumQoS)
+		}
+		if !s.cfg.RetainAvailable {
+			p.RetainAvailable = 0
+			p.Set(packet.PropRetainAvailable)
+		}
+		if s.cfg.MaxPacketSize > 0 {
+			p.MaximumPacketSize = s.cfg.MaxPacketSize
+			p.Set(packet.PropMaximumPacketSize)
+		}
+		if s.cfg.TopicAliasMaximum > 0 {
+			p.TopicAliasMaximum = s.cfg.TopicAliasMaximum
+			p.Set(packet.PropTopicAliasMaximum)
+		}
+		if !s.cfg.WildcardSubscriptions {
+			p.Set(packet.PropWildcardSubAvailable)
+		}
+		if !s.cfg.SubscriptionIdentifiers {
+			p.Set(packet.PropSubIDAvailable)
+		}
+		if !s.cfg.SharedSubscriptions {
+			p.Set(packet.PropSharedSubAvailable)
+		}
+	} else if c.CleanStart {
+		s.expiry = 0
+	} else {
+		s.expiry = s.cfg.PersistentExpiry
+	}
+	s.out, _ = ack.Append(s.out, c.Version)
+
+	s.will, s.willDelay = nil, 0
+	if c.WillFlag {
+		var w message.Message
+		w.FromPublish(&packet.Publish{QoS: c.WillQoS, Retain: c.WillRetain, Topic: c.WillTopic,
+			Payload: c.WillPayload, Properties: c.WillProperties}, now)
+		w.Publisher = s.ID
+		s.will = w.Own()
+		if c.Version == packet.V5 {
+			s.willDelay = c.WillProperties.WillDelay
+		}
+	}
+
+	// Unacknowledged messages go again first, in their original order,
+	// with their original packet ids [MQTT-4.4.0-1].
+	for d, next := s.head, (*delivery)(nil); d != nil; d = next {
+		next = d.next
+		switch d.state {
+		case stateSent:
+			if !s.writePublish(d, true, now) {
+				// Too large for the new connection's limit: as if sent.
+				s.unlink(d)
+			}
+		case stateReleased:
+			s.writeAck(packet.PUBREL, d.pid, packet.Success)
+		}
+	}
+	s.pump(now)
+}
+
+// Detach ends the current connection. The Result says what the broker must
+// do next: publish a will (now or after WillDelay) and keep the session for
+// Expire (0: discard it now).
+func (s *Session) Detach(now time.Time) *Result {
+	s.ctl = Result{}
+	r := &s.ctl
+	if s.conn == nil {
+		return r
+	}
+	s.conn = nil
+	s.out = s.out[:0]
+	// QoS 0 messages have no retransmission; they are not kept for an
+	// absent client. QoS 1/2 deliveries stay queued or inflight.
+	if s.will != nil {
+		r.Will = s.will
+		delay := s.willDelay
+		if delay > s.expiry {
+			delay = s.expiry // the will goes at the latest when the session ends
+		}
+		r.WillDelay = time.Duration(delay) * time.Second
+		s.will = nil
+	}
+	switch s.expiry {
+	case math.MaxUint32:
+		r.Expire = Forever
+	default:
+		r.Expire = time.Duration(s.expiry) * time.Second
+	}
+	return r
+}
+
+// fifo is a bounded-by-caller queue of deliveries.
+type fifo struct {
+	items []*delivery
+	head  int
+}
+
+func (q *fifo) len() int { return len(q.items) - q.head }
+
+func (q *fifo) push(d *delivery) { q.items = append(q.items, d) }
+
+func (q *fifo) peek() *delivery {
+	if q.head < len(q.items) {
+		return q.items[q.head]
+	}
+	return nil
+}
+
+func (q *fifo) pop() *delivery {
+	d := q.items[q.head]
+	q.items[q.head] = nil
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 1024 && q.head > len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	return d
+}
