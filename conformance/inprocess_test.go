@@ -1,16 +1,20 @@
 package conformance
 
 import (
+	"flag"
 	"log/slog"
 	"os"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
+	"github.com/skybridge-mq/skybridge/impl/store"
 )
 
-// The project's own broker, started in-process on a random loopback port
-// with its production defaults.
+var flagStorage = flag.String("storage", "pebble", "storage of the in-process Skybridge: pebble (in a temporary directory) or memory")
+
+// The project's own broker, started in-process on random loopback ports
+// (TCP and WebSocket) with its production defaults.
 func init() {
 	InProcess = func() (string, string, func(), error) {
 		cfg := server.DefaultConfig()
@@ -22,10 +26,37 @@ func init() {
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			cfg.Broker.Logger = cfg.Logger
 		}
-		srv := server.New(cfg, broker.New(cfg.Broker, env.Real(), nil))
+		e := env.Real()
+		var st store.Store = store.Memory{}
+		cleanup := func() {}
+		if *flagStorage == "pebble" {
+			dir, err := os.MkdirTemp("", "skybridge-conformance-data-")
+			if err != nil {
+				return "", "", nil, err
+			}
+			pst, err := store.Open(e.FS, dir, store.Options{})
+			if err != nil {
+				return "", "", nil, err
+			}
+			go pst.Run()
+			st = pst
+			cleanup = func() {
+				pst.Close()
+				os.RemoveAll(dir)
+			}
+		}
+		b := broker.New(cfg.Broker, e, st)
+		if err := b.Recover(); err != nil {
+			return "", "", nil, err
+		}
+		srv := server.New(cfg, b)
 		if err := srv.Start(); err != nil {
 			return "", "", nil, err
 		}
-		return srv.Addr("tcp").String(), "ws://" + srv.Addr("ws").String() + "/mqtt", srv.Close, nil
+		stop := func() {
+			srv.Close()
+			cleanup()
+		}
+		return srv.Addr("tcp").String(), "ws://" + srv.Addr("ws").String() + "/mqtt", stop, nil
 	}
 }

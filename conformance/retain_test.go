@@ -145,6 +145,10 @@ func TestRetainZeroLeavesRetained(t *testing.T) {
 				}
 				psPub(t, pub, topic, packet.QoS1, false, "not retained")
 				psPub(t, pub, topic, packet.QoS0, false, "")
+				// A QoS 0 PUBLISH has no acknowledgement: a QoS 1 one on the
+				// same connection, acknowledged, proves the broker has handled
+				// it before the subscriber below arrives on another connection.
+				psPub(t, pub, topic+"/fence", packet.QoS1, false, "fence")
 
 				sub := psConn(t, v, ConnectOpts{})
 				psGrant(t, sub, packet.Subscription{Filter: []byte(topic), QoS: packet.QoS1})

@@ -88,11 +88,17 @@ func (s *syncBuffer) String() string {
 
 func startBroker(t *testing.T) *brokerProc {
 	t.Helper()
+	return startBrokerOn(t, t.TempDir())
+}
+
+// startBrokerOn starts skybridge with its pebble store in dataDir.
+func startBrokerOn(t *testing.T, dataDir string) *brokerProc {
+	t.Helper()
 	bin := skybridgeBinary(t)
 	for attempt := 0; ; attempt++ {
 		addr, admin := freeAddr(t), freeAddr(t)
 		bp := &brokerProc{addr: addr, admin: admin, stderr: &syncBuffer{}, done: make(chan error, 1)}
-		bp.cmd = exec.Command(bin, "serve", "--listen", addr, "--admin", admin, "--log-level", "debug")
+		bp.cmd = exec.Command(bin, "serve", "--listen", addr, "--admin", admin, "--log-level", "debug", "--data", dataDir)
 		bp.cmd.Stderr = bp.stderr
 		if err := bp.cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/config"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
+	"github.com/skybridge-mq/skybridge/impl/store"
 )
 
 func main() {
@@ -70,6 +71,8 @@ func serve(args []string, stderr io.Writer) error {
 	ws := fs.String("ws", "", "override: add a WebSocket listener on this address")
 	admin := fs.String("admin", "", "override: admin HTTP address (/metrics, /healthz, /readyz)")
 	logLevel := fs.String("log-level", "", "override: debug, info, warn or error")
+	dataDir := fs.String("data", "", "override: data directory of the pebble store")
+	storage := fs.String("storage", "", "override: pebble or memory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,6 +100,12 @@ func serve(args []string, stderr io.Writer) error {
 	if *logLevel != "" {
 		f.Log.Level = *logLevel
 	}
+	if *dataDir != "" {
+		f.Storage.Dir = *dataDir
+	}
+	if *storage != "" {
+		f.Storage.Type = *storage
+	}
 	if err := f.Validate(); err != nil {
 		return err
 	}
@@ -108,11 +117,35 @@ func serve(args []string, stderr io.Writer) error {
 	log := slog.New(h)
 
 	sc := f.Server(log)
-	b := broker.New(sc.Broker, env.Real(), nil)
+	e := env.Real()
+	var st store.Store = store.Memory{}
+	var pst *store.Pebble
+	if f.Storage.Type == "pebble" {
+		began := time.Now()
+		var err error
+		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{})
+		if err != nil {
+			return err
+		}
+		defer pst.Close()
+		st = pst
+		go pst.Run() // the group committer
+		log.Info("store opened", "dir", f.Storage.Dir, "took", time.Since(began).String())
+	}
+	b := broker.New(sc.Broker, e, st)
+	began := time.Now()
+	if err := b.Recover(); err != nil {
+		return err
+	}
+	if pst != nil {
+		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "took", time.Since(began).String())
+	}
 	srv := server.New(sc, b)
 	if err := srv.Start(); err != nil {
 		return err
 	}
+	b.StartSys(f.MQTT.SysInterval, version())
+	defer b.StopSys()
 	log.Info("skybridge started", "version", version(), "storage", f.Storage.Type)
 	for _, l := range f.Listeners {
 		if l.Type == "tcp" || l.Type == "ws" {

@@ -56,3 +56,21 @@ func TenantOf(username, def string) (tenant, user string) {
 }
 
 func sortStrings(s []string) { slices.Sort(s) }
+
+// Exchange is one enhanced-authentication conversation (5.0 AUTH packets):
+// SCRAM, Kerberos, a challenge-response of your own.
+type Exchange interface {
+	// Step takes the client's Authentication Data and returns the data to
+	// send back. done reports that the client is authenticated; a code of
+	// 0x80 or above refuses it (the conversation ends).
+	Step(data []byte) (reply []byte, done bool, code packet.ReasonCode)
+	// Result is the identity the conversation established, once done.
+	Result() AuthResult
+}
+
+// EnhancedAuthenticator starts conversations for the methods it supports.
+type EnhancedAuthenticator interface {
+	// Begin starts a conversation for method, or reports false when the
+	// method is not supported.
+	Begin(method string, req *AuthRequest) (Exchange, bool)
+}

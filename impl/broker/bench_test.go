@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -63,21 +62,6 @@ func benchPublish(b *testing.B, qos packet.QoS, subs int) {
 		}
 	}
 }
-
-type byteReader struct {
-	b []byte
-}
-
-func (r *byteReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
-}
-
-func bytesReader(b []byte) *byteReader { return &byteReader{b} }
 
 func BenchmarkPublishQoS0To1(b *testing.B)   { benchPublish(b, 0, 1) }
 func BenchmarkPublishQoS0To100(b *testing.B) { benchPublish(b, 0, 100) }

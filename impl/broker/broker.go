@@ -29,11 +29,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/retain"
 	"github.com/skybridge-mq/skybridge/impl/session"
+	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -48,7 +50,17 @@ type Config struct {
 	// Authenticator decides who may connect and in which tenant; nil allows
 	// everyone (tenant from a "tenant/user" user name or the listener's).
 	Authenticator Authenticator
-	Logger        *slog.Logger
+	// EnhancedAuth serves 5.0 CONNECTs that name an Authentication Method,
+	// and re-authentication; nil refuses them with 0x8C.
+	EnhancedAuth EnhancedAuthenticator
+	// MaxStoreBytes bounds the durable store: beyond it new QoS 1/2
+	// messages are refused (0x97 to 5.0 publishers; 3.1.1 publishers are
+	// disconnected and retry later). 0: no limit.
+	MaxStoreBytes uint64
+	// Retained indexes retained messages for matching; nil: in memory.
+	// (Their durability goes through the broker's store.Store.)
+	Retained retain.Store
+	Logger   *slog.Logger
 }
 
 // DefaultConfig returns a Config with production defaults.
@@ -63,6 +75,8 @@ type Broker struct {
 	log      *slog.Logger
 	auth     Authenticator
 	retained retain.Store
+	st       store.Store
+	persist  bool // st keeps state across restarts
 
 	mu      sync.Mutex // guards tenants, the growth of slots, nslots, free
 	tenants map[string]*tenant
@@ -72,6 +86,15 @@ type Broker struct {
 	nslots  uint32
 	free    []uint32
 	stopped bool
+	// $SYS publication (sys.go).
+	sysTimer    env.Timer
+	sysInterval time.Duration
+	sysVersion  string
+	started     time.Time
+
+	// usage samples the store's size for MaxStoreBytes (durable.go).
+	usage   atomic.Uint64
+	usageAt atomic.Int64
 
 	// randMu guards env.Rand, which need not be safe for concurrent use.
 	randMu sync.Mutex
@@ -97,6 +120,8 @@ type Stats struct {
 	NoSubscribers atomic.Uint64 // PUBLISH that matched no subscription
 	WillsSent     atomic.Uint64
 	Expired       atomic.Uint64 // sessions that expired
+	StoreErrors   atomic.Uint64 // batches the durable store failed to commit
+	StoreFull     atomic.Uint64 // publishes refused because the store is over its limit
 }
 
 const chunkSize = 4096
@@ -119,7 +144,11 @@ type tenant struct {
 	sessions map[string]*entry
 	routesMu sync.RWMutex
 	routes   *topic.Trie
+	stats    tenantStats
 }
+
+// counter is a monotonic counter safe for concurrent use.
+type counter = atomic.Uint64
 
 // entry is a session and what the broker keeps with it.
 type entry struct {
@@ -130,6 +159,7 @@ type entry struct {
 	conn   *Conn // the attached connection, nil when offline
 	online atomic.Bool
 	dead   bool // removed from the registry; deliveries are dropped
+	ending bool // its connection ended with session expiry 0: endSession follows
 	// willTimer and expiryTimer run while the session has no connection.
 	willTimer   env.Timer
 	pendingWill *message.Message // the will willTimer will publish
@@ -139,11 +169,17 @@ type entry struct {
 	gen uint64
 }
 
-// New returns a broker running in e with retained messages in store (an
-// in-memory store when nil).
-func New(cfg Config, e env.Env, store retain.Store) *Broker {
-	if store == nil {
-		store = retain.NewMemory()
+// New returns a broker running in e that keeps its durable state in st
+// (nothing survives the process when st is nil or store.Memory). A broker
+// with a durable store must Recover before it serves.
+func New(cfg Config, e env.Env, st store.Store) *Broker {
+	if st == nil {
+		st = store.Memory{}
+	}
+	_, inMemory := st.(store.Memory)
+	retained := cfg.Retained
+	if retained == nil {
+		retained = retain.NewMemory()
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -153,7 +189,8 @@ func New(cfg Config, e env.Env, store retain.Store) *Broker {
 	if auth == nil {
 		auth = AllowAll{}
 	}
-	b := &Broker{cfg: cfg, env: e, log: log, auth: auth, retained: store, tenants: map[string]*tenant{}}
+	b := &Broker{cfg: cfg, env: e, log: log, auth: auth, retained: retained, st: st, persist: !inMemory,
+		tenants: map[string]*tenant{}}
 	b.onlineFn = b.isOnline
 	return b
 }
@@ -211,7 +248,7 @@ func (b *Broker) newEntry(t *tenant, clientID string) *entry {
 	e := &entry{t: t, id: topic.SubscriberID(gen<<32 | uint64(idx))}
 	cell.Store(e)
 	b.mu.Unlock()
-	e.s = session.New(&b.cfg.Session, e.id, t.name, clientID)
+	e.s = session.New(&b.cfg.Session, e.id, t.name, clientID, b.persist)
 	b.stats.Sessions.Add(1)
 	return e
 }
@@ -228,8 +265,8 @@ func (b *Broker) lookup(id topic.SubscriberID) *entry {
 	return nil
 }
 
-// release frees the slot of a dead entry.
-func (b *Broker) release(e *entry) {
+// freeSlot frees the slot of a dead entry.
+func (b *Broker) freeSlot(e *entry) {
 	b.mu.Lock()
 	idx := uint32(e.id)
 	if cell := b.slot(idx); cell != nil && cell.Load() == e {
@@ -266,16 +303,11 @@ func (l lockedIntn) IntN(n int) int {
 	return l.b.env.Rand.IntN(n)
 }
 
-// Tenants returns the names of tenants that have sessions, sorted.
+// Tenants returns the names of tenants the broker has seen, sorted.
 func (b *Broker) Tenants() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	names := make([]string, 0, len(b.tenants))
-	for n := range b.tenants {
-		names = append(names, n)
-	}
-	sortStrings(names)
-	return names
+	return b.tenantNamesLocked()
 }
 
 // Shutdown makes the broker refuse new connections; the runtime then

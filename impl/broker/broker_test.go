@@ -333,3 +333,138 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 }
+
+func TestSysTopicsPerTenant(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.b.StartSys(10*time.Second, "skybridge test")
+	a := h.dial("a", packet.V311, "alpha")
+	a.connect("a", true, packet.Properties{})
+	a.expect("CONNACK code=0x00")
+	a.send(sub(1, "$SYS/broker/clients/connected", 0))
+	a.expect("SUBACK id=1 codes=[0x00]")
+	b := h.dial("b", packet.V311, "beta")
+	b.connect("b1", true, packet.Properties{})
+	b.expect("CONNACK code=0x00")
+	b2 := h.dial("b2", packet.V311, "beta")
+	b2.connect("b2", true, packet.Properties{})
+	b2.expect("CONNACK code=0x00")
+	// '#' does not match $SYS [MQTT-4.7.2-1]; the explicit filter does, and
+	// each tenant sees only its own figures.
+	b.send(sub(1, "#", 0))
+	b.send(sub(2, "$SYS/broker/clients/connected", 0))
+	b.expect("SUBACK id=1 codes=[0x00]", "SUBACK id=2 codes=[0x00]")
+	h.clock.Advance(10 * time.Second)
+	a.expect(`PUBLISH topic="$SYS/broker/clients/connected" qos=0 payload="1"`)
+	b.expect(`PUBLISH topic="$SYS/broker/clients/connected" qos=0 payload="2"`)
+	h.b.StopSys()
+	h.clock.Advance(time.Minute)
+	a.expect()
+}
+
+// challenge is a toy enhanced-authentication method: the client must echo
+// the server's challenge with "+ok" appended.
+type challenge struct{}
+
+type challengeEx struct {
+	step int
+	ok   bool
+}
+
+func (challenge) Begin(method string, _ *AuthRequest) (Exchange, bool) {
+	return &challengeEx{}, method == "challenge"
+}
+
+func (x *challengeEx) Step(data []byte) ([]byte, bool, packet.ReasonCode) {
+	x.step++
+	switch {
+	case x.step == 1:
+		return []byte("nonce"), false, packet.Success
+	case string(data) == "nonce+ok":
+		x.ok = true
+		return []byte("welcome"), true, packet.Success
+	}
+	return nil, false, packet.NotAuthorized
+}
+
+func (x *challengeEx) Result() AuthResult {
+	return AuthResult{Code: packet.Success, Tenant: "auth-tenant", User: "u"}
+}
+
+func authPacket(code packet.ReasonCode, method, data string) *packet.Auth {
+	a := &packet.Auth{ReasonCode: code}
+	a.Properties.AuthMethod, a.Properties.AuthData = []byte(method), []byte(data)
+	a.Properties.Set(packet.PropAuthMethod)
+	a.Properties.Set(packet.PropAuthData)
+	return a
+}
+
+func TestEnhancedAuthentication(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.b.cfg.EnhancedAuth = challenge{}
+	var props packet.Properties
+	props.AuthMethod = []byte("challenge")
+	props.Set(packet.PropAuthMethod)
+
+	c := h.dial("c", packet.V5, "t")
+	c.connect("c", true, props)
+	c.expect(`AUTH code=0x18 auth-method="challenge" auth-data="nonce"`)
+	c.send(authPacket(packet.ContinueAuthentication, "challenge", "nonce+ok"))
+	c.expect(`CONNACK code=0x00 auth-method="challenge" auth-data="welcome" receive-max=1024 alias-max=64 max-packet=1048576`)
+	// Re-authentication on the live connection [v5 MQTT-4.12.1-1].
+	c.send(authPacket(packet.ReAuthenticate, "challenge", ""))
+	c.expect(`AUTH code=0x18 auth-method="challenge" auth-data="nonce"`)
+	c.send(authPacket(packet.ContinueAuthentication, "challenge", "nonce+ok"))
+	c.expect(`AUTH auth-method="challenge" auth-data="welcome"`)
+	// A failed re-authentication ends the connection [v5 MQTT-4.12.1-2].
+	c.send(authPacket(packet.ReAuthenticate, "challenge", ""))
+	c.expect(`AUTH code=0x18 auth-method="challenge" auth-data="nonce"`)
+	c.send(authPacket(packet.ContinueAuthentication, "challenge", "wrong"))
+	got, closing := c.recv()
+	if d := cmp.Diff([]string{"DISCONNECT code=0x87"}, got); d != "" || !closing {
+		t.Fatalf("after a failed re-authentication: %v closing=%v", got, closing)
+	}
+
+	// A wrong answer during CONNECT is refused with the exchange's code.
+	bad := h.dial("bad", packet.V5, "t")
+	bad.connect("bad", true, props)
+	bad.expect(`AUTH code=0x18 auth-method="challenge" auth-data="nonce"`)
+	bad.send(authPacket(packet.ContinueAuthentication, "challenge", "guess"))
+	got, closing = bad.recv()
+	if d := cmp.Diff([]string{"CONNACK code=0x87"}, got); d != "" || !closing {
+		t.Fatalf("failed authentication: %v closing=%v", got, closing)
+	}
+	// An unknown method is refused with 0x8C [v5 MQTT-4.12.0-1].
+	var other packet.Properties
+	other.AuthMethod = []byte("kerberos")
+	other.Set(packet.PropAuthMethod)
+	u := h.dial("u", packet.V5, "t")
+	u.connect("u", true, other)
+	got, _ = u.recv()
+	if d := cmp.Diff([]string{"CONNACK code=0x8c"}, got); d != "" {
+		t.Fatalf("unknown method (-want +got):\n%s", d)
+	}
+}
+
+func TestRedirect(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, tc := range []struct {
+		v     packet.Version
+		moved bool
+		want  string
+	}{
+		{packet.V5, false, `CONNACK code=0x9c server-ref="other:1883"`},
+		{packet.V5, true, `CONNACK code=0x9d server-ref="other:1883"`},
+		{packet.V311, false, "CONNACK code=0x03"},
+	} {
+		c := &client{h: h, v: tc.v, name: "r"}
+		c.c = h.b.NewConn(ConnInfo{DefaultTenant: "t", Redirect: "other:1883", Moved: tc.moved}, func() {})
+		c.connect("r", true, packet.Properties{})
+		got, closing := c.recv()
+		if d := cmp.Diff([]string{tc.want}, got); d != "" || !closing {
+			t.Errorf("v%s moved=%v: %v closing=%v (-want +got):\n%s", tc.v, tc.moved, got, closing, d)
+		}
+	}
+}

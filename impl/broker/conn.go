@@ -3,11 +3,13 @@ package broker
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
+	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -17,6 +19,11 @@ type ConnInfo struct {
 	DefaultTenant string // tenant of clients whose user name names none
 	Remote        string // remote address
 	CertSubject   string // verified TLS client certificate subject, if any
+	// Redirect, when set, sends every client elsewhere: a 5.0 CONNACK with
+	// UseAnotherServer (or ServerMoved when Moved) and this Server
+	// Reference; a 3.1.1 client is refused as server unavailable.
+	Redirect string
+	Moved    bool
 }
 
 // Conn is one network connection as the broker sees it. The runtime calls
@@ -31,6 +38,16 @@ type Conn struct {
 	dec packet.Decoder
 	t   *tenant
 	rs  routeScratch
+	// Enhanced authentication: the conversation in progress, its method,
+	// and the CONNECT (an owned copy) waiting for it to finish.
+	authEx      Exchange
+	authMethod  []byte
+	authConnect *packet.Connect
+	authReq     AuthRequest
+
+	// pendingAcks counts acknowledgements waiting for the store; while
+	// any waits, later ones wait too, so that they keep their order.
+	pendingAcks atomic.Int64
 
 	mu       sync.Mutex
 	e        *entry // the session, once CONNECT is accepted
@@ -44,6 +61,10 @@ type Conn struct {
 type routeScratch struct {
 	matches topic.Matches
 	ids     []uint32
+	// batch collects what routing made durable work for; waiters are the
+	// sessions whose held output waits for it.
+	batch   *store.Batch
+	waiters []waiter
 }
 
 // NewConn registers a new transport. wake is called, from any goroutine,
@@ -96,6 +117,11 @@ func (c *Conn) markClosing() {
 // refuse answers a CONNECT with a refusal (or nothing, when code is 0 or
 // the version is unknown) and closes the connection.
 func (c *Conn) refuse(v packet.Version, code packet.ReasonCode) {
+	c.refuseWith(v, code, packet.Properties{})
+}
+
+// refuseWith is refuse with CONNACK properties (5.0).
+func (c *Conn) refuseWith(v packet.Version, code packet.ReasonCode, props packet.Properties) {
 	c.b.stats.Refused.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -103,7 +129,7 @@ func (c *Conn) refuse(v packet.Version, code packet.ReasonCode) {
 	if code == 0 {
 		return
 	}
-	ack := packet.Connack{ReasonCode: code}
+	ack := packet.Connack{ReasonCode: code, Properties: props}
 	if v != packet.V5 {
 		ack.ReasonCode = packet.ConnackCode311(code)
 		v = packet.V311
@@ -120,12 +146,20 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	now := c.b.env.Clock.Now()
 	e := c.entry()
 	if e == nil {
+		if c.authConnect != nil {
+			c.continueAuth(h, body, now)
+			return
+		}
 		c.handleConnect(h, body, now)
 		return
 	}
 	p, err := c.dec.Decode(h, body)
 	if err != nil {
 		c.Fail(err)
+		return
+	}
+	if a, ok := p.(*packet.Auth); ok && c.authMethod != nil {
+		c.reauthenticate(e, a)
 		return
 	}
 	e.mu.Lock()
@@ -137,27 +171,28 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	r := e.s.Handle(p, now)
 	switch {
 	case r.Route != nil:
-		m, pid, qos := r.Route, r.RoutePID, r.Route.QoS
+		m, pid := r.Route, r.RoutePID
 		e.mu.Unlock()
-		code := c.publish(m, now)
-		e.mu.Lock()
-		if e.conn == c {
-			e.s.PublishDone(pid, qos, code)
-		}
+		c.publish(e, m, pid, now)
+		return
 	case len(r.Subscribe) > 0:
 		reqs, pid := r.Subscribe, r.SubscribePID
 		e.mu.Unlock()
 		c.subscribe(e, reqs)
 		e.mu.Lock()
 		ok := e.conn == c
+		var ops []store.Op
+		var seq uint64
 		if ok {
 			e.s.SubscribeDone(pid, reqs)
+			ops, seq = e.s.TakeOps()
 		}
 		e.mu.Unlock()
 		if !ok {
 			c.undoSubscribe(e, reqs)
 			return
 		}
+		c.b.commitSession(e, ops, seq)
 		c.sendRetained(e, reqs, now)
 		return
 	case len(r.Unsubscribe) > 0:
@@ -177,7 +212,9 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	if closing && r.Reason.IsError() {
 		c.b.stats.ProtocolError.Add(1)
 	}
+	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
+	c.b.commitSession(e, ops, seq)
 	if closing {
 		c.markClosing()
 	}
@@ -261,8 +298,11 @@ func (c *Conn) Closed() {
 	will, delay, expire := r.Will, r.WillDelay, r.Expire
 	e.conn = nil
 	e.online.Store(false)
+	e.ending = expire == 0
 	gen := e.gen
+	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
+	c.b.commitSession(e, ops, seq)
 	c.b.stats.Connections.Add(-1)
 	c.b.afterDetach(e, gen, will, delay, expire)
 }
@@ -276,6 +316,7 @@ func (c *Conn) kick(e *entry, code packet.ReasonCode) *session.Result {
 	r := e.s.Detach(c.b.env.Clock.Now())
 	e.conn = nil
 	e.online.Store(false)
+	e.ending = r.Expire == 0
 	c.mu.Lock()
 	c.pending = append(c.pending, out...)
 	c.closing = true
@@ -318,13 +359,37 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 		c.refuse(v, code)
 		return
 	}
-	ar := b.auth.Authenticate(&AuthRequest{ClientID: string(conn.ClientID), Username: string(conn.Username),
+	if c.info.Redirect != "" {
+		code := packet.UseAnotherServer
+		if c.info.Moved {
+			code = packet.ServerMoved
+		}
+		var p packet.Properties
+		p.ServerReference = []byte(c.info.Redirect)
+		p.Set(packet.PropServerReference)
+		c.refuseWith(v, code, p)
+		return
+	}
+	req := AuthRequest{ClientID: string(conn.ClientID), Username: string(conn.Username),
 		HasUser: conn.UsernameFlag, Password: conn.Password, Listener: c.info.Listener,
-		DefaultTenant: c.info.DefaultTenant, Remote: c.info.Remote, CertSubject: c.info.CertSubject})
+		DefaultTenant: c.info.DefaultTenant, Remote: c.info.Remote, CertSubject: c.info.CertSubject}
+	if v == packet.V5 && conn.Properties.Has(packet.PropAuthMethod) {
+		c.beginAuth(conn, req, now)
+		return
+	}
+	ar := b.auth.Authenticate(&req)
 	if ar.Code != packet.Success {
 		c.refuse(v, ar.Code)
 		return
 	}
+	c.accept(conn, ar, session.AttachInfo{}, now)
+}
+
+// accept attaches an authenticated CONNECT to its session (new, resumed or
+// taken over) and answers it.
+func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachInfo, now time.Time) {
+	b := c.b
+	v := conn.Version
 	b.mu.Lock()
 	stopped := b.stopped
 	b.mu.Unlock()
@@ -338,6 +403,7 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 
 	var wills []*message.Message
 	var dropFilters []string
+	var dropOps []store.Op
 	var dropped *entry
 	t.regMu.Lock()
 	clientID, assigned := string(conn.ClientID), ""
@@ -351,7 +417,9 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 	present := false
 	if old := t.sessions[clientID]; old != nil {
 		old.mu.Lock()
-		ended := false
+		// A session whose connection just ended with expiry 0 is about to
+		// be discarded: a client that reconnects at once must not find it.
+		ended := old.conn == nil && old.ending
 		if oc := old.conn; oc != nil {
 			// Session takeover [MQTT-3.1.4-2] [v5 MQTT-3.1.4-3].
 			r := oc.kick(old, packet.SessionTakenOver)
@@ -372,6 +440,8 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 			// Discard the old session [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6].
 			dropFilters = old.filters()
 			old.dead = true
+			old.s.Forget()
+			dropOps, _ = old.s.TakeOps()
 			delete(t.sessions, clientID)
 			dropped = old
 		} else {
@@ -386,11 +456,15 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 	e.mu.Lock()
 	e.gen++
 	e.stopTimers()
+	e.ending = false
 	e.conn = c
 	e.online.Store(true)
-	e.s.Attach(conn, present, assigned, now)
+	info.Present, info.Assigned = present, assigned
+	e.s.Attach(conn, info, now)
+	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
 	t.regMu.Unlock()
+	b.commitSession(e, ops, seq)
 
 	c.mu.Lock()
 	c.e = e
@@ -399,7 +473,10 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 	b.stats.ConnectsTotal.Add(1)
 	if dropped != nil {
 		b.removeRoutes(t, dropped.id, dropFilters)
-		b.release(dropped)
+		b.freeSlot(dropped)
+		if len(dropOps) > 0 {
+			b.st.Commit(&store.Batch{Ops: dropOps}, b.noteStoreError)
+		}
 	}
 	for _, w := range wills {
 		b.publishWill(t, w)
@@ -429,9 +506,6 @@ func (b *Broker) checkConnect(c *packet.Connect) packet.ReasonCode {
 		if c.WillRetain && !cfg.RetainAvailable {
 			return packet.RetainNotSupported // [v5 MQTT-3.2.2-13]
 		}
-	}
-	if c.Version == packet.V5 && c.Properties.Has(packet.PropAuthMethod) {
-		return packet.BadAuthenticationMethod // no enhanced authentication method is configured
 	}
 	return packet.Success
 }
@@ -504,7 +578,10 @@ func (b *Broker) fireWill(e *entry, gen uint64, will *message.Message) {
 		return
 	}
 	e.willTimer, e.pendingWill = nil, nil
+	e.s.WillPublished()
+	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
+	b.commitSession(e, ops, seq)
 	b.publishWill(e.t, will)
 }
 
@@ -526,13 +603,18 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	e.stopTimers()
 	e.dead = true
 	filters := e.filters()
+	e.s.Forget()
+	ops, _ := e.s.TakeOps()
 	if t.sessions[e.s.ClientID] == e {
 		delete(t.sessions, e.s.ClientID)
 	}
 	e.mu.Unlock()
 	t.regMu.Unlock()
+	if len(ops) > 0 {
+		b.st.Commit(&store.Batch{Ops: ops}, b.noteStoreError)
+	}
 	b.removeRoutes(t, e.id, filters)
-	b.release(e)
+	b.freeSlot(e)
 	b.stats.Expired.Add(1)
 	if will != nil {
 		b.publishWill(t, will)
@@ -544,9 +626,10 @@ func (b *Broker) publishWill(t *tenant, will *message.Message) {
 	b.stats.WillsSent.Add(1)
 	var rs routeScratch
 	if will.Retain {
-		b.retained.Set(t.name, will)
+		b.setRetained(t, will, &rs)
 	}
 	b.route(t, will, &rs, b.env.Clock.Now(), nil)
+	b.commitRoute(&rs)
 }
 
 // Kick ends the connection from the broker's side: a connected 5.0 client
@@ -558,7 +641,9 @@ func (c *Conn) Kick(code packet.ReasonCode) {
 		if e.conn == c {
 			r := c.kick(e, code)
 			will, delay, expire, gen := r.Will, r.WillDelay, r.Expire, e.gen
+			ops, seq := e.s.TakeOps()
 			e.mu.Unlock()
+			c.b.commitSession(e, ops, seq)
 			c.b.afterDetach(e, gen, will, delay, expire)
 			return
 		}

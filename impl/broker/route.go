@@ -7,32 +7,106 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
+	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
 // publish routes a message received from this connection's client and
-// returns the reason code for its acknowledgement.
-func (c *Conn) publish(m *message.Message, now time.Time) packet.ReasonCode {
+// completes its QoS flow: at once when nothing needs to become durable,
+// else once the store has committed every queue entry (and retained
+// message) the message produced. e is the publisher's session.
+func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) {
 	b := c.b
+	qos := m.QoS
 	b.stats.MessagesIn.Add(1)
 	b.stats.BytesIn.Add(uint64(len(m.Payload)))
+	c.t.stats.messagesIn.Add(1)
+	c.t.stats.bytesIn.Add(uint64(len(m.Payload)))
 	if len(m.Topic) >= 4 && string(m.Topic[:4]) == "$SYS" {
 		// $SYS belongs to the broker: clients may read it, not write it. A
 		// 3.1.1 client gets a positive acknowledgement [MQTT-3.3.5-2].
 		b.stats.Dropped.Add(1)
-		return packet.NotAuthorized
+		c.complete(e, pid, qos, packet.NotAuthorized)
+		return
 	}
+	if qos > 0 && b.persist && b.storeFull() {
+		// Refuse rather than accept what cannot be kept [v5 MQTT-3.3.4-1].
+		b.stats.StoreFull.Add(1)
+		if e.s.Version() != packet.V5 {
+			// 3.1.1 has no refusal but closing [MQTT-3.3.5-2]: the client
+			// keeps the message and tries again later.
+			c.Kick(packet.QuotaExceeded)
+			return
+		}
+		c.complete(e, pid, qos, packet.QuotaExceeded)
+		return
+	}
+	rs := &c.rs
+	rs.batch = nil
 	if m.Retain {
 		// The retained copy must be owned; routing reuses it so the bytes are
 		// copied once [MQTT-3.3.1-5].
 		m = m.Own()
-		b.retained.Set(c.t.name, m)
+		b.setRetained(c.t, m, rs)
 	}
-	if b.route(c.t, m, &c.rs, now, c) == 0 {
+	matched := b.route(c.t, m, rs, now, c)
+	code := packet.Success
+	if matched == 0 {
 		b.stats.NoSubscribers.Add(1)
-		return packet.NoMatchingSubscribers
+		code = packet.NoMatchingSubscribers
 	}
-	return packet.Success
+	if rs.batch.Empty() && c.pendingAcks.Load() == 0 {
+		c.complete(e, pid, qos, code)
+		return
+	}
+	// Something must be durable first (or an earlier acknowledgement is
+	// still waiting: acknowledgements keep their order).
+	if qos > 0 {
+		c.pendingAcks.Add(1)
+	}
+	batch, waiters := rs.takeBatch()
+	b.st.Commit(batch, func(err error) {
+		b.release(waiters, err)
+		if err != nil {
+			code = packet.ImplementationSpecificError
+		}
+		if qos > 0 {
+			c.complete(e, pid, qos, code)
+			c.pendingAcks.Add(-1)
+		}
+		c.wakeUp()
+	})
+}
+
+// complete acknowledges a routed PUBLISH with code and commits what the
+// acknowledgement itself journals (a QoS 2 packet id).
+func (c *Conn) complete(e *entry, pid uint16, qos packet.QoS, code packet.ReasonCode) {
+	if qos == 0 {
+		return
+	}
+	e.mu.Lock()
+	if e.conn != c {
+		e.mu.Unlock()
+		return
+	}
+	e.s.PublishDone(pid, qos, code)
+	ops, seq := e.s.TakeOps()
+	e.mu.Unlock()
+	c.b.commitSession(e, ops, seq)
+}
+
+// setRetained makes m the retained message of its topic (an empty payload
+// deletes it) and, with a durable store, adds the change to the batch.
+func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
+	b.retained.Set(t.name, m)
+	if !b.persist {
+		return
+	}
+	kind := store.PutRetained
+	if len(m.Payload) == 0 {
+		kind = store.DeleteRetained
+	}
+	rs.add(nil, 0, store.Op{Kind: kind, Tenant: t.name, Message: m})
 }
 
 // route delivers m to every session of t with a matching subscription and
@@ -114,19 +188,27 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, now time
 		out := session.DropOffline
 		if !e.dead {
 			out = e.s.Deliver(msg, session.Delivery{QoS: packet.QoS(qos), Retain: retain, SubIDs: ids}, now)
+			if b.persist {
+				if ops, seq := e.s.TakeOps(); len(ops) > 0 {
+					rs.add(e, seq, ops...)
+				}
+			}
 		}
 		conn := e.conn
 		e.mu.Unlock()
 		switch out {
 		case session.Sent:
 			b.stats.MessagesOut.Add(1)
+			t.stats.messagesOut.Add(1)
 			if conn != nil && conn != self {
 				conn.wakeUp()
 			}
 		case session.Queued:
 			b.stats.MessagesOut.Add(1)
+			t.stats.messagesOut.Add(1)
 		default:
 			b.stats.Dropped.Add(1)
+			t.stats.dropped.Add(1)
 		}
 	}
 	return matched

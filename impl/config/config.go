@@ -43,6 +43,11 @@ type Listener struct {
 	ClientCAFile      string `yaml:"client_ca_file"`
 	RequireClientCert bool   `yaml:"require_client_cert"`
 	DefaultTenant     string `yaml:"default_tenant"`
+	// Redirect sends every client to another server (maintenance, moves):
+	// 5.0 clients get CONNACK 0x9C (0x9D with moved: true) and this
+	// Server Reference; 3.1.1 clients are refused as server unavailable.
+	Redirect string `yaml:"redirect"`
+	Moved    bool   `yaml:"moved"`
 }
 
 // Admin is the admin HTTP server (metrics, health).
@@ -74,12 +79,21 @@ type MQTT struct {
 	SubscriptionIdentifiers *bool  `yaml:"subscription_identifiers"`
 	OutboundTopicAliases    *bool  `yaml:"outbound_topic_aliases"`
 	SharedPolicy            string `yaml:"shared_policy"` // round_robin, random, sticky
+	// SysInterval is how often $SYS/broker/... statistics are published
+	// (0 disables them).
+	SysInterval time.Duration `yaml:"sys_interval"`
 }
 
 // Storage selects where state lives.
 type Storage struct {
-	Type string `yaml:"type"` // memory
-	Dir  string `yaml:"dir"`
+	// Type is pebble (sessions, queues and retained messages on disk,
+	// surviving restarts and crashes) or memory (nothing survives).
+	Type string `yaml:"type"`
+	// Dir is the data directory of the pebble store.
+	Dir string `yaml:"dir"`
+	// MaxBytes bounds the store on disk; beyond it new QoS 1/2 messages are
+	// refused (0x97). 0: no limit.
+	MaxBytes uint64 `yaml:"max_bytes"`
 }
 
 // Log configures logging.
@@ -108,8 +122,8 @@ func Default() File {
 		},
 		MQTT: MQTT{MaxQoS: 2, RetainAvailable: boolp(true), WildcardSubscriptions: boolp(true),
 			SharedSubscriptions: boolp(true), SubscriptionIdentifiers: boolp(true),
-			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin"},
-		Storage: Storage{Type: "memory", Dir: "./data"},
+			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin", SysInterval: 10 * time.Second},
+		Storage: Storage{Type: "pebble", Dir: "./data"},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 }
@@ -217,13 +231,23 @@ func (f *File) Validate() error {
 	if f.MQTT.MaxQoS < 0 || f.MQTT.MaxQoS > 2 {
 		bad("mqtt.max_qos", "must be 0, 1 or 2")
 	}
+	if f.MQTT.SysInterval < 0 {
+		bad("mqtt.sys_interval", "must be 0 (off) or positive")
+	}
 	if _, err := policy(f.MQTT.SharedPolicy); err != nil {
 		bad("mqtt.shared_policy", "%v", err)
 	}
 	switch f.Storage.Type {
 	case "memory":
+	case "pebble":
+		if f.Storage.Dir == "" {
+			bad("storage.dir", "required for the pebble store")
+		}
 	default:
-		bad("storage.type", "must be memory (pebble arrives with the storage work), not %q", f.Storage.Type)
+		bad("storage.type", "must be pebble or memory, not %q", f.Storage.Type)
+	}
+	if int64(f.Limits.MaxQueued)+int64(f.Limits.MaxInflight) >= 65535 {
+		bad("limits.max_queued", "max_queued + max_inflight must stay below 65535 (each message a session holds needs its own packet identifier)")
 	}
 	if _, err := level(f.Log.Level); err != nil {
 		bad("log.level", "%v", err)
@@ -267,7 +291,7 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	for _, l := range f.Listeners {
 		sc.Listeners = append(sc.Listeners, server.ListenerConfig{Name: l.Name, Type: l.Type, Addr: l.Addr,
 			Path: l.Path, CertFile: l.CertFile, KeyFile: l.KeyFile, ClientCAFile: l.ClientCAFile,
-			RequireClientCert: l.RequireClientCert, DefaultTenant: l.DefaultTenant})
+			RequireClientCert: l.RequireClientCert, DefaultTenant: l.DefaultTenant, Redirect: l.Redirect, Moved: l.Moved})
 	}
 	sc.AdminAddr = f.Admin.Addr
 	sc.ConnectTimeout = f.Limits.ConnectTimeout
@@ -277,6 +301,7 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	b := broker.DefaultConfig()
 	b.Logger = log
 	b.MaxPacketSize = f.Limits.MaxPacketSize
+	b.MaxStoreBytes = f.Storage.MaxBytes
 	b.SharedPolicy, _ = policy(f.MQTT.SharedPolicy)
 	s := &b.Session
 	s.MaxQoS = packet.QoS(f.MQTT.MaxQoS)

@@ -57,6 +57,10 @@ type ListenerConfig struct {
 	RequireClientCert bool
 	// DefaultTenant is the tenant of clients whose user name names none.
 	DefaultTenant string
+	// Redirect sends every client of this listener to another server
+	// (5.0: CONNACK 0x9C with Server Reference, 0x9D when Moved).
+	Redirect string
+	Moved    bool
 }
 
 // Config configures a Server.
@@ -238,7 +242,8 @@ func (s *Server) acceptLoop(ln net.Listener, lc ListenerConfig, tcfg *tls.Config
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: nc.RemoteAddr().String()}
+			info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: nc.RemoteAddr().String(),
+				Redirect: lc.Redirect, Moved: lc.Moved}
 			if tcfg != nil {
 				tc := tls.Server(nc, tcfg)
 				_ = tc.SetDeadline(time.Now().Add(s.cfg.ConnectTimeout))

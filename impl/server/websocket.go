@@ -33,7 +33,8 @@ func (s *Server) serveWebSocket(ln net.Listener, lc ListenerConfig) {
 			return
 		}
 		ws.SetReadLimit(int64(s.cfg.Broker.MaxPacketSize) + 1024)
-		info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: r.RemoteAddr}
+		info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: r.RemoteAddr,
+			Redirect: lc.Redirect, Moved: lc.Moved}
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 			info.CertSubject = r.TLS.PeerCertificates[0].Subject.String()
 		}

@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -150,6 +151,9 @@ func (s *Session) PublishDone(pid uint16, qos packet.QoS, code packet.ReasonCode
 	}
 	if !code.IsError() {
 		s.qos2In[pid] = struct{}{}
+		if s.durable() {
+			s.journal(store.Op{Kind: store.PutInbound, PID: pid}, true)
+		}
 	}
 	s.writeAck(packet.PUBREC, pid, code)
 }
@@ -160,26 +164,33 @@ func (s *Session) handleAck(r *Result, a *packet.Ack, now time.Time) *Result {
 		code := packet.Success
 		if _, ok := s.qos2In[a.PacketID]; ok {
 			delete(s.qos2In, a.PacketID)
+			if s.durable() {
+				// Gating: were the PUBCOMP to go before this is durable, a
+				// restart would take the client's next message with this id
+				// for a duplicate.
+				s.journal(store.Op{Kind: store.DeleteInbound, PID: a.PacketID}, true)
+			}
 		} else if s.version == packet.V5 {
 			code = packet.PacketIdentifierNotFound
 		}
 		s.writeAck(packet.PUBCOMP, a.PacketID, code)
 		return r
 	case packet.PUBACK:
-		if d := s.inflight[a.PacketID]; d != nil && d.qos == packet.QoS1 && d.state == stateSent {
-			s.unlink(d)
+		if d := s.byPID[a.PacketID]; d != nil && d.qos == packet.QoS1 && d.state == stateSent {
+			s.finish(d)
 		}
 	case packet.PUBREC:
-		d := s.inflight[a.PacketID]
+		d := s.byPID[a.PacketID]
 		switch {
 		case d != nil && d.qos == packet.QoS2 && d.state == stateSent:
 			if a.ReasonCode.IsError() {
 				// The client refuses the message: it is discarded, not
 				// redirected to anyone else [MQTT-4.8.2-6].
-				s.unlink(d)
+				s.finish(d)
 			} else {
 				d.state = stateReleased
 				d.msg = nil // the message itself is no longer needed
+				s.journalDelivery(d)
 				s.writeAck(packet.PUBREL, a.PacketID, packet.Success)
 			}
 		case d != nil && d.state == stateReleased:
@@ -192,8 +203,8 @@ func (s *Session) handleAck(r *Result, a *packet.Ack, now time.Time) *Result {
 			s.writeAck(packet.PUBREL, a.PacketID, code)
 		}
 	case packet.PUBCOMP:
-		if d := s.inflight[a.PacketID]; d != nil && d.state == stateReleased {
-			s.unlink(d)
+		if d := s.byPID[a.PacketID]; d != nil && d.state == stateReleased {
+			s.finish(d)
 		}
 	}
 	s.pump(now)
@@ -245,7 +256,11 @@ func (s *Session) SubscribeDone(pid uint16, reqs []SubRequest) {
 	for i := range reqs {
 		q := &reqs[i]
 		if !q.Reason.IsError() {
-			s.subs.Set(string(q.Filter), q.Options)
+			f := string(q.Filter)
+			s.subs.Set(f, q.Options)
+			if s.durable() {
+				s.journal(store.Op{Kind: store.PutSub, Filter: f, Options: q.Options}, true)
+			}
 		}
 		ack.ReasonCodes = append(ack.ReasonCodes, q.Reason)
 	}
@@ -268,6 +283,8 @@ func (s *Session) UnsubscribeDone(pid uint16, filters [][]byte) {
 		code := packet.Success
 		if _, ok := s.subs.Delete(string(f)); !ok {
 			code = packet.NoSubscriptionExisted
+		} else if s.durable() {
+			s.journal(store.Op{Kind: store.DeleteSub, Filter: string(f)}, true)
 		}
 		ack.ReasonCodes = append(ack.ReasonCodes, code)
 	}
@@ -285,6 +302,7 @@ func (s *Session) handleDisconnect(r *Result, p *packet.Disconnect) *Result {
 			return s.fail(r, packet.ProtocolError)
 		}
 		s.expiry = min(p.Properties.SessionExpiry, s.cfg.MaxSessionExpiry)
+		s.journalRecord(time.Time{}, false)
 	}
 	if p.ReasonCode != packet.DisconnectWithWill {
 		s.will = nil // [MQTT-3.14.4-3] [v3.1.1 MQTT-3.1.2-10]

@@ -53,26 +53,34 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 		}
 		return Sent
 	}
-	if s.queue.len() >= s.cfg.MaxQueued {
+	if s.queue.len() >= s.cfg.MaxQueued || len(s.byPID) >= maxPIDs {
 		s.Stats.DroppedQueueFull++
 		return DropQueueFull
 	}
-	dl := &delivery{msg: m, qos: d.QoS, retain: d.Retain}
+	dl := &delivery{msg: m, qos: d.QoS, retain: d.Retain, seq: s.nextSeq}
+	s.nextSeq++
 	if len(d.SubIDs) > 0 {
 		dl.subIDs = append([]uint32(nil), d.SubIDs...)
 	}
+	// The packet id is fixed now, so that a restart re-sends the message
+	// with the id the client may already have seen [MQTT-4.4.0-1].
+	dl.pid = s.allocPID()
+	s.byPID[dl.pid] = dl
+	s.journalDelivery(dl)
 	if s.conn != nil && !s.conn.closed && s.queue.len() == 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
 		// Nothing waits ahead of it: send now.
-		dl.pid, dl.state = s.allocPID(), stateSent
-		if !s.writePublish(dl, false, now) {
+		if !s.send(dl, now) {
 			return DropTooLarge
 		}
-		s.link(dl)
 		return Sent
 	}
 	s.queue.push(dl)
 	return Queued
 }
+
+// maxPIDs bounds the QoS 1/2 deliveries a session holds: each needs its own
+// packet id.
+const maxPIDs = 65535
 
 // window returns how many more QoS 1/2 messages may be in flight now.
 func (s *Session) window() int {
@@ -80,7 +88,7 @@ func (s *Session) window() int {
 	if s.conn != nil && int(s.conn.receiveMax) < limit {
 		limit = int(s.conn.receiveMax) // [MQTT-3.3.4-9]
 	}
-	return limit - len(s.inflight)
+	return limit - s.nInflight
 }
 
 // pump sends queued messages while the window and the output buffer allow.
@@ -93,15 +101,35 @@ func (s *Session) pump(now time.Time) {
 		if d.msg.Expired(now) {
 			// Onward delivery had not started: the copy is deleted [MQTT-3.3.2-5].
 			s.Stats.DroppedExpired++
+			s.forget(d)
 			continue
 		}
-		d.pid = s.allocPID()
-		d.state = stateSent
-		if !s.writePublish(d, false, now) {
-			continue // too large: behave as if delivered [MQTT-3.1.2-25]
-		}
-		s.link(d)
+		s.send(d, now)
 	}
+}
+
+// send writes a queued delivery and puts it in flight. A delivery too large
+// for the client is dropped as if delivered [MQTT-3.1.2-25].
+func (s *Session) send(d *delivery, now time.Time) bool {
+	if !s.writePublish(d, d.dup, now) {
+		s.forget(d)
+		return false
+	}
+	d.state = stateSent
+	s.link(d)
+	return true
+}
+
+// forget ends a delivery that is not in flight.
+func (s *Session) forget(d *delivery) {
+	delete(s.byPID, d.pid)
+	s.journalDone(d)
+}
+
+// finish ends an in-flight delivery (acknowledged, or refused by the client).
+func (s *Session) finish(d *delivery) {
+	s.unlink(d)
+	s.forget(d)
 }
 
 func (s *Session) allocPID() uint16 {
@@ -110,14 +138,14 @@ func (s *Session) allocPID() uint16 {
 		if s.nextPID == 0 {
 			s.nextPID = 1
 		}
-		if _, used := s.inflight[s.nextPID]; !used {
+		if _, used := s.byPID[s.nextPID]; !used {
 			return s.nextPID // [MQTT-2.2.1-4]
 		}
 	}
 }
 
 func (s *Session) link(d *delivery) {
-	s.inflight[d.pid] = d
+	s.nInflight++
 	d.prev, d.next = s.tail, nil
 	if s.tail != nil {
 		s.tail.next = d
@@ -128,7 +156,7 @@ func (s *Session) link(d *delivery) {
 }
 
 func (s *Session) unlink(d *delivery) {
-	delete(s.inflight, d.pid)
+	s.nInflight--
 	if d.prev != nil {
 		d.prev.next = d.next
 	} else {
@@ -212,4 +240,13 @@ func (s *Session) writeAck(t packet.Type, pid uint16, code packet.ReasonCode) {
 	s.ack = packet.Ack{PacketType: t, PacketID: pid, ReasonCode: code, Properties: s.ack.Properties}
 	s.ack.Properties.Reset()
 	s.out, _ = s.ack.Append(s.out, s.version)
+}
+
+// SendPacket writes a packet the broker makes on the session's behalf (an
+// AUTH during re-authentication), after what is already written.
+func (s *Session) SendPacket(p packet.Packet) {
+	if s.conn == nil || s.conn.closed {
+		return
+	}
+	s.out, _ = p.Append(s.out, s.version)
 }

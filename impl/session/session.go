@@ -8,6 +8,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -20,22 +21,37 @@ type Session struct {
 	ClientID string
 
 	// Session state: survives connections while the session lives.
-	version  packet.Version
-	subs     btree.Map[string, topic.Options]
-	expiry   uint32 // Session Expiry Interval in seconds; math.MaxUint32: never
-	nextPID  uint16
-	inflight map[uint16]*delivery
-	head     *delivery // inflight deliveries in send order
-	tail     *delivery
-	queue    fifo
-	qos2In   map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet
-	will     *message.Message
+	version packet.Version
+	subs    btree.Map[string, topic.Options]
+	expiry  uint32 // Session Expiry Interval in seconds; math.MaxUint32: never
+	nextPID uint16
+	nextSeq uint64
+	// byPID holds every QoS 1/2 delivery, queued or in flight: a packet id
+	// is fixed when a message is queued, so that it survives a restart.
+	byPID     map[uint16]*delivery
+	head      *delivery // in-flight deliveries in send order
+	tail      *delivery
+	nInflight int
+	queue     fifo
+	qos2In    map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet
+	will      *message.Message
 	// willDelay is the Will Delay Interval in seconds.
 	willDelay uint32
+	// offline is when the last connection ended (zero while connected).
+	offline time.Time
 
 	// Connection state: nil when no connection is attached.
 	conn *connState
 	out  []byte
+
+	// Journal (journal.go): changes the broker must make durable, and the
+	// output held until they are.
+	persist   bool // the broker has a durable store
+	stored    bool // a record of the session is in the store
+	ops       []store.Op
+	jseq      uint64 // journal sequence of the last gating change
+	committed uint64 // highest journal sequence known durable
+	marks     []mark
 
 	// Stats counts what the session dropped and why. The broker reads it.
 	Stats Stats
@@ -76,11 +92,13 @@ type connState struct {
 
 // delivery is one message on its way to this client.
 type delivery struct {
-	msg    *message.Message // owned
+	msg    *message.Message // owned; nil once released
 	qos    packet.QoS
 	retain bool
+	dup    bool // restored after a restart: it may have been sent before
 	subIDs []uint32
 	pid    uint16
+	seq    uint64
 	state  uint8
 	prev   *delivery
 	next   *delivery
@@ -138,10 +156,12 @@ type Result struct {
 // Forever is the Expire of a session that never expires.
 const Forever = time.Duration(math.MaxInt64)
 
-// New returns an empty session.
-func New(cfg *Config, id topic.SubscriberID, tenant, clientID string) *Session {
-	return &Session{cfg: cfg, ID: id, Tenant: tenant, ClientID: clientID,
-		inflight: map[uint16]*delivery{}, qos2In: map[uint16]struct{}{}}
+// New returns an empty session. persist says whether the broker keeps
+// sessions in a durable store: a session that outlives its connection then
+// journals its changes (see TakeOps).
+func New(cfg *Config, id topic.SubscriberID, tenant, clientID string, persist bool) *Session {
+	return &Session{cfg: cfg, ID: id, Tenant: tenant, ClientID: clientID, persist: persist,
+		byPID: map[uint16]*delivery{}, qos2In: map[uint16]struct{}{}}
 }
 
 // Connected reports whether a connection is attached.
@@ -171,23 +191,35 @@ func (s *Session) Subscriptions(visit func(filter string, o topic.Options) bool)
 
 // Queued returns the number of messages not yet sent and of messages sent
 // but not acknowledged.
-func (s *Session) Queued() (queued, inflight int) { return s.queue.len(), len(s.inflight) }
+func (s *Session) Queued() (queued, inflight int) { return s.queue.len(), s.nInflight }
 
 // TakeOutput returns the bytes waiting to be written and gives the session
 // spare (emptied) as its next buffer. It first fills the output with queued
 // messages the window and buffer allow.
+//
+// Output that depends on a change not yet durable (see Committed) stays
+// behind.
 func (s *Session) TakeOutput(spare []byte, now time.Time) []byte {
 	s.pump(now)
-	if len(s.out) == 0 {
+	n := s.releasable()
+	if n == 0 {
 		return nil // keep spare with the caller: it may not be installed twice
 	}
 	out := s.out
-	s.out = spare[:0]
-	return out
+	if n == len(out) {
+		s.out = spare[:0]
+		return out
+	}
+	// Part of the output is held: it moves to the spare buffer.
+	s.out = append(spare[:0], out[n:]...)
+	for i := range s.marks {
+		s.marks[i].offset -= n
+	}
+	return out[:n]
 }
 
-// HasOutput reports whether bytes wait to be written.
-func (s *Session) HasOutput() bool { return len(s.out) > 0 }
+// HasOutput reports whether bytes wait to be written now.
+func (s *Session) HasOutput() bool { return s.releasable() > 0 }
 
 // reset empties the Result of the current connection's reader.
 func (s *Session) reset() *Result {
@@ -222,13 +254,25 @@ func (s *Session) Kick(code packet.ReasonCode) *Result {
 	return s.fail(&s.ctl, code)
 }
 
+// AttachInfo is what the broker decided about an accepted CONNECT.
+type AttachInfo struct {
+	// Present says whether session state was resumed (Session Present).
+	Present bool
+	// Assigned is the Client Identifier the broker assigned to a client
+	// that sent none (5.0 announces it).
+	Assigned string
+	// AuthMethod and AuthData close an enhanced authentication exchange in
+	// the CONNACK (5.0).
+	AuthMethod, AuthData []byte
+}
+
 // Attach starts a connection on the session after the broker accepted c.
-// present says whether session state was resumed (Session Present), and
-// assigned is the Client Identifier the broker assigned to a client that
-// sent none. Attach writes the CONNACK, then re-sends unacknowledged
-// messages and sends queued ones.
-func (s *Session) Attach(c *packet.Connect, present bool, assigned string, now time.Time) {
+// It writes the CONNACK, then re-sends unacknowledged messages and sends
+// queued ones.
+func (s *Session) Attach(c *packet.Connect, info AttachInfo, now time.Time) {
+	present, assigned := info.Present, info.Assigned
 	s.version = c.Version
+	s.offline = time.Time{}
 	cs := &connState{keepAlive: c.KeepAlive, receiveMax: 65535, problemInfo: true}
 	s.conn = cs
 	s.out = s.out[:0]
@@ -260,6 +304,14 @@ func (s *Session) Attach(c *packet.Connect, present bool, assigned string, now t
 		if assigned != "" {
 			p.AssignedClientID = []byte(assigned)
 			p.Set(packet.PropAssignedClientID)
+		}
+		if info.AuthMethod != nil {
+			p.AuthMethod = info.AuthMethod
+			p.Set(packet.PropAuthMethod)
+			if info.AuthData != nil {
+				p.AuthData = info.AuthData
+				p.Set(packet.PropAuthData)
+			}
 		}
 		if max := s.cfg.MaxKeepAlive; max > 0 && (c.KeepAlive == 0 || c.KeepAlive > max) {
 			cs.keepAlive = max
@@ -300,8 +352,6 @@ func (s *Session) Attach(c *packet.Connect, present bool, assigned string, now t
 	} else {
 		s.expiry = s.cfg.PersistentExpiry
 	}
-	s.out, _ = ack.Append(s.out, c.Version)
-
 	s.will, s.willDelay = nil, 0
 	if c.WillFlag {
 		var w message.Message
@@ -314,6 +364,10 @@ func (s *Session) Attach(c *packet.Connect, present bool, assigned string, now t
 		}
 	}
 
+	// The CONNACK goes once the session, its will and its expiry are durable.
+	s.journalRecord(time.Time{}, true)
+	s.out, _ = ack.Append(s.out, c.Version)
+
 	// Unacknowledged messages go again first, in their original order,
 	// with their original packet ids [MQTT-4.4.0-1].
 	for d, next := s.head, (*delivery)(nil); d != nil; d = next {
@@ -322,7 +376,7 @@ func (s *Session) Attach(c *packet.Connect, present bool, assigned string, now t
 		case stateSent:
 			if !s.writePublish(d, true, now) {
 				// Too large for the new connection's limit: as if sent.
-				s.unlink(d)
+				s.finish(d)
 			}
 		case stateReleased:
 			s.writeAck(packet.PUBREL, d.pid, packet.Success)
@@ -342,8 +396,11 @@ func (s *Session) Detach(now time.Time) *Result {
 	}
 	s.conn = nil
 	s.out = s.out[:0]
+	s.marks = s.marks[:0]
+	s.offline = now
 	// QoS 0 messages have no retransmission; they are not kept for an
 	// absent client. QoS 1/2 deliveries stay queued or inflight.
+	rec := s.Record(now)
 	if s.will != nil {
 		r.Will = s.will
 		delay := s.willDelay
@@ -351,7 +408,15 @@ func (s *Session) Detach(now time.Time) *Result {
 			delay = s.expiry // the will goes at the latest when the session ends
 		}
 		r.WillDelay = time.Duration(delay) * time.Second
+		if delay == 0 {
+			rec.Will = nil // published now: a restart must not publish it again
+		}
 		s.will = nil
+	}
+	// Expiry and will delay count from now, also across a restart.
+	if s.durable() {
+		s.stored = true
+		s.journal(store.Op{Kind: store.PutSession, Session: rec}, false)
 	}
 	switch s.expiry {
 	case math.MaxUint32:

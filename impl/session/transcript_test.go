@@ -12,6 +12,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -27,14 +28,18 @@ import (
 //	subscribe-done [codes=0x80,...] [existed=1,0]   completes the last SUBSCRIBE
 //	unsubscribe-done            completes the last UNSUBSCRIBE
 //	detach | kick code=0xNN | advance d=DURATION | state
+//	ops                         print (and take) the journaled store ops
+//	commit                      report the ops last taken as durable
 //
 // After each command the driver prints the Result (when not empty) and every
 // packet the session wrote.
 type driver struct {
-	cfg Config
-	s   *Session
-	now time.Time
-	res *Result
+	cfg     Config
+	persist bool
+	opsSeq  uint64 // journal sequence of the ops last printed, for commit
+	s       *Session
+	now     time.Time
+	res     *Result
 	// last SUBSCRIBE/UNSUBSCRIBE waiting for completion
 	subReqs  []SubRequest
 	subPID   uint16
@@ -108,8 +113,21 @@ func (d *driver) run(td *datadriven.TestData) (string, error) {
 		}
 		return "ok", nil
 	case "new":
-		d.s = New(&d.cfg, 1, "t", args["id"])
+		d.persist = flag("persist")
+		d.s = New(&d.cfg, 1, "t", args["id"], d.persist)
 		return "ok", nil
+	case "ops":
+		ops, seq := d.s.TakeOps()
+		d.opsSeq = seq
+		for _, op := range ops {
+			fmt.Fprintf(&b, "op %s\n", formatOp(op))
+		}
+		if len(ops) == 0 {
+			return "no ops", nil
+		}
+		return b.String(), nil
+	case "commit":
+		d.s.Committed(d.opsSeq)
 	case "attach":
 		c := &packet.Connect{Version: packet.Version(num("v", 5)), CleanStart: flag("clean"),
 			KeepAlive: uint16(num("keepalive", 60)), ClientID: []byte(d.s.ClientID)}
@@ -142,7 +160,7 @@ func (d *driver) run(td *datadriven.TestData) (string, error) {
 				c.WillProperties.Set(packet.PropWillDelay)
 			}
 		}
-		d.s.Attach(c, flag("present"), args["assigned"], d.now)
+		d.s.Attach(c, AttachInfo{Present: flag("present"), Assigned: args["assigned"]}, d.now)
 	case "recv":
 		for _, line := range strings.Split(strings.TrimSpace(td.Input), "\n") {
 			p, err := parsePacket(line)
@@ -400,4 +418,38 @@ func parsePacket(line string) (packet.Packet, error) {
 		return &packet.Pingresp{}, nil
 	}
 	return nil, fmt.Errorf("unknown packet %q", f[0])
+}
+
+func formatOp(op store.Op) string {
+	switch op.Kind {
+	case store.PutSession:
+		r := op.Session
+		will := ""
+		if r.Will != nil {
+			will = fmt.Sprintf(" will=%q delay=%d", r.Will.Topic, r.WillDelay)
+		}
+		off := ""
+		if !r.OfflineSince.IsZero() {
+			off = " offline"
+		}
+		return fmt.Sprintf("put-session v%d expiry=%d%s%s", r.Version, r.Expiry, off, will)
+	case store.PutSub:
+		return fmt.Sprintf("put-sub %q qos=%d", op.Filter, op.Options.QoS)
+	case store.DeleteSub:
+		return fmt.Sprintf("delete-sub %q", op.Filter)
+	case store.PutDelivery:
+		r := op.Delivery
+		body := ""
+		if r.Msg != nil {
+			body = fmt.Sprintf(" %q", r.Msg.Payload)
+		}
+		return fmt.Sprintf("put-delivery seq=%d pid=%d qos=%d state=%d%s", r.Seq, r.PID, r.QoS, r.State, body)
+	case store.DeleteDelivery:
+		return fmt.Sprintf("delete-delivery seq=%d", op.Seq)
+	case store.PutInbound:
+		return fmt.Sprintf("put-inbound pid=%d", op.PID)
+	case store.DeleteInbound:
+		return fmt.Sprintf("delete-inbound pid=%d", op.PID)
+	}
+	return fmt.Sprintf("op kind %d", op.Kind)
 }

@@ -1,0 +1,241 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/session"
+	"github.com/skybridge-mq/skybridge/impl/store"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// waiter is a session whose held output waits for a batch: once the batch
+// is durable the session's journal up to seq is.
+type waiter struct {
+	e   *entry
+	seq uint64
+}
+
+// add puts ops into the route's batch; e (nil for a retained message)
+// waits for it.
+func (rs *routeScratch) add(e *entry, seq uint64, ops ...store.Op) {
+	if rs.batch == nil {
+		rs.batch = &store.Batch{}
+	}
+	rs.batch.Add(ops...)
+	if e != nil {
+		rs.waiters = append(rs.waiters, waiter{e, seq})
+	}
+}
+
+// takeBatch hands over the batch and its waiters (the scratch starts afresh).
+func (rs *routeScratch) takeBatch() (*store.Batch, []waiter) {
+	b, w := rs.batch, rs.waiters
+	if b == nil {
+		b = &store.Batch{}
+	}
+	rs.batch, rs.waiters = nil, nil
+	return b, w
+}
+
+// commitRoute commits what a route of the broker's own (a will, $SYS)
+// journaled; nobody waits for it but the sessions' held output.
+func (b *Broker) commitRoute(rs *routeScratch) {
+	if rs.batch.Empty() {
+		rs.batch, rs.waiters = nil, nil
+		return
+	}
+	batch, waiters := rs.takeBatch()
+	b.st.Commit(batch, func(err error) { b.release(waiters, err) })
+}
+
+// release tells each waiting session that its journal is durable and wakes
+// its writer for the output that waited.
+func (b *Broker) release(waiters []waiter, err error) {
+	b.noteStoreError(err)
+	for _, w := range waiters {
+		w.e.mu.Lock()
+		w.e.s.Committed(w.seq)
+		c := w.e.conn
+		w.e.mu.Unlock()
+		if c != nil {
+			c.wakeUp()
+		}
+	}
+}
+
+// commitSession commits a session's journaled ops and then releases its
+// held output. The caller holds no lock.
+func (b *Broker) commitSession(e *entry, ops []store.Op, seq uint64) {
+	if len(ops) == 0 {
+		return
+	}
+	b.st.Commit(&store.Batch{Ops: ops}, func(err error) {
+		b.release([]waiter{{e, seq}}, err)
+	})
+}
+
+// noteStoreError counts and logs a failed commit. The broker goes on: what
+// waited is released (no acknowledgement promised durability for it: a
+// publisher whose message was in the batch is refused).
+func (b *Broker) noteStoreError(err error) {
+	if err == nil {
+		return
+	}
+	if b.stats.StoreErrors.Add(1)%1000 == 1 {
+		b.log.Error("store commit failed", "err", err, "failures", b.stats.StoreErrors.Load())
+	}
+}
+
+// storeFull reports whether the durable store is over its size limit. The
+// size is sampled at most once a second: measuring it is not free.
+func (b *Broker) storeFull() bool {
+	if b.cfg.MaxStoreBytes == 0 {
+		return false
+	}
+	u, ok := b.st.(interface{ DiskUsage() uint64 })
+	if !ok {
+		return false
+	}
+	now := b.env.Clock.Now().UnixNano()
+	if at := b.usageAt.Load(); now-at > int64(time.Second) && b.usageAt.CompareAndSwap(at, now) {
+		b.usage.Store(u.DiskUsage())
+	}
+	return b.usage.Load() > b.cfg.MaxStoreBytes
+}
+
+// Recover loads the durable state: sessions (offline, with their
+// subscriptions, queues and QoS 2 state), retained messages, and the
+// timers of pending wills and session expiry, counted from when each
+// session went offline, the time the broker was down included. A session
+// that was connected when the broker stopped counts as offline from now.
+// Call it once, before the broker serves.
+func (b *Broker) Recover() error {
+	now := b.env.Clock.Now()
+	r := &recovery{b: b, sessions: map[string]*entry{}}
+	if err := b.st.Load(r); err != nil {
+		return err
+	}
+	for _, key := range sortedKeys(r.sessions) {
+		e := r.sessions[key]
+		b.rearm(e, now)
+	}
+	return nil
+}
+
+// recovery is the store.Visitor that rebuilds the broker.
+type recovery struct {
+	b        *Broker
+	sessions map[string]*entry // tenant 00 clientID
+	last     *entry
+	lastKey  string
+}
+
+func (r *recovery) entry(tenant, clientID string) *entry {
+	key := tenant + "\x00" + clientID
+	if key == r.lastKey {
+		return r.last
+	}
+	r.last, r.lastKey = r.sessions[key], key
+	return r.last
+}
+
+func (r *recovery) Session(tenant, clientID string, rec *store.SessionRecord) error {
+	b := r.b
+	t := b.tenant(tenant)
+	e := b.newEntry(t, clientID)
+	e.s = session.Restore(&b.cfg.Session, e.id, tenant, clientID, rec)
+	t.regMu.Lock()
+	t.sessions[clientID] = e
+	t.regMu.Unlock()
+	r.sessions[tenant+"\x00"+clientID] = e
+	return nil
+}
+
+func (r *recovery) Sub(tenant, clientID, filter string, o topic.Options) error {
+	e := r.entry(tenant, clientID)
+	if e == nil {
+		return nil // a subscription left from a session removed in the same crash window
+	}
+	e.s.RestoreSub(filter, o)
+	e.t.routesMu.Lock()
+	e.t.routes.Subscribe([]byte(filter), topic.Subscription{Subscriber: e.id, Options: o})
+	e.t.routesMu.Unlock()
+	return nil
+}
+
+func (r *recovery) Delivery(tenant, clientID string, d *store.DeliveryRecord) error {
+	if e := r.entry(tenant, clientID); e != nil {
+		e.s.RestoreDelivery(d)
+	}
+	return nil
+}
+
+func (r *recovery) Inbound(tenant, clientID string, pid uint16) error {
+	if e := r.entry(tenant, clientID); e != nil {
+		e.s.RestoreInbound(pid)
+	}
+	return nil
+}
+
+func (r *recovery) Retained(tenant string, m *message.Message) error {
+	r.b.retained.Set(tenant, m)
+	return nil
+}
+
+// rearm starts the will and expiry timers of a recovered session from the
+// instant it went offline.
+func (b *Broker) rearm(e *entry, now time.Time) {
+	since := e.s.Offline()
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	will, delay := e.s.Will()
+	expire := e.s.ExpireAfter()
+	var willIn time.Duration
+	if will != nil {
+		willIn = max(0, since.Add(time.Duration(delay)*time.Second).Sub(now))
+		if expire != session.Forever {
+			willIn = min(willIn, max(0, since.Add(expire).Sub(now)))
+		}
+	}
+	expireIn := session.Forever
+	if expire != session.Forever {
+		expireIn = since.Add(expire).Sub(now)
+		if expireIn <= 0 {
+			// It expired while the broker was down: its will (if any) goes
+			// with the end of the session.
+			b.endSession(e, e.gen, will)
+			return
+		}
+	}
+	if will != nil && willIn == 0 {
+		e.mu.Lock()
+		e.s.WillPublished()
+		ops, seq := e.s.TakeOps()
+		e.mu.Unlock()
+		b.commitSession(e, ops, seq)
+		b.publishWill(e.t, will)
+		will = nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if will != nil {
+		gen := e.gen
+		e.pendingWill = will
+		e.willTimer = b.env.Clock.AfterFunc(willIn, func() { b.fireWill(e, gen, will) })
+	}
+	if expireIn != session.Forever {
+		gen := e.gen
+		e.expiryTimer = b.env.Clock.AfterFunc(expireIn, func() { b.endSession(e, gen, nil) })
+	}
+}
+
+func sortedKeys(m map[string]*entry) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	return keys
+}

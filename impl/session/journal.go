@@ -1,0 +1,189 @@
+package session
+
+import (
+	"math"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/store"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// A session that outlives its connection (Session Expiry above 0, or a
+// 3.1.1 persistent session) and runs on a broker with a durable store
+// journals every change as a store.Op. The broker takes the ops
+// (TakeOps), commits them and reports the commit (Committed). Output that
+// a client could rely on after a crash — a SUBACK, a PUBREL, a PUBCOMP, a
+// PUBLISH of a message whose queue entry is not yet on disk — is held until
+// the change before it is durable; removals (a PUBACK'd delivery) are not
+// waited for, since losing one only re-sends a message.
+
+// mark holds output from offset on until journal sequence seq is durable.
+type mark struct {
+	seq    uint64
+	offset int
+}
+
+// durable reports whether the session journals its changes.
+func (s *Session) durable() bool { return s.persist && s.expiry > 0 }
+
+// journal records op. A gating op holds the output written after it.
+func (s *Session) journal(op store.Op, gating bool) {
+	op.Tenant, op.ClientID = s.Tenant, s.ClientID
+	s.ops = append(s.ops, op)
+	if !gating {
+		return
+	}
+	s.jseq++
+	if n := len(s.marks); n > 0 && s.marks[n-1].offset == len(s.out) {
+		s.marks[n-1].seq = s.jseq
+		return
+	}
+	s.marks = append(s.marks, mark{seq: s.jseq, offset: len(s.out)})
+}
+
+// releasable returns how many bytes of output may be written now.
+func (s *Session) releasable() int {
+	for _, m := range s.marks {
+		if m.seq > s.committed {
+			return m.offset
+		}
+	}
+	return len(s.out)
+}
+
+// TakeOps returns the changes journaled since the last call and the journal
+// sequence that covers them, for Committed once they are durable. The ops
+// are the caller's.
+func (s *Session) TakeOps() ([]store.Op, uint64) {
+	ops := s.ops
+	s.ops = nil
+	return ops, s.jseq
+}
+
+// Committed tells the session that its journal up to seq is durable; the
+// output held behind it may go.
+func (s *Session) Committed(seq uint64) {
+	if seq > s.committed {
+		s.committed = seq
+	}
+	i := 0
+	for i < len(s.marks) && s.marks[i].seq <= s.committed {
+		i++
+	}
+	s.marks = s.marks[i:]
+}
+
+// WillPublished records that the will the broker was holding for its delay
+// has been published, so that a restart does not publish it again.
+func (s *Session) WillPublished() {
+	if s.durable() {
+		rec := s.Record(s.offline)
+		rec.Will = nil
+		s.journal(store.Op{Kind: store.PutSession, Session: rec}, false)
+	}
+}
+
+// Offline returns when the session's last connection ended (zero while
+// connected or never connected).
+func (s *Session) Offline() time.Time { return s.offline }
+
+// Record returns the session's durable record as of now.
+func (s *Session) Record(offlineSince time.Time) *store.SessionRecord {
+	return &store.SessionRecord{Version: byte(s.version), Expiry: s.expiry, OfflineSince: offlineSince,
+		Will: s.will, WillDelay: s.willDelay}
+}
+
+// journalRecord journals the session record, or the removal of a stored
+// session that no longer outlives its connection (Session Expiry now 0).
+func (s *Session) journalRecord(offlineSince time.Time, gating bool) {
+	switch {
+	case s.durable():
+		s.stored = true
+		s.journal(store.Op{Kind: store.PutSession, Session: s.Record(offlineSince)}, gating)
+	case s.stored:
+		s.stored = false
+		s.journal(store.Op{Kind: store.DeleteSession}, gating)
+	}
+}
+
+// Stored reports whether the session has a record in the durable store,
+// which the broker deletes when the session ends.
+func (s *Session) Stored() bool { return s.stored }
+
+// Forget journals the removal of the session from the store.
+func (s *Session) Forget() {
+	if s.stored {
+		s.stored = false
+		s.journal(store.Op{Kind: store.DeleteSession}, false)
+	}
+}
+
+func (s *Session) journalDelivery(d *delivery) {
+	if !s.durable() {
+		return
+	}
+	rec := &store.DeliveryRecord{Seq: d.seq, PID: d.pid, QoS: byte(d.qos), Retain: d.retain,
+		SubIDs: d.subIDs, Msg: d.msg}
+	if d.state == stateReleased {
+		rec.State, rec.Msg = store.Released, nil
+	}
+	s.journal(store.Op{Kind: store.PutDelivery, Delivery: rec}, true)
+}
+
+func (s *Session) journalDone(d *delivery) {
+	if s.durable() {
+		s.journal(store.Op{Kind: store.DeleteDelivery, Seq: d.seq}, false)
+	}
+}
+
+// Restore returns a session rebuilt from its stored record, without a
+// connection. Its subscriptions, deliveries and inbound QoS 2 ids follow
+// with RestoreSub, RestoreDelivery (in sequence order) and RestoreInbound.
+func Restore(cfg *Config, id topic.SubscriberID, tenant, clientID string, r *store.SessionRecord) *Session {
+	s := New(cfg, id, tenant, clientID, true)
+	s.version, s.expiry, s.will, s.willDelay = packet.Version(r.Version), r.Expiry, r.Will, r.WillDelay
+	s.offline, s.stored = r.OfflineSince, true
+	return s
+}
+
+// RestoreSub adds a stored subscription.
+func (s *Session) RestoreSub(filter string, o topic.Options) { s.subs.Set(filter, o) }
+
+// RestoreInbound adds a stored QoS 2 packet id awaiting PUBREL.
+func (s *Session) RestoreInbound(pid uint16) { s.qos2In[pid] = struct{}{} }
+
+// RestoreDelivery adds a stored delivery. A released one waits for its
+// PUBCOMP (PUBREL is re-sent on connect); any other is queued again and
+// will be sent with DUP, since it may have been sent before the restart.
+func (s *Session) RestoreDelivery(r *store.DeliveryRecord) {
+	if _, used := s.byPID[r.PID]; used || r.PID == 0 {
+		return // a damaged queue keeps its first entry for an id
+	}
+	d := &delivery{msg: r.Msg, qos: packet.QoS(r.QoS), retain: r.Retain, subIDs: r.SubIDs, pid: r.PID, seq: r.Seq}
+	s.byPID[d.pid] = d
+	if r.Seq >= s.nextSeq {
+		s.nextSeq = r.Seq + 1
+	}
+	s.nextPID = r.PID
+	if r.State == store.Released || d.msg == nil {
+		d.state = stateReleased
+		s.link(d)
+		return
+	}
+	d.dup, d.state = true, stateQueued
+	s.queue.push(d)
+}
+
+// Will returns the session's will and its delay (seconds), for a broker
+// restoring an offline session.
+func (s *Session) Will() (*message.Message, uint32) { return s.will, s.willDelay }
+
+// ExpireAfter returns how long after going offline the session ends.
+func (s *Session) ExpireAfter() time.Duration {
+	if s.expiry == math.MaxUint32 {
+		return Forever
+	}
+	return time.Duration(s.expiry) * time.Second
+}

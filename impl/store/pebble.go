@@ -1,0 +1,323 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Options configure a Pebble store.
+type Options struct {
+	// MaxPending bounds the batches waiting for the committer; beyond it
+	// Commit fails at once with ErrBusy.
+	MaxPending int
+	// DisableCompactions turns off Pebble's automatic compactions: the
+	// simulator uses it so that no background work of Pebble's can change
+	// what a run observes.
+	DisableCompactions bool
+}
+
+// ErrBusy is the error of a Commit refused because the commit queue is full.
+var ErrBusy = errors.New("store: commit queue full")
+
+// ErrClosed is the error of a Commit after Close.
+var ErrClosed = errors.New("store: closed")
+
+// Pebble is a Store on Pebble. Commits are applied by Step, which the
+// runtime calls in a loop (Run) and the simulator calls as an event.
+type Pebble struct {
+	db   *pebble.DB
+	fs   vfs.FS
+	dir  string
+	opts Options
+
+	mu      sync.Mutex
+	pending []pendingBatch
+	closed  bool
+	wake    chan struct{}
+
+	// Stats
+	commits atomic.Uint64 // Pebble batches synced (groups)
+	batches atomic.Uint64 // broker batches committed
+	failed  atomic.Uint64 // batches whose commit failed
+	busy    atomic.Uint64 // batches refused with ErrBusy
+}
+
+type pendingBatch struct {
+	b    *Batch
+	done func(error)
+}
+
+// quietLogger drops Pebble's informational chatter; errors still surface
+// through the errors Pebble returns.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...)) // Pebble's own invariant violations
+}
+
+// Open opens (creating if needed) the store in dir on fs. A directory
+// written by an incompatible version is refused with ErrFormat; a damaged
+// one with the error Pebble reports. Both name the directory.
+func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = 1 << 16
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	po := &pebble.Options{FS: fs, Logger: quietLogger{}, DisableAutomaticCompactions: opts.DisableCompactions}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: cannot open (%w); if the directory holds data from another program or was damaged, move it aside to start empty", dir, err)
+	}
+	p := &Pebble{db: db, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1)}
+	if err := p.checkFormat(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Pebble) checkFormat() error {
+	v, closer, err := p.db.Get(formatKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		it, err := p.db.NewIter(nil)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", p.dir, err)
+		}
+		empty := !it.First()
+		it.Close()
+		if !empty {
+			return fmt.Errorf("store %s: %w: no format marker in a non-empty store; it was not written by Skybridge", p.dir, ErrFormat)
+		}
+		if err := p.db.Set(formatKey, []byte(formatVersion), pebble.Sync); err != nil {
+			return fmt.Errorf("store %s: %w", p.dir, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("store %s: %w", p.dir, err)
+	}
+	defer closer.Close()
+	if string(v) != formatVersion {
+		return fmt.Errorf("store %s: %w: found %q, this Skybridge reads %q; use the Skybridge version that wrote it, or move the directory aside to start empty",
+			p.dir, ErrFormat, v, formatVersion)
+	}
+	return nil
+}
+
+// Commit implements Store.
+func (p *Pebble) Commit(b *Batch, done func(error)) {
+	p.mu.Lock()
+	switch {
+	case p.closed:
+		p.mu.Unlock()
+		if done != nil {
+			done(ErrClosed)
+		}
+		return
+	case len(p.pending) >= p.opts.MaxPending:
+		p.mu.Unlock()
+		p.busy.Add(1)
+		if done != nil {
+			done(ErrBusy)
+		}
+		return
+	}
+	p.pending = append(p.pending, pendingBatch{b, done})
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending returns the number of batches waiting to be committed.
+func (p *Pebble) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pending)
+}
+
+// Step commits every waiting batch as one synced Pebble batch (the group
+// commit) and calls their done functions in order. It returns how many
+// batches it committed.
+func (p *Pebble) Step() int {
+	p.mu.Lock()
+	group := p.pending
+	p.pending = nil
+	p.mu.Unlock()
+	if len(group) == 0 {
+		return 0
+	}
+	pb := p.db.NewBatch()
+	for _, g := range group {
+		for i := range g.b.Ops {
+			if err := apply(pb, &g.b.Ops[i]); err != nil {
+				pb.Close()
+				p.finish(group, err)
+				return len(group)
+			}
+		}
+	}
+	err := pb.Commit(pebble.Sync)
+	pb.Close()
+	if err != nil {
+		err = fmt.Errorf("store %s: %w", p.dir, err)
+	}
+	p.finish(group, err)
+	return len(group)
+}
+
+func (p *Pebble) finish(group []pendingBatch, err error) {
+	p.commits.Add(1)
+	p.batches.Add(uint64(len(group)))
+	if err != nil {
+		p.failed.Add(uint64(len(group)))
+	}
+	for _, g := range group {
+		if g.done != nil {
+			g.done(err)
+		}
+	}
+}
+
+// Run commits batches as they arrive until Close. The runtime calls it on
+// a goroutine of its own.
+func (p *Pebble) Run() {
+	for range p.wake {
+		p.Step()
+		p.mu.Lock()
+		closed := p.closed && len(p.pending) == 0
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+	}
+}
+
+// Stats returns counters: synced groups, batches committed, batches whose
+// commit failed, batches refused because the queue was full.
+func (p *Pebble) Stats() (groups, batches, failed, busy uint64) {
+	return p.commits.Load(), p.batches.Load(), p.failed.Load(), p.busy.Load()
+}
+
+// DiskUsage returns the bytes the store occupies on its file system.
+func (p *Pebble) DiskUsage() uint64 { return p.db.Metrics().DiskSpaceUsage() }
+
+// Close commits what is waiting, stops Run and closes the database.
+func (p *Pebble) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.Step()
+	close(p.wake)
+	return p.db.Close()
+}
+
+func apply(pb *pebble.Batch, op *Op) error {
+	switch op.Kind {
+	case PutSession:
+		return pb.Set(sessionKey(op.Tenant, op.ClientID), encodeSession(op.Session), nil)
+	case DeleteSession:
+		prefix := sessionPrefix(op.Tenant, op.ClientID)
+		end := append(bytes.Clone(prefix[:len(prefix)-1]), 1) // the next client id
+		return pb.DeleteRange(prefix, end, nil)
+	case PutSub:
+		return pb.Set(subKey(op.Tenant, op.ClientID, op.Filter), encodeOptions(op.Options), nil)
+	case DeleteSub:
+		return pb.Delete(subKey(op.Tenant, op.ClientID, op.Filter), nil)
+	case PutDelivery:
+		return pb.Set(deliveryKey(op.Tenant, op.ClientID, op.Delivery.Seq), encodeDelivery(op.Delivery), nil)
+	case DeleteDelivery:
+		return pb.Delete(deliveryKey(op.Tenant, op.ClientID, op.Seq), nil)
+	case PutInbound:
+		return pb.Set(inboundKey(op.Tenant, op.ClientID, op.PID), nil, nil)
+	case DeleteInbound:
+		return pb.Delete(inboundKey(op.Tenant, op.ClientID, op.PID), nil)
+	case PutRetained:
+		return pb.Set(retainedKey(op.Tenant, op.Message.Topic), encodeRetained(op.Message), nil)
+	case DeleteRetained:
+		return pb.Delete(retainedKey(op.Tenant, op.Message.Topic), nil)
+	}
+	return fmt.Errorf("store: unknown op kind %d", op.Kind)
+}
+
+// Load implements Store.
+func (p *Pebble) Load(v Visitor) error {
+	it, err := p.db.NewIter(nil)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", p.dir, err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		if bytes.Equal(k, formatKey) {
+			continue
+		}
+		if err := p.visit(v, k, bytes.Clone(it.Value())); err != nil {
+			return fmt.Errorf("store %s: key %q: %w", p.dir, k, err)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("store %s: %w", p.dir, err)
+	}
+	return nil
+}
+
+func (p *Pebble) visit(v Visitor, k, val []byte) error {
+	pk, err := parseKey(k)
+	if err != nil {
+		return err
+	}
+	if pk.retained {
+		m, err := decodeRetained(val)
+		if err != nil {
+			return err
+		}
+		m.Topic = bytes.Clone(pk.rest)
+		return v.Retained(pk.tenant, m)
+	}
+	switch pk.kind {
+	case kindSession:
+		r, err := decodeSession(val)
+		if err != nil {
+			return err
+		}
+		return v.Session(pk.tenant, pk.clientID, r)
+	case kindInbound:
+		if len(pk.rest) != 2 {
+			return fmt.Errorf("%w: inbound key", ErrCorrupt)
+		}
+		return v.Inbound(pk.tenant, pk.clientID, binary.BigEndian.Uint16(pk.rest))
+	case kindDelivery:
+		if len(pk.rest) != 8 {
+			return fmt.Errorf("%w: delivery key", ErrCorrupt)
+		}
+		r, err := decodeDelivery(binary.BigEndian.Uint64(pk.rest), val)
+		if err != nil {
+			return err
+		}
+		return v.Delivery(pk.tenant, pk.clientID, r)
+	case kindSub:
+		o, err := decodeOptions(val)
+		if err != nil {
+			return err
+		}
+		return v.Sub(pk.tenant, pk.clientID, string(pk.rest), o)
+	}
+	return fmt.Errorf("%w: record kind %d", ErrCorrupt, pk.kind)
+}
