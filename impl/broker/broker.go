@@ -95,6 +95,8 @@ type Broker struct {
 	// usage samples the store's size for MaxStoreBytes (durable.go).
 	usage   atomic.Uint64
 	usageAt atomic.Int64
+	// dropLogAt rate-limits the drop log line (route.go).
+	dropLogAt atomic.Int64
 
 	// randMu guards env.Rand, which need not be safe for concurrent use.
 	randMu sync.Mutex
@@ -116,7 +118,9 @@ type Stats struct {
 	MessagesIn    atomic.Uint64 // PUBLISH received from clients
 	BytesIn       atomic.Uint64
 	MessagesOut   atomic.Uint64 // deliveries handed to sessions
-	Dropped       atomic.Uint64 // deliveries dropped (queue full, output full, offline QoS 0, too large, expired)
+	Dropped       atomic.Uint64 // deliveries dropped, all reasons
+	// DroppedBy counts drops per reason (DropReasons names them).
+	DroppedBy     [numDropReasons]atomic.Uint64
 	NoSubscribers atomic.Uint64 // PUBLISH that matched no subscription
 	WillsSent     atomic.Uint64
 	Expired       atomic.Uint64 // sessions that expired
@@ -136,6 +140,20 @@ func (b *Broker) slot(idx uint32) *atomic.Pointer[entry] {
 	}
 	return &(*chunks)[idx/chunkSize][idx%chunkSize]
 }
+
+// Drop reasons, for DroppedBy.
+const (
+	DropQueueFull = iota
+	DropOutputFull
+	DropOffline
+	DropTooLarge
+	DropExpired
+	DropNotAuthorized
+	numDropReasons
+)
+
+// DropReasons names the drop reasons, as metrics label them.
+var DropReasons = [numDropReasons]string{"queue_full", "output_full", "offline_qos0", "too_large", "expired", "not_authorized"}
 
 // tenant holds one tenant's sessions and routes.
 type tenant struct {

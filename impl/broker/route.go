@@ -25,7 +25,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 	if len(m.Topic) >= 4 && string(m.Topic[:4]) == "$SYS" {
 		// $SYS belongs to the broker: clients may read it, not write it. A
 		// 3.1.1 client gets a positive acknowledgement [MQTT-3.3.5-2].
-		b.stats.Dropped.Add(1)
+		b.noteDrop(c.t, DropNotAuthorized)
 		c.complete(e, pid, qos, packet.NotAuthorized)
 		return
 	}
@@ -206,9 +206,16 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, now time
 		case session.Queued:
 			b.stats.MessagesOut.Add(1)
 			t.stats.messagesOut.Add(1)
-		default:
-			b.stats.Dropped.Add(1)
-			t.stats.dropped.Add(1)
+		case session.DropQueueFull:
+			b.noteDrop(t, DropQueueFull)
+		case session.DropOutput:
+			b.noteDrop(t, DropOutputFull)
+		case session.DropOffline:
+			b.noteDrop(t, DropOffline)
+		case session.DropTooLarge:
+			b.noteDrop(t, DropTooLarge)
+		case session.DropExpired:
+			b.noteDrop(t, DropExpired)
 		}
 	}
 	return matched
@@ -275,5 +282,21 @@ func (c *Conn) sendRetained(e *entry, reqs []session.SubRequest, now time.Time) 
 			e.mu.Unlock()
 			return true
 		})
+	}
+}
+
+// noteDrop counts a dropped delivery and, at most every ten seconds, logs
+// the drop counters: drops are never silent, and never flood the log.
+func (b *Broker) noteDrop(t *tenant, reason int) {
+	b.stats.Dropped.Add(1)
+	b.stats.DroppedBy[reason].Add(1)
+	t.stats.dropped.Add(1)
+	now := b.env.Clock.Now().UnixNano()
+	if at := b.dropLogAt.Load(); now-at >= int64(10*time.Second) && b.dropLogAt.CompareAndSwap(at, now) {
+		args := []any{"tenant", t.name, "reason", DropReasons[reason]}
+		for i, name := range DropReasons {
+			args = append(args, "total_"+name, b.stats.DroppedBy[i].Load())
+		}
+		b.log.Warn("messages dropped", args...)
 	}
 }

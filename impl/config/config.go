@@ -63,6 +63,7 @@ type Limits struct {
 	MaxPacketSize     int           `yaml:"max_packet_size"`
 	MaxInflight       int           `yaml:"max_inflight"`
 	MaxQueued         int           `yaml:"max_queued"`
+	MaxQueuedBytes    int           `yaml:"max_queued_bytes"`
 	MaxOutputBytes    int           `yaml:"max_output_bytes"`
 	ReceiveMaximum    int           `yaml:"receive_maximum"`
 	TopicAliasMaximum int           `yaml:"topic_alias_maximum"`
@@ -115,6 +116,7 @@ func Default() File {
 			MaxPacketSize:     1 << 20,
 			MaxInflight:       1024,
 			MaxQueued:         10000,
+			MaxQueuedBytes:    64 << 20,
 			MaxOutputBytes:    1 << 20,
 			ReceiveMaximum:    1024,
 			TopicAliasMaximum: 64,
@@ -212,6 +214,9 @@ func (f *File) Validate() error {
 		bad("limits.max_packet_size", "must be between 64 and %d", packet.MaxPacketSize)
 	}
 	positive("limits.max_queued", lim.MaxQueued)
+	if lim.MaxQueuedBytes < 0 {
+		bad("limits.max_queued_bytes", "must be 0 (no byte bound) or positive")
+	}
 	positive("limits.max_output_bytes", lim.MaxOutputBytes)
 	if lim.MaxInflight < 1 || lim.MaxInflight > 65535 {
 		bad("limits.max_inflight", "must be between 1 and 65535")
@@ -312,6 +317,7 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	s.OutboundTopicAliases = *f.MQTT.OutboundTopicAliases
 	s.MaxInflight = uint16(f.Limits.MaxInflight)
 	s.MaxQueued = f.Limits.MaxQueued
+	s.MaxQueuedBytes = f.Limits.MaxQueuedBytes
 	s.MaxOutput = f.Limits.MaxOutputBytes
 	s.ReceiveMaximum = uint16(f.Limits.ReceiveMaximum)
 	s.TopicAliasMaximum = uint16(f.Limits.TopicAliasMaximum)

@@ -178,12 +178,14 @@ func appendHeader(dst []byte, t Type, flags byte, remaining int) []byte {
 	return appendVarint(dst, uint32(remaining))
 }
 
-// grow makes room for n more bytes in dst with one allocation at most.
+// grow makes room for n more bytes in dst with one allocation at most. The
+// capacity at least doubles, so that appending packet after packet to one
+// buffer costs amortised constant time.
 func grow(dst []byte, n int) []byte {
 	if cap(dst)-len(dst) >= n {
 		return dst
 	}
-	nd := make([]byte, len(dst), len(dst)+n)
+	nd := make([]byte, len(dst), max(len(dst)+n, 2*cap(dst)))
 	copy(nd, dst)
 	return nd
 }

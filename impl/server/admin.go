@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
 )
 
 // startAdmin serves /metrics, /healthz and /readyz on cfg.AdminAddr.
@@ -65,7 +67,13 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 	counter("messages_received_total", "PUBLISH packets received from clients.", func() float64 { return float64(st.MessagesIn.Load()) })
 	counter("bytes_received_total", "Payload bytes received in PUBLISH packets.", func() float64 { return float64(st.BytesIn.Load()) })
 	counter("messages_delivered_total", "Messages handed to subscribers' sessions.", func() float64 { return float64(st.MessagesOut.Load()) })
-	counter("messages_dropped_total", "Deliveries dropped (queue or output full, offline QoS 0, too large, expired).", func() float64 { return float64(st.Dropped.Load()) })
+	for i, reason := range broker.DropReasons {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "skybridge", Name: "messages_dropped_total",
+			Help:        "Deliveries dropped, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason}}, func() float64 { return float64(st.DroppedBy[i].Load()) }))
+	}
+	counter("store_errors_total", "Batches the durable store failed to commit.", func() float64 { return float64(st.StoreErrors.Load()) })
+	counter("store_full_refusals_total", "QoS 1/2 messages refused because the store is over storage.max_bytes.", func() float64 { return float64(st.StoreFull.Load()) })
 	counter("messages_unrouted_total", "PUBLISH packets that matched no subscription.", func() float64 { return float64(st.NoSubscribers.Load()) })
 	counter("wills_published_total", "Will messages published.", func() float64 { return float64(st.WillsSent.Load()) })
 	counter("sessions_expired_total", "Sessions discarded at expiry or at the end of their connection.", func() float64 { return float64(st.Expired.Load()) })

@@ -27,6 +27,9 @@ type Config struct {
 	// (offline, or waiting for the inflight window). Beyond it new messages
 	// are dropped and counted.
 	MaxQueued int
+	// MaxQueuedBytes bounds the bytes of the QoS 1/2 messages a session
+	// holds (queued or in flight); 0: no byte bound.
+	MaxQueuedBytes int
 	// MaxOutput bounds the bytes waiting for the connection's writer. QoS 0
 	// messages beyond it are dropped and counted; QoS 1/2 wait in the queue.
 	MaxOutput int
@@ -60,6 +63,7 @@ func DefaultConfig() Config {
 		ReceiveMaximum:          1024,
 		MaxInflight:             1024,
 		MaxQueued:               10000,
+		MaxQueuedBytes:          64 << 20,
 		MaxOutput:               1 << 20,
 		TopicAliasMaximum:       64,
 		OutboundTopicAliases:    true,

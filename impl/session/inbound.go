@@ -189,8 +189,8 @@ func (s *Session) handleAck(r *Result, a *packet.Ack, now time.Time) *Result {
 				s.finish(d)
 			} else {
 				d.state = stateReleased
-				d.msg = nil // the message itself is no longer needed
-				s.journalDelivery(d)
+				s.dropMsg(d) // the message itself is no longer needed
+				s.journalDelivery(d, false)
 				s.writeAck(packet.PUBREL, a.PacketID, packet.Success)
 			}
 		case d != nil && d.state == stateReleased:

@@ -120,7 +120,13 @@ func (s *Session) Forget() {
 	}
 }
 
-func (s *Session) journalDelivery(d *delivery) {
+// journalDelivery journals a delivery's queue entry. A QoS 2 message, or a
+// released one, must be durable before the client sees its PUBLISH or
+// PUBREL (exactly once hangs on it); a QoS 1 PUBLISH may go at once: were
+// the entry lost, the publisher, not yet acknowledged, sends again. The
+// store then need not write an entry acknowledged within its own group
+// commit (store.Op.Fresh).
+func (s *Session) journalDelivery(d *delivery, fresh bool) {
 	if !s.durable() {
 		return
 	}
@@ -129,13 +135,16 @@ func (s *Session) journalDelivery(d *delivery) {
 	if d.state == stateReleased {
 		rec.State, rec.Msg = store.Released, nil
 	}
-	s.journal(store.Op{Kind: store.PutDelivery, Delivery: rec}, true)
+	gating := d.qos == packet.QoS2
+	d.rec = rec
+	s.journal(store.Op{Kind: store.PutDelivery, Delivery: rec, Fresh: fresh}, gating)
 }
 
 func (s *Session) journalDone(d *delivery) {
 	if s.durable() {
-		s.journal(store.Op{Kind: store.DeleteDelivery, Seq: d.seq}, false)
+		s.journal(store.Op{Kind: store.DeleteDelivery, Seq: d.seq, Delivery: d.rec}, false)
 	}
+	d.rec = nil
 }
 
 // Restore returns a session rebuilt from its stored record, without a
@@ -163,6 +172,9 @@ func (s *Session) RestoreDelivery(r *store.DeliveryRecord) {
 	}
 	d := &delivery{msg: r.Msg, qos: packet.QoS(r.QoS), retain: r.Retain, subIDs: r.SubIDs, pid: r.PID, seq: r.Seq}
 	s.byPID[d.pid] = d
+	if d.msg != nil {
+		s.held += d.msg.Size()
+	}
 	if r.Seq >= s.nextSeq {
 		s.nextSeq = r.Seq + 1
 	}

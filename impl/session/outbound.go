@@ -53,10 +53,13 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 		}
 		return Sent
 	}
-	if s.queue.len() >= s.cfg.MaxQueued || len(s.byPID) >= maxPIDs {
+	size := m.Size()
+	if s.queue.len() >= s.cfg.MaxQueued || len(s.byPID) >= maxPIDs ||
+		s.cfg.MaxQueuedBytes > 0 && s.held+size > s.cfg.MaxQueuedBytes {
 		s.Stats.DroppedQueueFull++
 		return DropQueueFull
 	}
+	s.held += size
 	dl := &delivery{msg: m, qos: d.QoS, retain: d.Retain, seq: s.nextSeq}
 	s.nextSeq++
 	if len(d.SubIDs) > 0 {
@@ -66,7 +69,7 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 	// with the id the client may already have seen [MQTT-4.4.0-1].
 	dl.pid = s.allocPID()
 	s.byPID[dl.pid] = dl
-	s.journalDelivery(dl)
+	s.journalDelivery(dl, true)
 	if s.conn != nil && !s.conn.closed && s.queue.len() == 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
 		// Nothing waits ahead of it: send now.
 		if !s.send(dl, now) {
@@ -123,7 +126,16 @@ func (s *Session) send(d *delivery, now time.Time) bool {
 // forget ends a delivery that is not in flight.
 func (s *Session) forget(d *delivery) {
 	delete(s.byPID, d.pid)
+	s.dropMsg(d)
 	s.journalDone(d)
+}
+
+// dropMsg lets go of a delivery's message (released, or done).
+func (s *Session) dropMsg(d *delivery) {
+	if d.msg != nil {
+		s.held -= d.msg.Size()
+		d.msg = nil
+	}
 }
 
 // finish ends an in-flight delivery (acknowledged, or refused by the client).

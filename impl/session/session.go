@@ -32,6 +32,7 @@ type Session struct {
 	head      *delivery // in-flight deliveries in send order
 	tail      *delivery
 	nInflight int
+	held      int // bytes of the messages in byPID, for MaxQueuedBytes
 	queue     fifo
 	qos2In    map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet
 	will      *message.Message
@@ -100,6 +101,7 @@ type delivery struct {
 	pid    uint16
 	seq    uint64
 	state  uint8
+	rec    *store.DeliveryRecord // its last journaled entry, if any
 	prev   *delivery
 	next   *delivery
 }

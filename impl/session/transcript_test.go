@@ -87,6 +87,8 @@ func (d *driver) run(td *datadriven.TestData) (string, error) {
 				d.cfg.MaxInflight = uint16(num(k, 0))
 			case "max-queued":
 				d.cfg.MaxQueued = num(k, 0)
+			case "max-queued-bytes":
+				d.cfg.MaxQueuedBytes = num(k, 0)
 			case "max-output":
 				d.cfg.MaxOutput = num(k, 0)
 			case "receive-max":

@@ -45,13 +45,46 @@ type Pebble struct {
 	// Stats
 	commits atomic.Uint64 // Pebble batches synced (groups)
 	batches atomic.Uint64 // broker batches committed
-	failed  atomic.Uint64 // batches whose commit failed
-	busy    atomic.Uint64 // batches refused with ErrBusy
+	failed    atomic.Uint64 // batches whose commit failed
+	busy      atomic.Uint64 // batches refused with ErrBusy
+	cancelled atomic.Uint64 // ops never written: a fresh delivery done within its group
 }
+
+type opRef struct{ batch, op int }
 
 type pendingBatch struct {
 	b    *Batch
 	done func(error)
+}
+
+// cancelled finds the ops of deliveries created and completed within one
+// group commit: a subscriber that acknowledged a QoS 1 message before its
+// queue entry reached the disk leaves nothing to write. Ops of one entry
+// share its *DeliveryRecord.
+func cancelled(group []pendingBatch) map[opRef]bool {
+	var fresh map[*DeliveryRecord]opRef
+	var skip map[opRef]bool
+	for gi, g := range group {
+		for i := range g.b.Ops {
+			op := &g.b.Ops[i]
+			switch {
+			case op.Kind == PutDelivery && op.Fresh:
+				if fresh == nil {
+					fresh = map[*DeliveryRecord]opRef{}
+				}
+				fresh[op.Delivery] = opRef{gi, i}
+			case op.Kind == DeleteDelivery && op.Delivery != nil && fresh != nil:
+				if put, ok := fresh[op.Delivery]; ok {
+					if skip == nil {
+						skip = map[opRef]bool{}
+					}
+					skip[put], skip[opRef{gi, i}] = true, true
+					delete(fresh, op.Delivery)
+				}
+			}
+		}
+	}
+	return skip
 }
 
 // quietLogger drops Pebble's informational chatter; errors still surface
@@ -159,9 +192,14 @@ func (p *Pebble) Step() int {
 	if len(group) == 0 {
 		return 0
 	}
+	skip := cancelled(group)
 	pb := p.db.NewBatch()
-	for _, g := range group {
+	for gi, g := range group {
 		for i := range g.b.Ops {
+			if skip != nil && skip[opRef{gi, i}] {
+				p.cancelled.Add(1)
+				continue
+			}
 			if err := apply(pb, &g.b.Ops[i]); err != nil {
 				pb.Close()
 				p.finish(group, err)
@@ -210,6 +248,10 @@ func (p *Pebble) Run() {
 func (p *Pebble) Stats() (groups, batches, failed, busy uint64) {
 	return p.commits.Load(), p.batches.Load(), p.failed.Load(), p.busy.Load()
 }
+
+// Cancelled returns how many ops were never written because a delivery was
+// created and completed within one group commit.
+func (p *Pebble) Cancelled() uint64 { return p.cancelled.Load() }
 
 // DiskUsage returns the bytes the store occupies on its file system.
 func (p *Pebble) DiskUsage() uint64 { return p.db.Metrics().DiskSpaceUsage() }

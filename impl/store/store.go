@@ -54,13 +54,19 @@ type Op struct {
 	Kind     OpKind
 	Tenant   string
 	ClientID string
-	Session  *SessionRecord  // PutSession
-	Filter   string          // PutSub, DeleteSub
-	Options  topic.Options   // PutSub
-	Delivery *DeliveryRecord // PutDelivery
-	Seq      uint64          // DeleteDelivery
-	PID      uint16          // PutInbound, DeleteInbound
-	Message  *message.Message
+	Session  *SessionRecord // PutSession
+	Filter   string         // PutSub, DeleteSub
+	Options  topic.Options  // PutSub
+	// Delivery is the entry of a PutDelivery; a DeleteDelivery may carry
+	// the record of the entry's last PutDelivery, so that the store can
+	// tell the two belong together.
+	Delivery *DeliveryRecord
+	// Fresh marks the PutDelivery that creates an entry. A fresh entry
+	// deleted within the same group commit is never written at all.
+	Fresh   bool
+	Seq     uint64 // DeleteDelivery
+	PID     uint16 // PutInbound, DeleteInbound
+	Message *message.Message
 }
 
 // SessionRecord is what survives of a session besides its queue and
