@@ -43,8 +43,8 @@ type Pebble struct {
 	wake    chan struct{}
 
 	// Stats
-	commits atomic.Uint64 // Pebble batches synced (groups)
-	batches atomic.Uint64 // broker batches committed
+	commits   atomic.Uint64 // Pebble batches synced (groups)
+	batches   atomic.Uint64 // broker batches committed
 	failed    atomic.Uint64 // batches whose commit failed
 	busy      atomic.Uint64 // batches refused with ErrBusy
 	cancelled atomic.Uint64 // ops never written: a fresh delivery done within its group
