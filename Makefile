@@ -7,7 +7,7 @@ CROSS_PKGS ?= ./impl/packet ./impl/env ./impl/topic ./impl/session ./impl/broker
 # GOARCH:qemu-binary pairs for cross-test.
 CROSS_ARCHES ?= arm64:aarch64 arm:arm mips:mips mipsle:mipsel
 
-.PHONY: help test unit lint vet fmt-check race trace fuzz bench cross-test run conformance conformance-mosquitto conformance-skybridge
+.PHONY: help test unit lint vet fmt-check race trace fuzz bench cross-test run conformance conformance-mosquitto conformance-skybridge crash-soak
 
 help:
 	@echo "make run         start a standalone broker on 127.0.0.1:1883"
@@ -18,6 +18,7 @@ help:
 	@echo "make cross-test  $(CROSS_PKGS) under QEMU for arm64, armv7, mips, mipsle"
 	@echo "make trace       spec statement coverage of the tests"
 	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
+	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
 
 test: lint unit race conformance-mosquitto conformance-skybridge trace cross-test-if-qemu
 
@@ -81,6 +82,12 @@ cross-test:
 cross-test-if-qemu:
 	@if command -v qemu-aarch64-static >/dev/null; then $(MAKE) --no-print-directory cross-test; \
 	else echo "qemu-user-static not installed: skipping cross-test (CI installs it)"; fi
+
+# Longer crash tests: many random crash points of the store, many SIGKILL
+# rounds of the real binary (minutes).
+crash-soak:
+	SKYBRIDGE_CRASH_SEEDS=500 $(GO) test -count=1 -run 'TestCrash' -timeout 30m ./impl/broker ./impl/store
+	SKYBRIDGE_KILL9_ROUNDS=20 $(GO) test -count=1 -run 'TestKill9' -timeout 30m -v ./cmd/skybridge
 
 # A standalone broker on 127.0.0.1:1883 (WebSocket :8083, admin :8081).
 run:

@@ -123,7 +123,7 @@ func serve(args []string, stderr io.Writer) error {
 	if f.Storage.Type == "pebble" {
 		began := time.Now()
 		var err error
-		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{})
+		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{MinFreeBytes: f.Storage.MinFreeBytes})
 		if err != nil {
 			return err
 		}

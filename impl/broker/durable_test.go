@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -92,8 +94,8 @@ func pub_(topic, payload string, qos packet.QoS, id uint16) *packet.Publish {
 func TestCrashAtRandomPoints(t *testing.T) {
 	t.Parallel()
 	seeds := 30
-	if testing.Short() {
-		seeds = 5
+	if n, err := strconv.Atoi(os.Getenv("SKYBRIDGE_CRASH_SEEDS")); err == nil && n > 0 {
+		seeds = n // make crash-soak
 	}
 	for seed := 1; seed <= seeds; seed++ {
 		runCrashSeed(t, uint64(seed))

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -32,7 +33,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 	if qos > 0 && b.persist && b.storeFull() {
 		// Refuse rather than accept what cannot be kept [v5 MQTT-3.3.4-1].
 		b.stats.StoreFull.Add(1)
-		if e.s.Version() != packet.V5 {
+		if c.dec.Version != packet.V5 {
 			// 3.1.1 has no refusal but closing [MQTT-3.3.5-2]: the client
 			// keeps the message and tries again later.
 			c.Kick(packet.QuotaExceeded)
@@ -65,13 +66,23 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 		c.pendingAcks.Add(1)
 	}
 	batch, waiters := rs.takeBatch()
+	v5 := c.dec.Version == packet.V5
 	b.st.Commit(batch, func(err error) {
 		b.release(waiters, err)
-		if err != nil {
-			code = packet.ImplementationSpecificError
-		}
 		if qos > 0 {
-			c.complete(e, pid, qos, code)
+			switch {
+			case err == nil:
+				c.complete(e, pid, qos, code)
+			case !v5:
+				// 3.1.1 cannot refuse a PUBLISH, and acknowledging one that
+				// is not durable would break the promise: close, the client
+				// sends it again [MQTT-3.3.5-2].
+				c.Kick(packet.UnspecifiedError)
+			case errors.Is(err, store.ErrDiskFull):
+				c.complete(e, pid, qos, packet.QuotaExceeded)
+			default:
+				c.complete(e, pid, qos, packet.ImplementationSpecificError)
+			}
 			c.pendingAcks.Add(-1)
 		}
 		c.wakeUp()

@@ -95,6 +95,9 @@ type Storage struct {
 	// MaxBytes bounds the store on disk; beyond it new QoS 1/2 messages are
 	// refused (0x97). 0: no limit.
 	MaxBytes uint64 `yaml:"max_bytes"`
+	// MinFreeBytes is the free disk space kept in reserve: below it the
+	// store refuses writes (publishers get 0x97) rather than fill the disk.
+	MinFreeBytes uint64 `yaml:"min_free_bytes"`
 }
 
 // Log configures logging.
@@ -125,7 +128,7 @@ func Default() File {
 		MQTT: MQTT{MaxQoS: 2, RetainAvailable: boolp(true), WildcardSubscriptions: boolp(true),
 			SharedSubscriptions: boolp(true), SubscriptionIdentifiers: boolp(true),
 			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin", SysInterval: 10 * time.Second},
-		Storage: Storage{Type: "pebble", Dir: "./data"},
+		Storage: Storage{Type: "pebble", Dir: "./data", MinFreeBytes: 64 << 20},
 		Log:     Log{Level: "info", Format: "text"},
 	}
 }

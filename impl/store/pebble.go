@@ -21,7 +21,14 @@ type Options struct {
 	// simulator uses it so that no background work of Pebble's can change
 	// what a run observes.
 	DisableCompactions bool
+	// MinFreeBytes is the free space the disk must keep: below it commits
+	// fail with ErrDiskFull instead of running into a full disk, which
+	// Pebble cannot survive. 0: 64 MiB.
+	MinFreeBytes uint64
 }
+
+// ErrDiskFull is the error of a commit refused because the disk is nearly full.
+var ErrDiskFull = errors.New("store: disk nearly full")
 
 // ErrBusy is the error of a Commit refused because the commit queue is full.
 var ErrBusy = errors.New("store: commit queue full")
@@ -41,6 +48,12 @@ type Pebble struct {
 	pending []pendingBatch
 	closed  bool
 	wake    chan struct{}
+	// fatal is set when Pebble hit an error it cannot continue after (a
+	// failed WAL write): every later commit fails with it.
+	fatal error
+	// steps counts groups, to sample the free disk space now and then.
+	steps int
+	avail uint64
 
 	// Stats
 	commits   atomic.Uint64 // Pebble batches synced (groups)
@@ -88,13 +101,17 @@ func cancelled(group []pendingBatch) map[opRef]bool {
 }
 
 // quietLogger drops Pebble's informational chatter; errors still surface
-// through the errors Pebble returns.
+// through the errors Pebble returns. Fatalf must not return (Pebble goes on
+// as if the process had ended): it panics with a fatalError, which Step
+// turns into a stopped store instead of a crashed broker.
 type quietLogger struct{}
+
+type fatalError struct{ msg string }
 
 func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...)) // Pebble's own invariant violations
+	panic(fatalError{fmt.Sprintf(format, args...)})
 }
 
 // Open opens (creating if needed) the store in dir on fs. A directory
@@ -103,6 +120,9 @@ func (quietLogger) Fatalf(format string, args ...any) {
 func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 1 << 16
+	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = 64 << 20
 	}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
@@ -152,6 +172,13 @@ func (p *Pebble) checkFormat() error {
 func (p *Pebble) Commit(b *Batch, done func(error)) {
 	p.mu.Lock()
 	switch {
+	case p.fatal != nil:
+		err := p.fatal
+		p.mu.Unlock()
+		if done != nil {
+			done(err)
+		}
+		return
 	case p.closed:
 		p.mu.Unlock()
 		if done != nil {
@@ -188,12 +215,59 @@ func (p *Pebble) Step() int {
 	p.mu.Lock()
 	group := p.pending
 	p.pending = nil
+	fatal := p.fatal
 	p.mu.Unlock()
 	if len(group) == 0 {
 		return 0
 	}
+	if fatal != nil {
+		p.finish(group, fatal)
+		return len(group)
+	}
+	if err := p.checkSpace(); err != nil {
+		p.finish(group, err)
+		return len(group)
+	}
+	p.finish(group, p.apply(group))
+	return len(group)
+}
+
+// checkSpace refuses commits when the disk is nearly full. The free space
+// is sampled every 64 groups: asking the file system is not free.
+func (p *Pebble) checkSpace() error {
+	if p.steps%64 == 0 {
+		if u, err := p.fs.GetDiskUsage(p.dir); err == nil {
+			p.avail = u.AvailBytes
+		} else {
+			p.avail = 0 // unknown: do not refuse
+		}
+	}
+	p.steps++
+	if p.avail != 0 && p.avail < p.opts.MinFreeBytes {
+		p.steps = 0 // look again next time: space may come back
+		return fmt.Errorf("store %s: %w: %d bytes free, below the %d kept in reserve; free disk space or move the data directory",
+			p.dir, ErrDiskFull, p.avail, p.opts.MinFreeBytes)
+	}
+	return nil
+}
+
+// apply writes a group; a fatal Pebble error stops the store.
+func (p *Pebble) apply(group []pendingBatch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fe, ok := r.(fatalError)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("store %s: stopped after a fatal write error (%s): nothing more is written; fix the disk and restart", p.dir, fe.msg)
+			p.mu.Lock()
+			p.fatal = err
+			p.mu.Unlock()
+		}
+	}()
 	skip := cancelled(group)
 	pb := p.db.NewBatch()
+	defer pb.Close()
 	for gi, g := range group {
 		for i := range g.b.Ops {
 			if skip != nil && skip[opRef{gi, i}] {
@@ -201,19 +275,21 @@ func (p *Pebble) Step() int {
 				continue
 			}
 			if err := apply(pb, &g.b.Ops[i]); err != nil {
-				pb.Close()
-				p.finish(group, err)
-				return len(group)
+				return err
 			}
 		}
 	}
-	err := pb.Commit(pebble.Sync)
-	pb.Close()
-	if err != nil {
-		err = fmt.Errorf("store %s: %w", p.dir, err)
+	if err := pb.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store %s: %w", p.dir, err)
 	}
-	p.finish(group, err)
-	return len(group)
+	return nil
+}
+
+// Err returns the error that stopped the store, if one did.
+func (p *Pebble) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fatal
 }
 
 func (p *Pebble) finish(group []pendingBatch, err error) {
@@ -264,9 +340,13 @@ func (p *Pebble) Close() error {
 		return nil
 	}
 	p.closed = true
+	fatal := p.fatal
 	p.mu.Unlock()
 	p.Step()
 	close(p.wake)
+	if fatal != nil {
+		return fatal // Pebble cannot be closed cleanly after a fatal error
+	}
 	return p.db.Close()
 }
 

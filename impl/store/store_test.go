@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
@@ -261,4 +264,86 @@ func FuzzDecode(f *testing.F) {
 		_, _ = decodeRetained(b)
 		_, _ = parseKey(b)
 	})
+}
+
+// TestDiskFullIsAnError: when the file system refuses writes (a full disk),
+// a commit fails with an error naming the directory; nothing panics, and
+// once space is back commits succeed again.
+func TestDiskFullIsAnError(t *testing.T) {
+	t.Parallel()
+	var full atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			return fmt.Errorf("%w: %s", syscall.ENOSPC, op.Path)
+		}
+		return nil
+	}))
+	s, err := Open(fs, "data", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		full.Store(false)
+		s.Close()
+	}()
+	full.Store(true)
+	var got error
+	s.Commit(&Batch{Ops: []Op{{Kind: PutRetained, Tenant: "t", Message: msg("a", "b")}}}, func(err error) { got = err })
+	s.Step()
+	if got == nil {
+		t.Fatal("a commit on a full disk succeeded")
+	}
+	if !contains(got.Error(), "data") || !contains(got.Error(), "restart") {
+		t.Errorf("error %q does not name the directory and what to do", got)
+	}
+	// The store stays stopped: Pebble cannot go on after a failed WAL write.
+	s.Commit(&Batch{}, func(err error) { got = err })
+	s.Step()
+	if got == nil || s.Err() == nil {
+		t.Fatal("the store accepted a commit after a fatal write error")
+	}
+}
+
+// TestLowDiskSpaceRefusesCommits: with the disk below the reserve, commits
+// fail cleanly before Pebble meets a full disk; with space back, they work.
+func TestLowDiskSpaceRefusesCommits(t *testing.T) {
+	t.Parallel()
+	fs := vfs.NewMem()
+	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 1 << 20, TotalBytes: 1 << 30})
+	s, err := Open(fs, "data", Options{MinFreeBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got error
+	s.Commit(&Batch{Ops: []Op{{Kind: PutRetained, Tenant: "t", Message: msg("a", "b")}}}, func(err error) { got = err })
+	s.Step()
+	if !errors.Is(got, ErrDiskFull) || !contains(got.Error(), "free disk space") {
+		t.Fatalf("commit with 1 MiB free = %v, want ErrDiskFull saying what to do", got)
+	}
+	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 1 << 30, TotalBytes: 1 << 31})
+	s.Commit(&Batch{Ops: []Op{{Kind: PutRetained, Tenant: "t", Message: msg("a", "b")}}}, func(err error) { got = err })
+	s.Step()
+	if got != nil {
+		t.Fatalf("commit with space back: %v", got)
+	}
+}
+
+// TestCorruptRecordIsReported: a damaged value fails Load with an error
+// naming the directory and the key, not a panic.
+func TestCorruptRecordIsReported(t *testing.T) {
+	t.Parallel()
+	fs := vfs.NewMem()
+	s, err := Open(fs, "data", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Set(sessionKey("t", "c"), []byte{1, 5, 0xff}, nil); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Load(&dump{})
+	if !errors.Is(err, ErrCorrupt) || !contains(err.Error(), "data") {
+		t.Fatalf("Load = %v, want ErrCorrupt naming the directory", err)
+	}
+	s.Close()
 }
