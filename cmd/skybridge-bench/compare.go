@@ -64,7 +64,7 @@ var profiles = map[string]Profile{
 			"persist-10-10-q1-16B-n5k",
 			"retained-10000",
 			"connstorm-10000",
-			"idle-20000",
+			"idle-15000",
 		}},
 }
 

@@ -172,7 +172,7 @@ func evaluateGoals(sum []ScenarioSummary) []Goal {
 			}
 			return fmt.Sprintf("Skybridge %s µs; best peer %s %s µs", formatValue(sky, "µs"), b, formatValue(v, "µs")), yes(sky <= v)
 		})
-	idle := "idle-20000"
+	idle := "idle-15000"
 	if find(idle) == nil {
 		idle = "idle-5000"
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/packet"
@@ -349,6 +350,9 @@ func runConn(ctx context.Context, o ClientOptions, cs ConnSpec) *Result {
 	go rec.Progress(cs.Progress, cs.Label, stop)
 	err := func() error {
 		defer close(stop)
+		if err := checkFileLimit(cs.N); err != nil {
+			return err
+		}
 		if cs.Idle && cs.BrokerPID > 0 {
 			rss, err := vmRSS(cs.BrokerPID)
 			if err != nil {
@@ -396,6 +400,19 @@ func runConn(ctx context.Context, o ClientOptions, cs ConnSpec) *Result {
 		res.OK = false
 	}
 	return res
+}
+
+// checkFileLimit fails when n connections cannot fit in this process's
+// open-file limit (which a broker started by compare inherits).
+func checkFileLimit(n int) error {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return nil
+	}
+	if uint64(n)+200 > lim.Cur {
+		return fmt.Errorf("%d connections need as many file descriptors, and the open-file limit is %d (raise the hard limit: ulimit -Hn)", n, lim.Cur)
+	}
+	return nil
 }
 
 // pingAll checks, 32 at a time, that every connection answers PINGREQ.

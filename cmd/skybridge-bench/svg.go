@@ -102,7 +102,7 @@ func latencySVG(cmp *Comparison) string {
 		}
 	}
 	const left, top, groupW, chartH = 70.0, 70.0, 170.0, 300.0
-	w := left + float64(max(len(sums), 1))*groupW + 20
+	w := max(left+float64(max(len(sums), 1))*groupW+20, 720)
 	h := top + chartH + 80
 	var s svg
 	s.f(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif">`+"\n", w, h)

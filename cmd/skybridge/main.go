@@ -22,6 +22,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/store"
+	"github.com/skybridge-mq/skybridge/impl/tenant"
 )
 
 func main() {
@@ -153,6 +154,10 @@ func serve(args []string, stderr io.Writer) error {
 		}
 	}
 
+	if *cfgPath != "" {
+		go watchSettings(*cfgPath, b.Settings(), log)
+	}
+
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig
@@ -168,4 +173,36 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// watchSettings reloads the tenants section of the configuration file when
+// the file changes (polled every two seconds: no platform-specific watcher
+// needed). A file that no longer parses keeps the settings in force.
+func watchSettings(path string, p *tenant.Provider, log *slog.Logger) {
+	last := time.Time{}
+	if fi, err := os.Stat(path); err == nil {
+		last = fi.ModTime()
+	}
+	for range time.Tick(2 * time.Second) {
+		fi, err := os.Stat(path)
+		if err != nil || !fi.ModTime().After(last) {
+			continue
+		}
+		last = fi.ModTime()
+		r, err := os.Open(path)
+		if err != nil {
+			log.Warn("settings reload", "file", path, "err", err)
+			continue
+		}
+		f, err := config.Parse(r)
+		r.Close()
+		if err == nil {
+			err = p.Replace(f.Tenants)
+		}
+		if err != nil {
+			log.Warn("settings reload refused; the previous settings stay", "file", path, "err", err)
+			continue
+		}
+		log.Info("tenant settings reloaded", "file", path, "tenants", len(f.Tenants.Overrides))
+	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/retain"
 	"github.com/skybridge-mq/skybridge/impl/session"
 	"github.com/skybridge-mq/skybridge/impl/store"
+	tenantpkg "github.com/skybridge-mq/skybridge/impl/tenant"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -53,6 +54,9 @@ type Config struct {
 	// EnhancedAuth serves 5.0 CONNECTs that name an Authentication Method,
 	// and re-authentication; nil refuses them with 0x8C.
 	EnhancedAuth EnhancedAuthenticator
+	// Settings serves per-tenant settings (limits and throttles, hot
+	// reloadable); nil: every tenant gets tenant.Default().
+	Settings *tenantpkg.Provider
 	// MaxStoreBytes bounds the durable store: beyond it new QoS 1/2
 	// messages are refused (0x97 to 5.0 publishers; 3.1.1 publishers are
 	// disconnected and retry later). 0: no limit.
@@ -77,6 +81,7 @@ type Broker struct {
 	retained retain.Store
 	st       store.Store
 	persist  bool // st keeps state across restarts
+	settings *tenantpkg.Provider
 
 	mu      sync.Mutex // guards tenants, the growth of slots, nslots, free
 	tenants map[string]*tenant
@@ -124,6 +129,8 @@ type Stats struct {
 	NoSubscribers atomic.Uint64 // PUBLISH that matched no subscription
 	WillsSent     atomic.Uint64
 	Expired       atomic.Uint64 // sessions that expired
+	// Throttled counts throttle reactions per reason (ThrottleReasons).
+	Throttled     [numThrottles]atomic.Uint64
 	StoreErrors   atomic.Uint64 // batches the durable store failed to commit
 	StoreFull     atomic.Uint64 // publishes refused because the store is over its limit
 }
@@ -162,7 +169,17 @@ type tenant struct {
 	sessions map[string]*entry
 	routesMu sync.RWMutex
 	routes   *topic.Trie
-	stats    tenantStats
+	// groupSize counts the members of each shared group, by its full
+	// filter; guarded by routesMu.
+	groupSize map[string]int
+	stats     tenantStats
+
+	limits      atomic.Pointer[limits]
+	connected   atomic.Int64 // connected clients
+	persistent  atomic.Int64 // sessions that outlive their connection
+	connectRate tenantpkg.Bucket
+	inBytes     tenantpkg.Bucket
+	fanout      tenantpkg.Bucket
 }
 
 // counter is a monotonic counter safe for concurrent use.
@@ -178,6 +195,8 @@ type entry struct {
 	online atomic.Bool
 	dead   bool // removed from the registry; deliveries are dropped
 	ending bool // its connection ended with session expiry 0: endSession follows
+	// counted says the session counts in its tenant's persistent sessions.
+	counted bool
 	// willTimer and expiryTimer run while the session has no connection.
 	willTimer   env.Timer
 	pendingWill *message.Message // the will willTimer will publish
@@ -207,8 +226,12 @@ func New(cfg Config, e env.Env, st store.Store) *Broker {
 	if auth == nil {
 		auth = AllowAll{}
 	}
+	settings := cfg.Settings
+	if settings == nil {
+		settings = tenantpkg.NewProvider()
+	}
 	b := &Broker{cfg: cfg, env: e, log: log, auth: auth, retained: retained, st: st, persist: !inMemory,
-		tenants: map[string]*tenant{}}
+		settings: settings, tenants: map[string]*tenant{}}
 	b.onlineFn = b.isOnline
 	return b
 }
@@ -232,7 +255,7 @@ func (b *Broker) tenant(name string) *tenant {
 	defer b.mu.Unlock()
 	t := b.tenants[name]
 	if t == nil {
-		t = &tenant{name: name, sessions: map[string]*entry{}, routes: topic.NewTrie()}
+		t = &tenant{name: name, sessions: map[string]*entry{}, routes: topic.NewTrie(), groupSize: map[string]int{}}
 		b.tenants[name] = t
 	}
 	return t
@@ -266,7 +289,7 @@ func (b *Broker) newEntry(t *tenant, clientID string) *entry {
 	e := &entry{t: t, id: topic.SubscriberID(gen<<32 | uint64(idx))}
 	cell.Store(e)
 	b.mu.Unlock()
-	e.s = session.New(&b.cfg.Session, e.id, t.name, clientID, b.persist)
+	e.s = session.New(&b.tenantLimits(t).sess, e.id, t.name, clientID, b.persist)
 	b.stats.Sessions.Add(1)
 	return e
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
 	"github.com/skybridge-mq/skybridge/impl/store"
+	tenantpkg "github.com/skybridge-mq/skybridge/impl/tenant"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -44,6 +45,11 @@ type Conn struct {
 	authMethod  []byte
 	authConnect *packet.Connect
 	authReq     AuthRequest
+
+	// Per-connection rates (limits.go).
+	pubRate  tenantpkg.Bucket
+	inBytes  tenantpkg.Bucket
+	outBytes tenantpkg.Bucket
 
 	// pendingAcks counts acknowledgements waiting for the store; while
 	// any waits, later ones wait too, so that they keep their order.
@@ -200,7 +206,9 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		e.mu.Unlock()
 		c.t.routesMu.Lock()
 		for _, f := range filters {
-			c.t.routes.Unsubscribe(f, e.id)
+			if c.t.routes.Unsubscribe(f, e.id) {
+				c.t.leftGroup(string(f))
+			}
 		}
 		c.t.routesMu.Unlock()
 		e.mu.Lock()
@@ -304,6 +312,7 @@ func (c *Conn) Closed() {
 	e.mu.Unlock()
 	c.b.commitSession(e, ops, seq)
 	c.b.stats.Connections.Add(-1)
+	e.t.connected.Add(-1)
 	c.b.afterDetach(e, gen, will, delay, expire)
 }
 
@@ -322,6 +331,7 @@ func (c *Conn) kick(e *entry, code packet.ReasonCode) *session.Result {
 	c.closing = true
 	c.mu.Unlock()
 	c.b.stats.Connections.Add(-1)
+	e.t.connected.Add(-1)
 	return r
 }
 
@@ -398,6 +408,11 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		return
 	}
 	t := b.tenant(ar.Tenant)
+	l := b.tenantLimits(t)
+	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
+		c.refuse(v, code)
+		return
+	}
 	c.t = t
 	c.dec.Version = v
 
@@ -415,6 +430,14 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	}
 	var e *entry
 	present := false
+	if max := l.s.MaxPersistent; max > 0 && persistent(conn) && t.persistent.Load() >= int64(max) {
+		if old := t.sessions[clientID]; old == nil || !old.counted || conn.CleanStart {
+			t.regMu.Unlock()
+			b.throttle(t, ThrottlePersistent)
+			c.refuse(v, packet.QuotaExceeded)
+			return
+		}
+	}
 	if old := t.sessions[clientID]; old != nil {
 		old.mu.Lock()
 		// A session whose connection just ended with expiry 0 is about to
@@ -452,6 +475,10 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	if e == nil {
 		e = b.newEntry(t, clientID)
 		t.sessions[clientID] = e
+		if persistent(conn) {
+			e.counted = true
+			t.persistent.Add(1)
+		}
 	}
 	e.mu.Lock()
 	e.gen++
@@ -469,9 +496,13 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	c.mu.Lock()
 	c.e = e
 	c.mu.Unlock()
+	t.connected.Add(1)
 	b.stats.Connections.Add(1)
 	b.stats.ConnectsTotal.Add(1)
 	if dropped != nil {
+		if dropped.counted {
+			t.persistent.Add(-1)
+		}
 		b.removeRoutes(t, dropped.id, dropFilters)
 		b.freeSlot(dropped)
 		if len(dropOps) > 0 {
@@ -538,9 +569,29 @@ func (b *Broker) removeRoutes(t *tenant, id topic.SubscriberID, filters []string
 	}
 	t.routesMu.Lock()
 	for _, f := range filters {
-		t.routes.Unsubscribe([]byte(f), id)
+		if t.routes.Unsubscribe([]byte(f), id) {
+			t.leftGroup(f)
+		}
 	}
 	t.routesMu.Unlock()
+}
+
+// joinedGroup and leftGroup keep shared-group sizes; the caller holds
+// t.routesMu for writing.
+func (t *tenant) joinedGroup(filter string) {
+	if len(filter) > 7 && filter[:7] == "$share/" {
+		t.groupSize[filter]++
+	}
+}
+
+func (t *tenant) leftGroup(filter string) {
+	if n, ok := t.groupSize[filter]; ok {
+		if n <= 1 {
+			delete(t.groupSize, filter)
+		} else {
+			t.groupSize[filter] = n - 1
+		}
+	}
 }
 
 // afterDetach publishes or schedules the will of a session whose connection
@@ -612,6 +663,9 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	t.regMu.Unlock()
 	if len(ops) > 0 {
 		b.st.Commit(&store.Batch{Ops: ops}, b.noteStoreError)
+	}
+	if e.counted {
+		t.persistent.Add(-1)
 	}
 	b.removeRoutes(t, e.id, filters)
 	b.freeSlot(e)

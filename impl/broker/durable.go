@@ -144,7 +144,9 @@ func (r *recovery) Session(tenant, clientID string, rec *store.SessionRecord) er
 	b := r.b
 	t := b.tenant(tenant)
 	e := b.newEntry(t, clientID)
-	e.s = session.Restore(&b.cfg.Session, e.id, tenant, clientID, rec)
+	e.s = session.Restore(&b.tenantLimits(t).sess, e.id, tenant, clientID, rec)
+	e.counted = true
+	t.persistent.Add(1)
 	t.regMu.Lock()
 	t.sessions[clientID] = e
 	t.regMu.Unlock()

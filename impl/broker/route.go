@@ -30,6 +30,18 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 		c.complete(e, pid, qos, packet.NotAuthorized)
 		return
 	}
+	l := b.tenantLimits(c.t)
+	if code, kick := c.admitPublish(l, len(m.Payload), len(m.Topic), m.Topic, m.Retain, now); code != packet.Success {
+		b.noteDrop(c.t, DropNotAuthorized)
+		if kick || c.dec.Version != packet.V5 {
+			// A 3.1.1 publisher cannot be refused but by closing
+			// [MQTT-3.3.5-2]; a 5.0 one over its rate is disconnected 0x96.
+			c.Kick(code)
+			return
+		}
+		c.complete(e, pid, qos, code)
+		return
+	}
 	if qos > 0 && b.persist && b.storeFull() {
 		// Refuse rather than accept what cannot be kept [v5 MQTT-3.3.4-1].
 		b.stats.StoreFull.Add(1)
@@ -59,6 +71,15 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 	if rs.batch.Empty() && c.pendingAcks.Load() == 0 {
 		c.complete(e, pid, qos, code)
 		return
+	}
+	if rate := l.s.PersistentFanoutBPS; rate > 0 && rs.batch != nil {
+		n := 0
+		for i := range rs.batch.Ops {
+			if op := &rs.batch.Ops[i]; op.Kind == store.PutDelivery && op.Delivery.Msg != nil {
+				n += op.Delivery.Msg.Size()
+			}
+		}
+		c.t.fanout.Spend(now, float64(rate), float64(rate), float64(n))
 	}
 	// Something must be durable first (or an earlier acknowledgement is
 	// still waiting: acknowledgements keep their order).
@@ -235,13 +256,33 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, now time
 // subscribe adds granted subscriptions to the routes, recording whether
 // each existed (for Retain Handling 1).
 func (c *Conn) subscribe(e *entry, reqs []session.SubRequest) {
+	l := c.b.tenantLimits(c.t)
+	e.mu.Lock()
+	subs := e.s.SubscriptionCount()
+	for i := range reqs {
+		if r := &reqs[i]; !r.Reason.IsError() && e.s.HasSubscription(r.Filter) {
+			subs-- // replacing one does not add one
+		}
+	}
+	e.mu.Unlock()
 	c.t.routesMu.Lock()
 	for i := range reqs {
 		r := &reqs[i]
 		if r.Reason.IsError() {
 			continue
 		}
+		if code := c.admitSubscription(l, e, r, subs); code != packet.Success {
+			if c.dec.Version != packet.V5 {
+				code = packet.SubackFailure
+			}
+			r.Reason = code
+			continue
+		}
+		subs++
 		r.Existed = c.t.routes.Subscribe(r.Filter, topic.Subscription{Subscriber: e.id, Options: r.Options})
+		if !r.Existed {
+			c.t.joinedGroup(string(r.Filter))
+		}
 	}
 	c.t.routesMu.Unlock()
 }
@@ -260,7 +301,9 @@ func (c *Conn) undoSubscribe(e *entry, reqs []session.SubRequest) {
 	e.mu.Unlock()
 	c.t.routesMu.Lock()
 	for _, f := range drop {
-		c.t.routes.Unsubscribe(f, e.id)
+		if c.t.routes.Unsubscribe(f, e.id) {
+			c.t.leftGroup(string(f))
+		}
 	}
 	c.t.routesMu.Unlock()
 }
@@ -280,7 +323,13 @@ func (c *Conn) sendRetained(e *entry, reqs []session.SubRequest, now time.Time) 
 		if r.Options.ID != 0 {
 			ids = []uint32{r.Options.ID}
 		}
+		limit := b.tenantLimits(c.t).s.MaxRetainedMatches
+		sent := 0
 		b.retained.Match(c.t.name, r.Filter, now, func(m *message.Message) bool {
+			if limit > 0 && sent >= limit {
+				return false // [tenant setting max_retained_matches]
+			}
+			sent++
 			q := min(packet.QoS(r.Options.QoS), m.QoS)
 			e.mu.Lock()
 			if e.conn == c {

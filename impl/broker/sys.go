@@ -14,6 +14,7 @@ type tenantStats struct {
 	messagesOut counter
 	bytesIn     counter
 	dropped     counter
+	throttled   counterArray
 }
 
 // StartSys publishes each tenant's statistics under $SYS/broker/ every

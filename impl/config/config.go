@@ -18,6 +18,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/server"
+	"github.com/skybridge-mq/skybridge/impl/tenant"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -30,6 +31,9 @@ type File struct {
 	MQTT      MQTT       `yaml:"mqtt"`
 	Storage   Storage    `yaml:"storage"`
 	Log       Log        `yaml:"log"`
+	// Tenants holds per-tenant settings: defaults and overrides by name
+	// (docs/TENANTS.md). Reloaded from the file while the broker runs.
+	Tenants tenant.Config `yaml:"tenants"`
 }
 
 // Listener is one MQTT listener.
@@ -130,6 +134,7 @@ func Default() File {
 			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin", SysInterval: 10 * time.Second},
 		Storage: Storage{Type: "pebble", Dir: "./data", MinFreeBytes: 64 << 20},
 		Log:     Log{Level: "info", Format: "text"},
+		Tenants: tenant.Config{Defaults: tenant.Default()},
 	}
 }
 
@@ -257,6 +262,9 @@ func (f *File) Validate() error {
 	if int64(f.Limits.MaxQueued)+int64(f.Limits.MaxInflight) >= 65535 {
 		bad("limits.max_queued", "max_queued + max_inflight must stay below 65535 (each message a session holds needs its own packet identifier)")
 	}
+	if _, err := f.Tenants.Resolve(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := level(f.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
@@ -327,6 +335,8 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	s.MaxKeepAlive = uint16(f.Limits.MaxKeepAlive)
 	s.MaxSessionExpiry = uint32(f.Limits.MaxSessionExpiry)
 	s.MaxPacketSize = uint32(f.Limits.MaxPacketSize)
+	b.Settings = tenant.NewProvider()
+	_ = b.Settings.Replace(f.Tenants) // validated above
 	sc.Broker = b
 	return sc
 }

@@ -315,6 +315,7 @@ func (s *Server) readLoop(cn *connection) {
 	r := packet.NewReader(cn.nc, s.cfg.ReadBufferSize)
 	r.MaxPacketSize = s.cfg.Broker.MaxPacketSize
 	_ = cn.nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
+	read := 0
 	for {
 		h, body, err := r.ReadPacket()
 		if err != nil {
@@ -330,7 +331,13 @@ func (s *Server) readLoop(cn *connection) {
 		if cn.c.Closing() {
 			return
 		}
+		read += h.Size() + h.Remaining
 		if r.Buffered() == 0 {
+			// Inbound bandwidth limits push back by not reading.
+			if p := cn.c.InboundPause(read); p > 0 {
+				time.Sleep(p)
+			}
+			read = 0
 			// The batch is done: let the writer send what it produced, and
 			// arm the keep-alive deadline before blocking in Read.
 			// After the first packet the connection is either established
@@ -363,6 +370,9 @@ func (s *Server) writeLoop(cn *connection, readerDone <-chan struct{}, done chan
 			if _, err := cn.nc.Write(out); err != nil {
 				cn.nc.Close() // unblocks the reader
 				return
+			}
+			if p := cn.c.OutboundPause(len(out)); p > 0 {
+				time.Sleep(p) // outbound bandwidth limit
 			}
 			if cap(out) > 256<<10 {
 				out = nil // do not keep a huge buffer for an idle connection

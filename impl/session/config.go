@@ -45,8 +45,13 @@ type Config struct {
 	// MaxKeepAlive caps the keep alive a client may ask for (0: no cap); a
 	// 5.0 client is told the capped value as Server Keep Alive.
 	MaxKeepAlive uint16
-	// MaxSessionExpiry caps the Session Expiry Interval (seconds).
+	// MaxSessionExpiry caps the Session Expiry Interval (seconds);
+	// MinSessionExpiry raises a non-zero one (5.0, announced in CONNACK).
 	MaxSessionExpiry uint32
+	MinSessionExpiry uint32
+	// MinKeepAlive raises a lower (or zero) keep alive of a 5.0 client,
+	// announced as Server Keep Alive.
+	MinKeepAlive uint16
 	// PersistentExpiry is the expiry given to 3.1/3.1.1 sessions with clean
 	// session 0, which the protocol lets live forever (seconds).
 	PersistentExpiry uint32

@@ -191,6 +191,9 @@ func (s *Session) Subscriptions(visit func(filter string, o topic.Options) bool)
 	s.subs.Scan(visit)
 }
 
+// SubscriptionCount returns the number of the session's subscriptions.
+func (s *Session) SubscriptionCount() int { return s.subs.Len() }
+
 // Queued returns the number of messages not yet sent and of messages sent
 // but not acknowledged.
 func (s *Session) Queued() (queued, inflight int) { return s.queue.len(), s.nInflight }
@@ -298,8 +301,13 @@ func (s *Session) Attach(c *packet.Connect, info AttachInfo, now time.Time) {
 		}
 		s.expiry = cp.SessionExpiry
 		cs.sessionExp0 = s.expiry == 0
-		if s.expiry > s.cfg.MaxSessionExpiry {
+		switch {
+		case s.expiry > s.cfg.MaxSessionExpiry:
 			s.expiry = s.cfg.MaxSessionExpiry
+			p.SessionExpiry = s.expiry
+			p.Set(packet.PropSessionExpiry)
+		case s.expiry > 0 && s.expiry < s.cfg.MinSessionExpiry:
+			s.expiry = s.cfg.MinSessionExpiry
 			p.SessionExpiry = s.expiry
 			p.Set(packet.PropSessionExpiry)
 		}
@@ -318,6 +326,10 @@ func (s *Session) Attach(c *packet.Connect, info AttachInfo, now time.Time) {
 		if max := s.cfg.MaxKeepAlive; max > 0 && (c.KeepAlive == 0 || c.KeepAlive > max) {
 			cs.keepAlive = max
 			p.ServerKeepAlive = max
+			p.Set(packet.PropServerKeepAlive)
+		} else if min := s.cfg.MinKeepAlive; min > 0 && c.KeepAlive < min {
+			cs.keepAlive = min
+			p.ServerKeepAlive = min
 			p.Set(packet.PropServerKeepAlive)
 		}
 		if s.cfg.ReceiveMaximum != 65535 {

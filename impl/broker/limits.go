@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/session"
+	tenantpkg "github.com/skybridge-mq/skybridge/impl/tenant"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// Throttle reasons, for tenant and broker counters and metrics.
+const (
+	ThrottleConnections = iota
+	ThrottleConnectRate
+	ThrottlePersistent
+	ThrottlePublishRate
+	ThrottlePayload
+	ThrottleTopic
+	ThrottleSubscriptions
+	ThrottleSharedGroup
+	ThrottleRetained
+	ThrottleFanout
+	ThrottleBandwidth
+	ThrottleProtocol
+	ThrottleWill
+	numThrottles
+)
+
+// ThrottleReasons names the throttles, as metrics label them.
+var ThrottleReasons = [numThrottles]string{"connections", "connect_rate", "persistent_sessions",
+	"publish_rate", "payload_size", "topic_limits", "subscriptions", "shared_group_size",
+	"retained_quota", "persistent_fanout_rate", "bandwidth", "protocol_disabled", "will_size"}
+
+// limits is what a tenant's settings mean for the broker, derived once per
+// settings version.
+type limits struct {
+	version uint64
+	s       *tenantpkg.Settings
+	sess    session.Config // the session configuration of new connections
+}
+
+// tenantLimits returns the tenant's current limits, rebuilding them when
+// the settings changed. Lock-free on the hot path.
+func (b *Broker) tenantLimits(t *tenant) *limits {
+	v := b.settings.Version()
+	if l := t.limits.Load(); l != nil && l.version == v {
+		return l
+	}
+	s := b.settings.Get(t.name)
+	l := &limits{version: v, s: s, sess: b.cfg.Session}
+	c := &l.sess
+	// The broker's configuration is the ceiling; a tenant's settings may
+	// only narrow it.
+	c.MaxQoS = min(c.MaxQoS, packet.QoS(s.MaxQoS))
+	c.RetainAvailable = c.RetainAvailable && s.RetainEnabled
+	c.WildcardSubscriptions = c.WildcardSubscriptions && s.WildcardSubscriptions
+	c.SharedSubscriptions = c.SharedSubscriptions && s.SharedSubscriptions
+	c.SubscriptionIdentifiers = c.SubscriptionIdentifiers && s.SubscriptionIdentifiers
+	c.TopicAliasMaximum = min(c.TopicAliasMaximum, uint16(s.MaxTopicAliases))
+	c.ReceiveMaximum = min(c.ReceiveMaximum, uint16(s.ReceiveMaximum))
+	if c.MaxPacketSize == 0 || uint32(s.MaxPacketSize) < c.MaxPacketSize {
+		c.MaxPacketSize = uint32(s.MaxPacketSize)
+	}
+	c.MaxQueued = min(c.MaxQueued, s.InboxSize)
+	if s.InboxBytes > 0 && (c.MaxQueuedBytes == 0 || s.InboxBytes < c.MaxQueuedBytes) {
+		c.MaxQueuedBytes = s.InboxBytes
+	}
+	c.MaxSessionExpiry = min(c.MaxSessionExpiry, s.MaxSessionExpiry)
+	c.MinSessionExpiry = s.MinSessionExpiry
+	c.MinKeepAlive = uint16(s.MinKeepAlive)
+	t.limits.Store(l)
+	return l
+}
+
+// throttle counts a throttle reaction in the tenant's and the broker's
+// counters.
+func (b *Broker) throttle(t *tenant, reason int) {
+	b.stats.Throttled[reason].Add(1)
+	t.stats.throttled[reason].Add(1)
+}
+
+// admitConnect applies the tenant's connection limits to an authenticated
+// CONNECT; a non-zero code refuses it. creates says whether it would
+// create a new persistent session.
+func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.Time) packet.ReasonCode {
+	s := l.s
+	switch {
+	case c.Version == packet.V31 && !s.MQTT31, c.Version == packet.V311 && !s.MQTT311, c.Version == packet.V5 && !s.MQTT5:
+		b.throttle(t, ThrottleProtocol)
+		return packet.UnsupportedProtocolVersion
+	case s.MaxWillSize > 0 && c.WillFlag && len(c.WillPayload) > s.MaxWillSize:
+		b.throttle(t, ThrottleWill)
+		return packet.PacketTooLarge
+	case s.MaxConnections > 0 && t.connected.Load() >= int64(s.MaxConnections):
+		b.throttle(t, ThrottleConnections)
+		return packet.QuotaExceeded
+	case !t.connectRate.Take(now, float64(s.ConnectRate), float64(max(s.ConnectRate, 1)), 1):
+		b.throttle(t, ThrottleConnectRate)
+		return packet.ConnectionRateExceeded
+	}
+	return packet.Success
+}
+
+// persistent reports whether a CONNECT asks for a session that outlives
+// its connection.
+func persistent(c *packet.Connect) bool {
+	if c.Version == packet.V5 {
+		return c.Properties.SessionExpiry > 0
+	}
+	return !c.CleanStart
+}
+
+// checkTopic applies the tenant's topic length and level limits.
+func checkTopic(l *limits, name []byte) bool {
+	s := l.s
+	return len(name) <= s.MaxTopicLength && topic.Levels(name) <= s.MaxTopicLevels
+}
+
+// admitPublish applies the tenant's publish limits before routing; a
+// non-zero code refuses the message (kick: the connection must go).
+func (c *Conn) admitPublish(l *limits, size, topicLen int, name []byte, retain bool, now time.Time) (code packet.ReasonCode, kick bool) {
+	b, t, s := c.b, c.t, l.s
+	if !c.pubRate.Take(now, float64(s.PublishRate), float64(max(s.PublishRate, 1)), 1) {
+		b.throttle(t, ThrottlePublishRate)
+		return packet.MessageRateTooHigh, true
+	}
+	if s.MaxPayloadSize > 0 && size > s.MaxPayloadSize {
+		b.throttle(t, ThrottlePayload)
+		return packet.QuotaExceeded, false
+	}
+	if !checkTopic(l, name) {
+		b.throttle(t, ThrottleTopic)
+		return packet.TopicNameInvalid, false
+	}
+	if retain && size > 0 && (s.MaxRetained > 0 || s.MaxRetainedBytes > 0) {
+		n, bytes := b.retained.Count(t.name)
+		if s.MaxRetained > 0 && n >= s.MaxRetained || s.MaxRetainedBytes > 0 && bytes+size+topicLen > s.MaxRetainedBytes {
+			b.throttle(t, ThrottleRetained)
+			return packet.QuotaExceeded, false
+		}
+	}
+	if s.PersistentFanoutBPS > 0 && !t.fanout.Positive(now, float64(s.PersistentFanoutBPS), float64(s.PersistentFanoutBPS)) {
+		b.throttle(t, ThrottleFanout)
+		return packet.MessageRateTooHigh, false
+	}
+	return packet.Success, false
+}
+
+// admitSubscription applies the tenant's subscription limits to one
+// granted filter; a non-zero code refuses it (in the SUBACK).
+func (c *Conn) admitSubscription(l *limits, e *entry, req *session.SubRequest, sessionSubs int) packet.ReasonCode {
+	b, t, s := c.b, c.t, l.s
+	inner := req.Filter
+	if _, f, ok := topic.ParseShared(req.Filter); ok {
+		inner = f
+	}
+	switch {
+	case !checkTopic(l, inner):
+		b.throttle(t, ThrottleTopic)
+		return packet.TopicFilterInvalid
+	case s.MaxSubscriptions > 0 && sessionSubs >= s.MaxSubscriptions:
+		b.throttle(t, ThrottleSubscriptions)
+		return packet.QuotaExceeded
+	case s.MaxTenantSubs > 0 && t.routes.Len() >= s.MaxTenantSubs:
+		b.throttle(t, ThrottleSubscriptions)
+		return packet.QuotaExceeded
+	case req.Shared && s.MaxSharedGroupSize > 0 && t.groupSize[string(req.Filter)] >= s.MaxSharedGroupSize:
+		b.throttle(t, ThrottleSharedGroup)
+		return packet.QuotaExceeded
+	}
+	return packet.Success
+}
+
+// InboundPause returns how long the runtime should wait before reading
+// again, having just read n bytes: the connection's and the tenant's
+// inbound bandwidth limits, as back-pressure rather than disconnection.
+func (c *Conn) InboundPause(n int) time.Duration {
+	t := c.t
+	if t == nil {
+		return 0
+	}
+	l := c.b.tenantLimits(t)
+	s, now := l.s, c.b.env.Clock.Now()
+	p := c.inBytes.Spend(now, float64(s.InboundBandwidth), float64(s.InboundBandwidth), float64(n))
+	if q := t.inBytes.Spend(now, float64(s.InboundBytesRate), float64(s.InboundBytesRate), float64(n)); q > p {
+		p = q
+	}
+	if p > 0 {
+		c.b.throttle(t, ThrottleBandwidth)
+	}
+	return p
+}
+
+// OutboundPause returns how long the runtime should wait after writing n
+// bytes to keep the connection within its outbound bandwidth.
+func (c *Conn) OutboundPause(n int) time.Duration {
+	t := c.t
+	if t == nil {
+		return 0
+	}
+	s := c.b.tenantLimits(t).s
+	return c.outBytes.Spend(c.b.env.Clock.Now(), float64(s.OutboundBandwidth), float64(s.OutboundBandwidth), float64(n))
+}
+
+// Settings returns the broker's settings provider (hot reload, admin API).
+func (b *Broker) Settings() *tenantpkg.Provider { return b.settings }
+
+// counterArray is a fixed set of counters.
+type counterArray [numThrottles]atomic.Uint64
