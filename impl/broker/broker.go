@@ -130,9 +130,9 @@ type Stats struct {
 	WillsSent     atomic.Uint64
 	Expired       atomic.Uint64 // sessions that expired
 	// Throttled counts throttle reactions per reason (ThrottleReasons).
-	Throttled     [numThrottles]atomic.Uint64
-	StoreErrors   atomic.Uint64 // batches the durable store failed to commit
-	StoreFull     atomic.Uint64 // publishes refused because the store is over its limit
+	Throttled   [numThrottles]atomic.Uint64
+	StoreErrors atomic.Uint64 // batches the durable store failed to commit
+	StoreFull   atomic.Uint64 // publishes refused because the store is over its limit
 }
 
 const chunkSize = 4096
