@@ -344,3 +344,36 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("skybridge did not exit after SIGTERM")
 	}
 }
+
+func TestCtlAgainstTheBinary(t *testing.T) {
+	b := startBroker(t)
+	c, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, _ := packet.Encode(&packet.Connect{Version: packet.V311, ClientID: []byte("ctl-client"), CleanStart: true, KeepAlive: 60,
+		UsernameFlag: true, Username: []byte("shop/bob")}, packet.V311)
+	_, _ = c.Write(conn)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if p, err := packet.NewDecoder(c, packet.V311).Next(); err != nil || p.Type() != packet.CONNACK {
+		t.Fatalf("CONNACK: %v %v", p, err)
+	}
+	var out, errOut bytes.Buffer
+	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "sessions", "shop"}, &out, &errOut); err != nil {
+		t.Fatalf("ctl sessions: %v (%s)", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), `"client_id": "ctl-client"`) {
+		t.Fatalf("ctl sessions printed:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "kick", "shop", "ctl-client"}, &out, &errOut); err != nil {
+		t.Fatalf("ctl kick: %v", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the kicked 3.1.1 client is still connected")
+	}
+	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "session", "shop", "nobody"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("ctl session of nobody = %v, want a 404 error", err)
+	}
+}

@@ -35,6 +35,7 @@ func main() {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, `usage:
   skybridge serve [flags]   run a broker node (see skybridge serve -h)
+  skybridge ctl COMMAND     talk to a running broker's admin API (see skybridge ctl -h)
   skybridge version         print the version`)
 }
 
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil
+	case "ctl":
+		return ctl(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		usage(stdout)
 		return nil
@@ -106,6 +109,9 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	if *storage != "" {
 		f.Storage.Type = *storage
+	}
+	if tok := os.Getenv("SKYBRIDGE_ADMIN_TOKEN"); tok != "" {
+		f.Admin.Token = tok
 	}
 	if err := f.Validate(); err != nil {
 		return err

@@ -54,9 +54,14 @@ type Listener struct {
 	Moved    bool   `yaml:"moved"`
 }
 
-// Admin is the admin HTTP server (metrics, health).
+// Admin is the admin HTTP server (metrics, health, admin API).
 type Admin struct {
 	Addr string `yaml:"addr"` // "" disables it
+	// Token guards the admin API; $SKYBRIDGE_ADMIN_TOKEN overrides it.
+	// Without one the API answers on loopback only.
+	Token string `yaml:"token"`
+	// MaxTenantLabels bounds the tenants with their own series in /metrics.
+	MaxTenantLabels int `yaml:"max_tenant_labels"`
 }
 
 // Limits bound what clients may use.
@@ -310,6 +315,8 @@ func (f *File) Server(log *slog.Logger) server.Config {
 			RequireClientCert: l.RequireClientCert, DefaultTenant: l.DefaultTenant, Redirect: l.Redirect, Moved: l.Moved})
 	}
 	sc.AdminAddr = f.Admin.Addr
+	sc.AdminToken = f.Admin.Token
+	sc.MaxTenantLabels = f.Admin.MaxTenantLabels
 	sc.ConnectTimeout = f.Limits.ConnectTimeout
 	sc.WriteTimeout = f.Limits.WriteTimeout
 	sc.MaxConnections = f.Limits.MaxConnections

@@ -24,11 +24,17 @@ func (s *Server) startAdmin() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.registerMetrics(reg)
+	maxLabels := s.cfg.MaxTenantLabels
+	if maxLabels <= 0 {
+		maxLabels = 100
+	}
+	reg.MustRegister(newTenantCollector(s.b, maxLabels))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.Handle("/api/", s.apiHandler())
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.closed.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
@@ -72,6 +78,11 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 			Help:        "Deliveries dropped, by reason.",
 			ConstLabels: prometheus.Labels{"reason": reason}}, func() float64 { return float64(st.DroppedBy[i].Load()) }))
 	}
+	for i, reason := range broker.ThrottleReasons {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "skybridge", Name: "throttled_total",
+			Help:        "Throttle reactions, by reason.",
+			ConstLabels: prometheus.Labels{"reason": reason}}, func() float64 { return float64(st.Throttled[i].Load()) }))
+	}
 	counter("store_errors_total", "Batches the durable store failed to commit.", func() float64 { return float64(st.StoreErrors.Load()) })
 	counter("store_full_refusals_total", "QoS 1/2 messages refused because the store is over storage.max_bytes.", func() float64 { return float64(st.StoreFull.Load()) })
 	counter("messages_unrouted_total", "PUBLISH packets that matched no subscription.", func() float64 { return float64(st.NoSubscribers.Load()) })
@@ -80,4 +91,78 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 	counter("connections_rejected_total", "Connections closed at the connection limit.", func() float64 { return float64(s.rejected.Load()) })
 	counter("connection_timeouts_total", "Connections closed for no CONNECT in time or an expired keep alive.", func() float64 { return float64(s.timeouts.Load()) })
 	counter("tls_handshake_failures_total", "TLS handshakes that failed.", func() float64 { return float64(s.tlsFailed.Load()) })
+}
+
+// tenantCollector exports per-tenant figures. Tenant names are label
+// values, so their number is bounded: the first maxTenantLabels tenants (by
+// name) get their own series, the rest are summed under tenant="_other".
+type tenantCollector struct {
+	b         *broker.Broker
+	maxLabels int
+	descs     map[string]*prometheus.Desc
+}
+
+func newTenantCollector(b *broker.Broker, maxLabels int) *tenantCollector {
+	d := func(name, help string, extra ...string) *prometheus.Desc {
+		return prometheus.NewDesc("skybridge_tenant_"+name, help, append([]string{"tenant"}, extra...), nil)
+	}
+	return &tenantCollector{b: b, maxLabels: maxLabels, descs: map[string]*prometheus.Desc{
+		"connected":     d("connections", "Connected clients of the tenant."),
+		"sessions":      d("sessions", "Sessions of the tenant, connected or not."),
+		"subscriptions": d("subscriptions", "Subscriptions of the tenant."),
+		"retained":      d("retained_messages", "Retained messages of the tenant."),
+		"in":            d("messages_received_total", "PUBLISH packets received from the tenant's clients."),
+		"out":           d("messages_delivered_total", "Messages handed to the tenant's sessions."),
+		"bytes":         d("bytes_received_total", "Payload bytes received from the tenant's clients."),
+		"dropped":       d("messages_dropped_total", "Deliveries dropped in the tenant."),
+		"throttled":     d("throttled_total", "Throttle reactions in the tenant, by reason.", "reason"),
+	}}
+}
+
+func (c *tenantCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *tenantCollector) Collect(ch chan<- prometheus.Metric) {
+	infos := c.b.TenantInfos()
+	if len(infos) > c.maxLabels {
+		other := broker.TenantInfo{Name: "_other", Throttled: map[string]uint64{}}
+		for _, ti := range infos[c.maxLabels:] {
+			other.Connected += ti.Connected
+			other.Sessions += ti.Sessions
+			other.Subscriptions += ti.Subscriptions
+			other.Retained += ti.Retained
+			other.MessagesIn += ti.MessagesIn
+			other.MessagesOut += ti.MessagesOut
+			other.BytesIn += ti.BytesIn
+			other.Dropped += ti.Dropped
+			for r, n := range ti.Throttled {
+				other.Throttled[r] += n
+			}
+		}
+		infos = append(infos[:c.maxLabels], other)
+	}
+	for _, ti := range infos {
+		g := func(key string, v float64) {
+			ch <- prometheus.MustNewConstMetric(c.descs[key], prometheus.GaugeValue, v, ti.Name)
+		}
+		k := func(key string, v uint64) {
+			ch <- prometheus.MustNewConstMetric(c.descs[key], prometheus.CounterValue, float64(v), ti.Name)
+		}
+		g("connected", float64(ti.Connected))
+		g("sessions", float64(ti.Sessions))
+		g("subscriptions", float64(ti.Subscriptions))
+		g("retained", float64(ti.Retained))
+		k("in", ti.MessagesIn)
+		k("out", ti.MessagesOut)
+		k("bytes", ti.BytesIn)
+		k("dropped", ti.Dropped)
+		for _, r := range broker.ThrottleReasons {
+			if n, ok := ti.Throttled[r]; ok {
+				ch <- prometheus.MustNewConstMetric(c.descs["throttled"], prometheus.CounterValue, float64(n), ti.Name, r)
+			}
+		}
+	}
 }

@@ -78,6 +78,12 @@ type Config struct {
 	ReadBufferSize int
 	// AdminAddr is the address of the admin HTTP server ("" disables it).
 	AdminAddr string
+	// AdminToken guards the admin API (/api/v1): requests carry
+	// "Authorization: Bearer TOKEN". Empty: the API answers on loopback only.
+	AdminToken string
+	// MaxTenantLabels bounds the tenants with series of their own in
+	// /metrics; the rest are summed under tenant="_other". 0: 100.
+	MaxTenantLabels int
 	Logger    *slog.Logger
 }
 

@@ -32,44 +32,44 @@ import (
 // unless the field says otherwise.
 type Settings struct {
 	// Protocol versions this tenant may use.
-	MQTT31  bool `yaml:"mqtt31"`
-	MQTT311 bool `yaml:"mqtt311"`
-	MQTT5   bool `yaml:"mqtt5"`
+	MQTT31  bool `yaml:"mqtt31" json:"mqtt31"`
+	MQTT311 bool `yaml:"mqtt311" json:"mqtt311"`
+	MQTT5   bool `yaml:"mqtt5" json:"mqtt5"`
 
-	MaxQoS                  int  `yaml:"max_qos"`
-	RetainEnabled           bool `yaml:"retain_enabled"`
-	WildcardSubscriptions   bool `yaml:"wildcard_subscriptions"`
-	SharedSubscriptions     bool `yaml:"shared_subscriptions"`
-	SubscriptionIdentifiers bool `yaml:"subscription_identifiers"`
+	MaxQoS                  int  `yaml:"max_qos" json:"max_qos"`
+	RetainEnabled           bool `yaml:"retain_enabled" json:"retain_enabled"`
+	WildcardSubscriptions   bool `yaml:"wildcard_subscriptions" json:"wildcard_subscriptions"`
+	SharedSubscriptions     bool `yaml:"shared_subscriptions" json:"shared_subscriptions"`
+	SubscriptionIdentifiers bool `yaml:"subscription_identifiers" json:"subscription_identifiers"`
 
-	MaxTopicLength  int `yaml:"max_topic_length"`  // bytes of a topic name or filter
-	MaxTopicLevels  int `yaml:"max_topic_levels"`  // levels of a topic name or filter
-	MaxTopicAliases int `yaml:"max_topic_aliases"` // Topic Alias Maximum announced (0: none)
-	ReceiveMaximum  int `yaml:"receive_maximum"`   // unacknowledged QoS 1/2 a client may send (1..65535)
-	MaxPacketSize   int `yaml:"max_packet_size"`   // announced to 5.0 clients
-	MaxPayloadSize  int `yaml:"max_payload_size"`  // bytes of a PUBLISH payload
-	MaxWillSize     int `yaml:"max_will_size"`     // bytes of a will's payload
+	MaxTopicLength  int `yaml:"max_topic_length" json:"max_topic_length"`   // bytes of a topic name or filter
+	MaxTopicLevels  int `yaml:"max_topic_levels" json:"max_topic_levels"`   // levels of a topic name or filter
+	MaxTopicAliases int `yaml:"max_topic_aliases" json:"max_topic_aliases"` // Topic Alias Maximum announced (0: none)
+	ReceiveMaximum  int `yaml:"receive_maximum" json:"receive_maximum"`     // unacknowledged QoS 1/2 a client may send (1..65535)
+	MaxPacketSize   int `yaml:"max_packet_size" json:"max_packet_size"`     // announced to 5.0 clients
+	MaxPayloadSize  int `yaml:"max_payload_size" json:"max_payload_size"`   // bytes of a PUBLISH payload
+	MaxWillSize     int `yaml:"max_will_size" json:"max_will_size"`         // bytes of a will's payload
 
-	MinSessionExpiry uint32 `yaml:"min_session_expiry"` // seconds: a persistent session lives at least this long
-	MaxSessionExpiry uint32 `yaml:"max_session_expiry"` // seconds
-	MinKeepAlive     int    `yaml:"min_keepalive"`      // seconds: lower (or 0) keep alives are raised to it
+	MinSessionExpiry uint32 `yaml:"min_session_expiry" json:"min_session_expiry"` // seconds: a persistent session lives at least this long
+	MaxSessionExpiry uint32 `yaml:"max_session_expiry" json:"max_session_expiry"` // seconds
+	MinKeepAlive     int    `yaml:"min_keepalive" json:"min_keepalive"`           // seconds: lower (or 0) keep alives are raised to it
 
-	InboxSize           int `yaml:"inbox_size"`            // messages a session holds (queue + in flight)
-	InboxBytes          int `yaml:"inbox_bytes"`           // bytes a session holds
-	MaxSubscriptions    int `yaml:"max_subscriptions"`     // per session
-	MaxSharedGroupSize  int `yaml:"max_shared_group_size"` // members of one shared group
-	MaxRetainedMatches  int `yaml:"max_retained_matches"`  // retained messages sent per new subscription
-	PublishRate         int `yaml:"publish_rate"`          // PUBLISH per second per connection
-	InboundBandwidth    int `yaml:"inbound_bandwidth"`     // bytes per second per connection
-	OutboundBandwidth   int `yaml:"outbound_bandwidth"`    // bytes per second per connection
-	MaxConnections      int `yaml:"max_connections"`       // connected clients of the tenant
-	ConnectRate         int `yaml:"connect_rate"`          // CONNECTs per second, tenant-wide
-	InboundBytesRate    int `yaml:"inbound_bytes_rate"`    // bytes per second, tenant-wide
-	MaxPersistent       int `yaml:"max_persistent_sessions"`
-	MaxTenantSubs       int `yaml:"max_tenant_subscriptions"` // subscriptions, tenant-wide
-	MaxRetained         int `yaml:"max_retained"`             // retained messages, tenant-wide
-	MaxRetainedBytes    int `yaml:"max_retained_bytes"`
-	PersistentFanoutBPS int `yaml:"persistent_fanout_bytes_rate"` // bytes/s queued for persistent sessions
+	InboxSize           int `yaml:"inbox_size" json:"inbox_size"`                       // messages a session holds (queue + in flight)
+	InboxBytes          int `yaml:"inbox_bytes" json:"inbox_bytes"`                     // bytes a session holds
+	MaxSubscriptions    int `yaml:"max_subscriptions" json:"max_subscriptions"`         // per session
+	MaxSharedGroupSize  int `yaml:"max_shared_group_size" json:"max_shared_group_size"` // members of one shared group
+	MaxRetainedMatches  int `yaml:"max_retained_matches" json:"max_retained_matches"`   // retained messages sent per new subscription
+	PublishRate         int `yaml:"publish_rate" json:"publish_rate"`                   // PUBLISH per second per connection
+	InboundBandwidth    int `yaml:"inbound_bandwidth" json:"inbound_bandwidth"`         // bytes per second per connection
+	OutboundBandwidth   int `yaml:"outbound_bandwidth" json:"outbound_bandwidth"`       // bytes per second per connection
+	MaxConnections      int `yaml:"max_connections" json:"max_connections"`             // connected clients of the tenant
+	ConnectRate         int `yaml:"connect_rate" json:"connect_rate"`                   // CONNECTs per second, tenant-wide
+	InboundBytesRate    int `yaml:"inbound_bytes_rate" json:"inbound_bytes_rate"`       // bytes per second, tenant-wide
+	MaxPersistent       int `yaml:"max_persistent_sessions" json:"max_persistent_sessions"`
+	MaxTenantSubs       int `yaml:"max_tenant_subscriptions" json:"max_tenant_subscriptions"` // subscriptions, tenant-wide
+	MaxRetained         int `yaml:"max_retained" json:"max_retained"`                         // retained messages, tenant-wide
+	MaxRetainedBytes    int `yaml:"max_retained_bytes" json:"max_retained_bytes"`
+	PersistentFanoutBPS int `yaml:"persistent_fanout_bytes_rate" json:"persistent_fanout_bytes_rate"` // bytes/s queued for persistent sessions
 }
 
 // Default returns the settings of a tenant nobody configured: every

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+)
+
+// The admin API (docs/ADMIN.md): JSON over HTTP under /api/v1, guarded by
+// a bearer token.
+
+func (s *Server) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	b := s.b
+	mux.HandleFunc("GET /api/v1/tenants", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, b.TenantInfos())
+	})
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}", func(w http.ResponseWriter, r *http.Request) {
+		ti, ok := b.TenantInfo(r.PathValue("tenant"))
+		if !ok {
+			writeError(w, http.StatusNotFound, "no such tenant")
+			return
+		}
+		writeJSON(w, http.StatusOK, ti)
+	})
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}/settings", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, b.Settings().Get(r.PathValue("tenant")))
+	})
+	mux.HandleFunc("PUT /api/v1/tenants/{tenant}/settings", func(w http.ResponseWriter, r *http.Request) {
+		st := *b.Settings().Get(r.PathValue("tenant")) // a partial body changes only what it names
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&st); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if err := b.Settings().Set(r.PathValue("tenant"), st); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		s.log.Info("tenant settings changed", "tenant", r.PathValue("tenant"), "by", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, b.Settings().Get(r.PathValue("tenant")))
+	})
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}/sessions", func(w http.ResponseWriter, r *http.Request) {
+		offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+		if err != nil || limit <= 0 || limit > 10000 {
+			limit = 1000
+		}
+		list, total := b.Sessions(r.PathValue("tenant"), max(offset, 0), limit)
+		writeJSON(w, http.StatusOK, map[string]any{"total": total, "offset": offset, "sessions": list})
+	})
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}/sessions/{client}", func(w http.ResponseWriter, r *http.Request) {
+		si, err := b.Session(r.PathValue("tenant"), r.PathValue("client"))
+		if errors.Is(err, broker.ErrNoSession) {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, si)
+	})
+	mux.HandleFunc("DELETE /api/v1/tenants/{tenant}/sessions/{client}", func(w http.ResponseWriter, r *http.Request) {
+		discard := r.URL.Query().Get("discard") == "true"
+		if err := b.KickSession(r.PathValue("tenant"), r.PathValue("client"), discard); err != nil {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		s.log.Info("session kicked", "tenant", r.PathValue("tenant"), "client", r.PathValue("client"), "discard", discard, "by", r.RemoteAddr)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}/subscriptions", func(w http.ResponseWriter, r *http.Request) {
+		list, _ := b.Sessions(r.PathValue("tenant"), 0, 0)
+		type row struct {
+			ClientID string `json:"client_id"`
+			broker.Subscription
+		}
+		var out []row
+		for _, si := range list {
+			full, err := b.Session(r.PathValue("tenant"), si.ClientID)
+			if err != nil {
+				continue
+			}
+			for _, sub := range full.Subscriptions {
+				out = append(out, row{si.ClientID, sub})
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /api/v1/tenants/{tenant}/retained", func(w http.ResponseWriter, r *http.Request) {
+		filter := r.URL.Query().Get("filter")
+		if filter == "" {
+			filter = "#"
+		}
+		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
+		if err != nil || limit <= 0 {
+			limit = 1000
+		}
+		writeJSON(w, http.StatusOK, b.Retained(r.PathValue("tenant"), filter, limit, r.URL.Query().Get("payload") == "true"))
+	})
+	mux.HandleFunc("DELETE /api/v1/tenants/{tenant}/retained", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("topic")
+		if name == "" || strings.ContainsAny(name, "+#") {
+			writeError(w, http.StatusBadRequest, "topic: a topic name is required")
+			return
+		}
+		b.DeleteRetained(r.PathValue("tenant"), name)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	return s.requireToken(mux)
+}
+
+// requireToken lets a request through with "Authorization: Bearer TOKEN".
+// Without a configured token the API answers only on a loopback address.
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	token := []byte(s.cfg.AdminToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(token) == 0 {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				writeError(w, http.StatusForbidden, "the admin API without a token answers on loopback only")
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="skybridge"`)
+			writeError(w, http.StatusUnauthorized, "a valid admin token is required")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
