@@ -84,7 +84,7 @@ type Config struct {
 	// MaxTenantLabels bounds the tenants with series of their own in
 	// /metrics; the rest are summed under tenant="_other". 0: 100.
 	MaxTenantLabels int
-	Logger    *slog.Logger
+	Logger          *slog.Logger
 }
 
 // DefaultConfig returns a configuration with one TCP listener on
