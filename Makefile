@@ -20,7 +20,7 @@ help:
 	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
 	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
 
-test: lint unit race conformance-mosquitto conformance-skybridge trace cross-test-if-qemu
+test: lint unit race conformance-mosquitto conformance-skybridge trace sim cross-test-if-qemu
 
 lint: fmt-check vet
 
@@ -31,9 +31,10 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# Every package but the conformance suite, which runs below against each broker.
+# Every package but the conformance suite (run below against each broker)
+# and the simulator (run below with its summary).
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /conformance)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /conformance -e /sim$$)
 
 # Packages with concurrency run again under the race detector.
 RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/...
@@ -53,6 +54,20 @@ conformance-skybridge:
 conformance:
 	@if [ -z "$(BROKER)" ]; then echo "usage: make conformance BROKER=host:port"; exit 2; fi
 	$(GO) test -count=1 -v ./conformance -broker=$(BROKER) $(ARGS)
+
+
+
+# The deterministic simulator: every test of ./sim (200 seeds with every
+# fault, the planted bugs, determinism, raft), with a summary.
+.PHONY: sim sim-soak
+sim:
+	set -o pipefail; $(GO) test -count=1 -v ./sim | grep -E '^(--- |ok|FAIL)|seeds in|caught at'
+
+# Long runs on demand: make sim-soak SEEDS=2000 DURATION=5m
+SEEDS ?= 1000
+DURATION ?= 2m
+sim-soak:
+	$(GO) run ./cmd/skybridge-sim sweep --seeds $(SEEDS) --duration $(DURATION) --faults network,crash
 
 # Coverage of the spec statements that bind a server, per version.
 trace:

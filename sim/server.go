@@ -1,0 +1,375 @@
+package sim
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/retain"
+)
+
+// BrokerSpec configures a simulated broker process.
+type BrokerSpec struct {
+	Config broker.Config
+	// ConnectTimeout bounds the wait for CONNECT; WriteTimeout bounds a
+	// blocked write (a client that reads nothing), as in impl/server.
+	ConnectTimeout, WriteTimeout time.Duration
+	Port                         int
+}
+
+// DefaultBrokerSpec is the broker the scenarios run: production defaults
+// with small queues, so that the bounds are reached.
+func DefaultBrokerSpec() BrokerSpec {
+	cfg := broker.DefaultConfig()
+	cfg.Session.MaxQueued = 200
+	cfg.Session.MaxInflight = 32
+	cfg.Session.MaxOutput = 64 << 10
+	cfg.MaxPacketSize = 64 << 10
+	cfg.Session.MaxPacketSize = 64 << 10
+	return BrokerSpec{Config: cfg, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Port: 1883}
+}
+
+// RuntimeStats counts what the simulated runtime did.
+type RuntimeStats struct {
+	Accepted, Timeouts, ConnectTimeouts, WriteTimeouts, Crashes, Restarts uint64
+	// MaxBatch is the largest single Output batch seen.
+	MaxBatch int
+}
+
+// BrokerProc is a broker process on a host: the real broker core
+// (impl/broker) driven by a runtime that does what impl/server does, on the
+// virtual network and clock. Crash drops the in-memory broker and resets
+// every connection; Restart starts a fresh one.
+type BrokerProc struct {
+	w     *World
+	Host  *Host
+	Spec  BrokerSpec
+	B     *broker.Broker
+	clock *Clock
+	conns []*srvConn
+	up    bool
+	// Incarnation counts starts: 1 for the first broker, +1 per restart.
+	Incarnation int
+	Stats       RuntimeStats
+	// Store wraps the retained store of each new broker (planted bugs).
+	Store func(retain.Store) retain.Store
+}
+
+type srvConn struct {
+	p  *BrokerProc
+	ep *Endpoint
+	c  *broker.Conn
+
+	in  []byte
+	src bytes.Reader
+	rd  *packet.Reader
+
+	readerDone, finished bool
+	flushPending         bool
+	blocked              bool
+	spare                []byte
+
+	deadline   time.Time // read deadline; zero: none
+	deadlineEv *Event
+	connected  bool // CONNECT accepted
+	gotFirst   bool
+	writeEv    *Event
+	dead       bool // its process crashed
+	connect    packet.Connect
+	rewrite    rewriteState
+}
+
+func newBrokerProc(w *World, h *Host, spec BrokerSpec) *BrokerProc {
+	return &BrokerProc{w: w, Host: h, Spec: spec}
+}
+
+// Start starts a fresh broker and listens.
+func (p *BrokerProc) Start() {
+	s := p.w.Sim
+	p.clock = s.NewClock(p.Host.ID)
+	e := env.Env{Clock: p.clock, Rand: env.NewRand(s.Rand.Uint64())}
+	cfg := p.Spec.Config
+	if p.Store != nil {
+		cfg.Retained = p.Store(retain.NewMemory())
+	}
+	p.B = broker.New(cfg, e, nil) // in-memory: a crash loses everything
+	p.up = true
+	p.Incarnation++
+	p.Host.Listen(p.Spec.Port, p.accept)
+}
+
+// Up reports whether the process runs.
+func (p *BrokerProc) Up() bool { return p.up }
+
+// Crash kills the process: its timers die, its connections are reset, its
+// in-memory state is gone.
+func (p *BrokerProc) Crash() {
+	if !p.up {
+		return
+	}
+	p.up = false
+	p.Stats.Crashes++
+	p.clock.Kill()
+	// The process dies, not the host: its sockets are reset by the
+	// kernel (peers hear a reset) and its port stops accepting.
+	for _, sc := range p.conns {
+		sc.dead = true
+		p.w.Sim.Cancel(sc.deadlineEv)
+		p.w.Sim.Cancel(sc.writeEv)
+		sc.ep.Abort()
+	}
+	p.conns = nil
+	p.Host.Unlisten(p.Spec.Port)
+	p.B = nil
+	p.w.Sim.Note(KindCrash, p.Host.ID, 0, "broker")
+	if p.w.Oracle != nil {
+		p.w.Oracle.brokerCrash()
+	}
+}
+
+// Restart starts a fresh broker on the host after a crash.
+func (p *BrokerProc) Restart() {
+	if p.up {
+		return
+	}
+	p.Stats.Restarts++
+	p.Start()
+	p.w.Sim.Note(KindRestart, p.Host.ID, 0, "broker")
+}
+
+func (p *BrokerProc) accept(ep *Endpoint) Handler {
+	p.Stats.Accepted++
+	sc := &srvConn{p: p, ep: ep}
+	sc.rd = packet.NewReader(&sc.src, 4096)
+	sc.rd.MaxPacketSize = p.Spec.Config.MaxPacketSize
+	sc.c = p.B.NewConn(broker.ConnInfo{Listener: "sim", DefaultTenant: "default",
+		Remote: ep.peer().Host.Name + ":" + strconv.FormatUint(ep.Conn.ID, 10)}, sc.wake)
+	p.conns = append(p.conns, sc)
+	sc.setDeadline(p.w.Sim.now.Add(p.Spec.ConnectTimeout))
+	return sc
+}
+
+// wake is the broker's wake function: it only schedules a flush.
+func (sc *srvConn) wake() {
+	if sc.flushPending || sc.finished || sc.dead {
+		return
+	}
+	sc.flushPending = true
+	sc.p.w.Sim.After(0, func() {
+		sc.flushPending = false
+		sc.flush()
+	})
+}
+
+// Opened implements Handler (accepted endpoints are open already).
+func (sc *srvConn) Opened(*Endpoint) {}
+
+// Data implements Handler: the reader.
+func (sc *srvConn) Data(ep *Endpoint, b []byte) {
+	if sc.dead {
+		return
+	}
+	ep.Consume(len(b))
+	if sc.readerDone {
+		return
+	}
+	sc.in = append(sc.in, b...)
+	n := completePrefix(sc.in, sc.p.Spec.Config.MaxPacketSize)
+	if n == 0 {
+		return
+	}
+	sc.src.Reset(sc.in[:n])
+	sc.rd.Reset(&sc.src)
+	for !sc.readerDone {
+		h, body, err := sc.rd.ReadPacket()
+		if err != nil {
+			var pe *packet.Error
+			if errors.As(err, &pe) {
+				sc.c.Fail(err) // malformed header or packet too large
+				sc.readerDone = true
+			} else if !errors.Is(err, io.EOF) {
+				sc.readerDone = true
+			}
+			break
+		}
+		switch {
+		case !sc.gotFirst:
+			sc.gotFirst = true
+			sc.handleFirst(h, body)
+		case h.Type == packet.DISCONNECT:
+			if o := sc.p.w.Oracle; o != nil {
+				// 0x04: Disconnect with Will Message.
+				o.serverDisconnect(sc.ep.Conn.ID, sc.rewrite.version == packet.V5 && len(body) > 0 && body[0] == 0x04)
+			}
+			sc.c.Handle(h, body)
+		default:
+			sc.c.Handle(h, body)
+		}
+		if sc.c.Closing() {
+			sc.readerDone = true
+		}
+	}
+	rest := copy(sc.in, sc.in[n:])
+	sc.in = sc.in[:rest]
+	if sc.readerDone {
+		sc.setDeadline(time.Time{})
+		sc.flush()
+		return
+	}
+	// The batch is done: the writer sends what it produced, and the read
+	// deadline becomes the keep alive (none when it is 0).
+	sc.wake()
+	if ka := sc.c.KeepAlive(); ka > 0 {
+		sc.setDeadline(sc.p.w.Sim.now.Add(ka))
+	} else {
+		sc.setDeadline(time.Time{})
+	}
+}
+
+// handleFirst hands the first packet to the broker and tells the oracle
+// who connected (it decodes the CONNECT once more for that).
+func (sc *srvConn) handleFirst(h packet.FixedHeader, body []byte) {
+	isConnect := h.Type == packet.CONNECT && sc.connect.Decode(h, body, 0) == nil
+	sc.c.Handle(h, body)
+	if isConnect && !sc.c.Closing() {
+		sc.connected = true
+		sc.rewrite.tenant = tenantOf(string(sc.connect.Username))
+		sc.rewrite.version = sc.connect.Version
+		if o := sc.p.w.Oracle; o != nil {
+			o.serverConnect(sc.ep.Conn.ID, &sc.connect)
+		}
+	}
+}
+
+func (sc *srvConn) setDeadline(t time.Time) {
+	sc.deadline = t
+	if t.IsZero() {
+		return
+	}
+	if sc.deadlineEv != nil && !sc.deadlineEv.done && !sc.deadlineEv.at.After(t) {
+		return // the pending event fires first and re-arms itself
+	}
+	sc.p.w.Sim.Cancel(sc.deadlineEv)
+	sc.deadlineEv = sc.p.w.Sim.At(t, sc.deadlineFired)
+}
+
+func (sc *srvConn) deadlineFired() {
+	if sc.dead || sc.readerDone || sc.deadline.IsZero() {
+		return
+	}
+	if now := sc.p.w.Sim.now; now.Before(sc.deadline) {
+		sc.deadlineEv = sc.p.w.Sim.At(sc.deadline, sc.deadlineFired)
+		return
+	}
+	if sc.connected {
+		sc.p.Stats.Timeouts++
+	} else {
+		sc.p.Stats.ConnectTimeouts++
+	}
+	sc.p.w.Sim.Note(KindDeadline, sc.p.Host.ID, sc.ep.Conn.ID, "read deadline")
+	sc.readerDone = true
+	sc.flush()
+}
+
+// flush is the writer: it drains Output while the send buffer takes it.
+func (sc *srvConn) flush() {
+	if sc.finished || sc.dead {
+		return
+	}
+	for !sc.blocked {
+		if sc.ep.IsClosed() {
+			sc.finish()
+			return
+		}
+		out, closeNow := sc.c.Output(sc.spare)
+		if len(out) > 0 {
+			if len(out) > sc.p.Stats.MaxBatch {
+				sc.p.Stats.MaxBatch = len(out)
+			}
+			if o := sc.p.w.Oracle; o != nil {
+				o.serverBatch(len(out))
+			}
+			data := out
+			if sc.p.w.bugs != 0 {
+				data = sc.rewriteOutput(out)
+			}
+			ok := sc.ep.Write(data)
+			if cap(out) > 256<<10 {
+				out = nil
+			}
+			sc.spare = out[:0]
+			if !ok {
+				if sc.ep.IsClosed() {
+					sc.finish()
+					return
+				}
+				sc.blocked = true
+				sc.writeEv = sc.p.w.Sim.After(sc.p.Spec.WriteTimeout, sc.writeTimedOut)
+				return
+			}
+			continue
+		}
+		if closeNow || sc.readerDone {
+			sc.finish()
+		}
+		return
+	}
+}
+
+// Writable implements Handler.
+func (sc *srvConn) Writable(*Endpoint) {
+	if sc.dead {
+		return
+	}
+	sc.blocked = false
+	sc.p.w.Sim.Cancel(sc.writeEv)
+	sc.flush()
+}
+
+func (sc *srvConn) writeTimedOut() {
+	if sc.dead || sc.finished || !sc.blocked {
+		return
+	}
+	sc.p.Stats.WriteTimeouts++
+	sc.p.w.Sim.Note(KindDeadline, sc.p.Host.ID, sc.ep.Conn.ID, "write deadline")
+	sc.ep.Abort()
+	sc.finish()
+}
+
+// Closed implements Handler: the peer closed or reset.
+func (sc *srvConn) Closed(*Endpoint, bool) {
+	if sc.dead {
+		return
+	}
+	sc.readerDone = true
+	sc.blocked = false
+	sc.flush()
+}
+
+// finish closes the transport and tells the broker, once.
+func (sc *srvConn) finish() {
+	if sc.finished {
+		return
+	}
+	sc.finished, sc.readerDone = true, true
+	sc.p.w.Sim.Cancel(sc.deadlineEv)
+	sc.p.w.Sim.Cancel(sc.writeEv)
+	sc.ep.Close()
+	sc.c.Closed()
+	if sc.connected {
+		if o := sc.p.w.Oracle; o != nil {
+			o.serverClosed(sc.ep.Conn.ID)
+		}
+	}
+	for i, x := range sc.p.conns {
+		if x == sc {
+			sc.p.conns = append(sc.p.conns[:i], sc.p.conns[i+1:]...)
+			break
+		}
+	}
+}
