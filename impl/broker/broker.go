@@ -57,6 +57,9 @@ type Config struct {
 	// Settings serves per-tenant settings (limits and throttles, hot
 	// reloadable); nil: every tenant gets tenant.Default().
 	Settings *tenantpkg.Provider
+	// Hooks plant known bugs, for the simulator's planted-bug tests;
+	// production leaves it nil.
+	Hooks *Hooks
 	// MaxStoreBytes bounds the durable store: beyond it new QoS 1/2
 	// messages are refused (0x97 to 5.0 publishers; 3.1.1 publishers are
 	// disconnected and retry later). 0: no limit.
@@ -65,6 +68,14 @@ type Config struct {
 	// (Their durability goes through the broker's store.Store.)
 	Retained retain.Store
 	Logger   *slog.Logger
+}
+
+// Hooks are deliberate bugs a test can switch on, to prove that the
+// simulator's invariants catch them.
+type Hooks struct {
+	// AckBeforeDurable acknowledges a PUBLISH at once, without waiting
+	// for the store to commit what it produced.
+	AckBeforeDurable bool
 }
 
 // DefaultConfig returns a Config with production defaults.

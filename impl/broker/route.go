@@ -72,6 +72,11 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 		c.complete(e, pid, qos, code)
 		return
 	}
+	if h := b.cfg.Hooks; h != nil && h.AckBeforeDurable {
+		c.complete(e, pid, qos, code) // the planted bug
+		b.commitRoute(rs)
+		return
+	}
 	if rate := l.s.PersistentFanoutBPS; rate > 0 && rs.batch != nil {
 		n := 0
 		for i := range rs.batch.Ops {
