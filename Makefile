@@ -37,7 +37,7 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /conformance -e /sim$$)
 
 # Packages with concurrency run again under the race detector.
-RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/...
+RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/...
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 

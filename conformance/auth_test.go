@@ -137,6 +137,12 @@ func TestAuthReauthenticate(t *testing.T) {
 		data = []byte(*lifeFlagAuthData)
 	}
 	r.Send(r.ConnectPacket(ConnectOpts{Properties: life.authProps(method, data)}))
+	if ev, ok := r.next(waitFor); ok && ev.p != nil && ev.p.Type() == packet.AUTH {
+		// A multi-step method (SCRAM): the suite cannot answer its challenge.
+		t.Skipf("method %q needs an exchange the suite cannot complete; pass -auth-data that authenticates in one step", method)
+	} else if ok && ev.p != nil {
+		r.held = append(r.held, ev.p)
+	}
 	if _, refused := life.connackOrClose(t, r); refused {
 		t.Skipf("method %q needs an exchange the suite cannot complete; pass -auth-data that authenticates in one step", method)
 	}

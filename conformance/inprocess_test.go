@@ -1,10 +1,12 @@
 package conformance
 
 import (
+	crand "crypto/rand"
 	"flag"
 	"log/slog"
 	"os"
 
+	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
@@ -44,6 +46,26 @@ func init() {
 				pst.Close()
 				os.RemoveAll(dir)
 			}
+		}
+		// Offer SCRAM-SHA-256 so that the enhanced-authentication tests run:
+		// the suite's own client-first message starts the exchange.
+		creds, err := auth.NewCredentials(crand.Reader, []byte("conformance-password"), 4096)
+		if err != nil {
+			return "", "", nil, err
+		}
+		line, _ := auth.Line("default", "conformance", []byte(creds.String()))
+		pf, err := auth.NewPasswordFile([]byte(line + "\n"))
+		if err != nil {
+			return "", "", nil, err
+		}
+		scram, err := auth.NewSCRAM(pf, crand.Reader)
+		if err != nil {
+			return "", "", nil, err
+		}
+		cfg.Broker.EnhancedAuth = auth.Methods{auth.SCRAMMethod: scram}
+		if *lifeFlagAuthMethod == "" {
+			*lifeFlagAuthMethod = auth.SCRAMMethod
+			*lifeFlagAuthData = "n,,n=conformance,r=conformance-nonce"
 		}
 		b := broker.New(cfg.Broker, e, st)
 		if err := b.Recover(); err != nil {

@@ -92,43 +92,58 @@ func startBroker(t *testing.T) *brokerProc {
 }
 
 // startBrokerOn starts skybridge with its pebble store in dataDir.
-func startBrokerOn(t *testing.T, dataDir string) *brokerProc {
+func startBrokerOn(t *testing.T, dataDir string, extra ...string) *brokerProc {
 	t.Helper()
-	bin := skybridgeBinary(t)
 	for attempt := 0; ; attempt++ {
-		addr, admin := freeAddr(t), freeAddr(t)
-		bp := &brokerProc{addr: addr, admin: admin, stderr: &syncBuffer{}, done: make(chan error, 1)}
-		bp.cmd = exec.Command(bin, "serve", "--listen", addr, "--admin", admin, "--log-level", "debug", "--data", dataDir)
-		bp.cmd.Stderr = bp.stderr
-		if err := bp.cmd.Start(); err != nil {
-			t.Fatal(err)
+		addr := freeAddr(t)
+		args := append([]string{"serve", "--listen", addr, "--data", dataDir}, extra...)
+		bp, busy := startProc(t, addr, args...)
+		if bp != nil {
+			return bp
 		}
-		go func() { bp.done <- bp.cmd.Wait() }()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				t.Cleanup(func() {
-					_ = bp.cmd.Process.Kill()
-					<-bp.done
-					if t.Failed() {
-						t.Logf("broker log:\n%s", bp.stderr.String())
-					}
-				})
-				return bp
-			}
-			select {
-			case err := <-bp.done:
-				if attempt < 3 && strings.Contains(bp.stderr.String(), "address already in use") {
-					goto retry
-				}
-				t.Fatalf("skybridge exited: %v\n%s", err, bp.stderr.String())
-			case <-time.After(20 * time.Millisecond):
-			}
+		if !busy || attempt >= 3 {
+			t.Fatal("skybridge did not start")
 		}
-		t.Fatalf("skybridge did not listen on %s\n%s", addr, bp.stderr.String())
-	retry:
 	}
+}
+
+// startProc starts the binary with args plus an admin listener and waits
+// until it accepts connections on addr. busy reports a port taken in the
+// meantime (the caller may try another).
+func startProc(t *testing.T, addr string, args ...string) (bp *brokerProc, busy bool) {
+	t.Helper()
+	admin := freeAddr(t)
+	bp = &brokerProc{addr: addr, admin: admin, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	bp.cmd = exec.Command(skybridgeBinary(t), append(args, "--admin", admin, "--log-level", "debug")...)
+	bp.cmd.Stderr = bp.stderr
+	if err := bp.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { bp.done <- bp.cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			t.Cleanup(func() {
+				_ = bp.cmd.Process.Kill()
+				<-bp.done
+				if t.Failed() {
+					t.Logf("broker log:\n%s", bp.stderr.String())
+				}
+			})
+			return bp, false
+		}
+		select {
+		case err := <-bp.done:
+			if strings.Contains(bp.stderr.String(), "address already in use") {
+				return nil, true
+			}
+			t.Fatalf("skybridge exited: %v\n%s", err, bp.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("skybridge did not listen on %s\n%s", addr, bp.stderr.String())
+	return nil, false
 }
 
 func need(t *testing.T, tools ...string) {
@@ -203,11 +218,11 @@ func pubCmd(t *testing.T, addr string, args ...string) {
 
 // waitSubscribed polls with a retained probe until mosquitto_sub's
 // subscription is in place, so that no message is published too early.
-func waitSubscribed(t *testing.T, addr string, s *subscriber, topic, version string) {
+func waitSubscribed(t *testing.T, addr string, s *subscriber, topic, version string, creds ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		pubCmd(t, addr, "-V", version, "-t", topic, "-m", "probe")
+		pubCmd(t, addr, append([]string{"-V", version, "-t", topic, "-m", "probe"}, creds...)...)
 		select {
 		case got := <-s.lines:
 			if got == topic+" probe" {

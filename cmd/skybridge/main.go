@@ -36,6 +36,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `usage:
   skybridge serve [flags]   run a broker node (see skybridge serve -h)
   skybridge ctl COMMAND     talk to a running broker's admin API (see skybridge ctl -h)
+  skybridge passwd TENANT/USER   print a password-file line (bcrypt; --scram adds SCRAM credentials)
   skybridge version         print the version`)
 }
 
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "ctl":
 		return ctl(args[1:], stdout, stderr)
+	case "passwd":
+		return passwd(args[1:], os.Stdin, stdout, stderr)
 	case "-h", "--help", "help":
 		usage(stdout)
 		return nil
@@ -125,11 +128,17 @@ func serve(args []string, stderr io.Writer) error {
 
 	sc := f.Server(log)
 	e := env.Real()
+	x, err := buildExtensions(&f, e, log)
+	if err != nil {
+		return err
+	}
+	defer x.close()
+	sc.Broker.Authenticator, sc.Broker.EnhancedAuth = x.authn, x.enhanced
+	sc.Broker.Authorizer, sc.Broker.Events = x.authz, x.events
 	var st store.Store = store.Memory{}
 	var pst *store.Pebble
 	if f.Storage.Type == "pebble" {
 		began := time.Now()
-		var err error
 		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{MinFreeBytes: f.Storage.MinFreeBytes})
 		if err != nil {
 			return err
@@ -154,14 +163,9 @@ func serve(args []string, stderr io.Writer) error {
 	b.StartSys(f.MQTT.SysInterval, version())
 	defer b.StopSys()
 	log.Info("skybridge started", "version", version(), "storage", f.Storage.Type)
-	for _, l := range f.Listeners {
-		if l.Type == "tcp" || l.Type == "ws" {
-			log.Warn("listener accepts anonymous clients (authentication arrives with the multi-tenancy work)", "listener", l.Name)
-		}
-	}
 
 	if *cfgPath != "" {
-		go watchSettings(*cfgPath, b.Settings(), log)
+		go watchSettings(*cfgPath, b.Settings(), x, log)
 	}
 
 	sig := make(chan os.Signal, 2)
@@ -184,17 +188,34 @@ func serve(args []string, stderr io.Writer) error {
 // watchSettings reloads the tenants section of the configuration file when
 // the file changes (polled every two seconds: no platform-specific watcher
 // needed). A file that no longer parses keeps the settings in force.
-func watchSettings(path string, p *tenant.Provider, log *slog.Logger) {
-	last := time.Time{}
-	if fi, err := os.Stat(path); err == nil {
-		last = fi.ModTime()
+func watchSettings(path string, p *tenant.Provider, x *extensions, log *slog.Logger) {
+	mtime := func(p string) time.Time {
+		if fi, err := os.Stat(p); err == nil {
+			return fi.ModTime()
+		}
+		return time.Time{}
 	}
+	last := mtime(path)
+	passwdPath := x.passwdPath
+	lastPasswd := mtime(passwdPath)
 	for range time.Tick(2 * time.Second) {
-		fi, err := os.Stat(path)
-		if err != nil || !fi.ModTime().After(last) {
+		if passwdPath != "" {
+			if m := mtime(passwdPath); m.After(lastPasswd) {
+				lastPasswd = m
+				if r, err := os.Open(path); err == nil {
+					if f, err := config.Parse(r); err == nil {
+						x.reload(&f, log)
+						log.Info("password file reloaded", "file", passwdPath)
+					}
+					r.Close()
+				}
+			}
+		}
+		m := mtime(path)
+		if !m.After(last) {
 			continue
 		}
-		last = fi.ModTime()
+		last = m
 		r, err := os.Open(path)
 		if err != nil {
 			log.Warn("settings reload", "file", path, "err", err)
@@ -209,6 +230,8 @@ func watchSettings(path string, p *tenant.Provider, log *slog.Logger) {
 			log.Warn("settings reload refused; the previous settings stay", "file", path, "err", err)
 			continue
 		}
-		log.Info("tenant settings reloaded", "file", path, "tenants", len(f.Tenants.Overrides))
+		x.reload(&f, log)
+		passwdPath, lastPasswd = f.Auth.PasswordFile, mtime(f.Auth.PasswordFile)
+		log.Info("settings reloaded", "file", path, "tenants", len(f.Tenants.Overrides))
 	}
 }

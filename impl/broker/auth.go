@@ -3,6 +3,9 @@ package broker
 import (
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/acl"
 
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
@@ -28,6 +31,13 @@ type AuthResult struct {
 	Code   packet.ReasonCode
 	Tenant string
 	User   string
+	// Expires is when the credentials stop being valid (a token's exp):
+	// the broker then disconnects the client (5.0: 0x87) unless it has
+	// re-authenticated. Zero: never.
+	Expires time.Time
+	// ACL are rules of the client's own (from a token or a webhook),
+	// checked before the tenant's.
+	ACL *acl.Rules
 }
 
 // Authenticator decides whether a client may connect and in which tenant.

@@ -31,7 +31,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/retain"
 	"github.com/skybridge-mq/skybridge/impl/session"
@@ -57,6 +59,12 @@ type Config struct {
 	// Settings serves per-tenant settings (limits and throttles, hot
 	// reloadable); nil: every tenant gets tenant.Default().
 	Settings *tenantpkg.Provider
+	// Authorizer decides each PUBLISH and SUBSCRIBE (and the will topic at
+	// CONNECT); nil allows everything.
+	Authorizer acl.Authorizer
+	// Events receives the broker's events (connections, refusals, drops,
+	// throttles, expiries); nil discards them. Emit must not block.
+	Events event.Sink
 	// Hooks plant known bugs, for the simulator's planted-bug tests;
 	// production leaves it nil.
 	Hooks *Hooks
@@ -237,6 +245,9 @@ func New(cfg Config, e env.Env, st store.Store) *Broker {
 	if auth == nil {
 		auth = AllowAll{}
 	}
+	if cfg.Events == nil {
+		cfg.Events = event.Discard{}
+	}
 	settings := cfg.Settings
 	if settings == nil {
 		settings = tenantpkg.NewProvider()
@@ -259,6 +270,9 @@ func (b *Broker) Stats() *Stats { return &b.stats }
 
 // Config returns the broker's configuration.
 func (b *Broker) Config() *Config { return &b.cfg }
+
+// emit sends an event to the configured sink.
+func (b *Broker) emit(e event.Event) { b.cfg.Events.Emit(e) }
 
 // tenant returns the named tenant, creating it on first use.
 func (b *Broker) tenant(name string) *tenant {

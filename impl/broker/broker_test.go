@@ -349,7 +349,7 @@ func TestSysTopicsPerTenant(t *testing.T) {
 	b2 := h.dial("b2", packet.V311, "beta")
 	b2.connect("b2", true, packet.Properties{})
 	b2.expect("CONNACK code=0x00")
-	// '#' does not match $SYS [MQTT-4.7.2-1]; the explicit filter does, and
+	// "#" does not match $SYS [v5 MQTT-4.7.2-1]; the explicit filter does, and
 	// each tenant sees only its own figures.
 	b.send(sub(1, "#", 0))
 	b.send(sub(2, "$SYS/broker/clients/connected", 0))

@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/acl"
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
@@ -45,6 +48,12 @@ type Conn struct {
 	authMethod  []byte
 	authConnect *packet.Connect
 	authReq     AuthRequest
+
+	// who is the authenticated identity, for authorization and events;
+	// set when the CONNECT is accepted, replaced by a re-authentication.
+	who       acl.Client
+	credTimer env.Timer // fires when the credentials expire
+	credGen   uint64
 
 	// Per-connection rates (limits.go).
 	pubRate  tenantpkg.Bucket
@@ -292,11 +301,16 @@ func (c *Conn) Closed() {
 	}
 	c.closed, c.closing = true, true
 	e := c.e
+	if c.credTimer != nil {
+		c.credTimer.Stop()
+		c.credTimer = nil
+	}
 	c.mu.Unlock()
 	if e == nil {
 		return
 	}
 	now := c.b.env.Clock.Now()
+	c.b.emit(event.NewDisconnected(now, c.eventWho(), 0))
 	e.mu.Lock()
 	if e.conn != c {
 		e.mu.Unlock()
@@ -389,6 +403,8 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 	}
 	ar := b.auth.Authenticate(&req)
 	if ar.Code != packet.Success {
+		b.emit(event.NewAuthFailed(now, event.Who{Tenant: ar.Tenant, ClientID: req.ClientID, User: req.Username},
+			ar.Code, c.info.Listener, c.info.Remote))
 		c.refuse(v, ar.Code)
 		return
 	}
@@ -409,8 +425,20 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	}
 	t := b.tenant(ar.Tenant)
 	l := b.tenantLimits(t)
+	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: string(conn.ClientID), Extra: ar.ACL}
 	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
+		b.emit(event.NewThrottled(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User}, code.String()))
 		c.refuse(v, code)
+		return
+	}
+	if !ar.Expires.IsZero() && !now.Before(ar.Expires) {
+		c.refuse(v, packet.BadUserNameOrPassword) // expired credentials
+		return
+	}
+	if az := b.cfg.Authorizer; conn.WillFlag && az != nil && !az.CanPublish(&who, conn.WillTopic, conn.WillRetain) {
+		b.emit(event.NewPublishRefused(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User},
+			string(conn.WillTopic), packet.NotAuthorized))
+		c.refuse(v, packet.NotAuthorized) // a will the client could not publish itself
 		return
 	}
 	c.t = t
@@ -493,11 +521,17 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	t.regMu.Unlock()
 	b.commitSession(e, ops, seq)
 
+	who.ClientID = clientID
+	c.mu.Lock()
+	c.who = who
+	c.mu.Unlock()
+	c.armCredentials(ar.Expires, now)
 	c.mu.Lock()
 	c.e = e
 	c.mu.Unlock()
 	t.connected.Add(1)
 	b.stats.Connections.Add(1)
+	b.emit(event.NewConnected(now, c.eventWho(), c.info.Listener, c.info.Remote, v.String()))
 	b.stats.ConnectsTotal.Add(1)
 	if dropped != nil {
 		if dropped.counted {
@@ -670,6 +704,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	b.removeRoutes(t, e.id, filters)
 	b.freeSlot(e)
 	b.stats.Expired.Add(1)
+	b.emit(event.NewSessionExpired(b.env.Clock.Now(), event.Who{Tenant: t.name, ClientID: e.s.ClientID}))
 	if will != nil {
 		b.publishWill(t, will)
 	}
@@ -678,6 +713,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 // publishWill routes a will message as if its client had published it.
 func (b *Broker) publishWill(t *tenant, will *message.Message) {
 	b.stats.WillsSent.Add(1)
+	b.emit(event.NewWillPublished(b.env.Clock.Now(), event.Who{Tenant: t.name}, string(will.Topic)))
 	var rs routeScratch
 	if will.Retain {
 		b.setRetained(t, will, &rs)
@@ -704,4 +740,38 @@ func (c *Conn) Kick(code packet.ReasonCode) {
 		e.mu.Unlock()
 	}
 	c.markClosing()
+}
+
+// eventWho names the connection's client in events.
+func (c *Conn) eventWho() event.Who {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return event.Who{Tenant: c.who.Tenant, ClientID: c.who.ClientID, User: c.who.User}
+}
+
+// armCredentials schedules the end of the connection when its credentials
+// expire (a token's exp). A re-authentication re-arms it.
+func (c *Conn) armCredentials(expires, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.credTimer != nil {
+		c.credTimer.Stop()
+		c.credTimer = nil
+	}
+	c.credGen++
+	if expires.IsZero() || c.closed {
+		return
+	}
+	gen := c.credGen
+	c.credTimer = c.b.env.Clock.AfterFunc(expires.Sub(now), func() {
+		c.mu.Lock()
+		current := c.credGen == gen && !c.closed
+		c.mu.Unlock()
+		if !current {
+			return
+		}
+		c.b.emit(event.NewTokenExpired(c.b.env.Clock.Now(), c.eventWho()))
+		c.Kick(packet.NotAuthorized) // 5.0: DISCONNECT 0x87
+		c.wakeUp()
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
 )
@@ -129,13 +130,29 @@ func (c *Conn) reauthenticate(e *entry, a *packet.Auth) {
 	reply, done, code := c.authEx.Step(a.Properties.AuthData)
 	if code.IsError() {
 		c.authEx = nil
+		if !code.ValidFor(packet.DISCONNECT) {
+			code = packet.NotAuthorized // 0x86 and 0x8C are not DISCONNECT codes
+		}
+		c.b.emit(event.NewReauthFailed(c.b.env.Clock.Now(), c.eventWho(), code))
 		kick(code)
 		return
 	}
 	out := packet.Auth{ReasonCode: packet.ContinueAuthentication}
 	if done {
-		out.ReasonCode = packet.Success
+		ar := c.authEx.Result()
 		c.authEx = nil
+		if ar.Code.IsError() || ar.Tenant != "" && ar.Tenant != c.who.Tenant || ar.User != c.who.User {
+			// A re-authentication proves the same identity again; it does
+			// not move a connection to another user or tenant.
+			c.b.emit(event.NewReauthFailed(c.b.env.Clock.Now(), c.eventWho(), packet.NotAuthorized))
+			kick(packet.NotAuthorized)
+			return
+		}
+		out.ReasonCode = packet.Success
+		c.mu.Lock()
+		c.who.Extra = ar.ACL
+		c.mu.Unlock()
+		c.armCredentials(ar.Expires, c.b.env.Clock.Now())
 	}
 	out.Properties.AuthMethod, out.Properties.AuthData = c.authMethod, reply
 	out.Properties.Set(packet.PropAuthMethod)

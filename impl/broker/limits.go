@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
 	tenantpkg "github.com/skybridge-mq/skybridge/impl/tenant"
@@ -78,7 +79,11 @@ func (b *Broker) tenantLimits(t *tenant) *limits {
 // counters.
 func (b *Broker) throttle(t *tenant, reason int) {
 	b.stats.Throttled[reason].Add(1)
-	t.stats.throttled[reason].Add(1)
+	if n := t.stats.throttled[reason].Add(1); n&(n-1) == 0 {
+		// Events at the 1st, 2nd, 4th, 8th... throttle of a kind per
+		// tenant: visible, but a flood of refusals is not a flood of events.
+		b.emit(event.NewThrottled(b.env.Clock.Now(), event.Who{Tenant: t.name}, ThrottleReasons[reason]))
+	}
 }
 
 // admitConnect applies the tenant's connection limits to an authenticated

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
@@ -27,6 +28,14 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, now time.Time) 
 		// $SYS belongs to the broker: clients may read it, not write it. A
 		// 3.1.1 client gets a positive acknowledgement [MQTT-3.3.5-2].
 		b.noteDrop(c.t, DropNotAuthorized)
+		c.complete(e, pid, qos, packet.NotAuthorized)
+		return
+	}
+	if az := b.cfg.Authorizer; az != nil && !az.CanPublish(&c.who, m.Topic, m.Retain) {
+		// Denied: 0x87 to a 5.0 publisher; a 3.1.1 one cannot be told, and
+		// gets the positive acknowledgement the spec allows [MQTT-3.3.5-2].
+		b.noteDrop(c.t, DropNotAuthorized)
+		b.emit(event.NewPublishRefused(now, c.eventWho(), string(m.Topic), packet.NotAuthorized))
 		c.complete(e, pid, qos, packet.NotAuthorized)
 		return
 	}
@@ -276,6 +285,14 @@ func (c *Conn) subscribe(e *entry, reqs []session.SubRequest) {
 		if r.Reason.IsError() {
 			continue
 		}
+		if az := c.b.cfg.Authorizer; az != nil && !az.CanSubscribe(&c.who, r.Filter) {
+			r.Reason = packet.NotAuthorized
+			if c.dec.Version != packet.V5 {
+				r.Reason = packet.SubackFailure
+			}
+			c.b.emit(event.NewSubscriptionRefused(c.b.env.Clock.Now(), c.eventWho(), string(r.Filter), packet.NotAuthorized))
+			continue
+		}
 		if code := c.admitSubscription(l, e, r, subs); code != packet.Success {
 			if c.dec.Version != packet.V5 {
 				code = packet.SubackFailure
@@ -351,13 +368,15 @@ func (c *Conn) sendRetained(e *entry, reqs []session.SubRequest, now time.Time) 
 }
 
 // noteDrop counts a dropped delivery and, at most every ten seconds, logs
-// the drop counters: drops are never silent, and never flood the log.
+// the drop counters and emits a MessageDropped event: drops are never
+// silent, and never flood the log.
 func (b *Broker) noteDrop(t *tenant, reason int) {
 	b.stats.Dropped.Add(1)
 	b.stats.DroppedBy[reason].Add(1)
 	t.stats.dropped.Add(1)
 	now := b.env.Clock.Now().UnixNano()
 	if at := b.dropLogAt.Load(); now-at >= int64(10*time.Second) && b.dropLogAt.CompareAndSwap(at, now) {
+		b.emit(event.NewMessageDropped(b.env.Clock.Now(), event.Who{Tenant: t.name}, DropReasons[reason], b.stats.DroppedBy[reason].Load()))
 		args := []any{"tenant", t.name, "reason", DropReasons[reason]}
 		for i, name := range DropReasons {
 			args = append(args, "total_"+name, b.stats.DroppedBy[i].Load())

@@ -10,11 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/server"
@@ -31,9 +33,69 @@ type File struct {
 	MQTT      MQTT       `yaml:"mqtt"`
 	Storage   Storage    `yaml:"storage"`
 	Log       Log        `yaml:"log"`
-	// Tenants holds per-tenant settings: defaults and overrides by name
-	// (docs/TENANTS.md). Reloaded from the file while the broker runs.
+	// Tenants holds per-tenant settings: defaults and overrides by name.
+	// Reloaded from the file while the broker runs.
 	Tenants tenant.Config `yaml:"tenants"`
+	Auth    Auth          `yaml:"auth"`
+	ACL     ACL           `yaml:"acl"`
+	Events  Events        `yaml:"events"`
+}
+
+// Auth configures authentication (docs/AUTH.md). With nothing configured,
+// only listeners that allow anonymous clients accept anyone.
+type Auth struct {
+	// PasswordFile holds "tenant/user:bcrypt" lines and SCRAM credentials
+	// (skybridge passwd writes them); reloaded when it changes.
+	PasswordFile string `yaml:"password_file"`
+	// SCRAM offers SCRAM-SHA-256 enhanced authentication (5.0) for the
+	// password file's SCRAM lines.
+	SCRAM bool       `yaml:"scram"`
+	JWT   JWT        `yaml:"jwt"`
+	HTTP  AuthHTTP   `yaml:"http"`
+	Certs CertConfig `yaml:"certificates"`
+}
+
+// JWT configures token authentication (the password is a JWT).
+type JWT struct {
+	// Secret is the HS256 key ($SKYBRIDGE_JWT_SECRET overrides it).
+	Secret string `yaml:"secret"`
+	// PublicKeys are PEM files of RS256/ES256 keys.
+	PublicKeys  []string `yaml:"public_keys"`
+	TenantClaim string   `yaml:"tenant_claim"`
+	Issuer      string   `yaml:"issuer"`
+	Audience    string   `yaml:"audience"`
+	// Method also offers the token as a 5.0 enhanced-authentication method
+	// of this name (for re-authentication with a fresh token), e.g. "JWT".
+	Method string `yaml:"method"`
+}
+
+// AuthHTTP is the authentication webhook.
+type AuthHTTP struct {
+	URL     string        `yaml:"url"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// CertConfig maps verified TLS client certificates to users and tenants.
+type CertConfig struct {
+	Enabled    bool   `yaml:"enabled"`
+	UserAttr   string `yaml:"user_attr"`   // default CN
+	TenantAttr string `yaml:"tenant_attr"` // e.g. O; empty: the listener's tenant
+}
+
+// ACL configures authorization (docs/AUTH.md): rules per tenant and for
+// all, first match wins; DefaultDeny refuses what no rule allows.
+type ACL struct {
+	DefaultDeny bool                        `yaml:"default_deny"`
+	Global      []acl.RuleConfig            `yaml:"global"`
+	Tenants     map[string][]acl.RuleConfig `yaml:"tenants"`
+	HTTP        AuthHTTP                    `yaml:"http"`
+}
+
+// Events configures where the broker's events go.
+type Events struct {
+	// Log writes every event to the log (default on).
+	Log     *bool    `yaml:"log"`
+	Webhook AuthHTTP `yaml:"webhook"`
 }
 
 // Listener is one MQTT listener.
@@ -46,7 +108,11 @@ type Listener struct {
 	KeyFile           string `yaml:"key_file"`
 	ClientCAFile      string `yaml:"client_ca_file"`
 	RequireClientCert bool   `yaml:"require_client_cert"`
-	DefaultTenant     string `yaml:"default_tenant"`
+	// AllowAnonymous accepts clients with neither user name nor password
+	// (and, when no authentication is configured, any client) on this
+	// listener. Default: true on a loopback address, false elsewhere.
+	AllowAnonymous *bool  `yaml:"allow_anonymous"`
+	DefaultTenant  string `yaml:"default_tenant"`
 	// Redirect sends every client to another server (maintenance, moves):
 	// 5.0 clients get CONNACK 0x9C (0x9D with moved: true) and this
 	// Server Reference; 3.1.1 clients are refused as server unavailable.
@@ -270,6 +336,10 @@ func (f *File) Validate() error {
 	if _, err := f.Tenants.Resolve(); err != nil {
 		errs = append(errs, err)
 	}
+	acfg := acl.Config{DefaultDeny: f.ACL.DefaultDeny, Global: f.ACL.Global, Tenants: f.ACL.Tenants}
+	if err := acfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("acl: %w", err))
+	}
 	if _, err := level(f.Log.Level); err != nil {
 		bad("log.level", "%v", err)
 	}
@@ -277,6 +347,22 @@ func (f *File) Validate() error {
 		bad("log.format", "must be text or json, not %q", f.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// Anonymous reports whether listener l accepts anonymous clients.
+func (l *Listener) Anonymous() bool {
+	if l.AllowAnonymous != nil {
+		return *l.AllowAnonymous
+	}
+	host, _, err := net.SplitHostPort(l.Addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func policy(s string) (topic.Policy, error) {

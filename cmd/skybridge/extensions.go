@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	crand "crypto/rand"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/acl"
+	"github.com/skybridge-mq/skybridge/impl/auth"
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/config"
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/event"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/webhook"
+)
+
+// extensions are the authentication, authorization and event pieces the
+// configuration asks for, and what must be stopped with them.
+type extensions struct {
+	authn      broker.Authenticator
+	enhanced   broker.EnhancedAuthenticator
+	authz      acl.Authorizer
+	aclSet     *acl.Set
+	events     event.Sink
+	passwd     *auth.PasswordFile
+	passwdPath string
+	closers    []func()
+}
+
+// gate applies the anonymous-access rule of each listener in front of the
+// configured authentication: secure by default, a listener that is not on
+// loopback accepts nobody unless authentication is configured or it says
+// allow_anonymous.
+type gate struct {
+	anonymous []string // listeners that allow anonymous clients
+	chain     *auth.Chain
+}
+
+func (g *gate) Authenticate(req *broker.AuthRequest) broker.AuthResult {
+	if g.chain == nil || len(g.chain.Deciders) == 0 {
+		// Nothing configured: open where anonymous access is allowed (the
+		// tenant from a "tenant/user" user name), closed elsewhere.
+		if slices.Contains(g.anonymous, req.Listener) {
+			return broker.AllowAll{}.Authenticate(req)
+		}
+		return broker.AuthResult{Code: packet.NotAuthorized}
+	}
+	return g.chain.Authenticate(req)
+}
+
+func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, error) {
+	x := &extensions{}
+	var anon []string
+	for _, l := range f.Listeners {
+		if l.Anonymous() {
+			anon = append(anon, l.Name)
+			log.Warn("listener accepts anonymous clients", "listener", l.Name, "addr", l.Addr)
+		}
+	}
+	chain := &auth.Chain{AllowAnonymous: anon}
+	methods := auth.Methods{}
+	a := &f.Auth
+	if a.Certs.Enabled {
+		chain.Deciders = append(chain.Deciders, &auth.CertAuth{UserAttr: a.Certs.UserAttr, TenantAttr: a.Certs.TenantAttr})
+	}
+	if a.PasswordFile != "" {
+		data, err := os.ReadFile(a.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth.password_file: %w", err)
+		}
+		if x.passwd, err = auth.NewPasswordFile(data); err != nil {
+			return nil, fmt.Errorf("auth.password_file %s: %w", a.PasswordFile, err)
+		}
+		x.passwdPath = a.PasswordFile
+		chain.Deciders = append(chain.Deciders, x.passwd)
+		if a.SCRAM {
+			s, err := auth.NewSCRAM(x.passwd, crand.Reader)
+			if err != nil {
+				return nil, fmt.Errorf("auth.scram: %w", err)
+			}
+			methods[auth.SCRAMMethod] = s
+		}
+	} else if a.SCRAM {
+		return nil, fmt.Errorf("auth.scram: needs auth.password_file with SCRAM credentials")
+	}
+	secret := a.JWT.Secret
+	if s := os.Getenv("SKYBRIDGE_JWT_SECRET"); s != "" {
+		secret = s
+	}
+	if secret != "" || len(a.JWT.PublicKeys) > 0 {
+		var keys []auth.JWTKey
+		if secret != "" {
+			keys = append(keys, auth.JWTKey{Secret: []byte(secret)})
+		}
+		for _, path := range a.JWT.PublicKeys {
+			pem, err := os.ReadFile(path)
+			if err != nil {
+				return nil, fmt.Errorf("auth.jwt.public_keys: %w", err)
+			}
+			keys = append(keys, auth.JWTKey{PublicKeyPEM: pem})
+		}
+		j, err := auth.NewJWT(auth.JWTOptions{Keys: keys, Clock: e.Clock, TenantClaim: a.JWT.TenantClaim,
+			Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Method: a.JWT.Method})
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt: %w", err)
+		}
+		chain.Deciders = append(chain.Deciders, j)
+		if a.JWT.Method != "" {
+			methods[a.JWT.Method] = j
+		}
+	}
+	if a.HTTP.URL != "" {
+		h, err := webhook.NewAuthenticator(webhook.AuthConfig{Endpoint: webhook.Endpoint{URL: a.HTTP.URL, Timeout: a.HTTP.Timeout}})
+		if err != nil {
+			return nil, fmt.Errorf("auth.http: %w", err)
+		}
+		chain.Deciders = append(chain.Deciders, h)
+	}
+	x.authn = &gate{anonymous: anon, chain: chain}
+	if len(methods) > 0 {
+		x.enhanced = methods
+	}
+
+	set, err := acl.NewSet(acl.Config{DefaultDeny: f.ACL.DefaultDeny, Global: f.ACL.Global, Tenants: f.ACL.Tenants})
+	if err != nil {
+		return nil, fmt.Errorf("acl: %w", err)
+	}
+	x.aclSet = set
+	x.authz = set
+	if f.ACL.HTTP.URL != "" {
+		h, err := webhook.NewAuthorizer(webhook.AuthzConfig{Endpoint: webhook.Endpoint{URL: f.ACL.HTTP.URL, Timeout: f.ACL.HTTP.Timeout}})
+		if err != nil {
+			return nil, fmt.Errorf("acl.http: %w", err)
+		}
+		x.authz = acl.AllOf{set, h}
+	}
+
+	var sinks event.Fanout
+	if f.Events.Log == nil || *f.Events.Log {
+		sinks = append(sinks, event.NewLog(log.With("component", "events"), event.LogOptions{}))
+	}
+	if f.Events.Webhook.URL != "" {
+		s, err := webhook.NewSink(webhook.SinkConfig{Endpoint: webhook.Endpoint{URL: f.Events.Webhook.URL, Timeout: f.Events.Webhook.Timeout}})
+		if err != nil {
+			return nil, fmt.Errorf("events.webhook: %w", err)
+		}
+		sinks = append(sinks, s)
+		x.closers = append(x.closers, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.Close(ctx)
+		})
+	}
+	x.events = sinks
+	return x, nil
+}
+
+// reload applies a changed configuration file's ACL rules and, when the
+// password file changed, its entries.
+func (x *extensions) reload(f *config.File, log *slog.Logger) {
+	if err := x.aclSet.Replace(acl.Config{DefaultDeny: f.ACL.DefaultDeny, Global: f.ACL.Global, Tenants: f.ACL.Tenants}); err != nil {
+		log.Warn("acl reload refused; the previous rules stay", "err", err)
+	}
+	if x.passwd != nil && f.Auth.PasswordFile != "" {
+		data, err := os.ReadFile(f.Auth.PasswordFile)
+		if err == nil {
+			err = x.passwd.Replace(data)
+		}
+		if err != nil {
+			log.Warn("password file reload refused; the previous entries stay", "file", f.Auth.PasswordFile, "err", err)
+		}
+	}
+}
+
+func (x *extensions) close() {
+	for _, c := range x.closers {
+		c()
+	}
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bufio"
+	crand "crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/skybridge-mq/skybridge/impl/auth"
+)
+
+// passwd prints password-file lines for a user: a bcrypt line, and with
+// --scram a SCRAM-SHA-256 line too. The password is read from stdin (one
+// line), never from the command line.
+func passwd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("passwd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scram := fs.Bool("scram", false, "also print SCRAM-SHA-256 credentials (for auth.scram)")
+	cost := fs.Int("cost", 0, "bcrypt cost (default 10)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: skybridge passwd [--scram] TENANT/USER < password")
+	}
+	tenant, user, ok := strings.Cut(fs.Arg(0), "/")
+	if !ok {
+		return fmt.Errorf("%q: want TENANT/USER", fs.Arg(0))
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return errors.New("no password on standard input")
+	}
+	pw := []byte(strings.TrimRight(line, "\r\n"))
+	if len(pw) == 0 {
+		return errors.New("empty password")
+	}
+	hash, err := auth.HashPassword(pw, *cost)
+	if err != nil {
+		return err
+	}
+	l, err := auth.Line(tenant, user, hash)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, l)
+	if *scram {
+		c, err := auth.NewCredentials(crand.Reader, pw, 0)
+		if err != nil {
+			return err
+		}
+		l, err := auth.Line(tenant, user, []byte(c.String()))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, l)
+	}
+	return nil
+}
