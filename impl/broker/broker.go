@@ -75,7 +75,31 @@ type Config struct {
 	// Retained indexes retained messages for matching; nil: in memory.
 	// (Their durability goes through the broker's store.Store.)
 	Retained retain.Store
-	Logger   *slog.Logger
+	// Routes returns the subscription index of a new tenant; nil: a
+	// topic.Trie in memory. Routes are rebuilt from the durable sessions at
+	// start (Recover), so an index need not persist anything itself.
+	Routes func(tenant string) Routes
+	Logger *slog.Logger
+}
+
+// Routes is a tenant's subscription index: which local subscribers a topic
+// reaches. topic.Trie is the implementation; the interface is the seam where
+// a cluster puts its view of remote nodes' subscriptions next to the local
+// ones (docs/ARCHITECTURE.md). The broker serialises calls per tenant:
+// Subscribe and Unsubscribe run alone, Match calls may run concurrently
+// with each other (a read lock), so an index needs no lock of its own as
+// long as Match does not write. It must not call back into the broker.
+type Routes interface {
+	// Subscribe adds or replaces id's subscription to filter and reports
+	// whether it existed.
+	Subscribe(filter []byte, s topic.Subscription) (existed bool)
+	// Unsubscribe removes id's subscription to filter and reports whether
+	// there was one.
+	Unsubscribe(filter []byte, id topic.SubscriberID) bool
+	// Match appends to m the subscriptions topic reaches.
+	Match(topic []byte, m *topic.Matches)
+	// Len is the number of subscriptions.
+	Len() int
 }
 
 // Hooks are deliberate bugs a test can switch on, to prove that the
@@ -187,7 +211,7 @@ type tenant struct {
 	regMu    sync.Mutex // guards sessions
 	sessions map[string]*entry
 	routesMu sync.RWMutex
-	routes   *topic.Trie
+	routes   Routes
 	// groupSize counts the members of each shared group, by its full
 	// filter; guarded by routesMu.
 	groupSize map[string]int
@@ -274,13 +298,20 @@ func (b *Broker) Config() *Config { return &b.cfg }
 // emit sends an event to the configured sink.
 func (b *Broker) emit(e event.Event) { b.cfg.Events.Emit(e) }
 
+func (b *Broker) newRoutes(tenant string) Routes {
+	if b.cfg.Routes != nil {
+		return b.cfg.Routes(tenant)
+	}
+	return topic.NewTrie()
+}
+
 // tenant returns the named tenant, creating it on first use.
 func (b *Broker) tenant(name string) *tenant {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.tenants[name]
 	if t == nil {
-		t = &tenant{name: name, sessions: map[string]*entry{}, routes: topic.NewTrie(), groupSize: map[string]int{}}
+		t = &tenant{name: name, sessions: map[string]*entry{}, routes: b.newRoutes(name), groupSize: map[string]int{}}
 		b.tenants[name] = t
 	}
 	return t
