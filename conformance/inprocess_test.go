@@ -11,6 +11,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/store"
+	"github.com/skybridge-mq/skybridge/impl/tenant"
 )
 
 var flagStorage = flag.String("storage", "pebble", "storage of the in-process Skybridge: pebble (in a temporary directory) or memory")
@@ -66,6 +67,17 @@ func init() {
 		if *lifeFlagAuthMethod == "" {
 			*lifeFlagAuthMethod = auth.SCRAMMethod
 			*lifeFlagAuthData = "n,,n=conformance,r=conformance-nonce"
+		}
+		if *flagRestricted {
+			c := tenant.Config{Defaults: tenant.Default()}
+			d := &c.Defaults
+			d.MaxQoS, d.RetainEnabled = 1, false
+			d.SharedSubscriptions, d.SubscriptionIdentifiers = false, false
+			p := tenant.NewProvider()
+			if err := p.Replace(c); err != nil {
+				return "", "", nil, err
+			}
+			cfg.Broker.Settings = p
 		}
 		b := broker.New(cfg.Broker, e, st)
 		if err := b.Recover(); err != nil {

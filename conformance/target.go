@@ -156,6 +156,16 @@ log_type warning
 max_keepalive 65535
 `
 
+// flagRestricted starts the broker with the features a broker may decline
+// switched off, so that the statements about declining them are checked:
+// mosquitto with max_qos 1 and retain_available false; Skybridge also
+// without shared subscriptions and subscription identifiers.
+var flagRestricted = flag.Bool("restricted", false, "start the broker with at most QoS 1 and no retained messages (Skybridge: no shared or identified subscriptions either)")
+
+const mosquittoRestricted = `max_qos 1
+retain_available false
+`
+
 var mosquittoOnce sync.Mutex
 
 func startMosquitto() (string, func(), error) {
@@ -184,7 +194,11 @@ func startMosquitto() (string, func(), error) {
 			return "", nil, err
 		}
 		conf := filepath.Join(dir, "mosquitto.conf")
-		if err := os.WriteFile(conf, []byte(fmt.Sprintf(mosquittoConfig, port)), 0o600); err != nil {
+		text := fmt.Sprintf(mosquittoConfig, port)
+		if *flagRestricted {
+			text += mosquittoRestricted
+		}
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			return "", nil, err
 		}
 		var stderr strings.Builder

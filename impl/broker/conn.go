@@ -551,7 +551,6 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 // checkConnect applies the rules on a CONNECT that need the broker's
 // configuration. It returns the 5.0 CONNACK reason to refuse with.
 func (b *Broker) checkConnect(c *packet.Connect) packet.ReasonCode {
-	cfg := &b.cfg.Session
 	switch {
 	case c.Version == packet.V31 && (len(c.ClientID) == 0 || len(c.ClientID) > 23):
 		return packet.ClientIdentifierNotValid // 3.1 requires 1 to 23 characters
@@ -564,12 +563,6 @@ func (b *Broker) checkConnect(c *packet.Connect) packet.ReasonCode {
 				return packet.TopicNameInvalid
 			}
 			return packet.MalformedPacket
-		}
-		if c.WillQoS > cfg.MaxQoS {
-			return packet.QoSNotSupported // [v5 MQTT-3.2.2-12]
-		}
-		if c.WillRetain && !cfg.RetainAvailable {
-			return packet.RetainNotSupported // [v5 MQTT-3.2.2-13]
 		}
 	}
 	return packet.Success

@@ -98,12 +98,22 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 	case s.MaxWillSize > 0 && c.WillFlag && len(c.WillPayload) > s.MaxWillSize:
 		b.throttle(t, ThrottleWill)
 		return packet.PacketTooLarge
+	case c.WillFlag && c.Version == packet.V5 && c.WillQoS > l.sess.MaxQoS:
+		return packet.QoSNotSupported // [v5 MQTT-3.2.2-12]
+	case c.WillFlag && c.Version == packet.V5 && c.WillRetain && !l.sess.RetainAvailable:
+		return packet.RetainNotSupported // [v5 MQTT-3.2.2-13]
 	case s.MaxConnections > 0 && t.connected.Load() >= int64(s.MaxConnections):
 		b.throttle(t, ThrottleConnections)
 		return packet.QuotaExceeded
 	case !t.connectRate.Take(now, float64(s.ConnectRate), float64(max(s.ConnectRate, 1)), 1):
 		b.throttle(t, ThrottleConnectRate)
 		return packet.ConnectionRateExceeded
+	}
+	if c.WillFlag {
+		// Older clients cannot be told what the tenant does not offer: their
+		// will is kept within it, as a subscription's QoS would be.
+		c.WillQoS = min(c.WillQoS, l.sess.MaxQoS)
+		c.WillRetain = c.WillRetain && l.sess.RetainAvailable
 	}
 	return packet.Success
 }

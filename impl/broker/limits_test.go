@@ -190,3 +190,48 @@ func TestBucket(t *testing.T) {
 		t.Fatalf("Spend pause = %v, want 2s", p)
 	}
 }
+
+// TestWillWithinTenantFeatures checks a will against what the tenant
+// offers: a 5.0 client is refused [v5 MQTT-3.2.2-12] [v5 MQTT-3.2.2-13], an
+// older one (which cannot be told) has its will kept within the offer.
+func TestWillWithinTenantFeatures(t *testing.T) {
+	t.Parallel()
+	p := tenantpkg.NewProvider()
+	d := tenantpkg.Default()
+	d.MaxQoS, d.RetainEnabled = 1, false
+	if err := p.Replace(tenantpkg.Config{Defaults: d}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Settings = p
+	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
+	h := &harness{t: t, b: New(cfg, env.Env{Clock: clock, Rand: env.NewRand(1)}, nil), clock: clock}
+
+	for _, c := range []struct {
+		qos    packet.QoS
+		retain bool
+		want   string
+	}{
+		{2, false, "CONNACK code=0x9b"},
+		{1, true, "CONNACK code=0x9a"},
+	} {
+		w := h.dial("w5", packet.V5, "t")
+		w.send(&packet.Connect{Version: packet.V5, ClientID: []byte("w5"), CleanStart: true,
+			WillFlag: true, WillTopic: []byte("will/5"), WillPayload: []byte("x"), WillQoS: c.qos, WillRetain: c.retain})
+		w.expect(c.want)
+	}
+
+	s := h.dial("s", packet.V311, "t")
+	s.connect("sub", true, packet.Properties{})
+	s.expect("CONNACK code=0x00")
+	s.send(sub(1, "will/#", 2))
+	s.expect("SUBACK id=1 codes=[0x01]")
+	w := h.dial("w3", packet.V311, "t")
+	w.send(&packet.Connect{Version: packet.V311, ClientID: []byte("w3"), CleanStart: true,
+		WillFlag: true, WillTopic: []byte("will/3"), WillPayload: []byte("x"), WillQoS: 2, WillRetain: true})
+	w.expect("CONNACK code=0x00")
+	w.c.Closed()
+	s.expect(`PUBLISH topic="will/3" qos=1 id=1 payload="x"`)
+	s.send(sub(2, "will/3", 0))
+	s.expect("SUBACK id=2 codes=[0x00]") // not retained
+}
