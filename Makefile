@@ -20,7 +20,7 @@ help:
 	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
 	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
 
-test: lint unit race conformance-mosquitto conformance-skybridge trace sim cross-test-if-qemu
+test: lint unit race conformance-mosquitto conformance-skybridge conformance-restricted trace sim cross-test-if-qemu
 
 lint: fmt-check vet
 
@@ -49,6 +49,14 @@ conformance-mosquitto:
 # ... and passed by Skybridge, in-process, under the race detector.
 conformance-skybridge:
 	$(GO) test -count=1 -race ./conformance -target=skybridge
+
+# Both again with QoS 2 and retained messages switched off (Skybridge also
+# without shared and identified subscriptions): the statements about a
+# broker declining a feature.
+.PHONY: conformance-restricted
+conformance-restricted:
+	$(GO) test -count=1 ./conformance -target=mosquitto -restricted
+	$(GO) test -count=1 ./conformance -target=skybridge -restricted
 
 # make conformance BROKER=host:port [ARGS="-username u -password p"]
 conformance:
@@ -107,3 +115,13 @@ crash-soak:
 # A standalone broker on 127.0.0.1:1883 (WebSocket :8083, admin :8081).
 run:
 	$(GO) run ./cmd/skybridge serve --config skybridge.yaml
+
+# Benchmark harness (bench/README.md): Skybridge vs mosquitto vs nats-server,
+# PROFILE=quick (under 3 minutes) or full (under 20); the smoke run is also in `unit`.
+PROFILE ?= quick
+.PHONY: bench-compare bench-smoke
+bench-compare:
+	$(GO) run ./cmd/skybridge-bench compare --profile $(PROFILE)
+
+bench-smoke:
+	$(GO) test -count=1 -run 'TestSmokeScenarios|TestBrokerFailures' ./cmd/skybridge-bench

@@ -187,6 +187,7 @@ func launch(ctx context.Context, ps *procs, k *brokerKind, tmp string) (*brokerP
 			return nil, err
 		}
 		cmd := exec.Command(k.Bin, args...)
+		cmd.Dir = dir // whatever a broker writes by default stays in its own directory
 		out := &tailBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		// Should this process die without stopping the broker, the kernel
@@ -308,7 +309,21 @@ func moduleRoot() (string, error) {
 	}
 }
 
-func skybridgeKind(root, prebuilt, tmp string, log io.Writer) (*brokerKind, error) {
+// tmpfsDir returns a new directory on /dev/shm (tmpfs) when there is one,
+// linked from dir so that cleanTmp removes it, or a directory under dir.
+func tmpfsDir(dir, name string) (string, error) {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		d, err := os.MkdirTemp("/dev/shm", "skybridge-bench-store-")
+		if err != nil {
+			return "", err
+		}
+		return d, os.Symlink(d, filepath.Join(dir, name+"-store"))
+	}
+	d := filepath.Join(dir, name)
+	return d, os.MkdirAll(d, 0o755)
+}
+
+func skybridgeKind(root, prebuilt, storage, tmp string, log io.Writer) (*brokerKind, error) {
 	bin := filepath.Join(tmp, "skybridge")
 	version := "skybridge built from " + root
 	if prebuilt != "" {
@@ -324,10 +339,32 @@ func skybridgeKind(root, prebuilt, tmp string, log io.Writer) (*brokerKind, erro
 			version = "skybridge " + firstLine(out)
 		}
 	}
-	return &brokerKind{Name: "skybridge", Bin: bin, Version: version,
-		Config: "skybridge serve --listen (defaults: memory storage, 1024 in flight and 10000 queued per session)",
+	// Binaries from before the Pebble store have no -storage flag.
+	help, _ := exec.Command(bin, "serve", "-h").CombinedOutput()
+	hasStorage := strings.Contains(string(help), "-storage")
+	conf := "skybridge serve --listen, defaults (1024 in flight and 10000 queued per session)"
+	switch {
+	case !hasStorage:
+		conf += "; in-memory state (this build has no store)"
+	case storage == "memory":
+		conf += "; --storage memory"
+	default:
+		conf += "; --storage pebble with a fresh --data directory on tmpfs per run"
+	}
+	return &brokerKind{Name: "skybridge", Bin: bin, Version: version, Config: conf,
 		args: func(dir string, port int) ([]string, error) {
-			return []string{"serve", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"}, nil
+			args := []string{"serve", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"}
+			if !hasStorage {
+				return args, nil
+			}
+			if storage == "memory" {
+				return append(args, "--storage", "memory"), nil
+			}
+			data, err := tmpfsDir(dir, "data")
+			if err != nil {
+				return nil, err
+			}
+			return append(args, "--storage", "pebble", "--data", data), nil
 		}}, nil
 }
 
@@ -362,23 +399,13 @@ func natsKind(log io.Writer) (*brokerKind, error) {
 	}
 	out, _ := exec.Command(bin, "--version").CombinedOutput()
 	// NATS MQTT needs JetStream; its store goes to tmpfs when there is one,
-	// so that neither broker waits on a disk.
-	storeBase := ""
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		storeBase = "/dev/shm"
-	}
+	// so that no broker waits on a disk.
 	return &brokerKind{Name: "nats", Bin: bin, Version: firstLine(out),
 		Config: "MQTT listener, JetStream store on a temporary directory (tmpfs /dev/shm when present), defaults otherwise",
 		args: func(dir string, port int) ([]string, error) {
-			store := filepath.Join(dir, "js")
-			if storeBase != "" {
-				d, err := os.MkdirTemp(storeBase, "skybridge-bench-js-")
-				if err != nil {
-					return nil, err
-				}
-				store = d
-				// Removed with the rest when compare ends.
-				_ = os.Symlink(d, filepath.Join(dir, "js-store"))
+			store, err := tmpfsDir(dir, "js")
+			if err != nil {
+				return nil, err
 			}
 			client, err := freePort()
 			if err != nil {
@@ -484,6 +511,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	progress := fs.Bool("progress", false, "per-second progress lines of each run")
 	skyBin := fs.String("skybridge-bin", "", "use this skybridge binary instead of building one")
 	skySrc := fs.String("skybridge-src", "", "build skybridge from this source tree (default: the repository)")
+	skyStorage := fs.String("skybridge-storage", "pebble", "pebble (a fresh store on tmpfs per run) or memory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -496,6 +524,9 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *rounds > 0 {
 		prof.Rounds = *rounds
+	}
+	if *skyStorage != "pebble" && *skyStorage != "memory" {
+		return fmt.Errorf("-skybridge-storage %q: pebble or memory", *skyStorage)
 	}
 	scenarios := make([]Scenario, 0, len(prof.Scenarios))
 	for _, n := range prof.Scenarios {
@@ -534,7 +565,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			if *skySrc != "" {
 				src = *skySrc
 			}
-			k, err = skybridgeKind(src, *skyBin, tmp, stderr)
+			k, err = skybridgeKind(src, *skyBin, *skyStorage, tmp, stderr)
 		case "mosquitto":
 			k, err = mosquittoKind(stderr)
 		case "nats":
@@ -647,7 +678,7 @@ func cleanTmp(tmp string) {
 	// The JetStream stores may live in /dev/shm behind symlinks.
 	_ = filepath.WalkDir(tmp, func(path string, d os.DirEntry, err error) error {
 		if err == nil && d.Type()&os.ModeSymlink != 0 {
-			if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, "/dev/shm/skybridge-bench-js-") {
+			if target, err := os.Readlink(path); err == nil && strings.HasPrefix(target, "/dev/shm/skybridge-bench-store-") {
 				_ = os.RemoveAll(target)
 			}
 		}

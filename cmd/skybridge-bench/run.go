@@ -160,12 +160,8 @@ func (w *Workload) run(ctx context.Context, rec *Recorder, res *Result) error {
 		closeAll(all, rec)
 	}()
 	all = append(all, subConns...)
-	subs := make([]*subscriber, w.Subs)
-	var readers sync.WaitGroup
 	for i, c := range subConns {
-		subs[i] = &subscriber{c: c, idx: i, rec: rec, timeout: o.Timeout, stopping: &stopping}
-		readers.Add(1)
-		go func() { defer readers.Done(); subs[i].run() }()
+		go (&subscriber{c: c, idx: i, rec: rec, timeout: o.Timeout, stopping: &stopping}).run()
 	}
 	pubConns, err := connectMany(ctx, o, rec, "pub", w.Pubs, true, true, nil)
 	if err != nil {
@@ -224,12 +220,10 @@ func (w *Workload) run(ctx context.Context, rec *Recorder, res *Result) error {
 			}
 		}
 	}
-	var s0, r0 int64
-	t0 := time.Now()
 	if w.Warmup > 0 && w.Messages == 0 && sleep(w.Warmup) {
 		rec.ResetLatency()
 	}
-	s0, r0, t0 = rec.Sent.Load(), rec.Received.Load(), time.Now()
+	s0, r0, t0 := rec.Sent.Load(), rec.Received.Load(), time.Now()
 	if w.Messages == 0 {
 		sleep(w.Duration)
 	} else {
