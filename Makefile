@@ -37,7 +37,7 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /conformance -e /sim$$)
 
 # Packages with concurrency run again under the race detector.
-RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/...
+RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/...
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
@@ -90,6 +90,8 @@ fuzz:
 	  done; \
 	done
 
+# Micro-benchmarks of the hot paths (BenchmarkForwardQoS1 of impl/bridge
+# starts mosquitto: it runs here too when mosquitto is installed).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 

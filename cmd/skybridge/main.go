@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/config"
 	"github.com/skybridge-mq/skybridge/impl/env"
@@ -156,9 +157,23 @@ func serve(args []string, stderr io.Writer) error {
 	if pst != nil {
 		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "took", time.Since(began).String())
 	}
+	// The bridges' collector is registered before the admin server starts;
+	// the bridges themselves start once the listeners are up.
+	bc := &bridgeCollector{}
+	if len(f.Bridges) > 0 {
+		sc.Collectors = append(sc.Collectors, bc)
+	}
 	srv := server.New(sc, b)
 	if err := srv.Start(); err != nil {
 		return err
+	}
+	var br *bridge.Bridge
+	if len(f.Bridges) > 0 {
+		if br, err = startBridges(f.Bridges, log); err != nil {
+			srv.Close()
+			return err
+		}
+		bc.b.Store(br)
 	}
 	b.StartSys(f.MQTT.SysInterval, version())
 	defer b.StopSys()
@@ -178,6 +193,13 @@ func serve(args []string, stderr io.Writer) error {
 		<-sig // a second signal stops at once
 		cancel()
 	}()
+	if br != nil {
+		// Before the broker goes: the bridges disconnect cleanly and keep
+		// their sessions on both sides.
+		if err := br.Close(); err != nil {
+			log.Warn("closing bridges", "err", err)
+		}
+	}
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}

@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/skybridge-mq/skybridge/impl/acl"
+	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/server"
@@ -39,6 +41,8 @@ type File struct {
 	Auth    Auth          `yaml:"auth"`
 	ACL     ACL           `yaml:"acl"`
 	Events  Events        `yaml:"events"`
+	// Bridges forward messages to and from other brokers (docs/BRIDGE.md).
+	Bridges []bridge.BridgeConfig `yaml:"bridges"`
 }
 
 // Auth configures authentication (docs/AUTH.md). With nothing configured,
@@ -238,6 +242,18 @@ func (f *File) Validate() error {
 	if len(f.Listeners) == 0 {
 		bad("listeners", "at least one listener is required")
 	}
+	if len(f.Bridges) > 0 {
+		// Validate fills in each bridge's defaults in place.
+		bc := bridge.Config{Bridges: f.Bridges}
+		if err := bc.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		for i, b := range f.Bridges {
+			if f.Storage.Type == "pebble" && within(b.Queue.Dir, f.Storage.Dir) {
+				bad(fmt.Sprintf("bridges[%d].queue.dir", i), "%q is inside storage.dir %q: give the bridge a directory of its own", b.Queue.Dir, f.Storage.Dir)
+			}
+		}
+	}
 	names := map[string]bool{}
 	for i := range f.Listeners {
 		l := &f.Listeners[i]
@@ -432,4 +448,10 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	_ = b.Settings.Replace(f.Tenants) // validated above
 	sc.Broker = b
 	return sc
+}
+
+// within reports whether path is dir or below it (lexically).
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }

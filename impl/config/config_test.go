@@ -60,11 +60,25 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"log:\n  level: loud\n", "log.level"},
 		{"mqtt:\n  shared_policy: fair\n", "mqtt.shared_policy"},
 		{"storage:\n  type: floppy\n", "storage.type"},
+		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n", "bridges[0]"},
+		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n    out: [{filter: a/#}]\n    queue: {dir: data/b}\n",
+			"bridges[0].queue.dir: \"data/b\" is inside storage.dir"},
 	}
 	for _, c := range cases {
 		_, err := Parse(strings.NewReader(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q) = %v, want an error containing %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+func TestBridgesGetTheirDefaults(t *testing.T) {
+	t.Parallel()
+	f, err := Parse(strings.NewReader("bridges:\n  - name: cloud\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n    out: [{filter: a/#}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := f.Bridges[0]; b.Queue.Dir == "" || b.MaxInflight == 0 || b.Remote.ClientID == "" {
+		t.Fatalf("bridge defaults not filled in: %+v", b)
 	}
 }

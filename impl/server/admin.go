@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -29,6 +30,12 @@ func (s *Server) startAdmin() error {
 		maxLabels = 100
 	}
 	reg.MustRegister(newTenantCollector(s.b, maxLabels))
+	for _, c := range s.cfg.Collectors {
+		if err := reg.Register(c); err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -30,6 +30,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
@@ -84,7 +86,10 @@ type Config struct {
 	// MaxTenantLabels bounds the tenants with series of their own in
 	// /metrics; the rest are summed under tenant="_other". 0: 100.
 	MaxTenantLabels int
-	Logger          *slog.Logger
+	// Collectors are more Prometheus collectors for /metrics (for example
+	// the bridges', which the runtime around the server owns).
+	Collectors []prometheus.Collector
+	Logger     *slog.Logger
 }
 
 // DefaultConfig returns a configuration with one TCP listener on

@@ -47,7 +47,11 @@ type Pebble struct {
 	mu      sync.Mutex
 	pending []pendingBatch
 	closed  bool
-	wake    chan struct{}
+	wake    chan struct{} // sent to and closed under mu
+	running bool          // Run was started; it closes runDone when it returns
+	runDone chan struct{}
+	// stepMu serialises Step: Run and Close may both call it.
+	stepMu sync.Mutex
 	// fatal is set when Pebble hit an error it cannot continue after (a
 	// failed WAL write): every later commit fails with it.
 	fatal error
@@ -132,7 +136,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store %s: cannot open (%w); if the directory holds data from another program or was damaged, move it aside to start empty", dir, err)
 	}
-	p := &Pebble{db: db, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1)}
+	p := &Pebble{db: db, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1), runDone: make(chan struct{})}
 	if err := p.checkFormat(); err != nil {
 		db.Close()
 		return nil, err
@@ -194,11 +198,11 @@ func (p *Pebble) Commit(b *Batch, done func(error)) {
 		return
 	}
 	p.pending = append(p.pending, pendingBatch{b, done})
-	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
+	p.mu.Unlock()
 }
 
 // Pending returns the number of batches waiting to be committed.
@@ -212,6 +216,8 @@ func (p *Pebble) Pending() int {
 // commit) and calls their done functions in order. It returns how many
 // batches it committed.
 func (p *Pebble) Step() int {
+	p.stepMu.Lock()
+	defer p.stepMu.Unlock()
 	p.mu.Lock()
 	group := p.pending
 	p.pending = nil
@@ -308,6 +314,14 @@ func (p *Pebble) finish(group []pendingBatch, err error) {
 // Run commits batches as they arrive until Close. The runtime calls it on
 // a goroutine of its own.
 func (p *Pebble) Run() {
+	p.mu.Lock()
+	if p.closed || p.running {
+		p.mu.Unlock()
+		return
+	}
+	p.running = true
+	p.mu.Unlock()
+	defer close(p.runDone)
 	for range p.wake {
 		p.Step()
 		p.mu.Lock()
@@ -343,7 +357,13 @@ func (p *Pebble) Close() error {
 	fatal := p.fatal
 	p.mu.Unlock()
 	p.Step()
+	p.mu.Lock()
 	close(p.wake)
+	running := p.running
+	p.mu.Unlock()
+	if running {
+		<-p.runDone // Run's last Step is over before the database closes
+	}
 	if fatal != nil {
 		return fatal // Pebble cannot be closed cleanly after a fatal error
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -346,4 +347,46 @@ func TestCorruptRecordIsReported(t *testing.T) {
 		t.Fatalf("Load = %v, want ErrCorrupt naming the directory", err)
 	}
 	s.Close()
+}
+
+// TestCloseWhileRunning closes the store while Run commits and writers keep
+// committing: every batch is answered (committed or ErrClosed), nothing
+// races (run with -race), and Close returns only after Run's last group.
+func TestCloseWhileRunning(t *testing.T) {
+	t.Parallel()
+	for round := 0; round < 20; round++ {
+		s, err := Open(vfs.NewMem(), "data", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Run()
+		var wg sync.WaitGroup
+		var answered, committed atomic.Int64
+		const writers, each = 4, 50
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					b := &Batch{}
+					b.Add(Op{Kind: PutRetained, Tenant: "t", Message: msg(fmt.Sprintf("r/%d/%d", w, i), "x")})
+					s.Commit(b, func(err error) {
+						answered.Add(1)
+						if err == nil {
+							committed.Add(1)
+						} else if !errors.Is(err, ErrClosed) {
+							t.Errorf("commit: %v", err)
+						}
+					})
+				}
+			}()
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if got := answered.Load(); got != writers*each {
+			t.Fatalf("round %d: %d of %d batches answered", round, got, writers*each)
+		}
+	}
 }
