@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -83,6 +86,34 @@ listeners:
 		t.Fatal(err)
 	}
 	s.expect(t, "ok/2 after") // and not secret/1 before it
+
+	// The refusals are events, counted in /metrics.
+	if n := metricSum(t, b, "skybridge_events_total", `type="auth_failed"`); n < 2 {
+		t.Errorf("auth_failed events = %v, want at least 2 (anonymous, wrong password)", n)
+	}
+	if n := metricSum(t, b, "skybridge_events_total", `type="publish_refused"`); n < 1 {
+		t.Errorf("publish_refused events = %v, want at least 1", n)
+	}
+}
+
+// metricSum adds up the series of a metric whose labels contain match.
+func metricSum(t *testing.T, b *brokerProc, name, match string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + b.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && strings.HasPrefix(f[0], name+"{") && strings.Contains(f[0], match) {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			sum += v
+		}
+	}
+	return sum
 }
 
 func mustRead(t *testing.T, p string) []byte {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
@@ -22,14 +24,15 @@ import (
 // extensions are the authentication, authorization and event pieces the
 // configuration asks for, and what must be stopped with them.
 type extensions struct {
-	authn      broker.Authenticator
-	enhanced   broker.EnhancedAuthenticator
-	authz      acl.Authorizer
-	aclSet     *acl.Set
-	events     event.Sink
-	passwd     *auth.PasswordFile
-	passwdPath string
-	closers    []func()
+	authn       broker.Authenticator
+	enhanced    broker.EnhancedAuthenticator
+	authz       acl.Authorizer
+	aclSet      *acl.Set
+	events      event.Sink
+	eventCounts *event.Counter
+	passwd      *auth.PasswordFile
+	passwdPath  string
+	closers     []func()
 }
 
 // gate applies the anonymous-access rule of each listener in front of the
@@ -140,7 +143,10 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 		x.authz = acl.AllOf{set, h}
 	}
 
-	var sinks event.Fanout
+	// Every event is counted for /metrics, per type and tenant (with the
+	// admin section's bound on tenant labels).
+	x.eventCounts = event.NewCounter(f.Admin.MaxTenantLabels)
+	sinks := event.Fanout{x.eventCounts}
 	if f.Events.Log == nil || *f.Events.Log {
 		sinks = append(sinks, event.NewLog(log.With("component", "events"), event.LogOptions{}))
 	}
@@ -180,5 +186,20 @@ func (x *extensions) reload(f *config.File, log *slog.Logger) {
 func (x *extensions) close() {
 	for _, c := range x.closers {
 		c()
+	}
+}
+
+// eventCollector exposes the event counts as skybridge_events_total.
+type eventCollector struct{ c *event.Counter }
+
+var eventsTotal = prometheus.NewDesc("skybridge_events_total",
+	"Broker events by type and tenant (tenants beyond admin.max_tenant_labels count as \""+event.OtherTenant+"\").",
+	[]string{"type", "tenant"}, nil)
+
+func (e eventCollector) Describe(ch chan<- *prometheus.Desc) { ch <- eventsTotal }
+
+func (e eventCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range e.c.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(eventsTotal, prometheus.CounterValue, float64(s.Events), s.Type.String(), s.Tenant)
 	}
 }

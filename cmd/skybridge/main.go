@@ -159,6 +159,7 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	// The bridges' collector is registered before the admin server starts;
 	// the bridges themselves start once the listeners are up.
+	sc.Collectors = append(sc.Collectors, eventCollector{x.eventCounts})
 	bc := &bridgeCollector{}
 	if len(f.Bridges) > 0 {
 		sc.Collectors = append(sc.Collectors, bc)
