@@ -7,13 +7,17 @@
 // wall clock, opens sockets and starts goroutines, and nothing in impl/broker
 // or below does.
 //
-// Each connection has exactly two goroutines. The reader decodes packets and
-// hands them to the broker, which routes publishes into subscribers' sessions
-// and wakes their writers; the writer drains its own session's output in
-// batches (write coalescing). A publisher never writes to a subscriber's
-// socket, so a slow subscriber slows only itself: its QoS 0 messages are
-// dropped and counted once its output buffer is full, its QoS 1/2 messages
-// wait in its bounded session queue.
+// Each connection has a reader goroutine, and a writer goroutine while it
+// has output to write (conn.go). The reader decodes packets and hands them
+// to the broker, which routes publishes into subscribers' sessions and wakes
+// their writers; a writer drains its own session's output in batches (write
+// coalescing) and ends when there is none. A publisher never writes to a
+// subscriber's socket, so a slow subscriber slows only itself: its QoS 0
+// messages are dropped and counted once its output buffer is full, its QoS
+// 1/2 messages wait in its bounded session queue. An idle connection holds
+// no read buffer (reader.go), and on Linux an idle TCP connection has no
+// goroutine either: it parks in the server's epoll set until its socket
+// has something (conn.go, parker_linux.go).
 package server
 
 import (
@@ -76,7 +80,12 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxConnections caps open connections (0: no cap).
 	MaxConnections int
-	// ReadBufferSize is the size of each connection's read buffer.
+	// NoParking keeps a reader goroutine for every idle TCP connection
+	// (see conn.go; parking is done on Linux only).
+	NoParking bool
+	// ReadBufferSize is the size of the read buffer a connection borrows
+	// while it has bytes to handle (an idle connection holds none); a
+	// packet that fits is handled in place, without a copy.
 	ReadBufferSize int
 	// AdminAddr is the address of the admin HTTP server ("" disables it).
 	AdminAddr string
@@ -113,6 +122,8 @@ type Server struct {
 	lns    map[string]net.Listener
 	https  []*http.Server
 	conns  map[*connection]struct{}
+	bufs   *bufPool // read buffers
+	parker *parker  // idle TCP connections without a goroutine (nil: none)
 	wg     sync.WaitGroup
 	open   atomic.Int64
 	closed atomic.Bool
@@ -120,6 +131,8 @@ type Server struct {
 	rejected  atomic.Uint64 // connections refused at MaxConnections
 	timeouts  atomic.Uint64 // connections closed for no CONNECT in time or keep alive
 	tlsFailed atomic.Uint64
+	// parkedHook, for tests, is called when a connection has parked.
+	parkedHook func()
 }
 
 // New returns a server for b. Call Start to open its listeners.
@@ -137,7 +150,8 @@ func New(cfg Config, b *broker.Broker) *Server {
 	if cfg.ReadBufferSize <= 0 {
 		cfg.ReadBufferSize = 16 << 10
 	}
-	return &Server{cfg: cfg, b: b, log: log, lns: map[string]net.Listener{}, conns: map[*connection]struct{}{}}
+	return &Server{cfg: cfg, b: b, log: log, lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
+		bufs: newBufPool(cfg.ReadBufferSize)}
 }
 
 // Broker returns the broker the server runs.
@@ -145,6 +159,22 @@ func (s *Server) Broker() *broker.Broker { return s.b }
 
 // Start opens every listener and the admin server and starts accepting.
 func (s *Server) Start() error {
+	if !s.cfg.NoParking && s.parker == nil {
+		for _, lc := range s.cfg.Listeners {
+			if lc.Type != TCP {
+				continue
+			}
+			if p, err := newParker(); err == nil {
+				s.parker = p
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					p.run()
+				}()
+			}
+			break
+		}
+	}
 	for i := range s.cfg.Listeners {
 		lc := s.cfg.Listeners[i]
 		if lc.Name == "" {
@@ -200,7 +230,14 @@ func tlsConfig(lc ListenerConfig) (*tls.Config, error) {
 }
 
 func (s *Server) listen(lc ListenerConfig) error {
-	ln, err := net.Listen("tcp", lc.Addr)
+	var lcfg net.ListenConfig
+	if lc.Type == TCP {
+		// No TCP keep-alive by default: MQTT keep alive finds dead peers, and
+		// the four setsockopt calls per connection show in a connection
+		// storm. Connections without MQTT keep alive get it (batchDone).
+		lcfg.KeepAlive = -1
+	}
+	ln, err := lcfg.Listen(context.Background(), "tcp", lc.Addr)
 	if err != nil {
 		return err
 	}
@@ -247,160 +284,71 @@ func (s *Server) acceptLoop(ln net.Listener, lc ListenerConfig, tcfg *tls.Config
 			continue
 		}
 		backoff = 0
-		if tc, ok := nc.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: nc.RemoteAddr().String(),
-				Redirect: lc.Redirect, Moved: lc.Moved}
-			if tcfg != nil {
-				tc := tls.Server(nc, tcfg)
-				_ = tc.SetDeadline(time.Now().Add(s.cfg.ConnectTimeout))
-				if err := tc.Handshake(); err != nil {
-					s.tlsFailed.Add(1)
-					s.log.Debug("tls handshake", "remote", info.Remote, "err", err)
-					nc.Close()
-					return
-				}
-				_ = tc.SetDeadline(time.Time{})
-				if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
-					info.CertSubject = st.PeerCertificates[0].Subject.String()
-				}
-				nc = tc
-			}
-			s.serve(nc, info)
-		}()
+		// Go sockets have TCP_NODELAY set already.
+		s.wg.Add(1) // released by serveTCP or, once admitted, finish
+		go s.serveTCP(nc, &lc, tcfg)
 	}
 }
 
-// connection is the runtime side of one client connection.
-type connection struct {
-	nc   net.Conn
-	c    *broker.Conn
-	wake chan struct{}
-}
-
-// serve runs one connection until it ends. It returns when both the reader
-// and the writer are done.
-func (s *Server) serve(nc net.Conn, info broker.ConnInfo) {
-	if s.closed.Load() {
-		nc.Close()
+// serveTCP runs a connection of a TCP or TLS listener. Its frame and the
+// reader's are all that a parked connection keeps on its stack: the TLS
+// handshake and the setup run in functions of their own, so that the stack
+// can shrink back to its smallest useful size once the connection is idle.
+func (s *Server) serveTCP(nc net.Conn, lc *ListenerConfig, tcfg *tls.Config) {
+	growStack(0)
+	cert := ""
+	if tcfg != nil {
+		var ok bool
+		if nc, cert, ok = s.handshake(nc, tcfg); !ok {
+			s.wg.Done()
+			return
+		}
+	}
+	cn := s.admit(nc, lc, "", cert)
+	if cn == nil {
+		s.wg.Done()
 		return
 	}
-	if max := s.cfg.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
-		s.rejected.Add(1)
+	cn.counted = true
+	s.run(cn)
+}
+
+// connectStack is about the stack the broker needs to accept a CONNECT.
+const connectStack = 6 << 10
+
+// growStack grows a new reader goroutine's stack to what a CONNECT (or a
+// connection's end) needs, in one step while the stack is nearly empty. A
+// goroutine starts small and would otherwise double its stack twice in the
+// middle of the CONNECT, copying and adjusting every frame each time: about
+// a sixth of the CPU time of a connection storm. (The stack shrinks back
+// once the connection is idle, or goes with its goroutine when it parks.)
+//
+//go:noinline
+func growStack(n int) byte {
+	var b [connectStack]byte
+	b[n%len(b)] = byte(n)
+	return b[(n+1)%len(b)]
+}
+
+// handshake runs the TLS handshake of a new connection and returns the
+// client certificate's subject, if any.
+//
+//go:noinline
+func (s *Server) handshake(nc net.Conn, tcfg *tls.Config) (net.Conn, string, bool) {
+	tc := tls.Server(nc, tcfg)
+	_ = tc.SetDeadline(time.Now().Add(s.cfg.ConnectTimeout))
+	if err := tc.Handshake(); err != nil {
+		s.tlsFailed.Add(1)
+		s.log.Debug("tls handshake", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
-		return
+		return nil, "", false
 	}
-	s.open.Add(1)
-	defer s.open.Add(-1)
-	cn := &connection{nc: nc, wake: make(chan struct{}, 1)}
-	cn.c = s.b.NewConn(info, func() {
-		select {
-		case cn.wake <- struct{}{}:
-		default:
-		}
-	})
-	s.mu.Lock()
-	s.conns[cn] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, cn)
-		s.mu.Unlock()
-	}()
-
-	readerDone := make(chan struct{})
-	writerDone := make(chan struct{})
-	go s.writeLoop(cn, readerDone, writerDone)
-	s.readLoop(cn)
-	close(readerDone)
-	<-writerDone
-	nc.Close()
-	cn.c.Closed()
-}
-
-func (s *Server) readLoop(cn *connection) {
-	r := packet.NewReader(cn.nc, s.cfg.ReadBufferSize)
-	r.MaxPacketSize = s.cfg.Broker.MaxPacketSize
-	_ = cn.nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
-	read := 0
-	for {
-		h, body, err := r.ReadPacket()
-		if err != nil {
-			var pe *packet.Error
-			if errors.As(err, &pe) {
-				cn.c.Fail(err) // malformed header or packet too large
-			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				s.timeouts.Add(1)
-			}
-			return
-		}
-		cn.c.Handle(h, body)
-		if cn.c.Closing() {
-			return
-		}
-		read += h.Size() + h.Remaining
-		if r.Buffered() == 0 {
-			// Inbound bandwidth limits push back by not reading.
-			if p := cn.c.InboundPause(read); p > 0 {
-				time.Sleep(p)
-			}
-			read = 0
-			// The batch is done: let the writer send what it produced, and
-			// arm the keep-alive deadline before blocking in Read.
-			// After the first packet the connection is either established
-			// or closing, so the CONNECT deadline gives way to keep alive.
-			cn.wakeUp()
-			if ka := cn.c.KeepAlive(); ka > 0 {
-				_ = cn.nc.SetReadDeadline(time.Now().Add(ka))
-			} else {
-				_ = cn.nc.SetReadDeadline(time.Time{})
-			}
-		}
+	_ = tc.SetDeadline(time.Time{})
+	cert := ""
+	if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
+		cert = st.PeerCertificates[0].Subject.String()
 	}
-}
-
-func (cn *connection) wakeUp() {
-	select {
-	case cn.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Server) writeLoop(cn *connection, readerDone <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	var spare []byte
-	readerGone := false
-	for {
-		out, closeNow := cn.c.Output(spare)
-		if len(out) > 0 {
-			_ = cn.nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			if _, err := cn.nc.Write(out); err != nil {
-				cn.nc.Close() // unblocks the reader
-				return
-			}
-			if p := cn.c.OutboundPause(len(out)); p > 0 {
-				time.Sleep(p) // outbound bandwidth limit
-			}
-			if cap(out) > 256<<10 {
-				out = nil // do not keep a huge buffer for an idle connection
-			}
-			spare = out[:0]
-			continue
-		}
-		if closeNow || readerGone {
-			cn.nc.Close()
-			return
-		}
-		select {
-		case <-cn.wake:
-		case <-readerDone:
-			readerGone = true
-		}
-	}
+	return tc, cert, true
 }
 
 // Close stops accepting, closes every connection at once and waits for
@@ -417,9 +365,12 @@ func (s *Server) Close() {
 		h.Close()
 	}
 	for cn := range s.conns {
-		cn.nc.Close()
+		cn.closeTransport()
 	}
 	s.mu.Unlock()
+	if s.parker != nil {
+		s.parker.close()
+	}
 	s.wg.Wait()
 }
 

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/skybridge-mq/skybridge/impl/broker"
 )
 
 // serveWebSocket serves MQTT over WebSocket on ln: binary frames only
@@ -33,15 +31,14 @@ func (s *Server) serveWebSocket(ln net.Listener, lc ListenerConfig) {
 			return
 		}
 		ws.SetReadLimit(int64(s.cfg.Broker.MaxPacketSize) + 1024)
-		info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: r.RemoteAddr,
-			Redirect: lc.Redirect, Moved: lc.Moved}
+		cert := ""
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			info.CertSubject = r.TLS.PeerCertificates[0].Subject.String()
+			cert = r.TLS.PeerCertificates[0].Subject.String()
 		}
 		// NetConn reads binary messages as one byte stream and closes the
 		// connection on a text message.
 		nc := websocket.NetConn(r.Context(), ws, websocket.MessageBinary)
-		s.serve(nc, info)
+		s.serve(nc, &lc, r.RemoteAddr, cert)
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ConnectTimeout, IdleTimeout: time.Minute}
 	s.mu.Lock()

@@ -1,0 +1,424 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+)
+
+// A connection has a reader goroutine while it is busy, and a writer
+// goroutine only while it has output to write: the broker's wake starts one
+// when none runs, and the writer ends once the output is empty. The reader
+// holds a read buffer only while it has bytes to handle (reader.go). On
+// Linux, a TCP connection whose last batch was only control packets
+// (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, AUTH) and that has nothing more
+// to read parks: its reader ends and its socket waits in the server's epoll
+// set (parker_linux.go), with a timer for its keep-alive deadline; bytes, a
+// hang-up, the deadline or a close give it a reader again. A connection
+// that is only waiting for its next keep-alive therefore costs no goroutine
+// and no buffer, only its state in the broker, instead of two goroutines and
+// a 16 KiB read buffer. A connection carrying publishes or acknowledgements
+// keeps its reader waiting in the runtime's poller, as before.
+
+// Park states (connection.park).
+const (
+	reading = iota // a reader goroutine owns the connection
+	parking        // the reader is registering the socket
+	parked         // no goroutine: the parker, the timer or a close resumes it
+	woken          // resumed while parking: the reader goes on reading
+)
+
+// Writer states (connection.state).
+const (
+	writerRunning = 1 << iota // a writer goroutine runs
+	writerAgain               // woken while running: look at the output again
+	writerStop                // the reader is done and flushes the rest itself
+	writerDead                // the transport is closed (write error, close asked)
+)
+
+// connection is the runtime side of one client connection.
+type connection struct {
+	s  *Server
+	nc net.Conn
+	c  *broker.Conn
+	r  frameReader
+
+	state atomic.Uint32
+	// exited is made by the reader before it sets writerStop; a writer that
+	// sees writerStop when it ends signals it.
+	exited chan struct{}
+	// tcpKeepAlive is set once TCP keep-alive has been turned on.
+	tcpKeepAlive bool
+	// counted: the connection holds a count of the server's WaitGroup,
+	// released by finish (it may outlive the goroutine that took it).
+	counted bool
+
+	// Parking (readers only, in turn).
+	park       atomic.Uint32
+	deadline   time.Time   // keep-alive deadline in force (zero: none)
+	kaTimer    *time.Timer // resumes a parked connection at its deadline
+	fd         int32       // the socket, once parked
+	registered bool        // the socket is in the parker's epoll set
+	ctlFn      func(fd uintptr)
+	ctlErr     error
+	// spare is the output buffer the next writer hands to the broker
+	// (double buffering); only the running writer, or the reader once the
+	// writer is stopped, touches it.
+	spare []byte
+}
+
+// maxSpare bounds the output buffer a connection keeps between writes.
+const maxSpare = 256 << 10
+
+// serve runs one connection until it ends. It returns when the reader and
+// any writer are done, or when the connection is parked (then another
+// goroutine ends it). remote is the client's address ("": nc's), cert the
+// subject of its verified certificate.
+func (s *Server) serve(nc net.Conn, lc *ListenerConfig, remote, cert string) {
+	if cn := s.admit(nc, lc, remote, cert); cn != nil {
+		s.run(cn)
+	}
+}
+
+// run reads until the connection ends (then ends it) or parks.
+func (s *Server) run(cn *connection) {
+	if s.readLoop(cn) {
+		return
+	}
+	s.finish(cn)
+}
+
+// admit admits and registers a new connection (nil: refused).
+//
+//go:noinline
+func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *connection {
+	if s.closed.Load() {
+		nc.Close()
+		return nil
+	}
+	if max := s.cfg.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
+		s.rejected.Add(1)
+		nc.Close()
+		return nil
+	}
+	s.open.Add(1)
+	if remote == "" {
+		remote = remoteString(nc.RemoteAddr())
+	}
+	info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: remote, CertSubject: cert,
+		Redirect: lc.Redirect, Moved: lc.Moved}
+	cn := &connection{s: s, nc: nc}
+	cn.r.init(nc, s.bufs, s.cfg.Broker.MaxPacketSize)
+	cn.c = s.b.NewConn(info, cn.wakeUp)
+	s.mu.Lock()
+	s.conns[cn] = struct{}{}
+	s.mu.Unlock()
+	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
+	return cn
+}
+
+// finish ends a connection whose reader is done: it waits for a running
+// writer, writes what is left, closes the transport and tells the broker.
+//
+//go:noinline
+func (s *Server) finish(cn *connection) {
+	cn.r.release()
+	cn.exited = make(chan struct{}, 1)
+	if old := cn.state.Or(writerStop); old&writerRunning != 0 {
+		<-cn.exited
+	}
+	if cn.state.Load()&writerDead == 0 {
+		for {
+			out, _ := cn.c.Output(cn.spare)
+			if len(out) == 0 || !cn.write(out) {
+				break
+			}
+		}
+	}
+	cn.spare = nil
+	cn.nc.Close()
+	cn.c.Closed()
+	if cn.registered {
+		s.parker.remove(cn)
+	}
+	s.mu.Lock()
+	delete(s.conns, cn)
+	s.mu.Unlock()
+	s.open.Add(-1)
+	if cn.counted {
+		s.wg.Done()
+	}
+}
+
+// readLoop reads and handles packets until the connection ends (false) or
+// parks (true: the goroutine must leave the connection alone).
+func (s *Server) readLoop(cn *connection) (parked bool) {
+	r := &cn.r
+	read := 0
+	control := true // the batch so far has only control packets
+	for {
+		// An idle connection waits here (see frameReader.waitBatch).
+		err := r.waitBatch()
+		if err == errPark {
+			if s.park(cn) {
+				return true
+			}
+			r.parkOK = false
+			continue
+		}
+		var h packet.FixedHeader
+		var body []byte
+		if err == nil {
+			h, body, err = r.ReadPacket()
+		}
+		if err != nil {
+			s.readFailed(cn, err)
+			return false
+		}
+		control = control && isControl(h.Type)
+		cn.c.Handle(h, body)
+		if cn.c.Closing() {
+			return false
+		}
+		read += h.Size() + h.Remaining
+		if r.Buffered() == 0 {
+			s.batchDone(cn, read)
+			r.parkOK = control && s.parker != nil
+			read, control = 0, true
+		}
+	}
+}
+
+// isControl says which packets let a connection park after them: those that
+// do not come in streams.
+func isControl(t packet.Type) bool {
+	switch t {
+	case packet.CONNECT, packet.SUBSCRIBE, packet.UNSUBSCRIBE, packet.PINGREQ, packet.AUTH:
+		return true
+	}
+	return false
+}
+
+// park hands an idle connection to the parker. It returns false when the
+// connection must go on reading (it could not be parked, or bytes came in
+// the meantime).
+//
+//go:noinline
+func (s *Server) park(cn *connection) bool {
+	var d time.Duration
+	if !cn.deadline.IsZero() {
+		if d = time.Until(cn.deadline); d < time.Millisecond {
+			return false // about to time out: the runtime's poller says when
+		}
+	}
+	cn.park.Store(parking)
+	if !s.parker.add(cn) {
+		cn.park.Store(reading)
+		return false
+	}
+	if d > 0 {
+		if cn.kaTimer == nil {
+			cn.kaTimer = time.AfterFunc(d, cn.unpark)
+		} else {
+			cn.kaTimer.Reset(d)
+		}
+	}
+	if cn.park.CompareAndSwap(parking, parked) {
+		// From here on, cn belongs to whoever resumes it.
+		if s.parkedHook != nil {
+			s.parkedHook()
+		}
+		return true
+	}
+	cn.park.Store(reading)
+	s.parker.remove(cn)
+	return false
+}
+
+// unpark gives a parked connection a reader goroutine again. It is called
+// by the parker (the socket is readable or hung up), by the keep-alive timer
+// and by whoever closed the transport; a spurious call costs a reader that
+// finds nothing and parks again.
+func (cn *connection) unpark() {
+	for {
+		switch cn.park.Load() {
+		case parked:
+			if cn.park.CompareAndSwap(parked, reading) {
+				go cn.s.resume(cn)
+				return
+			}
+		case parking:
+			if cn.park.CompareAndSwap(parking, woken) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// resume runs a connection that was parked. The read deadline in force
+// still applies: past it, the first read times out as it would have.
+func (s *Server) resume(cn *connection) {
+	growStack(0)
+	if cn.kaTimer != nil {
+		cn.kaTimer.Stop()
+	}
+	s.parker.remove(cn)
+	s.run(cn)
+}
+
+// closeTransport closes the connection's socket, which ends its reader,
+// parked or not.
+func (cn *connection) closeTransport() {
+	cn.nc.Close()
+	cn.unpark()
+}
+
+// batchDone runs when everything read has been handled: inbound bandwidth
+// limits push back by not reading; a writer sends what the batch produced;
+// the keep-alive deadline is armed before the reader waits again. After the
+// first packet the connection is either established or closing, so the
+// CONNECT deadline gives way to keep alive.
+//
+//go:noinline
+func (s *Server) batchDone(cn *connection, read int) {
+	if p := cn.c.InboundPause(read); p > 0 {
+		time.Sleep(p)
+	}
+	cn.wakeUp()
+	if ka := cn.c.KeepAlive(); ka > 0 {
+		cn.deadline = time.Now().Add(ka)
+		_ = cn.nc.SetReadDeadline(cn.deadline)
+	} else {
+		cn.deadline = time.Time{}
+		_ = cn.nc.SetReadDeadline(time.Time{})
+		if !cn.tcpKeepAlive {
+			// Without MQTT keep alive, TCP keep-alive (Go's defaults) finds a
+			// peer that vanished. (TCP listeners accept without it.)
+			cn.tcpKeepAlive = true
+			if tc, ok := cn.nc.(*net.TCPConn); ok {
+				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+			}
+		}
+	}
+}
+
+//go:noinline
+func (s *Server) readFailed(cn *connection, err error) {
+	var pe *packet.Error
+	if errors.As(err, &pe) {
+		cn.c.Fail(err) // malformed header or packet too large
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		s.timeouts.Add(1)
+	}
+}
+
+// wakeUp is the broker's wake function: it starts a writer unless one runs
+// (then it tells it to look again) or the connection is ending. It never
+// blocks.
+func (cn *connection) wakeUp() {
+	for {
+		st := cn.state.Load()
+		switch {
+		case st&(writerStop|writerDead) != 0:
+			return
+		case st&writerRunning == 0:
+			if cn.state.CompareAndSwap(st, st|writerRunning) {
+				go cn.writeLoop()
+				return
+			}
+		case st&writerAgain != 0:
+			return
+		default:
+			if cn.state.CompareAndSwap(st, st|writerAgain) {
+				return
+			}
+		}
+	}
+}
+
+// writeLoop writes the connection's output until there is none, then ends;
+// it also ends when the reader is done (which then writes the rest) or the
+// transport fails.
+func (cn *connection) writeLoop() {
+	dead := false
+	for {
+		st := cn.state.Load()
+		if st&writerStop != 0 {
+			break
+		}
+		if st&writerAgain != 0 {
+			// Clear the request before looking at the output, so that a wake
+			// from now on is seen.
+			if !cn.state.CompareAndSwap(st, st&^writerAgain) {
+				continue
+			}
+			st &^= writerAgain
+		}
+		out, closeNow := cn.c.Output(cn.spare)
+		if len(out) > 0 {
+			if !cn.write(out) {
+				dead = true
+				break
+			}
+			continue
+		}
+		if closeNow {
+			cn.closeTransport() // ends the reader
+			dead = true
+			break
+		}
+		// Nothing to write: end, unless a wake came meanwhile.
+		if cn.state.CompareAndSwap(st, st&^writerRunning) {
+			return
+		}
+	}
+	for {
+		st := cn.state.Load()
+		next := st &^ (writerRunning | writerAgain)
+		if dead {
+			next |= writerDead
+		}
+		if cn.state.CompareAndSwap(st, next) {
+			if st&writerStop != 0 {
+				cn.exited <- struct{}{}
+			}
+			return
+		}
+	}
+}
+
+// write writes out and keeps its buffer as the next spare. On failure it
+// closes the transport (which ends the reader).
+func (cn *connection) write(out []byte) bool {
+	_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.s.cfg.WriteTimeout))
+	if _, err := cn.nc.Write(out); err != nil {
+		cn.closeTransport()
+		return false
+	}
+	if p := cn.c.OutboundPause(len(out)); p > 0 {
+		time.Sleep(p) // outbound bandwidth limit
+	}
+	if cap(out) > maxSpare {
+		out = nil // do not keep a huge buffer for an idle connection
+	}
+	cn.spare = out[:0]
+	return true
+}
+
+// remoteString formats a remote address; a TCP address takes one
+// allocation instead of three (net.TCPAddr.String).
+func remoteString(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok && ta.Zone == "" {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return netip.AddrPortFrom(ip.Unmap(), uint16(ta.Port)).String()
+		}
+	}
+	return a.String()
+}

@@ -1,0 +1,131 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+)
+
+// parkingServer starts a server whose parked connections are announced on
+// the returned channel; it skips the test where connections do not park.
+func parkingServer(t *testing.T) (*Server, string, <-chan struct{}) {
+	t.Helper()
+	cfg := testConfig(ListenerConfig{Name: "tcp", Type: TCP, Addr: "127.0.0.1:0", DefaultTenant: "default"})
+	s := New(cfg, broker.New(cfg.Broker, env.Real(), nil))
+	parked := make(chan struct{}, 64)
+	s.parkedHook = func() { parked <- struct{}{} }
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if s.parker == nil {
+		t.Skip("connections do not park on this platform")
+	}
+	return s, s.Addr("tcp").String(), parked
+}
+
+func waitParked(t *testing.T, parked <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-parked:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: the connection did not park", what)
+	}
+}
+
+func readExactly(t *testing.T, c net.Conn, want []byte) {
+	t.Helper()
+	got := make([]byte, len(want))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read % x (%v), want % x", got, err, want)
+	}
+}
+
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 64)
+	for {
+		if _, err := c.Read(b); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the connection was not closed")
+			}
+			return
+		}
+	}
+}
+
+// TestParkedConnections follows connections through parking: a connection
+// that has only connected (or subscribed, or pinged) parks, and a parked one
+// still answers, receives what is published to it, is taken over, and is
+// closed with the server.
+func TestParkedConnections(t *testing.T) {
+	s, addr, parked := parkingServer(t)
+
+	sub := idleClient(t, addr, "sub")
+	waitParked(t, parked, "after CONNECT")
+
+	// Bytes resume a parked connection; a control-only batch parks it again.
+	if _, err := sub.Write([]byte{0xc0, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, sub, []byte{0xd0, 0x00})
+	waitParked(t, parked, "after PINGREQ")
+
+	if _, err := sub.Write(encode(t, &packet.Subscribe{PacketID: 7, Subscriptions: []packet.Subscription{{Filter: []byte("park/t")}}}, packet.V311)); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, sub, []byte{0x90, 0x03, 0x00, 0x07, 0x00})
+	waitParked(t, parked, "after SUBSCRIBE")
+
+	// A parked subscriber gets messages: its writer does not need its reader.
+	pub := idleClient(t, addr, "pub")
+	waitParked(t, parked, "publisher after CONNECT")
+	msg := encode(t, &packet.Publish{Topic: []byte("park/t"), Payload: []byte("hello")}, packet.V311)
+	if _, err := pub.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, sub, msg)
+
+	// A takeover closes the parked connection (3.1.1: no DISCONNECT).
+	again := idleClient(t, addr, "sub")
+	expectClosed(t, sub)
+	waitParked(t, parked, "after the takeover")
+
+	// Closing the server closes parked connections and returns.
+	s.Close()
+	expectClosed(t, again)
+	expectClosed(t, pub)
+	if n := s.OpenConnections(); n != 0 {
+		t.Fatalf("%d connections open after Close", n)
+	}
+}
+
+// TestParkedConnectionEOF: a client that goes away while its connection is
+// parked ends it.
+func TestParkedConnectionEOF(t *testing.T) {
+	s, addr, parked := parkingServer(t)
+	c := idleClient(t, addr, "gone")
+	waitParked(t, parked, "after CONNECT")
+	c.Close()
+	// The server ends the connection; Shutdown waits for that.
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(t.Context()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Shutdown still waits: %d connections open", s.OpenConnections())
+	}
+}

@@ -1,0 +1,15 @@
+//go:build !linux
+
+package server
+
+import "errors"
+
+// parker parks idle connections without a goroutine on Linux only
+// (parker_linux.go); elsewhere an idle connection keeps its parked reader.
+type parker struct{}
+
+func newParker() (*parker, error)      { return nil, errors.ErrUnsupported }
+func (p *parker) add(*connection) bool { return false }
+func (p *parker) remove(*connection)   {}
+func (p *parker) run()                 {}
+func (p *parker) close()               {}

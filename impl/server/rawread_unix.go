@@ -1,0 +1,44 @@
+//go:build unix
+
+package server
+
+import "syscall"
+
+// rawReadSupported says that frameReader may read a socket's descriptor
+// itself (see reader.go).
+const rawReadSupported = true
+
+// rawRead is the callback of syscall.RawConn.Read: it reads once, and when
+// the socket has nothing (the read would block) it gives back the read
+// buffer if nothing is buffered, then lets the runtime wait for the socket,
+// or, at a packet boundary on a connection that may park, returns errPark.
+func (f *frameReader) rawRead(fd uintptr) bool {
+	for {
+		dst := f.dst
+		if dst == nil {
+			if f.bufp == nil {
+				f.acquire()
+			}
+			dst = f.buf[f.w:]
+		}
+		n, err := syscall.Read(int(fd), dst)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if f.r == f.w {
+				f.releaseBuf()
+				if f.boundary {
+					f.big = nil
+					if f.parkOK {
+						f.n, f.errno = 0, errPark
+						return true
+					}
+				}
+			}
+			return false
+		}
+		f.n, f.errno = max(n, 0), err
+		return true
+	}
+}
