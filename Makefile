@@ -65,11 +65,13 @@ conformance:
 
 
 
-# The deterministic simulator: every test of ./sim (200 seeds with every
-# fault, the planted bugs, determinism, raft), with a summary.
+# The deterministic simulator: every test of ./sim (200 seeds of the durable
+# broker with every fault including power loss, 100 of the in-memory one,
+# the planted bugs, determinism, raft), with a summary and, for a failure,
+# the command that replays it.
 .PHONY: sim sim-soak
 sim:
-	set -o pipefail; $(GO) test -count=1 -v ./sim | grep -E '^(--- |ok|FAIL)|seeds in|caught at'
+	set -o pipefail; $(GO) test -count=1 -v ./sim | grep -E '^ *(--- |ok|FAIL)|seeds in|seeds twice|caught at|seeds \[|seed [0-9]+: |replay: '
 
 # Long runs on demand: make sim-soak SEEDS=2000 DURATION=5m
 SEEDS ?= 1000

@@ -9,10 +9,10 @@ import (
 )
 
 // Bug is a set of planted bugs, for proving that the invariants catch
-// them. The broker has no test hooks yet (see doc.go for the hooks it
-// needs), so each bug is planted in a local wrapper: the retained store
-// handed to broker.New, or the simulated runtime between the broker's
-// Output and the network.
+// them. Most are planted in a local wrapper (the retained store handed to
+// broker.New, or the simulated runtime between the broker's Output and the
+// network); ack-before-durable is the broker's own hook
+// (broker.Config.Hooks).
 type Bug uint32
 
 // Planted bugs.
@@ -30,6 +30,10 @@ const (
 	// BugReorderQueued swaps two QoS 1/2 PUBLISHes of one topic that leave
 	// in the same output batch.
 	BugReorderQueued
+	// BugAckBeforeDurable makes the broker acknowledge a PUBLISH before the
+	// store has committed what it produced (broker.Hooks.AckBeforeDurable):
+	// a power loss then loses messages the publisher was told are safe.
+	BugAckBeforeDurable
 )
 
 // BugNames maps each planted bug to its name.
@@ -41,6 +45,7 @@ var BugNames = []struct {
 	{BugCrossTenant, "cross-tenant"},
 	{BugSkipRetainedDelete, "skip-retained-delete"},
 	{BugReorderQueued, "reorder-queued"},
+	{BugAckBeforeDurable, "ack-before-durable"},
 }
 
 // ParseBugs parses a comma-separated list of bug names.

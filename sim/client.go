@@ -71,7 +71,7 @@ type Client struct {
 	nextPID    uint16
 	outq       []*outMsg // unacknowledged outgoing QoS 1/2, in send order
 	outIdx     map[uint16]*outMsg
-	qos2In     map[uint16]struct{}
+	qos2In     map[uint16]inbound2 // QoS 2 packet ids awaiting PUBREL
 	pendSub    map[uint16]*SubOp
 	pendUnsub  map[uint16]*SubOp
 	subs       []clientSub // acknowledged filters, in subscription order
@@ -112,6 +112,13 @@ type outMsg struct {
 	topic []byte
 }
 
+// inbound2 is what a client remembers of a QoS 2 packet id until PUBREL:
+// the message it carried, and the incarnation it arrived in.
+type inbound2 struct {
+	msg uint64
+	inc *Incarnation
+}
+
 type procWait struct {
 	seq uint64
 	m   *Msg
@@ -125,7 +132,7 @@ type clientSub struct {
 
 func newClient(w *World, h *Host, spec ClientSpec, index int) *Client {
 	c := &Client{w: w, Host: h, Spec: spec, Index: index,
-		outIdx: map[uint16]*outMsg{}, qos2In: map[uint16]struct{}{},
+		outIdx: map[uint16]*outMsg{}, qos2In: map[uint16]inbound2{},
 		pendSub: map[uint16]*SubOp{}, pendUnsub: map[uint16]*SubOp{}}
 	return c
 }
@@ -347,9 +354,10 @@ func (c *Client) handleConnack(p *packet.Connack) {
 		c.discardSession()
 	}
 	if c.inc == nil {
-		c.inc = o.newIncarnation(c)
+		c.inc = o.resumedIncarnation(c, present)
 	}
 	c.hasSession = true
+	o.clientSession(c)
 	// Unacknowledged messages go again, in order, with DUP [MQTT-4.4.0-1].
 	for _, om := range c.outq {
 		if om.rec {
@@ -357,7 +365,7 @@ func (c *Client) handleConnack(p *packet.Connack) {
 		} else {
 			om.seq = c.resend(om)
 			om.m.Resent = true
-			om.m.lastConn = c.connID
+			om.m.transmitted(c.connID, c.w.Sim.now)
 			c.w.debugf("resend msg=%d by %s conn=%d", om.m.ID, c.Spec.ClientID, c.connID)
 			c.Stats.Retransmits++
 		}
@@ -412,12 +420,16 @@ func (c *Client) handlePublish(p *packet.Publish) {
 	case 1:
 		c.send(&packet.Ack{PacketType: packet.PUBACK, PacketID: p.PacketID})
 	case 2:
-		if _, seen := c.qos2In[p.PacketID]; seen {
+		if in, seen := c.qos2In[p.PacketID]; seen {
+			if ok && id != in.msg {
+				o.staleDuplicate(c, in, id, p.PacketID)
+			}
+			c.w.debugf("%s: QoS 2 msg=%d pid=%d is a duplicate (dup=%v)", c.Spec.ClientID, id, p.PacketID, p.Dup)
 			c.Stats.Dups++
 			c.send(&packet.Ack{PacketType: packet.PUBREC, PacketID: p.PacketID})
 			return // already delivered once [MQTT-4.3.3-?]: method B dedup
 		}
-		c.qos2In[p.PacketID] = struct{}{}
+		c.qos2In[p.PacketID] = inbound2{msg: id, inc: c.inc}
 		c.send(&packet.Ack{PacketType: packet.PUBREC, PacketID: p.PacketID})
 	}
 	c.Stats.Received++
@@ -525,7 +537,7 @@ func (c *Client) Publish(topic string, qos packet.QoS, retain bool, size int, em
 		p.PacketID = c.allocPID()
 	}
 	c.Stats.Published++
-	m.lastConn = c.connID
+	m.transmitted(c.connID, c.w.Sim.now)
 	if qos == 0 {
 		seq := c.send(p)
 		c.waits = append(c.waits, procWait{seq: seq, m: m})

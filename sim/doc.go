@@ -28,8 +28,12 @@
 //     or wake (wake only schedules an event), Output drained while the send
 //     buffer takes it, the read deadline (connect timeout, then 1.5x keep
 //     alive), the write timeout, Fail on *packet.Error, Closed exactly once.
-//     Crash resets its connections and drops the in-memory broker; Restart
-//     starts a fresh one.
+//     Crash resets its connections and drops the broker; Restart starts a
+//     fresh one. The durable broker (BrokerSpec.Durable, the default) keeps
+//     its Pebble store on a crashable in-memory disk of its host, and the
+//     simulator is the store's committer (below); a crash is a power loss
+//     and the restarted broker Recovers from the disk. A panic of the broker
+//     core is a failure (no-panic), not the end of the sweep.
 //   - Client: a good MQTT 3.1.1 / 5.0 client on impl/packet (acks,
 //     retransmission with DUP, QoS 2 dedup by packet id, keep alive).
 //     Workloads drive clients; monitors (one per tenant, on the broker host)
@@ -40,7 +44,7 @@
 //   - Scenario: hosts, processes, links, workloads, faults, checks, as a Go
 //     value; Run(scenario, seed) → Result.
 //
-// # What an in-memory broker may lose
+// # What a crash may lose
 //
 // A crash of the in-memory broker loses its sessions, queues and retained
 // messages. The oracle models the broker-side session: a CONNECT that finds
@@ -48,13 +52,56 @@
 // it (its CONNACK lost with the connection, a later CONNECT then finds the
 // new, empty session present). Messages of an ended incarnation are not
 // required; a QoS 2 message resent into a new session may be routed twice.
-// Once storage lands, a crash of a durable broker must lose nothing
-// acknowledged: the process kind will say which rule applies.
 //
-// # Later: disk, cluster, edge
+// A durable broker loses only what was not synced. The disk keeps exactly
+// the batches whose group commit completed, and the oracle keeps their
+// logical content as the shadow (durable.go). At a restart it checks the
+// broker's promises against it (durable-state): a client holding a CONNACK
+// of a persistent session finds that session on disk, not an older one;
+// acknowledged subscription changes are there; and the restarted broker
+// holds exactly the shadow (sessions, subscriptions, queue lengths,
+// retained messages). The model then goes on from the disk: a persistent
+// session on disk keeps its incarnation, and with it every requirement
+// (an acknowledged QoS 1/2 message reaches every persistent session that
+// matched it, at least once, QoS 2 exactly once, in order, across any
+// number of crashes); its subscription history gets the disk's state at
+// the crash; wills on disk are armed as Recover does (from the session's
+// offline instant, or from the restart for a session that was connected);
+// the retained history gets the disk's value, which must be one the
+// publishes allow (acknowledged ones are durable; see regState). Sessions
+// not on disk are gone, legitimately for clean sessions (expiry 0).
+//
+// The excuses are few and each is counted (Result.Excused):
+//
+//   - Queue: a message the broker itself counted as dropped for that
+//     session's full queue (SessionInfo.Dropped.QueueFull, read before each
+//     packet the runtime hands over and after each PUBLISH is routed; a
+//     drop counted outside a PUBLISH, such as deliveries parked on a slow
+//     subscriber dropped when their wait ends, takes the session's most
+//     recent deliveries: oracle_durable.go).
+//   - Held: at the end, a message still queued for the session on disk
+//     (a slow reader still draining). The end of a run first waits, up to
+//     two minutes, until no connected client's session holds messages.
+//   - Stale: a message the good client took for a QoS 2 duplicate because
+//     it held the packet id from another session (a CONNACK with Session
+//     Present 0 was lost, the next CONNECT found the new session present).
+//     Within one session that is the broker reusing a packet id in use, a
+//     protocol failure.
+//   - Crash: a session a crash brought back although the client's state
+//     belongs to another one (its clean start was not yet durable, or it
+//     discarded its state): that incarnation is lenient.
+//
+// A transmission the broker may never have read is an operation that may
+// not have happened (Porcupine's nondeterministic models): a retained
+// publish whose connection ended before its acknowledgement, an
+// unacknowledged SUBSCRIBE or UNSUBSCRIBE. A retransmitted QoS 1 retained
+// publish may take effect twice.
+//
+// # Later: cluster, edge
 //
 // Processes are named in the scenario (ProcessSpec); a host crash is
-// Host.Crash, a process crash BrokerProc.Crash. Two traps are known:
+// Host.Crash, a process crash BrokerProc.Crash. One trap is known (Pebble's
+// are in the next section):
 //
 // etcd raft (go.etcd.io/raft/v3 v3.7.0) draws its randomized election
 // timeout from crypto/rand (raft.go, globalRand). testing/cryptotest.
@@ -72,12 +119,46 @@
 // skybridge-sim refuses scenarios with raft processes until one of these
 // is in place.
 //
-// Pebble runs background goroutines (flushes, compactions, table stats).
-// The simulated store keeps them out of the trace: Pebble on
-// vfs.NewCrashableMem, automatic compactions disabled (impl/store
-// Options.DisableCompactions), commits applied by the store's Step as a
-// simulation event, and only the logical, synced state (what a reader sees
-// after a sync) feeds the broker, the oracle and the trace: never file
-// sizes, LSM shapes, timings or background-job counters. A crash takes
-// CrashClone of the synced state; power loss drops unsynced writes.
+// # Pebble in a deterministic simulation
+//
+// Pebble runs goroutines of its own (the WAL writer, memtable flushes,
+// obsolete-file deletion). Determinism holds because nothing of theirs
+// reaches the trace; only the logical, synced state does:
+//
+//   - Pebble runs on vfs.NewCrashableMem with automatic compactions off
+//     (impl/store Options.DisableCompactions); the disk's free space is
+//     never consulted (MemFS reports it unsupported, so the store never
+//     refuses a commit).
+//   - The store's committer is the simulator: after a broker call submits a
+//     batch, a commit event is scheduled one fsync latency later (0.5 to
+//     5 ms, drawn from the seed); it calls Step, never Run. Step returns
+//     once the group is synced, so the broker's callbacks run inside that
+//     event, in submission order. Batches still waiting at a power loss are
+//     lost; the process's callbacks die with it.
+//   - A crash is a power loss: CrashClone of the disk. Half the crashes keep
+//     no unsynced data, the others keep each unsynced block or directory
+//     entry with a probability drawn from the seed, from an RNG seeded from
+//     the run. Whatever the clone keeps of unsynced data, Pebble's recovery
+//     yields the synced state, which is all the broker reads (Load).
+//   - The broker, the oracle and the trace see only that logical state:
+//     never file names or sizes, LSM shapes, timings or Pebble's metrics.
+//     TestDeterminism runs seeds with power losses of both kinds twice at
+//     the same time and requires identical traces.
+//
+// Two facts found on the way. First, CrashClone is not a function of its
+// RNG: it draws for unsynced children and blocks while ranging over Go maps
+// (pebble v2.1.7 vfs/mem_fs.go, memNode.CrashClone), so with unsynced data
+// two clones with the same seed differ physically. It does not matter here
+// (at the simulator's crash points the disk normally holds no unsynced
+// data at all: the WAL is synced by every Step; only a background flush in
+// progress leaves some), and the logical state is the same either way.
+// Second, with compactions off every open flushes the replayed WAL into
+// one more level-0 table over the same keys, and at L0StopWritesThreshold
+// (12) read amplification Pebble stops every write until a compaction that
+// never comes: Step blocks inside Batch.Commit (maybeInduceWriteStall) and
+// the simulation hangs, after about 17 power losses in one run. Until
+// impl/store offers a compaction the simulator can run as an event, a
+// restart that finds maxTables tables compacts logically: it reads the
+// recovered store and writes its content into a store on a fresh disk
+// (durable.go compactDisk).
 package sim

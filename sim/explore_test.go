@@ -15,7 +15,17 @@ func TestExplore(t *testing.T) {
 	seed, _ := strconv.ParseUint(os.Getenv("SIM_SEED"), 10, 64)
 	d, _ := time.ParseDuration(os.Getenv("SIM_DUR"))
 	f, _ := ParseFaults(os.Getenv("SIM_FAULTS"))
+	if e, err := time.ParseDuration(os.Getenv("SIM_EVERY")); err == nil {
+		f.Every = e
+	}
 	sc := Standard(d, 50, f)
+	if q, err := time.ParseDuration(os.Getenv("SIM_QUIESCE")); err == nil {
+		sc.Quiesce = q
+	}
+	sc.Broker.Durable = os.Getenv("SIM_STORAGE") != "memory"
+	if b, ok := ParseBugs(os.Getenv("SIM_BUGS")); ok {
+		sc.Bugs = b
+	}
 	if os.Getenv("SIM_DEBUG") != "" {
 		sc.Debug = func(s string) { t.Log(s) }
 	}

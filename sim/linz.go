@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -46,6 +47,14 @@ func vt(t time.Time) int64 {
 }
 
 // --- Retained store: one register per (tenant, topic). ---
+//
+// The state is the value a reader sees and, for a durable broker, the
+// values the disk may hold: the broker commits retained changes in the
+// order it applies them, so the disk holds the value after some prefix of
+// the sets, at least up to the last acknowledged one (a PUBACK or PUBREC
+// waits for the commit). A crash of an in-memory broker empties the store;
+// a crash of a durable one leaves the value on disk (the operation's
+// output), which must be one of those.
 
 // linzTimeout bounds one Porcupine check.
 const linzTimeout = 10 * time.Second
@@ -55,25 +64,84 @@ type regKind uint8
 const (
 	regSet regKind = iota
 	regGet
-	regReset // a broker crash: the in-memory store is empty again
+	regReset // a crash of an in-memory broker: the store is empty again
+	regCrash // a power loss of a durable broker: the output is the value on disk
 )
 
 type regIn struct {
-	kind regKind
-	val  uint64 // Set: message id (0: delete)
+	kind  regKind
+	val   uint64 // Set: message id (0: delete)
+	acked bool   // Set: acknowledged, so durable (QoS 1/2 PUBACK or PUBREC)
+	maybe bool   // Set: may not have been applied at all
 }
 
-var retainedModel = porcupine.Model{
-	Init: func() interface{} { return uint64(0) },
-	Step: func(state, input, output interface{}) (bool, interface{}) {
-		in := input.(regIn)
+// regState is the register: cur, the value read; may, the values the disk
+// may hold (big-endian ids, sorted, no duplicates, so that == compares).
+type regState struct {
+	cur uint64
+	may string
+}
+
+func regOne(v uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return string(b[:])
+}
+
+func regHas(may string, v uint64) bool {
+	for i := 0; i+8 <= len(may); i += 8 {
+		if binary.BigEndian.Uint64([]byte(may[i:i+8])) == v {
+			return true
+		}
+	}
+	return false
+}
+
+func regAdd(may string, v uint64) string {
+	if regHas(may, v) {
+		return may
+	}
+	vals := []uint64{v}
+	for i := 0; i+8 <= len(may); i += 8 {
+		vals = append(vals, binary.BigEndian.Uint64([]byte(may[i:i+8])))
+	}
+	slices.Sort(vals)
+	b := make([]byte, 0, 8*len(vals))
+	for _, x := range vals {
+		b = binary.BigEndian.AppendUint64(b, x)
+	}
+	return string(b)
+}
+
+// retainedNM is the register with sets that may not have happened (a
+// transmission the broker may never have read): from each state, such a
+// set leads to the state with and the state without it.
+var retainedNM = porcupine.NondeterministicModel{
+	Init: func() []interface{} { return []interface{}{regState{may: regOne(0)}} },
+	Step: func(state, input, output interface{}) []interface{} {
+		in, st := input.(regIn), state.(regState)
 		switch in.kind {
 		case regSet:
-			return true, in.val
+			next := regState{cur: in.val, may: regAdd(st.may, in.val)}
+			if in.acked {
+				next.may = regOne(in.val)
+			}
+			if in.maybe {
+				return []interface{}{st, next}
+			}
+			return []interface{}{next}
 		case regReset:
-			return true, uint64(0)
+			return []interface{}{regState{may: regOne(0)}}
+		case regCrash:
+			if v := output.(uint64); regHas(st.may, v) {
+				return []interface{}{regState{cur: v, may: regOne(v)}}
+			}
+			return nil
 		}
-		return output.(uint64) == state.(uint64), state
+		if output.(uint64) == st.cur {
+			return []interface{}{st}
+		}
+		return nil
 	},
 	DescribeOperation: func(input, output interface{}) string {
 		in, ok := input.(regIn)
@@ -82,17 +150,92 @@ var retainedModel = porcupine.Model{
 		}
 		switch in.kind {
 		case regSet:
+			what := fmt.Sprintf("set(%d)", in.val)
 			if in.val == 0 {
-				return "delete"
+				what = "delete"
 			}
-			return fmt.Sprintf("set(%d)", in.val)
+			if in.maybe {
+				what += ", maybe"
+			}
+			if in.acked {
+				what += ", acknowledged"
+			}
+			return what
 		case regReset:
 			return "crash"
+		case regCrash:
+			v, _ := output.(uint64)
+			return fmt.Sprintf("power loss → %d on disk", v)
 		}
 		v, _ := output.(uint64)
 		return fmt.Sprintf("get() → %d", v)
 	},
-	DescribeState: func(state interface{}) string { return fmt.Sprintf("%v", state) },
+	DescribeState: func(state interface{}) string {
+		st, _ := state.(regState)
+		var may []uint64
+		for i := 0; i+8 <= len(st.may); i += 8 {
+			may = append(may, binary.BigEndian.Uint64([]byte(st.may[i:i+8])))
+		}
+		return fmt.Sprintf("%d (disk: one of %v)", st.cur, may)
+	},
+}
+
+var retainedModel = retainedNM.ToModel()
+
+// retainedOps returns the operations of a retained publish: one per
+// transmission that may have been applied. A transmission is certainly
+// applied when a response proved the broker processed it (its PUBACK or
+// PUBREC, a later PINGRESP), and may have been applied, or not, when it was
+// in flight when its connection ended. QoS 2 is applied once per broker
+// session (a retransmission is recognised by its packet id) between its
+// first transmission and the proof, unless it may have been resent into a
+// new session (DupOK), where each retransmission may apply it again.
+func (o *Oracle) retainedOps(m *Msg) []porcupine.Operation {
+	v := m.ID
+	if m.Empty {
+		v = 0
+	}
+	acked := m.Acked && !m.Refused && m.QoS > 0
+	var ops []porcupine.Operation
+	add := func(from, to time.Time, maybe, ack bool) {
+		if to.Before(from) {
+			return // sent on a connection the broker had already closed
+		}
+		ops = append(ops, porcupine.Operation{ClientId: m.Pub.Index, Input: regIn{kind: regSet, val: v, acked: ack, maybe: maybe},
+			Call: vt(from), Return: vt(to), Output: uint64(0)})
+	}
+	at := m.attempts
+	if len(at) == 0 {
+		return nil
+	}
+	if m.QoS < 2 {
+		for _, a := range at {
+			if !a.proc.IsZero() {
+				add(a.at, a.proc, false, acked)
+			} else {
+				add(a.at, o.closeOf(a.conn), true, false)
+			}
+		}
+		return ops
+	}
+	end, proven := o.closeOf(at[len(at)-1].conn), false
+	for _, a := range at {
+		if !a.proc.IsZero() {
+			end, proven = a.proc, true
+			break
+		}
+	}
+	add(at[0].at, end, !proven, proven && acked)
+	if m.DupOK {
+		for _, a := range at[1:] {
+			if a.proc.IsZero() {
+				add(a.at, o.closeOf(a.conn), true, false)
+			} else {
+				add(a.at, a.proc, true, false)
+			}
+		}
+	}
+	return ops
 }
 
 func (o *Oracle) checkRetainedLinearizable() {
@@ -103,15 +246,7 @@ func (o *Oracle) checkRetainedLinearizable() {
 				if !m.Retain || m.Will || m.Tenant != tenant || m.Topic != topic || m.Refused {
 					continue
 				}
-				v := m.ID
-				if m.Empty {
-					v = 0
-				}
-				if m.procOrInf().Before(m.SendAt) {
-					continue // sent on a connection the broker had already closed
-				}
-				h = append(h, porcupine.Operation{ClientId: m.Pub.Index, Input: regIn{kind: regSet, val: v},
-					Call: vt(m.SendAt), Return: vt(m.procOrInf()), Output: uint64(0)})
+				h = append(h, o.retainedOps(m)...)
 			}
 			for _, pr := range o.probes {
 				if pr.c.Spec.Tenant != tenant {
@@ -120,9 +255,15 @@ func (o *Oracle) checkRetainedLinearizable() {
 				h = append(h, porcupine.Operation{ClientId: pr.c.Index, Input: regIn{kind: regGet},
 					Call: vt(pr.start), Return: vt(pr.end), Output: pr.got[topic]})
 			}
-			for _, t := range o.crashes {
-				h = append(h, porcupine.Operation{ClientId: len(o.w.Clients), Input: regIn{kind: regReset},
-					Call: vt(t), Return: vt(t), Output: uint64(0)})
+			// A crash comes after every operation it cut short (those end at
+			// the crash instant).
+			for i, t := range o.crashes {
+				in, out := regIn{kind: regReset}, uint64(0)
+				if i < len(o.crashRet) {
+					in, out = regIn{kind: regCrash}, o.crashRet[i][tenant+"\x00"+topic]
+				}
+				at := vt(t.Add(time.Nanosecond))
+				h = append(h, porcupine.Operation{ClientId: len(o.w.Clients), Input: in, Call: at, Return: at, Output: out})
 			}
 			o.Checked[InvRetained]++
 			res, info := porcupine.CheckOperationsVerbose(retainedModel, h, linzTimeout)
@@ -154,44 +295,63 @@ type subIn struct {
 	kind  subKind
 	bit   uint64 // the filter (Add, Remove)
 	qos1  bool   // Add: granted QoS 1 or 2
+	maybe bool   // Add, Remove: never acknowledged, may not have been applied
 	match uint64 // Observe: the filters the topic matches
 }
 
 type subState struct{ subs, q1 uint64 }
 
-var subscriptionsModel = porcupine.Model{
-	Init: func() interface{} { return subState{} },
-	Step: func(state, input, output interface{}) (bool, interface{}) {
+// subscriptionsNM is the subscription table of one incarnation. A
+// SUBSCRIBE or UNSUBSCRIBE never acknowledged (its connection ended, or
+// the run did) may have been applied or not: from each state it leads to
+// both.
+var subscriptionsNM = porcupine.NondeterministicModel{
+	Init: func() []interface{} { return []interface{}{subState{}} },
+	Step: func(state, input, output interface{}) []interface{} {
 		s, in := state.(subState), input.(subIn)
+		next := s
 		switch in.kind {
 		case subAdd:
-			s.subs |= in.bit
+			next.subs |= in.bit
 			if in.qos1 {
-				s.q1 |= in.bit
+				next.q1 |= in.bit
 			} else {
-				s.q1 &^= in.bit
+				next.q1 &^= in.bit
 			}
-			return true, s
 		case subRemove:
-			s.subs &^= in.bit
-			s.q1 &^= in.bit
-			return true, s
+			next.subs &^= in.bit
+			next.q1 &^= in.bit
+		default:
+			if output.(bool) {
+				if s.subs&in.match != 0 { // delivered: some matching filter was subscribed
+					return []interface{}{s}
+				}
+				return nil
+			}
+			if s.q1&in.match == 0 { // surely not delivered: no matching QoS 1/2 filter was subscribed
+				return []interface{}{s}
+			}
+			return nil
 		}
-		if output.(bool) {
-			return s.subs&in.match != 0, s // delivered: some matching filter was subscribed
+		if in.maybe {
+			return []interface{}{s, next}
 		}
-		return s.q1&in.match == 0, s // surely not delivered: no matching QoS 1/2 filter was subscribed
+		return []interface{}{next}
 	},
 	DescribeOperation: func(input, output interface{}) string {
 		in, ok := input.(subIn)
 		if !ok {
 			return ""
 		}
+		maybe := ""
+		if in.maybe {
+			maybe = ", maybe"
+		}
 		switch in.kind {
 		case subAdd:
-			return fmt.Sprintf("subscribe(%b qos1=%v)", in.bit, in.qos1)
+			return fmt.Sprintf("subscribe(%b qos1=%v%s)", in.bit, in.qos1, maybe)
 		case subRemove:
-			return fmt.Sprintf("unsubscribe(%b)", in.bit)
+			return fmt.Sprintf("unsubscribe(%b%s)", in.bit, maybe)
 		}
 		d, _ := output.(bool)
 		return fmt.Sprintf("publish(matches %b) → delivered=%v", in.match, d)
@@ -201,6 +361,8 @@ var subscriptionsModel = porcupine.Model{
 		return fmt.Sprintf("subs=%b qos1=%b", s.subs, s.q1)
 	},
 }
+
+var subscriptionsModel = subscriptionsNM.ToModel()
 
 // maxObservations bounds the observations of one history: Porcupine does
 // not know that observations commute, and many concurrent ones make its
@@ -256,9 +418,9 @@ func (o *Oracle) checkSubscriptionsLinearizable() {
 				if op.Acked && !op.effective() {
 					continue
 				}
-				in := subIn{kind: subAdd, bit: bit, qos1: op.QoS >= 1}
+				in := subIn{kind: subAdd, bit: bit, qos1: op.QoS >= 1, maybe: !op.Acked}
 				if op.Unsub {
-					in = subIn{kind: subRemove, bit: bit}
+					in = subIn{kind: subRemove, bit: bit, maybe: !op.Acked}
 				}
 				ret := op.ackOrClose(o)
 				if ret.Before(op.SendAt) {
@@ -316,7 +478,8 @@ func (o *Oracle) checkSubscriptionsLinearizable() {
 			if !overlaps {
 				continue
 			}
-			if !delivered && (!alive || !m.Acked || o.queueExcuse(inc, m)) {
+			if !delivered && (!alive || !m.Acked || inc.lenient || o.droppedFor(inc.C, m) || o.stillHeld(inc.C, m) ||
+				o.staleDropped[dropKey{inc.C.Index, m.ID}]) {
 				continue // not receiving it proves nothing
 			}
 			obs = append(obs, porcupine.Operation{ClientId: len(o.w.Clients) + 1, Input: subIn{kind: subObserve, match: match},

@@ -19,25 +19,30 @@ const (
 	InvSubscribed                      // every delivery matches a subscription that may have been active
 	InvExactlyOnce                     // a QoS 2 message reaches a session's application once
 	InvOrder                           // per publisher, topic and QoS, in the order published
-	InvAtLeastOnce                     // acknowledged QoS 1/2 messages reach live persistent sessions
+	InvAtLeastOnce                     // acknowledged QoS 1/2 messages reach persistent sessions (across crashes of a durable broker)
 	InvSessionPresent                  // Session Present matches the session model (expiry, clean start, crash)
 	InvWillTiming                      // a will goes no earlier than its delay, no later than delay + bound
 	InvWillForbidden                   // no will after DISCONNECT, a resumed session or a crash
 	InvRetained                        // retained store history is linearizable (Porcupine)
 	InvSubscriptions                   // subscription table history is linearizable (Porcupine)
-	InvQueueBound                      // an offline session never holds more than MaxQueued
+	InvQueueBound                      // a session holds at most MaxQueued waiting (+ MaxInflight in flight); offline, it receives at most MaxQueued
 	InvOutputBound                     // a connection's output batch stays bounded
 	InvSharedOnce                      // a QoS 2 message reaches at most one member per shared group
 	InvProtocol                        // the broker speaks MQTT correctly to a good client
+	InvDurable                         // after a power loss the disk holds what was promised, and the broker recovers exactly it
+	InvNoPanic                         // the broker core never panics
 	numInvariants
 )
 
 var invNames = [numInvariants]string{"tenant-isolation", "delivery-subscribed", "qos2-exactly-once",
 	"order", "at-least-once", "session-present", "will-timing", "will-forbidden",
 	"retained-linearizable", "subscriptions-linearizable", "queue-bound", "output-bound",
-	"shared-once", "protocol"}
+	"shared-once", "protocol", "durable-state", "no-panic"}
 
 func (i Invariant) String() string { return invNames[i] }
+
+// Excused counts the requirements waived, by reason (see Oracle.Excused).
+type Excused struct{ Crash, Queue, Held, Stale uint64 }
 
 // Failure is the first invariant a run broke.
 type Failure struct {
@@ -51,12 +56,21 @@ type Failure struct {
 // Msg is one application message as the oracle knows it: what was
 // published, when, and what the publisher learned.
 type Msg struct {
-	ID                 uint64
-	Tenant, Topic      string
-	QoS                byte
-	Retain, Empty      bool
-	Will, Resent       bool
-	DupOK              bool // may be routed twice: resent into a new broker session
+	ID            uint64
+	Tenant, Topic string
+	QoS           byte
+	Retain, Empty bool
+	Will, Resent  bool
+	DupOK         bool // may be routed twice: resent into a new broker session
+	// lenient: published into (or resent into) a session a crash brought
+	// back without the client knowing it: no delivery is required.
+	lenient   bool
+	suspended bool // a will cut off by a crash, armed again if the disk holds it
+	// rerouted: an unacknowledged QoS 2 message whose packet id was not on
+	// disk at a crash: its retransmission may be routed again (to another
+	// member of a shared group than a session the crash destroyed).
+	rerouted           bool
+	willMaybe          bool // a will whose session was resumed at its very instant
 	Pub                *Client
 	Seq                uint64 // per publisher and topic, in publishing order
 	SendAt             time.Time
@@ -70,7 +84,9 @@ type Msg struct {
 	willCancelledWhy   string
 	deliveredToMonitor bool
 	lastConn           uint64 // the connection it was last transmitted on
-	o                  *Oracle
+	// attempts are its transmissions (the first, then each resend).
+	attempts []attempt
+	o        *Oracle
 }
 
 const (
@@ -79,6 +95,26 @@ const (
 	willArmed            // will be (or was) published at FireAt
 	willCancelled        // must never be published
 )
+
+// attempt is one transmission of a message: when, on which connection,
+// and when a response proved the broker had processed it (zero: never).
+type attempt struct {
+	at, proc time.Time
+	conn     uint64
+}
+
+// transmitted records a transmission of m on conn.
+func (m *Msg) transmitted(conn uint64, at time.Time) {
+	m.lastConn = conn
+	m.attempts = append(m.attempts, attempt{at: at, conn: conn})
+}
+
+// proven records that the latest transmission was processed.
+func (m *Msg) proven(at time.Time) {
+	if n := len(m.attempts); n > 0 && m.attempts[n-1].proc.IsZero() {
+		m.attempts[n-1].proc = at
+	}
+}
 
 // procOrInf is the latest instant the broker can have processed m: its
 // acknowledgement (or a later packet's), else the broker's close of the
@@ -128,9 +164,15 @@ type Incarnation struct {
 	order   map[orderKey]uint64
 	// masks caches, per topic, the filters matching it (bit i: filters[i]),
 	// for maskN filters.
-	masks    map[string]uint64
-	maskN    int
-	possible []*Msg // messages possibly routed here (end of run, lazily)
+	masks map[string]uint64
+	maskN int
+	// lenient: a crash brought this session back although the client's
+	// state belongs to another (oracle_durable.go): nothing is required.
+	lenient bool
+	// forgotAt: the client discarded its state (a clean start the broker
+	// never read) and then resumed this session: QoS 2 messages it had
+	// received before may come again (it forgot their packet ids).
+	forgotAt time.Time
 }
 
 // mask returns the filters of inc (the first 64) whose topic filter
@@ -187,6 +229,8 @@ type SubOp struct {
 	Granted       bool
 	seq           uint64
 	conn          uint64
+	// synthetic: the state the disk held at a crash (durable broker).
+	synthetic bool
 }
 
 func (op *SubOp) effective() bool { return op.Unsub || op.Granted }
@@ -211,6 +255,7 @@ type connRec struct {
 	will         *Msg
 	disconnected bool // the broker read a DISCONNECT without will
 	detached     bool
+	bs           *bsess // the broker session it attached to
 }
 
 type probe struct {
@@ -234,11 +279,37 @@ type Oracle struct {
 	pubSeq   map[orderKey]uint64
 	retTopic map[string][]string // tenant → retained topics, in first-use order
 	retSeen  map[string]bool
+	// bsCur is the broker session each session key holds (durable broker).
+	bsCur map[string]*bsess
+	// sessAtCrash is the session model at the last crash, recoveryWills
+	// the wills Recover published at once, crashRet the retained values on
+	// disk at each crash (tenant 00 topic).
+	sessAtCrash   map[string]*sessModel
+	recoveryWills int
+	crashRet      []map[string]uint64
+	// Queue-full drops: each session's counter when last read, and the
+	// messages the broker dropped for a client (oracle_durable.go).
+	qfBase      map[string]uint64
+	qfDropped   map[dropKey]bool
+	clientByKey map[string]*Client
+	held        map[dropKey]bool // messages on disk for a client's session at the end
+	// staleDropped: messages a client dropped as duplicates of a packet id
+	// it kept from another session.
+	staleDropped map[dropKey]bool
+	routed       []routed // PUBLISHes the broker routed, in order
 
 	Failure    *Failure
 	Checked    [numInvariants]uint64
 	Deliveries uint64
-	Excused    struct{ Crash, Queue uint64 }
+	// Excused counts the requirements waived: Queue, messages the broker
+	// counted as dropped for a full queue; Held, messages the broker still
+	// holds for the session at the end (on its disk, not yet acknowledged
+	// by a client still draining its queue); Crash, sessions a crash
+	// brought back that the client did not hold (lenient incarnations);
+	// Stale, messages a client took for duplicates because it still held
+	// their packet id from another session (its CONNACK with Session
+	// Present 0 was lost, and the next one said 1: see staleDuplicate).
+	Excused Excused
 	// Inconclusive counts Porcupine checks that timed out.
 	Inconclusive uint64
 	// WillBound is how late a will may reach a monitor after its instant.
@@ -247,8 +318,10 @@ type Oracle struct {
 
 func newOracle(w *World) *Oracle {
 	return &Oracle{w: w, sess: map[string]*sessModel{}, conns: map[uint64]*connRec{},
-		pubSeq: map[orderKey]uint64{}, retTopic: map[string][]string{}, retSeen: map[string]bool{},
-		WillBound: 50 * time.Millisecond}
+		pubSeq: map[orderKey]uint64{}, retTopic: map[string][]string{}, retSeen: map[string]bool{}, bsCur: map[string]*bsess{},
+		qfBase: map[string]uint64{}, qfDropped: map[dropKey]bool{}, clientByKey: map[string]*Client{},
+		staleDropped: map[dropKey]bool{},
+		WillBound:    50 * time.Millisecond}
 }
 
 func (o *Oracle) now() time.Time { return o.w.Sim.now }
@@ -286,6 +359,7 @@ func (o *Oracle) newMsg(c *Client, topic string, qos packet.QoS, retain, empty b
 	o.pubSeq[k]++
 	m := &Msg{ID: uint64(len(o.msgs) + 1), Tenant: c.Spec.Tenant, Topic: topic, QoS: byte(qos),
 		Retain: retain, Empty: empty, Pub: c, Seq: o.pubSeq[k], SendAt: o.now(), o: o}
+	m.lenient = c.inc != nil && c.inc.lenient
 	o.msgs = append(o.msgs, m)
 	o.pubs = append(o.pubs, m)
 	o.w.debugf("publish msg=%d (#%d %s qos=%d) by %s conn=%d", m.ID, m.Seq, topic, qos, c.Spec.ClientID, c.connID)
@@ -345,6 +419,20 @@ func (o *Oracle) newIncarnation(c *Client) *Incarnation {
 	return inc
 }
 
+// resumedIncarnation returns the incarnation of a client that holds none
+// (it discarded its state) after a CONNACK: a new one, unless the broker
+// resumed a session (Session Present 1), whose incarnation goes on.
+func (o *Oracle) resumedIncarnation(c *Client, present bool) *Incarnation {
+	if cr := o.conns[c.connID]; present && cr != nil && cr.bs != nil && cr.bs.inc != nil && cr.bs.inc.C == c {
+		inc := cr.bs.inc
+		o.w.debugf("%s resumes incarnation %d after discarding its state", c.Spec.ClientID, inc.ID)
+		inc.Ended, inc.End = false, time.Time{}
+		inc.forgotAt = o.now()
+		return inc
+	}
+	return o.newIncarnation(c)
+}
+
 func (o *Oracle) endIncarnation(inc *Incarnation) {
 	inc.End, inc.Ended = o.now(), true
 }
@@ -358,12 +446,14 @@ func (o *Oracle) acked(m *Msg, code packet.ReasonCode) {
 	m.Acked = true
 	m.Refused = code.IsError()
 	o.w.debugf("acked msg=%d code=%d", m.ID, code)
+	m.proven(o.now())
 	if m.ProcAt.IsZero() {
 		m.ProcAt = o.now()
 	}
 }
 
 func (o *Oracle) processedBy(m *Msg) {
+	m.proven(o.now())
 	if m.ProcAt.IsZero() {
 		m.ProcAt = o.now()
 	}
@@ -393,6 +483,13 @@ func (o *Oracle) newSubOp(c *Client, raw string, unsub bool, qos byte) *SubOp {
 
 func (o *Oracle) subAcked(c *Client, op *SubOp, granted bool) {
 	op.Acked, op.AckAt, op.Granted = true, o.now(), granted
+	if o.w.Scenario.Debug != nil {
+		what := "subscribe"
+		if op.Unsub {
+			what = "unsubscribe"
+		}
+		o.w.debugf("%s (incarnation %d) %s %s acknowledged: granted %v qos %d", c.Spec.ClientID, op.Inc.ID, what, op.Raw, granted, op.QoS)
+	}
 }
 
 // activity says whether fr may have been, and surely was, subscribed
@@ -506,9 +603,9 @@ func (o *Oracle) delivered(c *Client, id uint64, p *packet.Publish) {
 	}
 	g.Count++
 	if !p.Retain {
-		if m.QoS == 2 && p.QoS == 2 && !m.DupOK {
+		if m.QoS == 2 && p.QoS == 2 && !m.DupOK && !inc.lenient {
 			o.Checked[InvExactlyOnce]++
-			if g.Live2 {
+			if g.Live2 && !g.At.Before(inc.forgotAt) {
 				o.fail(InvExactlyOnce, fmt.Sprintf("QoS 2 message %d (topic %s from %s) delivered twice to %s (incarnation %d)",
 					m.ID, m.Topic, m.Pub.Spec.ClientID, c.Spec.ClientID, inc.ID))
 				return
@@ -522,6 +619,24 @@ func (o *Oracle) delivered(c *Client, id uint64, p *packet.Publish) {
 			}
 		}
 	}
+}
+
+// staleDuplicate: the broker sent message id with a packet id the client
+// holds for another message, awaiting its PUBREL; the good client takes it
+// for a retransmission and drops it. Within one session that is the
+// broker reusing a packet id in use [MQTT-2.2.1-3]. When the client's
+// entry comes from another session (a CONNECT created a new session whose
+// CONNACK was lost, and the next CONNECT found it present, so the client
+// kept state the broker never had) it is the protocol's ambiguity: the
+// message is excused for this client, and only it.
+func (o *Oracle) staleDuplicate(c *Client, in inbound2, id uint64, pid uint16) {
+	if in.inc == c.inc && c.inc != nil && !c.inc.lenient && c.inc.forgotAt.IsZero() {
+		o.fail(InvProtocol, fmt.Sprintf("%s (incarnation %d) received message %d with packet id %d, which message %d still holds (no PUBREL yet)",
+			c.Spec.ClientID, c.inc.ID, id, pid, in.msg))
+		return
+	}
+	o.w.debugf("%s drops message %d: packet id %d is still held for message %d of another session", c.Spec.ClientID, id, pid, in.msg)
+	o.staleDropped[dropKey{c.Index, id}] = true
 }
 
 func (o *Oracle) checkOrder(c *Client, inc *Incarnation, m *Msg, qos byte) {
@@ -544,7 +659,9 @@ func tenantOf(username string) string {
 	return "default"
 }
 
-func (o *Oracle) serverConnect(connID uint64, cp *packet.Connect) {
+// serverConnect records a CONNECT the broker accepted; from is the number
+// of store batches submitted before it was handled (durable broker).
+func (o *Oracle) serverConnect(connID uint64, cp *packet.Connect, from uint64) {
 	now := o.now()
 	cr := o.conns[connID]
 	if cr == nil {
@@ -604,6 +721,8 @@ func (o *Oracle) serverConnect(connID uint64, cp *packet.Connect) {
 			o.armWill(w, now)
 		} else if w.FireAt.Sub(now) > tol {
 			w.willState, w.willCancelledWhy = willCancelled, "its session was resumed within the will delay"
+		} else {
+			w.willMaybe = true // resumed at its instant: it may go or not
 		}
 	}
 	s.pendingWill = nil
@@ -629,6 +748,7 @@ func (o *Oracle) serverConnect(connID uint64, cp *packet.Connect) {
 			}
 		}
 	}
+	o.connectSeen(cr, key, cr.expect || cr.amb, from, s.expiry != 0)
 }
 
 func secs(s uint32) time.Duration {
@@ -657,8 +777,8 @@ func (o *Oracle) armWill(w *Msg, at time.Time) {
 // checkWillArrived runs WillBound after a will's instant: a monitor that was
 // connected and surely subscribed to the will topics must have it by then.
 func (o *Oracle) checkWillArrived(w *Msg) {
-	if w.willState != willArmed || w.deliveredToMonitor || o.Failure != nil {
-		return
+	if w.willState != willArmed || w.willMaybe || w.deliveredToMonitor || o.Failure != nil || o.now().Before(w.FireAt.Add(o.WillBound)) {
+		return // delivered, cancelled, or armed again (a restart) for later
 	}
 	mon := o.w.monitors[w.Tenant]
 	if mon == nil || mon.inc == nil || mon.upSince.IsZero() || mon.upSince.After(w.FireAt) {
@@ -727,8 +847,13 @@ func (o *Oracle) serverBatch(n int) {
 	}
 }
 
+// brokerCrash: the process is gone with its memory. An in-memory broker
+// loses everything; a durable one keeps what its disk synced, which the
+// restart reconciles (brokerRecovering): until then the wills the crash cut
+// off are suspended (cancelled, unless the disk holds them).
 func (o *Oracle) brokerCrash() {
 	now := o.now()
+	durable := o.w.Broker.Spec.Durable
 	o.w.debugf("broker crash")
 	o.crashes = append(o.crashes, now)
 	for _, m := range o.msgs {
@@ -738,11 +863,14 @@ func (o *Oracle) brokerCrash() {
 		switch {
 		case m.willState == willAttached || m.willState == willNone:
 			m.willState, m.willCancelledWhy = willCancelled, "the broker crashed while its connection was open"
+			m.suspended = durable
 		case m.willState == willArmed && m.FireAt.After(now):
 			m.willState, m.willCancelledWhy = willCancelled, "the broker crashed before its instant"
+			m.suspended = durable
 		}
 	}
-	clear(o.sess)
+	o.sessAtCrash = o.sess
+	o.sess = map[string]*sessModel{}
 	for _, cr := range o.conns {
 		// Order irrelevant: one record at a time, no output.
 		cr.detached = true
@@ -774,6 +902,7 @@ func (o *Oracle) probeEnd(c *Client, ok bool) {
 
 // finish runs the checks that need the whole history.
 func (o *Oracle) finish() {
+	o.beforeRoute() // drops since the last PUBLISH
 	if o.Failure == nil {
 		o.checkAtLeastOnce()
 	}
@@ -795,8 +924,8 @@ func (o *Oracle) finish() {
 // a non-shared filter of inc matching its topic was surely subscribed with
 // QoS 1 or 2 during the whole window in which the broker routed it.
 func (o *Oracle) required(inc *Incarnation, m *Msg) bool {
-	if m.Tenant != inc.C.Spec.Tenant || m.QoS == 0 || !m.Acked || m.Refused || m.Empty || m.Will ||
-		m.SendAt.Before(inc.Start) {
+	if m.Tenant != inc.C.Spec.Tenant || m.QoS == 0 || !m.Acked || m.Refused || m.Empty || m.Will || m.lenient ||
+		inc.lenient || m.SendAt.Before(inc.Start) {
 		return false
 	}
 	mask := inc.mask(m.Topic)
@@ -849,9 +978,21 @@ func (o *Oracle) checkAtLeastOnce() {
 			if g := inc.got[m.ID]; g != nil && g.Live {
 				continue
 			}
-			if o.queueExcuse(inc, m) {
+			if o.droppedFor(c, m) {
 				o.Excused.Queue++
 				continue
+			}
+			if o.stillHeld(c, m) {
+				o.Excused.Held++
+				continue
+			}
+			if o.staleDropped[dropKey{c.Index, m.ID}] {
+				o.Excused.Stale++
+				continue
+			}
+			if b := o.w.Broker.B; b != nil && o.w.Scenario.Debug != nil {
+				info, err := b.Session(c.Spec.Tenant, c.Spec.ClientID)
+				o.w.debugf("%s at the end: %+v %v", c.Spec.ClientID, info, err)
 			}
 			o.fail(InvAtLeastOnce, fmt.Sprintf("QoS %d message %d (topic %s from %s, sent %s, acknowledged %s) never reached "+
 				"%s (incarnation %d since %s, connected at the end, subscribed throughout)",
@@ -861,42 +1002,6 @@ func (o *Oracle) checkAtLeastOnce() {
 			return
 		}
 	}
-}
-
-// queueExcuse reports whether inc's queue may have been full when m was
-// routed: counting every message possibly routed to it before m's routing
-// window ended and not yet received when that window began.
-func (o *Oracle) queueExcuse(inc *Incarnation, m *Msg) bool {
-	limit := o.w.Broker.Spec.Config.Session.MaxQueued
-	end := m.ProcAt
-	if inc.possible == nil {
-		inc.possible = []*Msg{}
-		for _, m2 := range o.msgs {
-			if m2.Tenant == inc.C.Spec.Tenant && m2.QoS > 0 && inc.possiblyMatched(m2.Topic, m2.SendAt, m2.procOrInf()) {
-				inc.possible = append(inc.possible, m2)
-			}
-		}
-	}
-	n := 0
-	for _, m2 := range inc.possible {
-		if m2.SendAt.After(end) || m2 == m {
-			continue
-		}
-		if g := inc.got[m2.ID]; g != nil && !g.At.After(m.SendAt) {
-			continue
-		}
-		n++
-	}
-	subs := 0
-	for _, fr := range inc.filters {
-		for _, op := range fr.ops {
-			if !op.Unsub && !op.SendAt.After(end) {
-				subs++
-			}
-		}
-	}
-	n += subs * len(o.retTopic[m.Tenant])
-	return n >= limit
 }
 
 // checkQueueBound: messages surely routed while a session had no
@@ -948,7 +1053,7 @@ func (o *Oracle) checkQueueBound() {
 // one member of each shared group that matches it.
 func (o *Oracle) checkSharedOnce() {
 	for _, m := range o.msgs {
-		if m.QoS != 2 || !isSharedTopic(m.Topic) || m.Will || m.DupOK {
+		if m.QoS != 2 || !isSharedTopic(m.Topic) || m.Will || m.DupOK || m.rerouted {
 			continue
 		}
 		receivers := 0

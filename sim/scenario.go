@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -19,9 +20,9 @@ type Scenario struct {
 	// broker is up, clients reconnect and drain, before the final checks.
 	Duration, Quiesce time.Duration
 	Hosts             []string
-	// Processes name what runs where. Today one kind exists (ProcBroker);
-	// the cluster and edge work add raft nodes, brokers with a store on the
-	// simulated disk, edge agents and the cloud.
+	// Processes name what runs where. Today one kind exists (ProcBroker,
+	// durable or in memory as Broker says); the cluster and edge work add
+	// raft nodes, edge agents and the cloud.
 	Processes []ProcessSpec
 	Broker    BrokerSpec
 	// Link is the default link between two distinct hosts; Links overrides
@@ -47,8 +48,9 @@ type ProcessKind string
 
 // Process kinds.
 const (
-	// ProcBroker is a single-node broker with in-memory state: a crash loses
-	// its sessions and retained messages.
+	// ProcBroker is a single-node broker. With BrokerSpec.Durable it keeps
+	// its state in its store on the host's disk and a crash is a power loss;
+	// without, a crash loses its sessions and retained messages.
 	ProcBroker ProcessKind = "broker"
 )
 
@@ -174,7 +176,7 @@ type Result struct {
 	Deliveries    uint64
 	Faults        FaultStats
 	Checked       [numInvariants]uint64
-	Excused       struct{ Crash, Queue uint64 }
+	Excused       Excused
 	Failure       *Failure
 	Tail          []string
 	Net           NetStats
@@ -197,20 +199,39 @@ func InvariantNames() []string { return invNames[:] }
 
 // Run runs sc with seed and returns what happened. It is deterministic:
 // the same scenario and seed give the same Result (Hash included).
-func Run(sc Scenario, seed uint64) *Result {
+func Run(sc Scenario, seed uint64) (res *Result) {
 	w := build(&sc, seed)
 	s := w.Sim
+	defer func() {
+		// A panic in the broker core (or anywhere in the run) is a
+		// finding: it would end a real broker process.
+		if r := recover(); r != nil {
+			w.Oracle.fail(InvNoPanic, fmt.Sprintf("panic: %v\n%s", r, debug.Stack()))
+			res = w.result(seed)
+			w.Broker.closeStore()
+		}
+	}()
 	s.Run(Epoch.Add(sc.Duration))
 	w.checkLivelock()
 	if w.Oracle.Failure == nil {
 		w.quiesce()
-		s.Run(Epoch.Add(sc.Duration + sc.Quiesce))
+		end := Epoch.Add(sc.Duration + sc.Quiesce)
+		s.Run(end)
+		// Slow readers may still be draining their queues: the final checks
+		// wait (a bounded while) until no connected client's session holds
+		// messages, so that a message not received is really missing.
+		for i := 0; i < drainSteps && w.Oracle.Failure == nil && w.undrained(); i++ {
+			end = end.Add(drainStep)
+			s.Run(end)
+		}
 		w.checkLivelock()
 	}
 	if w.Oracle.Failure == nil {
 		w.Oracle.finish()
 	}
-	return w.result(seed)
+	r := w.result(seed)
+	w.Broker.closeStore()
+	return r
 }
 
 func build(sc *Scenario, seed uint64) *World {
@@ -254,6 +275,9 @@ func build(sc *Scenario, seed uint64) *World {
 	for i := range sc.Workloads {
 		w.newWorkloadClients(&sc.Workloads[i])
 	}
+	for _, c := range w.Clients {
+		w.Oracle.clientByKey[c.Spec.Tenant+"\x00"+c.Spec.ClientID] = c
+	}
 	if sc.Faults.Network || sc.Faults.Crash {
 		w.faultLoop()
 	}
@@ -285,6 +309,30 @@ func (w *World) quiesce() {
 			}
 		})
 	}
+}
+
+// The end of a run waits at most drainSteps × drainStep for queues to drain.
+const (
+	drainStep  = 10 * time.Second
+	drainSteps = 12
+)
+
+// undrained reports whether the broker still holds messages (queued or in
+// flight) for the session of a connected client.
+func (w *World) undrained() bool {
+	b := w.Broker.B
+	if b == nil {
+		return false
+	}
+	for _, c := range w.Clients {
+		if !w.Oracle.attached(c) {
+			continue
+		}
+		if info, err := b.Session(c.Spec.Tenant, c.Spec.ClientID); err == nil && info.Queued+info.Inflight > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *World) debugf(format string, args ...any) {

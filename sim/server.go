@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/packet"
@@ -20,6 +22,14 @@ type BrokerSpec struct {
 	// blocked write (a client that reads nothing), as in impl/server.
 	ConnectTimeout, WriteTimeout time.Duration
 	Port                         int
+	// Durable runs the broker on its Pebble store (impl/store) on a
+	// crashable in-memory disk of its host: a crash is a power loss that
+	// keeps what was synced. Without it the broker keeps everything in
+	// memory and a crash loses it all.
+	Durable bool
+	// FsyncMin and FsyncMax bound the simulated latency of one group
+	// commit (a synced write), drawn from the seed for each.
+	FsyncMin, FsyncMax time.Duration
 }
 
 // DefaultBrokerSpec is the broker the scenarios run: production defaults
@@ -31,7 +41,8 @@ func DefaultBrokerSpec() BrokerSpec {
 	cfg.Session.MaxOutput = 64 << 10
 	cfg.MaxPacketSize = 64 << 10
 	cfg.Session.MaxPacketSize = 64 << 10
-	return BrokerSpec{Config: cfg, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Port: 1883}
+	return BrokerSpec{Config: cfg, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Port: 1883,
+		Durable: true, FsyncMin: 500 * time.Microsecond, FsyncMax: 5 * time.Millisecond}
 }
 
 // RuntimeStats counts what the simulated runtime did.
@@ -39,12 +50,21 @@ type RuntimeStats struct {
 	Accepted, Timeouts, ConnectTimeouts, WriteTimeouts, Crashes, Restarts uint64
 	// MaxBatch is the largest single Output batch seen.
 	MaxBatch int
+	// Durable broker: group commits, the batches they wrote, batches whose
+	// commit failed, and the unsynced-data percentage of the last power loss.
+	Commits, Batches, StoreErrors uint64
+	LastUnsynced                  int
+	// PowerLosses counts crashes of the durable broker, Unsynced those
+	// whose crash clone kept some unsynced data; Compactions the restarts
+	// that compacted the disk (durable.go compactDisk).
+	PowerLosses, Unsynced, Compactions uint64
 }
 
 // BrokerProc is a broker process on a host: the real broker core
 // (impl/broker) driven by a runtime that does what impl/server does, on the
-// virtual network and clock. Crash drops the in-memory broker and resets
-// every connection; Restart starts a fresh one.
+// virtual network and clock. Crash kills the process and resets every
+// connection (a durable broker's host loses power: its disk keeps what was
+// synced); Restart starts a fresh broker, which recovers from the disk.
 type BrokerProc struct {
 	w     *World
 	Host  *Host
@@ -58,6 +78,15 @@ type BrokerProc struct {
 	Stats       RuntimeStats
 	// Store wraps the retained store of each new broker (planted bugs).
 	Store func(retain.Store) retain.Store
+
+	// The durable broker's disk, the store on it, and the shadow of what
+	// the disk holds (durable.go).
+	disk   *vfs.MemFS
+	ds     *durableStore
+	shadow *shadow
+	// Drop bookkeeping (oracle): the broker's queue-full drop total and
+	// PUBLISH count when last looked at.
+	droppedQF, messagesIn uint64
 }
 
 type srvConn struct {
@@ -88,16 +117,46 @@ func newBrokerProc(w *World, h *Host, spec BrokerSpec) *BrokerProc {
 	return &BrokerProc{w: w, Host: h, Spec: spec}
 }
 
-// Start starts a fresh broker and listens.
+// Start starts a fresh broker and listens. A durable broker first opens
+// its store and recovers what the disk holds.
 func (p *BrokerProc) Start() {
 	s := p.w.Sim
+	o := p.w.Oracle
 	p.clock = s.NewClock(p.Host.ID)
 	e := env.Env{Clock: p.clock, Rand: env.NewRand(s.Rand.Uint64())}
 	cfg := p.Spec.Config
 	if p.Store != nil {
 		cfg.Retained = p.Store(retain.NewMemory())
 	}
-	p.B = broker.New(cfg, e, nil) // in-memory: a crash loses everything
+	if p.w.bugs&BugAckBeforeDurable != 0 {
+		cfg.Hooks = &broker.Hooks{AckBeforeDurable: true}
+	}
+	p.droppedQF, p.messagesIn = 0, 0
+	if !p.Spec.Durable {
+		p.B = broker.New(cfg, e, nil) // in-memory: a crash loses everything
+	} else {
+		ds, err := p.openStore()
+		if err != nil {
+			if o != nil {
+				o.fail(InvDurable, "the store does not open after a power loss: "+err.Error())
+			}
+			return
+		}
+		p.ds = ds
+		p.B = broker.New(cfg, e, ds)
+		if o != nil && p.Incarnation > 0 {
+			o.brokerRecovering()
+		}
+		if err := p.B.Recover(); err != nil {
+			if o != nil {
+				o.fail(InvDurable, "the broker does not recover after a power loss: "+err.Error())
+			}
+			return
+		}
+		if o != nil && p.Incarnation > 0 {
+			o.brokerRecovered()
+		}
+	}
 	p.up = true
 	p.Incarnation++
 	p.Host.Listen(p.Spec.Port, p.accept)
@@ -125,6 +184,12 @@ func (p *BrokerProc) Crash() {
 	}
 	p.conns = nil
 	p.Host.Unlisten(p.Spec.Port)
+	if o := p.w.Oracle; o != nil && p.B != nil {
+		o.beforeRoute() // the dying broker's drop counters, last read
+	}
+	if p.ds != nil {
+		p.powerLoss()
+	}
 	p.B = nil
 	p.w.Sim.Note(KindCrash, p.Host.ID, 0, "broker")
 	if p.w.Oracle != nil {
@@ -197,10 +262,23 @@ func (sc *srvConn) Data(ep *Endpoint, b []byte) {
 			}
 			break
 		}
+		o := sc.p.w.Oracle
+		if o != nil {
+			// The broker's queue-full counters, read before each packet and
+			// after each PUBLISH, say which messages it dropped for whom
+			// (oracle_durable.go).
+			o.beforeRoute()
+		}
 		switch {
 		case !sc.gotFirst:
 			sc.gotFirst = true
 			sc.handleFirst(h, body)
+		case o != nil && h.Type == packet.PUBLISH && (h.Flags>>1)&3 != 0:
+			sc.c.Handle(h, body)
+			o.afterRoute(sc.rewrite.tenant, h, body, sc.rewrite.version)
+		case o != nil && h.Type == packet.SUBSCRIBE:
+			sc.c.Handle(h, body) // retained messages it brings may be dropped too
+			o.refreshDropBaseline(sc.rewrite.tenant + "\x00" + string(sc.connect.ClientID))
 		case h.Type == packet.DISCONNECT:
 			if o := sc.p.w.Oracle; o != nil {
 				// 0x04: Disconnect with Will Message.
@@ -235,13 +313,17 @@ func (sc *srvConn) Data(ep *Endpoint, b []byte) {
 // who connected (it decodes the CONNECT once more for that).
 func (sc *srvConn) handleFirst(h packet.FixedHeader, body []byte) {
 	isConnect := h.Type == packet.CONNECT && sc.connect.Decode(h, body, 0) == nil
+	var from uint64
+	if sc.p.ds != nil {
+		from = sc.p.ds.submitted
+	}
 	sc.c.Handle(h, body)
 	if isConnect && !sc.c.Closing() {
 		sc.connected = true
 		sc.rewrite.tenant = tenantOf(string(sc.connect.Username))
 		sc.rewrite.version = sc.connect.Version
 		if o := sc.p.w.Oracle; o != nil {
-			o.serverConnect(sc.ep.Conn.ID, &sc.connect)
+			o.serverConnect(sc.ep.Conn.ID, &sc.connect, from)
 		}
 	}
 }

@@ -25,10 +25,11 @@ const (
 	KindRestart                  // a process started again
 	KindHeld                     // bytes held by a partition
 	KindRaft                     // a raft message or tick (the raft test)
+	KindCommit                   // a group commit of the durable broker's store
 )
 
 var kindNames = [...]string{"?", "data", "open", "close", "reset", "timer", "action", "fault",
-	"deadline", "crash", "restart", "held", "raft"}
+	"deadline", "crash", "restart", "held", "raft", "commit"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

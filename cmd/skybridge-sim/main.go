@@ -4,6 +4,10 @@
 //
 //	skybridge-sim run --seed 7 --duration 10m --faults network,crash
 //	skybridge-sim sweep --seeds 1000 --parallel 2 --duration 1m
+//	skybridge-sim run --seed 7 --storage memory   # the in-memory broker
+//
+// The broker is durable by default: its Pebble store lives on a crashable
+// in-memory disk and a crash is a power loss (see package sim).
 //
 // This command is a runtime, outside the core: it reads the wall clock (to
 // report the simulated-to-real time ratio) and runs seeds on goroutines.
@@ -35,7 +39,7 @@ options (both):
 // opts are the flags that define a scenario; the replay command repeats them.
 type opts struct {
 	duration, quiesce, every time.Duration
-	faults, bugs             string
+	faults, bugs, storage    string
 	clients                  int
 	porcupine                bool
 	tail                     int
@@ -46,7 +50,8 @@ func (o *opts) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.quiesce, "quiesce", 90*time.Second, "virtual time to settle before the final checks")
 	fs.DurationVar(&o.every, "every", 8*time.Second, "mean virtual time between faults")
 	fs.StringVar(&o.faults, "faults", "network,crash", "faults to inject: network, crash, none")
-	fs.StringVar(&o.bugs, "bugs", "", "planted bugs (drop-redelivery, cross-tenant, skip-retained-delete, reorder-queued)")
+	fs.StringVar(&o.bugs, "bugs", "", "planted bugs ("+bugNames()+")")
+	fs.StringVar(&o.storage, "storage", "durable", "the broker's storage: durable (Pebble on a crashable disk; a crash is a power loss) or memory")
 	fs.IntVar(&o.clients, "clients", 50, "simulated clients (over two client hosts; a monitor per tenant besides)")
 	fs.BoolVar(&o.porcupine, "porcupine", true, "check retained and subscription histories with Porcupine")
 	fs.IntVar(&o.tail, "tail", 40, "events shown before a failure")
@@ -59,6 +64,13 @@ func (o *opts) scenario() (sim.Scenario, error) {
 	}
 	f.Every = o.every
 	sc := sim.Standard(o.duration, o.clients, f)
+	switch o.storage {
+	case "durable":
+	case "memory":
+		sc.Broker.Durable = false
+	default:
+		return sc, fmt.Errorf("unknown storage %q (want durable, memory)", o.storage)
+	}
 	sc.Quiesce = o.quiesce
 	sc.Checks.Porcupine = o.porcupine
 	sc.TraceTail = o.tail
@@ -76,6 +88,9 @@ func (o *opts) replay(seed uint64) string {
 		seed, o.duration, o.faults, o.clients, o.every, o.quiesce)
 	if o.bugs != "" {
 		cmd += " --bugs " + o.bugs
+	}
+	if o.storage != "durable" {
+		cmd += " --storage " + o.storage
 	}
 	if !o.porcupine {
 		cmd += " --porcupine=false"
@@ -120,7 +135,13 @@ func run(args []string, w io.Writer) int {
 	fmt.Fprintf(w, "  faults %d: partitions %d, resets %d, half-open %d, crashes %d\n", r.Faults.Total(), r.Faults.Partitions, r.Faults.Resets, r.Faults.HalfOpen, r.Faults.Crashes)
 	fmt.Fprintf(w, "  network: %d connections, %d bytes, %d held by partitions; runtime: %d keep-alive and %d connect timeouts, %d write timeouts\n",
 		r.Net.Conns, r.Net.Bytes, r.Net.Held, r.Runtime.Timeouts, r.Runtime.ConnectTimeouts, r.Runtime.WriteTimeouts)
-	fmt.Fprintf(w, "  invariants checked %d (excused: %d by a possibly full queue)\n", r.ChecksTotal(), r.Excused.Queue)
+	if rt := r.Runtime; rt.Commits > 0 {
+		fmt.Fprintf(w, "  store: %d group commits of %d batches; %d power losses (%d keeping some unsynced data), %d compacting restarts\n",
+			rt.Commits, rt.Batches, rt.PowerLosses, rt.Unsynced, rt.Compactions)
+	}
+	fmt.Fprintf(w, "  invariants checked %d; excused: %d dropped by the broker for a full queue, %d still queued at the end, "+
+		"%d taken for duplicates (stale packet id), %d sessions a crash brought back\n",
+		r.ChecksTotal(), r.Excused.Queue, r.Excused.Held, r.Excused.Stale, r.Excused.Crash)
 	for i, name := range sim.InvariantNames() {
 		if r.Checked[i] > 0 {
 			fmt.Fprintf(w, "    %-28s %d\n", name, r.Checked[i])
@@ -236,6 +257,15 @@ func sweep(args []string, w, progress io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// bugNames lists the planted bugs.
+func bugNames() string {
+	var names []string
+	for _, b := range sim.BugNames {
+		names = append(names, b.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 // bar draws a progress bar on one terminal line.

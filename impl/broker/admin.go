@@ -79,6 +79,8 @@ type SessionInfo struct {
 	OfflineSince  *time.Time     `json:"offline_since,omitempty"`
 	Queued        int            `json:"queued"`
 	Inflight      int            `json:"inflight"`
+	Parked        int            `json:"parked,omitempty"`  // deliveries waiting for room, their acknowledgements held (backpressure.go)
+	Stalled       bool           `json:"stalled,omitempty"` // one waited its whole bound: no waiting until the queue drains
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
 	Dropped       DropStats      `json:"dropped"`
 }
@@ -111,6 +113,7 @@ func (e *entry) info(withSubs bool) SessionInfo {
 		si.OfflineSince = &off
 	}
 	si.Queued, si.Inflight = s.Queued()
+	si.Parked, si.Stalled = e.parked.Len(), e.stalled
 	st := s.Stats
 	si.Dropped = DropStats{st.DroppedQueueFull, st.DroppedOutputFull, st.DroppedOffline, st.DroppedTooLarge, st.DroppedExpired}
 	if withSubs {

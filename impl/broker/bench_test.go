@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,3 +68,163 @@ func BenchmarkPublishQoS0To1(b *testing.B)   { benchPublish(b, 0, 1) }
 func BenchmarkPublishQoS0To100(b *testing.B) { benchPublish(b, 0, 100) }
 func BenchmarkPublishQoS1To1(b *testing.B)   { benchPublish(b, 1, 1) }
 func BenchmarkPublishQoS1To100(b *testing.B) { benchPublish(b, 1, 100) }
+
+// benchFanIn measures many publishers into one subscriber, the fan-in of
+// skybridge-bench's fanin-N-1 scenarios, in the core: b.RunParallel runs
+// 50 publishers per CPU, each on its own connection and topic
+// (fanin/ID/data), all matching the one subscription fanin/+/data. A
+// drain goroutine plays the subscriber's writer and reader: it takes the
+// output when woken and, at QoS 1, acknowledges every PUBLISH. QoS 1
+// publishers keep at most 100 messages unacknowledged, as clients do, so
+// with back-pressure they go at the subscriber's pace. The real clock is
+// used (a manual clock's lock would be a contention point of its own).
+// It reports the subscriber's rate and what was delivered per publish
+// (QoS 0 beyond the subscriber's 1 MiB output buffer is dropped).
+func benchFanIn(b *testing.B, qos packet.QoS) {
+	br := New(DefaultConfig(), env.Env{Clock: env.RealClock{}, Rand: env.NewLockedRand(1)}, nil)
+	h := &harness{t: &testing.T{}, b: br}
+	subWake := make(chan struct{}, 1)
+	sub := &client{h: h, v: packet.V311, name: "sub"}
+	sub.c = br.NewConn(ConnInfo{DefaultTenant: "t"}, func() {
+		select {
+		case subWake <- struct{}{}:
+		default:
+		}
+	})
+	sub.connect("sub", true, packet.Properties{})
+	sub.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: []byte("fanin/+/data"), QoS: qos}}})
+	sub.recv()
+
+	var received atomic.Int64
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		var spare []byte
+		ack := []byte{0, 0}
+		for {
+			select {
+			case <-subWake:
+			case <-stop:
+				return
+			}
+			for {
+				out, _ := sub.c.Output(spare)
+				if len(out) == 0 {
+					break
+				}
+				n := 0
+				walkPackets(out, func(typ byte, body []byte) {
+					if typ != byte(packet.PUBLISH) {
+						return
+					}
+					n++
+					if qos > 0 {
+						tl := int(body[0])<<8 | int(body[1])
+						ack[0], ack[1] = body[2+tl], body[3+tl]
+						sub.c.Handle(packet.FixedHeader{Type: packet.PUBACK, Remaining: 2}, ack)
+					}
+				})
+				received.Add(int64(n))
+				spare = out[:0]
+			}
+		}
+	}()
+
+	var ids atomic.Int64
+	payload := "0123456789abcdef"
+	b.SetParallelism(50)
+	b.ReportAllocs()
+	b.ResetTimer()
+	began := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		id := ids.Add(1)
+		wake := make(chan struct{}, 1)
+		p := &client{h: h, v: packet.V311, name: fmt.Sprint("p", id)}
+		p.c = br.NewConn(ConnInfo{DefaultTenant: "t"}, func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		p.c.Handle(connectPacket(fmt.Sprint("p", id)))
+		var spare []byte
+		out, _ := p.c.Output(spare)
+		spare = out[:0]
+		msg := pub(fmt.Sprintf("fanin/%d/data", id), payload, qos, 1)
+		enc, _ := packet.Encode(msg, packet.V311)
+		hdr := packet.FixedHeader{Type: packet.PUBLISH, Flags: enc[0] & 0x0f, Remaining: len(enc) - 2}
+		body := enc[2:]
+		const window = 100
+		outstanding, pid := 0, uint16(0)
+		acks := func() {
+			for {
+				out, _ := p.c.Output(spare)
+				if len(out) == 0 {
+					return
+				}
+				walkPackets(out, func(typ byte, _ []byte) {
+					if typ == byte(packet.PUBACK) {
+						outstanding--
+					}
+				})
+				spare = out[:0]
+			}
+		}
+		for pb.Next() {
+			if qos > 0 {
+				for outstanding >= window {
+					acks()
+					if outstanding >= window {
+						<-wake
+					}
+				}
+				pid = pid%60000 + 1
+				body[len(body)-len(payload)-2] = byte(pid >> 8)
+				body[len(body)-len(payload)-1] = byte(pid)
+				outstanding++
+			}
+			p.c.Handle(hdr, body)
+			if qos > 0 && outstanding%16 == 0 {
+				acks()
+			}
+		}
+	})
+	elapsed := time.Since(began)
+	b.StopTimer()
+	close(stop)
+	<-drained
+	b.ReportMetric(float64(received.Load())/elapsed.Seconds(), "delivered/s")
+	b.ReportMetric(float64(received.Load())/float64(b.N), "delivered/op")
+}
+
+// connectPacket returns a 3.1.1 clean-session CONNECT, as Handle takes it.
+func connectPacket(id string) (packet.FixedHeader, []byte) {
+	enc, _ := packet.Encode(&packet.Connect{Version: packet.V311, ClientID: []byte(id), CleanStart: true, KeepAlive: 60}, packet.V311)
+	r := packet.NewReader(bytesReader(enc), 0)
+	h, body, _ := r.ReadPacket()
+	return h, body
+}
+
+// walkPackets calls f with the type and body of each packet in buf.
+func walkPackets(buf []byte, f func(typ byte, body []byte)) {
+	for len(buf) >= 2 {
+		size, i := 0, 1
+		for shift := 0; i < len(buf); shift += 7 {
+			c := buf[i]
+			i++
+			size |= int(c&0x7f) << shift
+			if c&0x80 == 0 {
+				break
+			}
+		}
+		if i+size > len(buf) {
+			return
+		}
+		f(buf[0]>>4, buf[i:i+size])
+		buf = buf[i+size:]
+	}
+}
+
+func BenchmarkFanInQoS0(b *testing.B) { benchFanIn(b, 0) }
+func BenchmarkFanInQoS1(b *testing.B) { benchFanIn(b, 1) }

@@ -34,6 +34,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/event"
+	"github.com/skybridge-mq/skybridge/impl/fifo"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/retain"
 	"github.com/skybridge-mq/skybridge/impl/session"
@@ -143,8 +144,10 @@ type Broker struct {
 	// usage samples the store's size for MaxStoreBytes (durable.go).
 	usage   atomic.Uint64
 	usageAt atomic.Int64
-	// dropLogAt rate-limits the drop log line (route.go).
-	dropLogAt atomic.Int64
+	// dropLogAt rate-limits the drop log line (route.go), stallLogAt the
+	// slow subscriber's (backpressure.go).
+	dropLogAt  atomic.Int64
+	stallLogAt atomic.Int64
 
 	// randMu guards env.Rand, which need not be safe for concurrent use.
 	randMu sync.Mutex
@@ -176,6 +179,11 @@ type Stats struct {
 	Throttled   [numThrottles]atomic.Uint64
 	StoreErrors atomic.Uint64 // batches the durable store failed to commit
 	StoreFull   atomic.Uint64 // publishes refused because the store is over its limit
+	// Stalls counts subscribers that let a parked delivery wait its whole
+	// bound (backpressure.go); what was parked on them is in
+	// DroppedBy[DropQueueFull]. Publishes whose acknowledgement waited for
+	// a slow subscriber are in Throttled[ThrottleSlowSubscriber].
+	Stalls atomic.Uint64
 }
 
 const chunkSize = 4096
@@ -247,6 +255,12 @@ type entry struct {
 	// gen changes each time the session is attached, so that a timer armed
 	// for an earlier disconnection does nothing.
 	gen uint64
+	// Back-pressure (backpressure.go): QoS 1/2 deliveries waiting for room
+	// in the queue, the timer of the oldest one's bound, and whether the
+	// session stalled (no more waiting until its queue has drained).
+	parked    fifo.Queue[parkedDelivery]
+	parkTimer env.Timer
+	stalled   bool
 }
 
 // New returns a broker running in e that keeps its durable state in st

@@ -60,9 +60,25 @@ type Conn struct {
 	inBytes  tenantpkg.Bucket
 	outBytes tenantpkg.Bucket
 
-	// pendingAcks counts acknowledgements waiting for the store; while
-	// any waits, later ones wait too, so that they keep their order.
-	pendingAcks atomic.Int64
+	// Acknowledgements that wait (backpressure.go): for the store, for
+	// deliveries parked on slow subscribers, or behind an earlier one.
+	// nacks is their number (counted down once written); nparked, those
+	// with a parked delivery.
+	ackMu    sync.Mutex
+	acks     []*heldAck
+	ackHead  int
+	acksDead bool // a failed commit closes the connection: the rest is discarded
+	nacks    atomic.Int32
+	nparked  atomic.Int32
+
+	// Scratch for the acknowledgements a subscriber's reader (relRead) or
+	// writer (relWrite) releases when room appears for parked deliveries.
+	relRead, relWrite []*heldAck
+
+	// wakePending is set when wake has been called and Output has not run
+	// since: further wakes are redundant (many publishers deliver into one
+	// subscriber; each would otherwise signal its writer).
+	wakePending atomic.Bool
 
 	mu       sync.Mutex
 	e        *entry // the session, once CONNECT is accepted
@@ -80,6 +96,11 @@ type routeScratch struct {
 	// sessions whose held output waits for it.
 	batch   *store.Batch
 	waiters []waiter
+	// ack is the publisher's acknowledgement once a delivery of the
+	// message was parked (backpressure.go); limits, the tenant's limits,
+	// looked up when first needed.
+	ack    *heldAck
+	limits *limits
 }
 
 // NewConn registers a new transport. wake is called, from any goroutine,
@@ -90,7 +111,14 @@ func (b *Broker) NewConn(info ConnInfo, wake func()) *Conn {
 	return &Conn{b: b, info: info, wake: wake}
 }
 
-func (c *Conn) wakeUp() { c.wake() }
+// wakeUp calls the runtime's wake function unless a wake is already
+// pending (called, and Output not yet run since).
+func (c *Conn) wakeUp() {
+	if c.wakePending.Load() || c.wakePending.Swap(true) {
+		return
+	}
+	c.wake()
+}
 
 // entry returns the connection's session entry, or nil before CONNECT.
 func (c *Conn) entry() *entry {
@@ -158,14 +186,14 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	if c.Closing() {
 		return
 	}
-	now := c.b.env.Clock.Now()
+	at := instant{clock: c.b.env.Clock}
 	e := c.entry()
 	if e == nil {
 		if c.authConnect != nil {
-			c.continueAuth(h, body, now)
+			c.continueAuth(h, body, at.now())
 			return
 		}
-		c.handleConnect(h, body, now)
+		c.handleConnect(h, body, at.now())
 		return
 	}
 	p, err := c.dec.Decode(h, body)
@@ -183,12 +211,18 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		c.markClosing()
 		return
 	}
+	var now time.Time
+	if pub, ok := p.(*packet.Publish); !ok || pub.Properties.Has(packet.PropMessageExpiry) {
+		// A PUBLISH reads the clock only for its Message Expiry Interval
+		// (session.Handle); routing reads it when something needs it.
+		now = at.now()
+	}
 	r := e.s.Handle(p, now)
 	switch {
 	case r.Route != nil:
 		m, pid := r.Route, r.RoutePID
 		e.mu.Unlock()
-		c.publish(e, m, pid, now)
+		c.publish(e, m, pid, &at)
 		return
 	case len(r.Subscribe) > 0:
 		reqs, pid := r.Subscribe, r.SubscribePID
@@ -208,7 +242,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 			return
 		}
 		c.b.commitSession(e, ops, seq)
-		c.sendRetained(e, reqs, now)
+		c.sendRetained(e, reqs, at.now())
 		return
 	case len(r.Unsubscribe) > 0:
 		filters, pid := r.Unsubscribe, r.UnsubscribePID
@@ -229,9 +263,13 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	if closing && r.Reason.IsError() {
 		c.b.stats.ProtocolError.Add(1)
 	}
+	// An acknowledgement from the client may have made room for
+	// deliveries parked on this session (backpressure.go).
+	rel, _ := c.b.unparkLocked(e, &at, c.relRead)
 	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
-	c.b.commitSession(e, ops, seq)
+	c.b.settle(e, ops, seq, rel)
+	c.relRead = clearAcks(rel)
 	if closing {
 		c.markClosing()
 	}
@@ -267,6 +305,8 @@ func (c *Conn) Fail(err error) {
 // returned, once written) for the next batch. When it returns nothing and
 // closeNow, the runtime closes the transport.
 func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
+	// Wakes from now on are for output produced after this call.
+	c.wakePending.Store(false)
 	c.mu.Lock()
 	if len(c.pending) > 0 {
 		out, c.pending = c.pending, spare[:0]
@@ -276,14 +316,31 @@ func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
 	e, closing := c.e, c.closing
 	c.mu.Unlock()
 	if e != nil {
+		var rel []*heldAck
+		var ops []store.Op
+		var seq uint64
+		sent := false
 		e.mu.Lock()
 		if e.conn == c {
-			out = e.s.TakeOutput(spare, c.b.env.Clock.Now())
+			now := c.b.env.Clock.Now()
+			out = e.s.TakeOutput(spare, now)
 			closing = closing || e.s.Closing()
+			// Draining the output may have made room for deliveries
+			// parked on this session (backpressure.go).
+			if rel, sent = c.b.unparkLocked(e, &instant{t: now}, c.relWrite); len(rel) > 0 {
+				ops, seq = e.s.TakeOps()
+			}
 		} else {
 			closing = true
 		}
 		e.mu.Unlock()
+		if len(rel) > 0 {
+			c.b.settle(e, ops, seq, rel)
+			c.relWrite = clearAcks(rel)
+		}
+		if sent {
+			c.wakeUp() // what they wrote goes in the next batch
+		}
 	}
 	if len(out) > 0 {
 		return out, false
@@ -448,6 +505,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	var dropFilters []string
 	var dropOps []store.Op
 	var dropped *entry
+	var droppedAcks []*heldAck
 	t.regMu.Lock()
 	clientID, assigned := string(conn.ClientID), ""
 	if clientID == "" {
@@ -490,6 +548,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		if conn.CleanStart || ended {
 			// Discard the old session [MQTT-3.1.2-4] [v3.1.1 MQTT-3.1.2-6].
 			dropFilters = old.filters()
+			droppedAcks = old.takeParked()
 			old.dead = true
 			old.s.Forget()
 			dropOps, _ = old.s.TakeOps()
@@ -516,10 +575,22 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	e.online.Store(true)
 	info.Present, info.Assigned = present, assigned
 	e.s.Attach(conn, info, now)
+	// A new connection gets a new chance: room for what was parked while
+	// the session was offline, and back-pressure again if it was stalled.
+	e.stalled = false
+	rel, _ := b.unparkLocked(e, &instant{t: now}, nil)
 	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
 	t.regMu.Unlock()
-	b.commitSession(e, ops, seq)
+	if len(dropOps) > 0 {
+		// The discarded session's removal goes first: it deletes the
+		// client's whole key range, which the new session's record shares
+		// (committed after it, the removal erased the new record and a
+		// power loss lost the session).
+		b.st.Commit(&store.Batch{Ops: dropOps}, b.noteStoreError)
+	}
+	b.settle(e, ops, seq, rel)
+	releaseAcks(droppedAcks)
 
 	who.ClientID = clientID
 	c.mu.Lock()
@@ -539,9 +610,6 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		}
 		b.removeRoutes(t, dropped.id, dropFilters)
 		b.freeSlot(dropped)
-		if len(dropOps) > 0 {
-			b.st.Commit(&store.Batch{Ops: dropOps}, b.noteStoreError)
-		}
 	}
 	for _, w := range wills {
 		b.publishWill(t, w)
@@ -680,6 +748,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	}
 	e.stopTimers()
 	e.dead = true
+	rel := e.takeParked()
 	filters := e.filters()
 	e.s.Forget()
 	ops, _ := e.s.TakeOps()
@@ -688,6 +757,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	}
 	e.mu.Unlock()
 	t.regMu.Unlock()
+	releaseAcks(rel)
 	if len(ops) > 0 {
 		b.st.Commit(&store.Batch{Ops: ops}, b.noteStoreError)
 	}
@@ -711,7 +781,7 @@ func (b *Broker) publishWill(t *tenant, will *message.Message) {
 	if will.Retain {
 		b.setRetained(t, will, &rs)
 	}
-	b.route(t, will, &rs, b.env.Clock.Now(), nil)
+	b.route(t, will, &rs, &instant{t: b.env.Clock.Now()}, nil)
 	b.commitRoute(&rs)
 }
 

@@ -26,13 +26,15 @@ const (
 	ThrottleBandwidth
 	ThrottleProtocol
 	ThrottleWill
+	ThrottleSlowSubscriber
 	numThrottles
 )
 
 // ThrottleReasons names the throttles, as metrics label them.
 var ThrottleReasons = [numThrottles]string{"connections", "connect_rate", "persistent_sessions",
 	"publish_rate", "payload_size", "topic_limits", "subscriptions", "shared_group_size",
-	"retained_quota", "persistent_fanout_rate", "bandwidth", "protocol_disabled", "will_size"}
+	"retained_quota", "persistent_fanout_rate", "bandwidth", "protocol_disabled", "will_size",
+	"slow_subscriber"}
 
 // limits is what a tenant's settings mean for the broker, derived once per
 // settings version.
@@ -135,9 +137,9 @@ func checkTopic(l *limits, name []byte) bool {
 
 // admitPublish applies the tenant's publish limits before routing; a
 // non-zero code refuses the message (kick: the connection must go).
-func (c *Conn) admitPublish(l *limits, size, topicLen int, name []byte, retain bool, now time.Time) (code packet.ReasonCode, kick bool) {
+func (c *Conn) admitPublish(l *limits, size, topicLen int, name []byte, retain bool, at *instant) (code packet.ReasonCode, kick bool) {
 	b, t, s := c.b, c.t, l.s
-	if !c.pubRate.Take(now, float64(s.PublishRate), float64(max(s.PublishRate, 1)), 1) {
+	if s.PublishRate > 0 && !c.pubRate.Take(at.now(), float64(s.PublishRate), float64(max(s.PublishRate, 1)), 1) {
 		b.throttle(t, ThrottlePublishRate)
 		return packet.MessageRateTooHigh, true
 	}
@@ -156,7 +158,7 @@ func (c *Conn) admitPublish(l *limits, size, topicLen int, name []byte, retain b
 			return packet.QuotaExceeded, false
 		}
 	}
-	if s.PersistentFanoutBPS > 0 && !t.fanout.Positive(now, float64(s.PersistentFanoutBPS), float64(s.PersistentFanoutBPS)) {
+	if s.PersistentFanoutBPS > 0 && !t.fanout.Positive(at.now(), float64(s.PersistentFanoutBPS), float64(s.PersistentFanoutBPS)) {
 		b.throttle(t, ThrottleFanout)
 		return packet.MessageRateTooHigh, false
 	}
@@ -191,22 +193,38 @@ func (c *Conn) admitSubscription(l *limits, e *entry, req *session.SubRequest, s
 // InboundPause returns how long the runtime should wait before reading
 // again, having just read n bytes: the connection's and the tenant's
 // inbound bandwidth limits, as back-pressure rather than disconnection.
+//
+// It also pauses a publisher that ignores flow control: one with more
+// acknowledgements held back by slow subscribers than its Receive Maximum
+// (backpressure.go; a 5.0 client would have been disconnected) is read
+// again only after parkPoll.
 func (c *Conn) InboundPause(n int) time.Duration {
 	t := c.t
 	if t == nil {
 		return 0
 	}
 	l := c.b.tenantLimits(t)
-	s, now := l.s, c.b.env.Clock.Now()
-	p := c.inBytes.Spend(now, float64(s.InboundBandwidth), float64(s.InboundBandwidth), float64(n))
-	if q := t.inBytes.Spend(now, float64(s.InboundBytesRate), float64(s.InboundBytesRate), float64(n)); q > p {
-		p = q
+	s := l.s
+	var p time.Duration
+	if s.InboundBandwidth > 0 || s.InboundBytesRate > 0 {
+		now := c.b.env.Clock.Now()
+		p = c.inBytes.Spend(now, float64(s.InboundBandwidth), float64(s.InboundBandwidth), float64(n))
+		if q := t.inBytes.Spend(now, float64(s.InboundBytesRate), float64(s.InboundBytesRate), float64(n)); q > p {
+			p = q
+		}
+		if p > 0 {
+			c.b.throttle(t, ThrottleBandwidth)
+		}
 	}
-	if p > 0 {
-		c.b.throttle(t, ThrottleBandwidth)
+	if int(c.nparked.Load()) >= int(l.sess.ReceiveMaximum) && p < parkPoll {
+		p = parkPoll
 	}
 	return p
 }
+
+// parkPoll is how long the reading of a publisher over its quota of held
+// acknowledgements pauses before the runtime asks again.
+const parkPoll = 2 * time.Millisecond
 
 // OutboundPause returns how long the runtime should wait after writing n
 // bytes to keep the connection within its outbound bandwidth.
@@ -216,6 +234,9 @@ func (c *Conn) OutboundPause(n int) time.Duration {
 		return 0
 	}
 	s := c.b.tenantLimits(t).s
+	if s.OutboundBandwidth <= 0 {
+		return 0 // no limit: no clock read
+	}
 	return c.outBytes.Spend(c.b.env.Clock.Now(), float64(s.OutboundBandwidth), float64(s.OutboundBandwidth), float64(n))
 }
 

@@ -101,7 +101,7 @@ func (b *Broker) publishSys(t *tenant, now time.Time) {
 	for _, v := range values {
 		m := &message.Message{Topic: []byte(v.topic), Payload: []byte(v.value), Retain: true, Owned: true}
 		b.retained.Set(t.name, m) // statistics are not worth a disk write
-		b.route(t, m, &rs, now, nil)
+		b.route(t, m, &rs, &instant{t: now}, nil)
 		b.commitRoute(&rs)
 	}
 }

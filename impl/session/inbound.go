@@ -10,7 +10,8 @@ import (
 )
 
 // Handle processes one packet from the client. p and the bytes it holds
-// must stay valid until the Result is consumed.
+// must stay valid until the Result is consumed. For a PUBLISH, now is read
+// only for its Message Expiry Interval (the zero Time will do without one).
 func (s *Session) Handle(p packet.Packet, now time.Time) *Result {
 	if s.conn == nil {
 		return &Result{Close: true}
@@ -104,7 +105,7 @@ func (s *Session) handlePublish(r *Result, p *packet.Publish, now time.Time) *Re
 			s.writeAck(packet.PUBREC, p.PacketID, packet.Success)
 			return r
 		}
-		if v5 && cs.inPending+len(s.qos2In) >= int(s.cfg.ReceiveMaximum) {
+		if v5 && cs.inPending+len(s.qos2In)-cs.inAccepted >= int(s.cfg.ReceiveMaximum) {
 			return s.fail(r, packet.ReceiveMaximumExceeded) // [MQTT-3.3.4-7]
 		}
 		cs.inPending++
@@ -125,6 +126,39 @@ func (s *Session) handlePublish(r *Result, p *packet.Publish, now time.Time) *Re
 	return r
 }
 
+// AcceptInbound records, in memory, the packet id of a QoS 2 PUBLISH that
+// the broker is about to route: from now on a re-sent copy (after a
+// reconnection) is acknowledged again, not routed again [MQTT-4.3.3-9].
+// Recording it only when the PUBREC was sent (PublishDone) left a gap: a
+// connection that ended while the PUBREC waited for the store never
+// recorded it, and the publisher's resend was delivered a second time
+// (found by the simulator). The id becomes durable with JournalInbound,
+// which the broker calls once the message is wholly placed — in the batch
+// of its deliveries, or when a delivery parked on a slow subscriber has
+// entered its queue (PublishDone) — so that after a restart a message that
+// was not wholly placed is routed again rather than deduplicated and lost
+// for the subscriber still waiting. A refusal (PublishDone with an error
+// code) forgets the id.
+func (s *Session) AcceptInbound(pid uint16) {
+	if _, ok := s.qos2In[pid]; ok {
+		return
+	}
+	s.qos2In[pid] = false
+	if s.conn != nil {
+		s.conn.inAccepted++
+	}
+}
+
+// JournalInbound makes an accepted QoS 2 packet id durable (a persistent
+// session on a durable broker); output written from now on waits for it.
+func (s *Session) JournalInbound(pid uint16) {
+	if journaled, ok := s.qos2In[pid]; !ok || journaled || !s.durable() {
+		return
+	}
+	s.qos2In[pid] = true
+	s.journal(store.Op{Kind: store.PutInbound, PID: pid}, true)
+}
+
 // PublishDone completes a PUBLISH the broker has routed (and, for a
 // persistent destination, stored): it acknowledges a QoS 1/2 message with
 // code (Success, NoMatchingSubscribers, or a refusal such as NotAuthorized
@@ -133,8 +167,22 @@ func (s *Session) PublishDone(pid uint16, qos packet.QoS, code packet.ReasonCode
 	if qos == 0 {
 		return
 	}
+	journaled, accepted := s.qos2In[pid]
+	accepted = accepted && qos == packet.QoS2
 	if s.conn != nil && s.conn.inPending > 0 {
 		s.conn.inPending--
+		if accepted && s.conn.inAccepted > 0 {
+			s.conn.inAccepted--
+		}
+	}
+	if accepted && code.IsError() {
+		// Refused after all (the store failed): the message was not
+		// taken, so a re-sent copy must be routed.
+		delete(s.qos2In, pid)
+		if journaled {
+			s.journal(store.Op{Kind: store.DeleteInbound, PID: pid}, false)
+		}
+		accepted = false
 	}
 	if s.conn == nil || s.conn.closed {
 		return
@@ -150,10 +198,11 @@ func (s *Session) PublishDone(pid uint16, qos packet.QoS, code packet.ReasonCode
 		return
 	}
 	if !code.IsError() {
-		s.qos2In[pid] = struct{}{}
-		if s.durable() {
-			s.journal(store.Op{Kind: store.PutInbound, PID: pid}, true)
+		if !accepted {
+			s.qos2In[pid] = false // not recorded before routing
 		}
+		// The PUBREC waits until the id is durable.
+		s.JournalInbound(pid)
 	}
 	s.writeAck(packet.PUBREC, pid, code)
 }
@@ -176,11 +225,11 @@ func (s *Session) handleAck(r *Result, a *packet.Ack, now time.Time) *Result {
 		s.writeAck(packet.PUBCOMP, a.PacketID, code)
 		return r
 	case packet.PUBACK:
-		if d := s.byPID[a.PacketID]; d != nil && d.qos == packet.QoS1 && d.state == stateSent {
+		if d := s.byPID.get(a.PacketID); d != nil && d.qos == packet.QoS1 && d.state == stateSent {
 			s.finish(d)
 		}
 	case packet.PUBREC:
-		d := s.byPID[a.PacketID]
+		d := s.byPID.get(a.PacketID)
 		switch {
 		case d != nil && d.qos == packet.QoS2 && d.state == stateSent:
 			if a.ReasonCode.IsError() {
@@ -203,7 +252,7 @@ func (s *Session) handleAck(r *Result, a *packet.Ack, now time.Time) *Result {
 			s.writeAck(packet.PUBREL, a.PacketID, code)
 		}
 	case packet.PUBCOMP:
-		if d := s.byPID[a.PacketID]; d != nil && d.state == stateReleased {
+		if d := s.byPID.get(a.PacketID); d != nil && d.state == stateReleased {
 			s.finish(d)
 		}
 	}

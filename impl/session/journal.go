@@ -161,17 +161,17 @@ func Restore(cfg *Config, id topic.SubscriberID, tenant, clientID string, r *sto
 func (s *Session) RestoreSub(filter string, o topic.Options) { s.subs.Set(filter, o) }
 
 // RestoreInbound adds a stored QoS 2 packet id awaiting PUBREL.
-func (s *Session) RestoreInbound(pid uint16) { s.qos2In[pid] = struct{}{} }
+func (s *Session) RestoreInbound(pid uint16) { s.qos2In[pid] = true }
 
 // RestoreDelivery adds a stored delivery. A released one waits for its
 // PUBCOMP (PUBREL is re-sent on connect); any other is queued again and
 // will be sent with DUP, since it may have been sent before the restart.
 func (s *Session) RestoreDelivery(r *store.DeliveryRecord) {
-	if _, used := s.byPID[r.PID]; used || r.PID == 0 {
+	if s.byPID.get(r.PID) != nil || r.PID == 0 {
 		return // a damaged queue keeps its first entry for an id
 	}
 	d := &delivery{msg: r.Msg, qos: packet.QoS(r.QoS), retain: r.Retain, subIDs: r.SubIDs, pid: r.PID, seq: r.Seq}
-	s.byPID[d.pid] = d
+	s.byPID.set(d.pid, d)
 	if d.msg != nil {
 		s.held += d.msg.Size()
 	}
@@ -185,7 +185,7 @@ func (s *Session) RestoreDelivery(r *store.DeliveryRecord) {
 		return
 	}
 	d.dup, d.state = true, stateQueued
-	s.queue.push(d)
+	s.queue.Push(d)
 }
 
 // Will returns the session's will and its delay (seconds), for a broker

@@ -32,7 +32,9 @@ const (
 
 // Deliver hands the session a message for its client. For QoS 1 and 2 the
 // message must be owned; a QoS 0 message may be borrowed: it is written at
-// once or dropped, never kept.
+// once or dropped, never kept. now is read only for the message's expiry,
+// so for a message without one the zero Time will do (the broker then
+// reads no clock).
 func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome {
 	if m.Expired(now) {
 		s.Stats.DroppedExpired++
@@ -54,8 +56,7 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 		return Sent
 	}
 	size := m.Size()
-	if s.queue.len() >= s.cfg.MaxQueued || len(s.byPID) >= maxPIDs ||
-		s.cfg.MaxQueuedBytes > 0 && s.held+size > s.cfg.MaxQueuedBytes {
+	if !s.Room(size) {
 		s.Stats.DroppedQueueFull++
 		return DropQueueFull
 	}
@@ -68,22 +69,36 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 	// The packet id is fixed now, so that a restart re-sends the message
 	// with the id the client may already have seen [MQTT-4.4.0-1].
 	dl.pid = s.allocPID()
-	s.byPID[dl.pid] = dl
+	s.byPID.set(dl.pid, dl)
 	s.journalDelivery(dl, true)
-	if s.conn != nil && !s.conn.closed && s.queue.len() == 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
+	if s.conn != nil && !s.conn.closed && s.queue.Len() == 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
 		// Nothing waits ahead of it: send now.
 		if !s.send(dl, now) {
 			return DropTooLarge
 		}
 		return Sent
 	}
-	s.queue.push(dl)
+	s.queue.Push(dl)
 	return Queued
 }
 
 // maxPIDs bounds the QoS 1/2 deliveries a session holds: each needs its own
 // packet id.
 const maxPIDs = 65535
+
+// Room reports whether Deliver would accept a QoS 1/2 message of size
+// bytes (message.Message.Size) rather than refuse it with DropQueueFull:
+// the queue is below MaxQueued, a packet id is free and the held bytes
+// stay within MaxQueuedBytes. It changes nothing, so the broker can ask
+// before deciding to hold a message back instead of dropping it.
+func (s *Session) Room(size int) bool {
+	return s.queue.Len() < s.cfg.MaxQueued && s.byPID.len() < maxPIDs &&
+		(s.cfg.MaxQueuedBytes <= 0 || s.held+size <= s.cfg.MaxQueuedBytes)
+}
+
+// QueueLow reports whether the queue is at or below half of MaxQueued: a
+// subscriber that got there is draining again.
+func (s *Session) QueueLow() bool { return s.queue.Len() <= s.cfg.MaxQueued/2 }
 
 // window returns how many more QoS 1/2 messages may be in flight now.
 func (s *Session) window() int {
@@ -99,8 +114,8 @@ func (s *Session) pump(now time.Time) {
 	if s.conn == nil || s.conn.closed {
 		return
 	}
-	for s.queue.len() > 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
-		d := s.queue.pop()
+	for s.queue.Len() > 0 && s.window() > 0 && len(s.out) < s.cfg.MaxOutput {
+		d := s.queue.Pop()
 		if d.msg.Expired(now) {
 			// Onward delivery had not started: the copy is deleted [MQTT-3.3.2-5].
 			s.Stats.DroppedExpired++
@@ -125,7 +140,7 @@ func (s *Session) send(d *delivery, now time.Time) bool {
 
 // forget ends a delivery that is not in flight.
 func (s *Session) forget(d *delivery) {
-	delete(s.byPID, d.pid)
+	s.byPID.del(d.pid)
 	s.dropMsg(d)
 	s.journalDone(d)
 }
@@ -150,7 +165,7 @@ func (s *Session) allocPID() uint16 {
 		if s.nextPID == 0 {
 			s.nextPID = 1
 		}
-		if _, used := s.byPID[s.nextPID]; !used {
+		if s.byPID.get(s.nextPID) == nil {
 			return s.nextPID // [MQTT-2.2.1-4]
 		}
 	}

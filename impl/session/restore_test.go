@@ -73,7 +73,7 @@ func TestRestoreRedelivers(t *testing.T) {
 	if o := s.Deliver(msg("new"), Delivery{QoS: 1}, now); o != Sent {
 		t.Fatalf("Deliver = %v", o)
 	}
-	if _, ok := s.byPID[13]; !ok {
-		t.Fatalf("new delivery did not get packet id 13: %v", s.byPID)
+	if s.byPID.get(13) == nil {
+		t.Fatal("new delivery did not get packet id 13")
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tidwall/btree"
 
+	"github.com/skybridge-mq/skybridge/impl/fifo"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/store"
@@ -28,14 +29,16 @@ type Session struct {
 	nextSeq uint64
 	// byPID holds every QoS 1/2 delivery, queued or in flight: a packet id
 	// is fixed when a message is queued, so that it survives a restart.
-	byPID     map[uint16]*delivery
+	byPID     pidTable
 	head      *delivery // in-flight deliveries in send order
 	tail      *delivery
 	nInflight int
 	held      int // bytes of the messages in byPID, for MaxQueuedBytes
-	queue     fifo
-	qos2In    map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet
-	will      *message.Message
+	queue     fifo.Queue[*delivery]
+	// qos2In holds the QoS 2 packet ids received and routed, PUBREL not
+	// yet; true once the id is journaled (AcceptInbound, JournalInbound).
+	qos2In map[uint16]bool
+	will   *message.Message
 	// willDelay is the Will Delay Interval in seconds.
 	willDelay uint32
 	// offline is when the last connection ended (zero while connected).
@@ -82,6 +85,7 @@ type connState struct {
 	aliasIn       map[uint16][]byte
 	problemInfo   bool // the client accepts Reason Strings and User Properties on errors
 	inPending     int  // QoS 1/2 PUBLISHes received and not yet acknowledged (PublishDone)
+	inAccepted    int  // of those, QoS 2 ones already in qos2In (AcceptInbound): not counted twice
 	sessionExp0   bool // the CONNECT asked for a Session Expiry of 0
 	disconnected  bool // the client sent DISCONNECT
 	closed        bool // the session decided to close the connection
@@ -163,7 +167,7 @@ const Forever = time.Duration(math.MaxInt64)
 // journals its changes (see TakeOps).
 func New(cfg *Config, id topic.SubscriberID, tenant, clientID string, persist bool) *Session {
 	return &Session{cfg: cfg, ID: id, Tenant: tenant, ClientID: clientID, persist: persist,
-		byPID: map[uint16]*delivery{}, qos2In: map[uint16]struct{}{}}
+		qos2In: map[uint16]bool{}}
 }
 
 // Connected reports whether a connection is attached.
@@ -196,7 +200,7 @@ func (s *Session) SubscriptionCount() int { return s.subs.Len() }
 
 // Queued returns the number of messages not yet sent and of messages sent
 // but not acknowledged.
-func (s *Session) Queued() (queued, inflight int) { return s.queue.len(), s.nInflight }
+func (s *Session) Queued() (queued, inflight int) { return s.queue.Len(), s.nInflight }
 
 // TakeOutput returns the bytes waiting to be written and gives the session
 // spare (emptied) as its next buffer. It first fills the output with queued
@@ -211,15 +215,18 @@ func (s *Session) TakeOutput(spare []byte, now time.Time) []byte {
 		return nil // keep spare with the caller: it may not be installed twice
 	}
 	out := s.out
+	// Holds count from the start of the buffer: the n bytes taken leave
+	// it. A hold at the very end (n == len(out): a gating change with no
+	// output after it yet) moves to the start of the next buffer.
+	for i := range s.marks {
+		s.marks[i].offset -= n
+	}
 	if n == len(out) {
 		s.out = spare[:0]
 		return out
 	}
 	// Part of the output is held: it moves to the spare buffer.
 	s.out = append(spare[:0], out[n:]...)
-	for i := range s.marks {
-		s.marks[i].offset -= n
-	}
 	return out[:n]
 }
 
@@ -439,35 +446,4 @@ func (s *Session) Detach(now time.Time) *Result {
 		r.Expire = time.Duration(s.expiry) * time.Second
 	}
 	return r
-}
-
-// fifo is a bounded-by-caller queue of deliveries.
-type fifo struct {
-	items []*delivery
-	head  int
-}
-
-func (q *fifo) len() int { return len(q.items) - q.head }
-
-func (q *fifo) push(d *delivery) { q.items = append(q.items, d) }
-
-func (q *fifo) peek() *delivery {
-	if q.head < len(q.items) {
-		return q.items[q.head]
-	}
-	return nil
-}
-
-func (q *fifo) pop() *delivery {
-	d := q.items[q.head]
-	q.items[q.head] = nil
-	q.head++
-	if q.head == len(q.items) {
-		q.items, q.head = q.items[:0], 0
-	} else if q.head > 1024 && q.head > len(q.items)/2 {
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items, q.head = q.items[:n], 0
-	}
-	return d
 }

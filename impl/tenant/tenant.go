@@ -70,6 +70,13 @@ type Settings struct {
 	MaxRetained         int `yaml:"max_retained" json:"max_retained"`                         // retained messages, tenant-wide
 	MaxRetainedBytes    int `yaml:"max_retained_bytes" json:"max_retained_bytes"`
 	PersistentFanoutBPS int `yaml:"persistent_fanout_bytes_rate" json:"persistent_fanout_bytes_rate"` // bytes/s queued for persistent sessions
+
+	// SlowSubscriberWaitMs bounds back-pressure from a slow subscriber
+	// (milliseconds): a QoS 1/2 message that finds a connected
+	// subscriber's queue full waits this long for room, holding back the
+	// publisher's PUBACK/PUBREC, before it is dropped for that subscriber
+	// (counted as queue_full). 0: no waiting, drop at once.
+	SlowSubscriberWaitMs int `yaml:"slow_subscriber_wait_ms" json:"slow_subscriber_wait_ms"`
 }
 
 // Default returns the settings of a tenant nobody configured: every
@@ -83,6 +90,7 @@ func Default() Settings {
 		ReceiveMaximum: 1024, MaxPacketSize: 1 << 20, MaxPayloadSize: 1 << 20, MaxWillSize: 64 << 10,
 		MaxSessionExpiry: math.MaxUint32,
 		InboxSize:        10000, InboxBytes: 64 << 20, MaxSubscriptions: 1000,
+		SlowSubscriberWaitMs: 5000,
 	}
 }
 
@@ -135,7 +143,7 @@ func (s *Settings) Validate(prefix string) error {
 		{"connect_rate", s.ConnectRate}, {"inbound_bytes_rate", s.InboundBytesRate},
 		{"max_persistent_sessions", s.MaxPersistent}, {"max_tenant_subscriptions", s.MaxTenantSubs},
 		{"max_retained", s.MaxRetained}, {"max_retained_bytes", s.MaxRetainedBytes},
-		{"persistent_fanout_bytes_rate", s.PersistentFanoutBPS}} {
+		{"persistent_fanout_bytes_rate", s.PersistentFanoutBPS}, {"slow_subscriber_wait_ms", s.SlowSubscriberWaitMs}} {
 		if f.v < 0 {
 			bad(f.name, "must not be negative (0 means no limit)")
 		}
