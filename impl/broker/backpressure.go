@@ -307,6 +307,7 @@ func (b *Broker) parkTimeout(e *entry) {
 	}
 	rel, sent := b.admitParked(e, now, nil)
 	dropped := 0
+	var full0 uint64
 	if p := e.parked.Peek(); p != nil {
 		if now.Before(p.deadline) {
 			e.parkTimer = b.env.Clock.AfterFunc(p.deadline.Sub(now), func() { b.parkTimeout(e) })
@@ -315,6 +316,7 @@ func (b *Broker) parkTimeout(e *entry) {
 				rel = append(rel, e.parked.Pop().ack)
 				dropped++
 			}
+			full0 = e.s.Stats.DroppedQueueFull
 			e.s.Stats.DroppedQueueFull += uint64(dropped)
 			e.stalled = true
 		}
@@ -328,6 +330,7 @@ func (b *Broker) parkTimeout(e *entry) {
 	e.mu.Unlock()
 	if dropped > 0 {
 		b.noteDrops(e.t, DropQueueFull, uint64(dropped), now)
+		b.noteOverflow(e, full0, full0+uint64(dropped), now)
 		b.stats.Stalls.Add(1)
 		if at := b.stallLogAt.Load(); now.UnixNano()-at >= int64(10*time.Second) && b.stallLogAt.CompareAndSwap(at, now.UnixNano()) {
 			b.log.Warn("slow subscriber: messages waiting for room in its queue dropped",

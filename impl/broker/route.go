@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"math/bits"
 	"runtime"
 	"slices"
 	"sync"
@@ -265,6 +266,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 		}
 		d := session.Delivery{QoS: packet.QoS(qos), Retain: retain, SubIDs: ids}
 		lockForDelivery(&e.mu)
+		full0 := e.s.Stats.DroppedQueueFull
 		out := session.DropOffline
 		if !e.dead {
 			if qos > 0 && (e.parked.Len() > 0 || !e.s.Room(msg.Size())) {
@@ -279,8 +281,10 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 				if e.parked.Len() > 0 {
 					// Never overtake what waits: dropped as if the queue were full.
 					e.s.Stats.DroppedQueueFull++
+					full := e.s.Stats.DroppedQueueFull
 					e.mu.Unlock()
 					b.noteDrop(t, DropQueueFull, at.now())
+					b.noteOverflow(e, full0, full, at.now())
 					continue
 				}
 			}
@@ -292,12 +296,29 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 			}
 		}
 		conn := e.conn
+		full := e.s.Stats.DroppedQueueFull
 		e.mu.Unlock()
 		if b.countOutcome(t, out, at) && conn != nil && conn != self {
 			conn.wakeUp()
 		}
+		if full != full0 {
+			b.noteOverflow(e, full0, full, at.now())
+		}
 	}
 	return matched
+}
+
+// noteOverflow emits an InboxOverflow event for a session whose count of
+// messages dropped for a full queue went from before to after: when it
+// reaches 1, 2, 4, 8… so that an operator hears of every overflowing
+// session at once, and of a session that keeps overflowing ever more
+// rarely, never in a flood (the tenant-wide drop counters and their
+// periodic MessageDropped event say the rest).
+func (b *Broker) noteOverflow(e *entry, before, after uint64, now time.Time) {
+	if bits.Len64(after) == bits.Len64(before) {
+		return
+	}
+	b.emit(event.NewInboxOverflow(now, event.Who{Tenant: e.t.name, ClientID: e.s.ClientID}, after))
 }
 
 // subscribe adds granted subscriptions to the routes, recording whether

@@ -32,7 +32,9 @@
 //     as broker.DropReasons names it; Count how many).
 //   - Throttled: when a per-tenant throttle refuses or delays (Detail what:
 //     "connections", "connect_rate", "inbound_bytes", ...).
-//   - InboxOverflow: when a persistent session's queue is full.
+//   - InboxOverflow: a session's queue is full and messages for it are
+//     dropped; emitted at its 1st, 2nd, 4th, 8th… such drop (Count), so a
+//     session that keeps overflowing never floods the sinks.
 //   - SessionExpired: when a session's expiry timer fires.
 //   - WillPublished: when a will message is published (Detail its topic).
 //   - SubscriptionRefused: for each filter refused in a SUBACK (Reason the
