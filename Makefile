@@ -77,7 +77,7 @@ sim:
 SEEDS ?= 1000
 DURATION ?= 2m
 sim-soak:
-	$(GO) run ./cmd/skybridge-sim sweep --seeds $(SEEDS) --duration $(DURATION) --faults network,crash
+	$(GO) run ./cmd/skybridge-sim sweep --seeds $(SEEDS) --duration $(DURATION) --faults network,crash,disk
 
 # Coverage of the spec statements that bind a server, per version.
 trace:

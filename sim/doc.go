@@ -135,6 +135,12 @@
 //     once the group is synced, so the broker's callbacks run inside that
 //     event, in submission order. Batches still waiting at a power loss are
 //     lost; the process's callbacks die with it.
+//   - The disk fault (--faults disk) stalls the disk for 0.1 to 3 s: every
+//     fsync of the window, including one already under way, completes
+//     only when it ends, while the broker keeps taking batches (they join
+//     the group commit that ends the stall). What waits for durability
+//     (acknowledgements, output gated on a commit, wills to persistent
+//     sessions) waits with it; the will-timing check allows for the stall.
 //   - A crash is a power loss: CrashClone of the disk. Half the crashes keep
 //     no unsynced data, the others keep each unsynced block or directory
 //     entry with a probability drawn from the seed, from an RNG seeded from

@@ -40,6 +40,8 @@ type durableStore struct {
 	// yet committed, for the oracle to tag (bsess).
 	submitted uint64
 	recent    []*pbatch
+	// stalledUntil: a disk fault holds every fsync until then.
+	stalledUntil time.Time
 }
 
 // pbatch is one batch of the broker on its way to the disk.
@@ -87,7 +89,25 @@ func (d *durableStore) schedule() {
 	}
 	s := d.p.w.Sim
 	spec := &d.p.Spec
-	d.ev = s.After(s.Uniform(spec.FsyncMin, spec.FsyncMax), d.step)
+	delay := s.Uniform(spec.FsyncMin, spec.FsyncMax)
+	if now := s.Now(); now.Before(d.stalledUntil) {
+		delay += d.stalledUntil.Sub(now) // the disk answers when the stall ends
+	}
+	d.ev = s.After(delay, d.step)
+}
+
+// stall makes every group commit until the given instant wait for it (a
+// commit already scheduled is pushed back too: its fsync is what hangs).
+// Batches keep arriving and join the group commit that ends the stall.
+func (d *durableStore) stall(until time.Time) {
+	if until.After(d.stalledUntil) {
+		d.stalledUntil = until
+	}
+	if d.ev != nil {
+		d.p.w.Sim.Cancel(d.ev)
+		d.ev = nil
+		d.schedule()
+	}
 }
 
 // step is the group commit: everything waiting is written as one synced

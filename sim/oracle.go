@@ -780,6 +780,14 @@ func (o *Oracle) checkWillArrived(w *Msg) {
 	if w.willState != willArmed || w.willMaybe || w.deliveredToMonitor || o.Failure != nil || o.now().Before(w.FireAt.Add(o.WillBound)) {
 		return // delivered, cancelled, or armed again (a restart) for later
 	}
+	if p := o.w.Broker; p.ds != nil && p.ds.stalledUntil.After(w.FireAt) {
+		// The disk stalled at or after the will's instant: its delivery to
+		// the (persistent) monitor waits for the commit that ends the stall.
+		if at := p.ds.stalledUntil.Add(p.Spec.FsyncMax + o.WillBound); o.now().Before(at) {
+			o.w.Sim.At(at, func() { o.checkWillArrived(w) })
+			return
+		}
+	}
 	mon := o.w.monitors[w.Tenant]
 	if mon == nil || mon.inc == nil || mon.upSince.IsZero() || mon.upSince.After(w.FireAt) {
 		return

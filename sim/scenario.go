@@ -74,16 +74,21 @@ type FaultSpec struct {
 	Network bool
 	// Crash: the broker process crashes and restarts.
 	Crash bool
+	// Disk: the durable broker's disk stalls (every fsync of the window
+	// completes only when it ends), as a disk does under a firmware hiccup,
+	// a full device queue or a saturated cloud volume: commits pile up
+	// while the broker keeps running.
+	Disk bool
 	// Every is the mean time between two faults.
 	Every time.Duration
-	// PartitionMax and DownMax bound how long a partition or a crashed
-	// broker lasts.
-	PartitionMax, DownMax time.Duration
+	// PartitionMax, DownMax and StallMax bound how long a partition, a
+	// crashed broker or a stalled disk lasts.
+	PartitionMax, DownMax, StallMax time.Duration
 }
 
-// ParseFaults parses "network,crash" (or "none").
+// ParseFaults parses "network,crash,disk" (or "none").
 func ParseFaults(s string) (FaultSpec, error) {
-	f := FaultSpec{Every: 8 * time.Second, PartitionMax: 30 * time.Second, DownMax: 5 * time.Second}
+	f := FaultSpec{Every: 8 * time.Second, PartitionMax: 30 * time.Second, DownMax: 5 * time.Second, StallMax: 3 * time.Second}
 	for _, p := range strings.Split(s, ",") {
 		switch strings.TrimSpace(p) {
 		case "", "none":
@@ -91,8 +96,10 @@ func ParseFaults(s string) (FaultSpec, error) {
 			f.Network = true
 		case "crash":
 			f.Crash = true
+		case "disk":
+			f.Disk = true
 		default:
-			return f, fmt.Errorf("unknown fault %q (want network, crash)", p)
+			return f, fmt.Errorf("unknown fault %q (want network, crash, disk)", p)
 		}
 	}
 	return f, nil
@@ -105,6 +112,9 @@ func (f FaultSpec) String() string {
 	}
 	if f.Crash {
 		s = append(s, "crash")
+	}
+	if f.Disk {
+		s = append(s, "disk")
 	}
 	if len(s) == 0 {
 		return "none"
@@ -157,11 +167,13 @@ type World struct {
 
 // FaultStats counts injected faults.
 type FaultStats struct {
-	Partitions, Resets, HalfOpen, Crashes uint64
+	Partitions, Resets, HalfOpen, Crashes, DiskStalls uint64
 }
 
 // Total returns the number of faults.
-func (f FaultStats) Total() uint64 { return f.Partitions + f.Resets + f.HalfOpen + f.Crashes }
+func (f FaultStats) Total() uint64 {
+	return f.Partitions + f.Resets + f.HalfOpen + f.Crashes + f.DiskStalls
+}
 
 // Result is what a run did and found.
 type Result struct {
@@ -379,6 +391,9 @@ func (w *World) injectFault() {
 	if f.Crash && w.Broker.Up() {
 		kinds = append(kinds, "crash")
 	}
+	if f.Disk && w.Broker.Up() && w.Broker.ds != nil {
+		kinds = append(kinds, "disk-stall")
+	}
 	if len(kinds) == 0 {
 		return
 	}
@@ -423,6 +438,11 @@ func (w *World) injectFault() {
 				w.Net.HealAll()
 			}
 		})
+	case "disk-stall":
+		d := s.Uniform(100*time.Millisecond, max(100*time.Millisecond, f.StallMax))
+		w.Faults.DiskStalls++
+		s.Note(KindFault, w.BrokerHost.ID, 0, "disk stall "+d.String())
+		w.Broker.ds.stall(s.Now().Add(d))
 	case "crash":
 		w.Faults.Crashes++
 		w.Broker.Crash()

@@ -134,7 +134,7 @@ func TestNetworkStreams(t *testing.T) {
 // short is the scenario of the sweeps: 50 clients on two client hosts,
 // every fault, a short workload phase and a quiescent end.
 func short(d time.Duration) Scenario {
-	f, _ := ParseFaults("network,crash")
+	f, _ := ParseFaults("network,crash,disk")
 	f.Every = 3 * time.Second
 	sc := Standard(d, 50, f)
 	sc.Quiesce = 60 * time.Second
@@ -233,7 +233,7 @@ func TestSweep(t *testing.T) {
 			sc.Broker.Durable = tt.storage == "durable"
 			start := time.Now()
 			res := sweep(sc, 1, tt.seeds, nil)
-			var events, msgs, deliveries, checks uint64
+			var events, msgs, deliveries, checks, stalls uint64
 			var virtual time.Duration
 			var rt RuntimeStats
 			byInv := map[Invariant][]uint64{}
@@ -245,10 +245,11 @@ func TestSweep(t *testing.T) {
 				virtual += r.Virtual
 				rt.PowerLosses += r.Runtime.PowerLosses
 				rt.Unsynced += r.Runtime.Unsynced
+				stalls += r.Faults.DiskStalls
 				if f := r.Failure; f != nil {
 					byInv[f.Invariant] = append(byInv[f.Invariant], r.Seed)
 					detail, _, _ := strings.Cut(f.Detail, "\n")
-					t.Errorf("seed %d: %s: %s\n  replay: go run ./cmd/skybridge-sim run --seed %d --duration 10s --faults network,crash --clients 50 --every 3s --quiesce 60s --storage %s",
+					t.Errorf("seed %d: %s: %s\n  replay: go run ./cmd/skybridge-sim run --seed %d --duration 10s --faults network,crash,disk --clients 50 --every 3s --quiesce 60s --storage %s",
 						r.Seed, f.Invariant, detail, r.Seed, tt.storage)
 				}
 			}
@@ -258,8 +259,8 @@ func TestSweep(t *testing.T) {
 					t.Logf("%s: %d seeds %v", inv, len(s), s)
 				}
 			}
-			t.Logf("%d seeds in %v: %d events, %d messages, %d deliveries, %d checks, %d power losses (%d keeping unsynced data), %v virtual (%.0fx real time on %d CPUs)",
-				tt.seeds, real.Round(time.Millisecond), events, msgs, deliveries, checks, rt.PowerLosses, rt.Unsynced, virtual,
+			t.Logf("%d seeds in %v: %d events, %d messages, %d deliveries, %d checks, %d power losses (%d keeping unsynced data), %d disk stalls, %v virtual (%.0fx real time on %d CPUs)",
+				tt.seeds, real.Round(time.Millisecond), events, msgs, deliveries, checks, rt.PowerLosses, rt.Unsynced, stalls, virtual,
 				virtual.Seconds()/real.Seconds(), runtime.GOMAXPROCS(0))
 		})
 	}

@@ -49,7 +49,7 @@ func (o *opts) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.duration, "duration", time.Minute, "virtual time of the workload phase")
 	fs.DurationVar(&o.quiesce, "quiesce", 90*time.Second, "virtual time to settle before the final checks")
 	fs.DurationVar(&o.every, "every", 8*time.Second, "mean virtual time between faults")
-	fs.StringVar(&o.faults, "faults", "network,crash", "faults to inject: network, crash, none")
+	fs.StringVar(&o.faults, "faults", "network,crash,disk", "faults to inject: network, crash, disk, none")
 	fs.StringVar(&o.bugs, "bugs", "", "planted bugs ("+bugNames()+")")
 	fs.StringVar(&o.storage, "storage", "durable", "the broker's storage: durable (Pebble on a crashable disk; a crash is a power loss) or memory")
 	fs.IntVar(&o.clients, "clients", 50, "simulated clients (over two client hosts; a monitor per tenant besides)")
@@ -132,7 +132,7 @@ func run(args []string, w io.Writer) int {
 	fmt.Fprintf(w, "seed %d: %s virtual in %s real (%.0fx real time)\n", r.Seed, r.Virtual, real.Round(time.Millisecond), r.Virtual.Seconds()/real.Seconds())
 	fmt.Fprintf(w, "  events %d (scheduler steps %d), trace %016x\n", r.Events, r.Steps, r.Hash)
 	fmt.Fprintf(w, "  messages %d, deliveries %d; broker in %d, out %d, dropped %d\n", r.Messages, r.Deliveries, r.BrokerIn, r.BrokerOut, r.BrokerDropped)
-	fmt.Fprintf(w, "  faults %d: partitions %d, resets %d, half-open %d, crashes %d\n", r.Faults.Total(), r.Faults.Partitions, r.Faults.Resets, r.Faults.HalfOpen, r.Faults.Crashes)
+	fmt.Fprintf(w, "  faults %d: partitions %d, resets %d, half-open %d, crashes %d, disk stalls %d\n", r.Faults.Total(), r.Faults.Partitions, r.Faults.Resets, r.Faults.HalfOpen, r.Faults.Crashes, r.Faults.DiskStalls)
 	fmt.Fprintf(w, "  network: %d connections, %d bytes, %d held by partitions; runtime: %d keep-alive and %d connect timeouts, %d write timeouts\n",
 		r.Net.Conns, r.Net.Bytes, r.Net.Held, r.Runtime.Timeouts, r.Runtime.ConnectTimeouts, r.Runtime.WriteTimeouts)
 	if rt := r.Runtime; rt.Commits > 0 {
