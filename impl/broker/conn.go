@@ -39,7 +39,7 @@ type Conn struct {
 	wake func()
 
 	// Owned by the reader.
-	dec packet.Decoder
+	dec connDecoder
 	t   *tenant
 	rs  routeScratch
 	// Enhanced authentication: the conversation in progress, its method,
@@ -47,7 +47,7 @@ type Conn struct {
 	authEx      Exchange
 	authMethod  []byte
 	authConnect *packet.Connect
-	authReq     AuthRequest
+	authReq     *AuthRequest
 
 	// who is the authenticated identity, for authorization and events;
 	// set when the CONNECT is accepted, replaced by a re-authentication.
@@ -102,6 +102,51 @@ type routeScratch struct {
 	ack    *heldAck
 	limits *limits
 }
+
+// decoders lends packet decoders (4 KiB each) to busy connections: a
+// connection borrows one for the packets of a batch and gives it back when
+// the runtime says it is idle (Idle), so that an idle connection holds none.
+var decoders = sync.Pool{New: func() any { return new(packet.Decoder) }}
+
+// connDecoder is a connection's packet decoder: the protocol version in
+// force, and a decoder borrowed from decoders while the connection is busy.
+// Only the reader uses it; other goroutines may read Version, which changes
+// only with a CONNECT.
+type connDecoder struct {
+	Version packet.Version
+	d       *packet.Decoder
+}
+
+// Decode decodes one packet with the borrowed decoder (borrowing one when
+// none is held). The packet is valid until the next Decode or release.
+func (cd *connDecoder) Decode(h packet.FixedHeader, body []byte) (packet.Packet, error) {
+	d := cd.d
+	if d == nil {
+		d = decoders.Get().(*packet.Decoder)
+		cd.d = d
+	}
+	d.Version = cd.Version
+	p, err := d.Decode(h, body)
+	if d.Version != cd.Version {
+		cd.Version = d.Version // a CONNECT set it
+	}
+	return p, err
+}
+
+// release gives the decoder back.
+func (cd *connDecoder) release() {
+	if cd.d != nil {
+		decoders.Put(cd.d)
+		cd.d = nil
+	}
+}
+
+// Idle tells the connection that its reader has handled every packet read
+// and waits for more: the connection gives back what it holds only while
+// busy (its packet decoder), so that an idle connection costs little. Only
+// the reader calls it, between calls to Handle; a runtime that never calls
+// it keeps the decoder for the connection's life.
+func (c *Conn) Idle() { c.dec.release() }
 
 // NewConn registers a new transport. wake is called, from any goroutine,
 // when the connection has output to write or must be closed; it must not

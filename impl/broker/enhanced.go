@@ -37,7 +37,7 @@ func (c *Conn) beginAuth(conn *packet.Connect, req AuthRequest, now time.Time) {
 		c.refuse(packet.V5, packet.ImplementationSpecificError)
 		return
 	}
-	c.authEx, c.authMethod, c.authConnect, c.authReq = ex, []byte(method), cp, req
+	c.authEx, c.authMethod, c.authConnect, c.authReq = ex, []byte(method), cp, &req
 	c.authStep(conn.Properties.AuthData, now)
 }
 
@@ -112,7 +112,7 @@ func (c *Conn) reauthenticate(e *entry, a *packet.Auth) {
 	}
 	switch a.ReasonCode {
 	case packet.ReAuthenticate:
-		ex, ok := c.b.cfg.EnhancedAuth.Begin(string(c.authMethod), &c.authReq)
+		ex, ok := c.b.cfg.EnhancedAuth.Begin(string(c.authMethod), c.authReq)
 		if !ok {
 			kick(packet.BadAuthenticationMethod)
 			return

@@ -128,6 +128,7 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 //go:noinline
 func (s *Server) finish(cn *connection) {
 	cn.r.release()
+	cn.c.Idle()
 	cn.exited = make(chan struct{}, 1)
 	if old := cn.state.Or(writerStop); old&writerRunning != 0 {
 		<-cn.exited
@@ -187,6 +188,7 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 		}
 		read += h.Size() + h.Remaining
 		if r.Buffered() == 0 {
+			cn.c.Idle() // packet boundary: the broker gives back its decoder
 			s.batchDone(cn, read)
 			r.parkOK = control && s.parker != nil
 			read, control = 0, true

@@ -4,6 +4,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/store"
 	"github.com/skybridge-mq/skybridge/impl/topic"
@@ -117,7 +118,11 @@ func (s *Session) handlePublish(r *Result, p *packet.Publish, now time.Time) *Re
 		s.PublishDone(p.PacketID, p.QoS, packet.PayloadFormatInvalid)
 		return r
 	}
-	m := &cs.msg
+	m := cs.msg
+	if m == nil {
+		m = new(message.Message)
+		cs.msg = m
+	}
 	m.FromPublish(p, now)
 	m.Topic = tp
 	m.Publisher = s.ID
@@ -142,6 +147,9 @@ func (s *Session) handlePublish(r *Result, p *packet.Publish, now time.Time) *Re
 func (s *Session) AcceptInbound(pid uint16) {
 	if _, ok := s.qos2In[pid]; ok {
 		return
+	}
+	if s.qos2In == nil {
+		s.qos2In = map[uint16]bool{}
 	}
 	s.qos2In[pid] = false
 	if s.conn != nil {
@@ -199,6 +207,9 @@ func (s *Session) PublishDone(pid uint16, qos packet.QoS, code packet.ReasonCode
 	}
 	if !code.IsError() {
 		if !accepted {
+			if s.qos2In == nil {
+				s.qos2In = map[uint16]bool{}
+			}
 			s.qos2In[pid] = false // not recorded before routing
 		}
 		// The PUBREC waits until the id is durable.
@@ -306,7 +317,7 @@ func (s *Session) SubscribeDone(pid uint16, reqs []SubRequest) {
 		q := &reqs[i]
 		if !q.Reason.IsError() {
 			f := string(q.Filter)
-			s.subs.Set(f, q.Options)
+			s.subscriptions().Set(f, q.Options)
 			if s.durable() {
 				s.journal(store.Op{Kind: store.PutSub, Filter: f, Options: q.Options}, true)
 			}
@@ -320,6 +331,9 @@ func (s *Session) SubscribeDone(pid uint16, reqs []SubRequest) {
 
 // HasSubscription reports whether the session holds filter.
 func (s *Session) HasSubscription(filter []byte) bool {
+	if s.subs == nil {
+		return false
+	}
 	_, ok := s.subs.Get(string(filter))
 	return ok
 }
@@ -330,7 +344,9 @@ func (s *Session) UnsubscribeDone(pid uint16, filters [][]byte) {
 	ack := packet.Unsuback{PacketID: pid}
 	for _, f := range filters {
 		code := packet.Success
-		if _, ok := s.subs.Delete(string(f)); !ok {
+		if s.subs == nil {
+			code = packet.NoSubscriptionExisted
+		} else if _, ok := s.subs.Delete(string(f)); !ok {
 			code = packet.NoSubscriptionExisted
 		} else if s.durable() {
 			s.journal(store.Op{Kind: store.DeleteSub, Filter: string(f)}, true)

@@ -158,10 +158,15 @@ func Restore(cfg *Config, id topic.SubscriberID, tenant, clientID string, r *sto
 }
 
 // RestoreSub adds a stored subscription.
-func (s *Session) RestoreSub(filter string, o topic.Options) { s.subs.Set(filter, o) }
+func (s *Session) RestoreSub(filter string, o topic.Options) { s.subscriptions().Set(filter, o) }
 
 // RestoreInbound adds a stored QoS 2 packet id awaiting PUBREL.
-func (s *Session) RestoreInbound(pid uint16) { s.qos2In[pid] = true }
+func (s *Session) RestoreInbound(pid uint16) {
+	if s.qos2In == nil {
+		s.qos2In = map[uint16]bool{}
+	}
+	s.qos2In[pid] = true
+}
 
 // RestoreDelivery adds a stored delivery. A released one waits for its
 // PUBCOMP (PUBREL is re-sent on connect); any other is queued again and

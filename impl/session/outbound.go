@@ -203,7 +203,11 @@ func (s *Session) unlink(d *delivery) {
 func (s *Session) writePublish(d *delivery, dup bool, now time.Time) bool {
 	cs := s.conn
 	m := d.msg
-	p := &s.scratch
+	p := s.scratch
+	if p == nil {
+		p = new(packet.Publish)
+		s.scratch = p
+	}
 	user := p.Properties.User
 	*p = packet.Publish{Dup: dup, QoS: d.qos, Retain: d.retain, Topic: m.Topic, PacketID: d.pid, Payload: m.Payload}
 	v := s.version
@@ -264,9 +268,14 @@ func (s *Session) writeAck(t packet.Type, pid uint16, code packet.ReasonCode) {
 	if s.conn == nil || s.conn.closed {
 		return
 	}
-	s.ack = packet.Ack{PacketType: t, PacketID: pid, ReasonCode: code, Properties: s.ack.Properties}
-	s.ack.Properties.Reset()
-	s.out, _ = s.ack.Append(s.out, s.version)
+	a := s.ack
+	if a == nil {
+		a = new(packet.Ack)
+		s.ack = a
+	}
+	*a = packet.Ack{PacketType: t, PacketID: pid, ReasonCode: code, Properties: a.Properties}
+	a.Properties.Reset()
+	s.out, _ = a.Append(s.out, s.version)
 }
 
 // SendPacket writes a packet the broker makes on the session's behalf (an

@@ -23,7 +23,8 @@ type Session struct {
 
 	// Session state: survives connections while the session lives.
 	version packet.Version
-	subs    btree.Map[string, topic.Options]
+	// subs is made with the first subscription.
+	subs    *btree.Map[string, topic.Options]
 	expiry  uint32 // Session Expiry Interval in seconds; math.MaxUint32: never
 	nextPID uint16
 	nextSeq uint64
@@ -37,6 +38,7 @@ type Session struct {
 	queue     fifo.Queue[*delivery]
 	// qos2In holds the QoS 2 packet ids received and routed, PUBREL not
 	// yet; true once the id is journaled (AcceptInbound, JournalInbound).
+	// Made with the first one.
 	qos2In map[uint16]bool
 	will   *message.Message
 	// willDelay is the Will Delay Interval in seconds.
@@ -60,9 +62,11 @@ type Session struct {
 	// Stats counts what the session dropped and why. The broker reads it.
 	Stats Stats
 
-	ctl     Result         // the Result of Kick and Detach, which other goroutines may call
-	scratch packet.Publish // reused to encode PUBLISH packets
-	ack     packet.Ack
+	ctl *Result // the Result of Kick and Detach, which other goroutines may call; made when first needed
+	// scratch and ack are reused to encode PUBLISH and acknowledgement
+	// packets; made when first needed (an idle session needs neither).
+	scratch *packet.Publish
+	ack     *packet.Ack
 }
 
 // Stats counts dropped messages by cause.
@@ -91,8 +95,9 @@ type connState struct {
 	closed        bool // the session decided to close the connection
 	// result and msg belong to the connection's reader: after a takeover
 	// the old reader may still be reading them while a new connection runs.
+	// msg is made with the connection's first PUBLISH.
 	result Result
-	msg    message.Message
+	msg    *message.Message
 }
 
 // delivery is one message on its way to this client.
@@ -166,8 +171,7 @@ const Forever = time.Duration(math.MaxInt64)
 // sessions in a durable store: a session that outlives its connection then
 // journals its changes (see TakeOps).
 func New(cfg *Config, id topic.SubscriberID, tenant, clientID string, persist bool) *Session {
-	return &Session{cfg: cfg, ID: id, Tenant: tenant, ClientID: clientID, persist: persist,
-		qos2In: map[uint16]bool{}}
+	return &Session{cfg: cfg, ID: id, Tenant: tenant, ClientID: clientID, persist: persist}
 }
 
 // Connected reports whether a connection is attached.
@@ -192,11 +196,36 @@ func (s *Session) Expiry() uint32 { return s.expiry }
 // Subscriptions calls visit for each of the session's subscriptions, in
 // filter order.
 func (s *Session) Subscriptions(visit func(filter string, o topic.Options) bool) {
-	s.subs.Scan(visit)
+	if s.subs != nil {
+		s.subs.Scan(visit)
+	}
 }
 
 // SubscriptionCount returns the number of the session's subscriptions.
-func (s *Session) SubscriptionCount() int { return s.subs.Len() }
+func (s *Session) SubscriptionCount() int {
+	if s.subs == nil {
+		return 0
+	}
+	return s.subs.Len()
+}
+
+// subscriptions returns the session's subscriptions, made when first needed.
+func (s *Session) subscriptions() *btree.Map[string, topic.Options] {
+	if s.subs == nil {
+		s.subs = new(btree.Map[string, topic.Options])
+	}
+	return s.subs
+}
+
+// control returns the Result of Kick and Detach, emptied.
+func (s *Session) control() *Result {
+	if s.ctl == nil {
+		s.ctl = new(Result)
+	} else {
+		*s.ctl = Result{}
+	}
+	return s.ctl
+}
 
 // Queued returns the number of messages not yet sent and of messages sent
 // but not acknowledged.
@@ -262,8 +291,7 @@ func (s *Session) fail(r *Result, code packet.ReasonCode) *Result {
 // server shutting down, administrative action): a 5.0 client gets a
 // DISCONNECT with code.
 func (s *Session) Kick(code packet.ReasonCode) *Result {
-	s.ctl = Result{}
-	return s.fail(&s.ctl, code)
+	return s.fail(s.control(), code)
 }
 
 // AttachInfo is what the broker decided about an accepted CONNECT.
@@ -410,8 +438,7 @@ func (s *Session) Attach(c *packet.Connect, info AttachInfo, now time.Time) {
 // do next: publish a will (now or after WillDelay) and keep the session for
 // Expire (0: discard it now).
 func (s *Session) Detach(now time.Time) *Result {
-	s.ctl = Result{}
-	r := &s.ctl
+	r := s.control()
 	if s.conn == nil {
 		return r
 	}
