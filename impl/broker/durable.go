@@ -28,6 +28,19 @@ func (rs *routeScratch) add(e *entry, seq uint64, ops ...store.Op) {
 	}
 }
 
+// addSession moves what e's session journaled into the route's batch, and
+// makes e wait for it. The caller holds e.mu.
+func (rs *routeScratch) addSession(e *entry) {
+	if rs.batch == nil {
+		rs.batch = &store.Batch{}
+	}
+	ops, seq, ok := e.s.AppendOps(rs.batch.Ops)
+	if ok {
+		rs.batch.Ops = ops
+		rs.waiters = append(rs.waiters, waiter{e, seq})
+	}
+}
+
 // takeBatch hands over the batch and its waiters (the scratch starts afresh).
 func (rs *routeScratch) takeBatch() (*store.Batch, []waiter) {
 	b, w := rs.batch, rs.waiters

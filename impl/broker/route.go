@@ -91,9 +91,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		e.mu.Lock()
 		if e.conn == c {
 			e.s.JournalInbound(pid)
-			if ops, seq := e.s.TakeOps(); len(ops) > 0 {
-				rs.add(e, seq, ops...)
-			}
+			rs.addSession(e)
 		}
 		e.mu.Unlock()
 	}
@@ -290,9 +288,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 			}
 			out = e.s.Deliver(msg, d, now)
 			if b.persist {
-				if ops, seq := e.s.TakeOps(); len(ops) > 0 {
-					rs.add(e, seq, ops...)
-				}
+				rs.addSession(e)
 			}
 		}
 		conn := e.conn

@@ -62,6 +62,21 @@ func (s *Session) TakeOps() ([]store.Op, uint64) {
 	return ops, s.jseq
 }
 
+// AppendOps is TakeOps for a caller that copies the ops into a batch of its
+// own: they are appended to dst, and the session keeps its buffer for the
+// next ones (cleared, so that it holds no message), which spares the
+// routing of every persistent delivery an allocation. ok reports whether
+// there were any.
+func (s *Session) AppendOps(dst []store.Op) (out []store.Op, seq uint64, ok bool) {
+	if len(s.ops) == 0 {
+		return dst, s.jseq, false
+	}
+	dst = append(dst, s.ops...)
+	clear(s.ops)
+	s.ops = s.ops[:0]
+	return dst, s.jseq, true
+}
+
 // Committed tells the session that its journal up to seq is durable; the
 // output held behind it may go.
 func (s *Session) Committed(seq uint64) {
