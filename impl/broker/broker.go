@@ -248,6 +248,10 @@ type entry struct {
 	ending bool // its connection ended with session expiry 0: endSession follows
 	// counted says the session counts in its tenant's persistent sessions.
 	counted bool
+	// stalled says the session stalled under back-pressure (see parked);
+	// it sits with the other flags so that an entry fits a smaller size
+	// class.
+	stalled bool
 	// willTimer and expiryTimer run while the session has no connection.
 	willTimer   env.Timer
 	pendingWill *message.Message // the will willTimer will publish
@@ -260,7 +264,6 @@ type entry struct {
 	// session stalled (no more waiting until its queue has drained).
 	parked    fifo.Queue[parkedDelivery]
 	parkTimer env.Timer
-	stalled   bool
 }
 
 // New returns a broker running in e that keeps its durable state in st

@@ -55,10 +55,9 @@ type Conn struct {
 	credTimer env.Timer // fires when the credentials expire
 	credGen   uint64
 
-	// Per-connection rates (limits.go).
-	pubRate  tenantpkg.Bucket
-	inBytes  tenantpkg.Bucket
-	outBytes tenantpkg.Bucket
+	// Per-connection rates (limits.go), made when a limit first needs
+	// them: most connections run without per-connection limits.
+	rates atomic.Pointer[connRates]
 
 	// Acknowledgements that wait (backpressure.go): for the store, for
 	// deliveries parked on slow subscribers, or behind an earlier one.
@@ -86,6 +85,23 @@ type Conn struct {
 	closing  bool   // close the transport once everything is written
 	closed   bool   // Closed was called
 	attached bool
+}
+
+// connRates are a connection's token buckets.
+type connRates struct {
+	pubRate  tenantpkg.Bucket
+	inBytes  tenantpkg.Bucket
+	outBytes tenantpkg.Bucket
+}
+
+// rate returns the connection's buckets, made on first use (by its reader
+// or its writer).
+func (c *Conn) rate() *connRates {
+	if r := c.rates.Load(); r != nil {
+		return r
+	}
+	c.rates.CompareAndSwap(nil, new(connRates))
+	return c.rates.Load()
 }
 
 // routeScratch is reused by a connection's reader for every message it routes.

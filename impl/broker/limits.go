@@ -139,7 +139,7 @@ func checkTopic(l *limits, name []byte) bool {
 // non-zero code refuses the message (kick: the connection must go).
 func (c *Conn) admitPublish(l *limits, size, topicLen int, name []byte, retain bool, at *instant) (code packet.ReasonCode, kick bool) {
 	b, t, s := c.b, c.t, l.s
-	if s.PublishRate > 0 && !c.pubRate.Take(at.now(), float64(s.PublishRate), float64(max(s.PublishRate, 1)), 1) {
+	if s.PublishRate > 0 && !c.rate().pubRate.Take(at.now(), float64(s.PublishRate), float64(max(s.PublishRate, 1)), 1) {
 		b.throttle(t, ThrottlePublishRate)
 		return packet.MessageRateTooHigh, true
 	}
@@ -208,7 +208,7 @@ func (c *Conn) InboundPause(n int) time.Duration {
 	var p time.Duration
 	if s.InboundBandwidth > 0 || s.InboundBytesRate > 0 {
 		now := c.b.env.Clock.Now()
-		p = c.inBytes.Spend(now, float64(s.InboundBandwidth), float64(s.InboundBandwidth), float64(n))
+		p = c.rate().inBytes.Spend(now, float64(s.InboundBandwidth), float64(s.InboundBandwidth), float64(n))
 		if q := t.inBytes.Spend(now, float64(s.InboundBytesRate), float64(s.InboundBytesRate), float64(n)); q > p {
 			p = q
 		}
@@ -237,7 +237,7 @@ func (c *Conn) OutboundPause(n int) time.Duration {
 	if s.OutboundBandwidth <= 0 {
 		return 0 // no limit: no clock read
 	}
-	return c.outBytes.Spend(c.b.env.Clock.Now(), float64(s.OutboundBandwidth), float64(s.OutboundBandwidth), float64(n))
+	return c.rate().outBytes.Spend(c.b.env.Clock.Now(), float64(s.OutboundBandwidth), float64(s.OutboundBandwidth), float64(n))
 }
 
 // Settings returns the broker's settings provider (hot reload, admin API).
