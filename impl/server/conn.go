@@ -293,7 +293,7 @@ func (s *Server) batchDone(cn *connection, read int) {
 	if p := cn.c.InboundPause(read); p > 0 {
 		time.Sleep(p)
 	}
-	cn.wakeUp()
+	cn.flush()
 	if ka := cn.c.KeepAlive(); ka > 0 {
 		cn.deadline = time.Now().Add(ka)
 		_ = cn.nc.SetReadDeadline(cn.deadline)
@@ -345,12 +345,55 @@ func (cn *connection) wakeUp() {
 	}
 }
 
-// writeLoop writes the connection's output until there is none, then ends;
-// it also ends when the reader is done (which then writes the rest) or the
-// transport fails.
-func (cn *connection) writeLoop() {
-	dead := false
+// flush is the reader's wake after a batch: when no writer runs, the reader
+// takes the writer's part and writes what the batch produced itself (a
+// CONNACK, a SUBACK, a PINGRESP...), which spares a writer goroutine and
+// its wake-up per batch. It never blocks: what the socket does not take at
+// once is left to a writer goroutine. Transports without a raw descriptor
+// start a writer as before.
+func (cn *connection) flush() {
+	if cn.r.raw == nil {
+		cn.wakeUp()
+		return
+	}
 	for {
+		st := cn.state.Load()
+		if st&(writerRunning|writerStop|writerDead) != 0 {
+			cn.wakeUp() // a writer runs: it looks again (or nothing is to be written)
+			return
+		}
+		if cn.state.CompareAndSwap(st, st|writerRunning) {
+			cn.writeOut(nil, true)
+			return
+		}
+	}
+}
+
+// writeLoop is the writer goroutine.
+func (cn *connection) writeLoop() { cn.writeOut(nil, false) }
+
+// writeRest is a writer goroutine that takes over from the reader (flush):
+// it waits pause (the outbound bandwidth limit), writes pending, then goes
+// on as writeLoop.
+func (cn *connection) writeRest(pending []byte, pause time.Duration) {
+	if pause > 0 {
+		time.Sleep(pause)
+	}
+	cn.writeOut(pending, false)
+}
+
+// writeOut writes pending, then the connection's output until there is
+// none, then ends; it also ends when the reader is done (which then writes
+// the rest) or the transport fails. The caller holds writerRunning. inline
+// says the reader runs it (flush): its writes must not block, so output
+// the socket does not take at once, or a pause, goes to a writer
+// goroutine.
+func (cn *connection) writeOut(pending []byte, inline bool) {
+	dead := false
+	if len(pending) > 0 && !cn.write(pending) {
+		dead = true
+	}
+	for !dead {
 		st := cn.state.Load()
 		if st&writerStop != 0 {
 			break
@@ -364,6 +407,23 @@ func (cn *connection) writeLoop() {
 			st &^= writerAgain
 		}
 		out, closeNow := cn.c.Output(cn.spare)
+		if len(out) > 0 && inline {
+			n, err := cn.r.writeNow(out)
+			if err != nil {
+				cn.closeTransport()
+				dead = true
+				break
+			}
+			if n < len(out) {
+				go cn.writeRest(out[n:], cn.c.OutboundPause(n))
+				return
+			}
+			if p := cn.wrote(out); p > 0 {
+				go cn.writeRest(nil, p)
+				return
+			}
+			continue
+		}
 		if len(out) > 0 {
 			if !cn.write(out) {
 				dead = true
@@ -404,14 +464,21 @@ func (cn *connection) write(out []byte) bool {
 		cn.closeTransport()
 		return false
 	}
-	if p := cn.c.OutboundPause(len(out)); p > 0 {
+	if p := cn.wrote(out); p > 0 {
 		time.Sleep(p) // outbound bandwidth limit
 	}
+	return true
+}
+
+// wrote keeps the buffer of out, written, as the next spare and returns
+// the pause the outbound bandwidth limit asks for.
+func (cn *connection) wrote(out []byte) time.Duration {
+	p := cn.c.OutboundPause(len(out))
 	if cap(out) > maxSpare {
 		out = nil // do not keep a huge buffer for an idle connection
 	}
 	cn.spare = out[:0]
-	return true
+	return p
 }
 
 // remoteString formats a remote address; a TCP address takes one

@@ -7,3 +7,5 @@ package server
 const rawReadSupported = false
 
 func (f *frameReader) rawRead(fd uintptr) bool { panic("server: raw reads are not supported here") }
+
+func (f *frameReader) rawWrite(fd uintptr) bool { panic("server: raw writes are not supported here") }

@@ -13,6 +13,9 @@ const rawReadSupported = true
 // buffer if nothing is buffered, then lets the runtime wait for the socket,
 // or, at a packet boundary on a connection that may park, returns errPark.
 func (f *frameReader) rawRead(fd uintptr) bool {
+	if f.writing {
+		return f.rawWrite(fd)
+	}
 	for {
 		dst := f.dst
 		if dst == nil {
@@ -37,6 +40,22 @@ func (f *frameReader) rawRead(fd uintptr) bool {
 				}
 			}
 			return false
+		}
+		f.n, f.errno = max(n, 0), err
+		return true
+	}
+}
+
+// rawWrite is rawRead's part for writeNow: one write of f.dst, which never
+// waits (a full socket takes nothing).
+func (f *frameReader) rawWrite(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), f.dst)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			n, err = 0, nil
 		}
 		f.n, f.errno = max(n, 0), err
 		return true

@@ -80,6 +80,8 @@ type frameReader struct {
 	// parkOK.
 	boundary bool
 	parkOK   bool
+	// writing makes the raw callback write dst instead (writeNow).
+	writing bool
 
 	// The raw read's destination (nil: buf) and result.
 	dst    []byte
@@ -271,6 +273,25 @@ func (f *frameReader) read(dst []byte) (int, error) {
 	}
 	if dst == nil {
 		f.w += n
+	}
+	return n, nil
+}
+
+// writeNow writes b to the raw descriptor without waiting and returns how
+// much the socket took (0 when it is full). The reader calls it, between
+// reads, to write its connection's output itself (connection.flush); it
+// reuses the read callback, so that it costs no closure.
+func (f *frameReader) writeNow(b []byte) (int, error) {
+	f.dst, f.writing = b, true
+	err := f.raw.Write(f.readFn)
+	f.dst, f.writing = nil, false
+	n, errno := f.n, f.errno
+	f.n, f.errno = 0, nil
+	if err != nil {
+		return 0, err
+	}
+	if errno != nil {
+		return 0, &net.OpError{Op: "write", Net: "tcp", Source: f.nc.LocalAddr(), Addr: f.nc.RemoteAddr(), Err: errno}
 	}
 	return n, nil
 }
