@@ -60,10 +60,10 @@ type connection struct {
 
 	// Parking (readers only, in turn).
 	park       atomic.Uint32
-	deadline   time.Time   // keep-alive deadline in force (zero: none)
-	kaTimer    *time.Timer // resumes a parked connection at its deadline
-	fd         int32       // the socket, once parked
-	registered bool        // the socket is in the parker's epoll set
+	deadline   time.Time // keep-alive deadline in force (zero: none)
+	fd         int32     // the socket, once parked
+	due        int32     // 1 + its place in the parker's deadline heap (0: not in it)
+	registered bool      // the socket is in the parker's epoll set
 	ctlFn      func(fd uintptr)
 	ctlErr     error
 	// spare is the output buffer the next writer hands to the broker
@@ -212,23 +212,13 @@ func isControl(t packet.Type) bool {
 //
 //go:noinline
 func (s *Server) park(cn *connection) bool {
-	var d time.Duration
-	if !cn.deadline.IsZero() {
-		if d = time.Until(cn.deadline); d < time.Millisecond {
-			return false // about to time out: the runtime's poller says when
-		}
+	if !cn.deadline.IsZero() && time.Until(cn.deadline) < time.Millisecond {
+		return false // about to time out: the runtime's poller says when
 	}
 	cn.park.Store(parking)
-	if !s.parker.add(cn) {
+	if !s.parker.add(cn) { // also files the keep-alive deadline
 		cn.park.Store(reading)
 		return false
-	}
-	if d > 0 {
-		if cn.kaTimer == nil {
-			cn.kaTimer = time.AfterFunc(d, cn.unpark)
-		} else {
-			cn.kaTimer.Reset(d)
-		}
 	}
 	if cn.park.CompareAndSwap(parking, parked) {
 		// From here on, cn belongs to whoever resumes it.
@@ -243,9 +233,9 @@ func (s *Server) park(cn *connection) bool {
 }
 
 // unpark gives a parked connection a reader goroutine again. It is called
-// by the parker (the socket is readable or hung up), by the keep-alive timer
-// and by whoever closed the transport; a spurious call costs a reader that
-// finds nothing and parks again.
+// by the parker (the socket is readable or hung up, or the keep-alive
+// deadline passed) and by whoever closed the transport; a spurious call
+// costs a reader that finds nothing and parks again.
 func (cn *connection) unpark() {
 	for {
 		switch cn.park.Load() {
@@ -268,9 +258,6 @@ func (cn *connection) unpark() {
 // still applies: past it, the first read times out as it would have.
 func (s *Server) resume(cn *connection) {
 	growStack(0)
-	if cn.kaTimer != nil {
-		cn.kaTimer.Stop()
-	}
 	s.parker.remove(cn)
 	s.run(cn)
 }

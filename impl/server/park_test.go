@@ -129,3 +129,37 @@ func TestParkedConnectionEOF(t *testing.T) {
 		t.Fatalf("Shutdown still waits: %d connections open", s.OpenConnections())
 	}
 }
+
+// TestParkedKeepAlive: parked connections are closed at their keep-alive
+// deadline (1.5 times the keep alive), each at its own, whatever the order
+// they parked in, and a connection whose deadline is far stays open.
+func TestParkedKeepAlive(t *testing.T) {
+	_, addr, parked := parkingServer(t)
+	dial := func(id string, ka uint16) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		b := encode(t, &packet.Connect{Version: packet.V311, ClientID: []byte(id), CleanStart: true, KeepAlive: ka}, packet.V311)
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		readExactly(t, c, []byte{0x20, 0x02, 0x00, 0x00})
+		waitParked(t, parked, id)
+		return c
+	}
+	late := dial("late", 2)
+	early := dial("early", 1)
+	open := dial("open", 100)
+	start := time.Now()
+	expectClosed(t, early)
+	expectClosed(t, late)
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("closed after %v, before the keep-alive deadlines", d)
+	}
+	if _, err := open.Write([]byte{0xc0, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, open, []byte{0xd0, 0x00})
+}

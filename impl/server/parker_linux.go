@@ -6,18 +6,28 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // parker keeps idle TCP connections without a goroutine: their sockets wait
 // in an epoll set of the server's own, and a readable (or closed) socket gets
 // a reader goroutine again. The epoll descriptor itself waits in the Go
-// runtime's poller, so no thread blocks on it.
+// runtime's poller, so no thread blocks on it. The keep-alive deadlines of
+// the parked connections wait in a heap of the parker's, under one timer
+// (a timer per connection cost more than the rest of a parked connection's
+// runtime state).
 type parker struct {
 	epfd int
 	file *os.File // epfd, waiting in the runtime's poller (never call its Fd: it would make it blocking)
 
 	mu    sync.Mutex
 	conns map[int32]*connection // parked connections by descriptor
+	// due holds the parked connections with a deadline, earliest first (a
+	// binary heap on connection.deadline; connection.due is 1 + the place).
+	// timer fires at or before the earliest; closed stops it for good.
+	due    []*connection
+	timer  *time.Timer
+	closed bool
 }
 
 func newParker() (*parker, error) {
@@ -52,6 +62,9 @@ func (cn *connection) register(fd uintptr) {
 	cn.fd = int32(fd)
 	p.mu.Lock()
 	p.conns[cn.fd] = cn
+	if !cn.deadline.IsZero() && cn.due == 0 {
+		p.push(cn)
+	}
 	p.mu.Unlock()
 	op := syscall.EPOLL_CTL_MOD
 	if !cn.registered {
@@ -70,7 +83,102 @@ func (p *parker) remove(cn *connection) {
 	if p.conns[cn.fd] == cn {
 		delete(p.conns, cn.fd)
 	}
+	if cn.due != 0 {
+		p.drop(int(cn.due - 1))
+	}
 	p.mu.Unlock()
+}
+
+// push files cn's deadline, arming the timer when it is the earliest. The
+// caller holds p.mu.
+func (p *parker) push(cn *connection) {
+	i := len(p.due)
+	p.due = append(p.due, cn)
+	cn.due = int32(i + 1)
+	p.up(i)
+	if p.due[0] != cn || p.closed {
+		return
+	}
+	if d := time.Until(cn.deadline); p.timer == nil {
+		p.timer = time.AfterFunc(d, p.expire)
+	} else {
+		p.timer.Reset(d)
+	}
+}
+
+// drop takes the connection at place i out of the heap. The caller holds
+// p.mu. (The timer may fire early because of it: expire re-arms it.)
+func (p *parker) drop(i int) {
+	last := len(p.due) - 1
+	p.due[i].due = 0
+	if i != last {
+		p.due[i] = p.due[last]
+		p.due[i].due = int32(i + 1)
+	}
+	p.due[last] = nil
+	p.due = p.due[:last]
+	if i != last {
+		p.down(i)
+		p.up(i)
+	}
+	if len(p.due) == 0 && cap(p.due) > 1024 {
+		p.due = nil // let a burst's heap go
+	}
+}
+
+func (p *parker) up(i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !p.due[i].deadline.Before(p.due[parent].deadline) {
+			return
+		}
+		p.swap(i, parent)
+		i = parent
+	}
+}
+
+func (p *parker) down(i int) {
+	n := len(p.due)
+	for {
+		c := 2*i + 1
+		if c >= n {
+			return
+		}
+		if c+1 < n && p.due[c+1].deadline.Before(p.due[c].deadline) {
+			c++
+		}
+		if !p.due[c].deadline.Before(p.due[i].deadline) {
+			return
+		}
+		p.swap(i, c)
+		i = c
+	}
+}
+
+func (p *parker) swap(i, j int) {
+	p.due[i], p.due[j] = p.due[j], p.due[i]
+	p.due[i].due = int32(i + 1)
+	p.due[j].due = int32(j + 1)
+}
+
+// expire resumes the parked connections whose deadline has passed (their
+// first read then times out) and re-arms the timer for the next one.
+func (p *parker) expire() {
+	now := time.Now()
+	var ready []*connection
+	p.mu.Lock()
+	for len(p.due) > 0 && !p.due[0].deadline.After(now) {
+		cn := p.due[0]
+		p.drop(0)
+		ready = append(ready, cn)
+	}
+	if len(p.due) > 0 && !p.closed {
+		p.timer.Reset(time.Until(p.due[0].deadline))
+	}
+	p.mu.Unlock()
+	for _, cn := range ready {
+		cn.unpark()
+	}
 }
 
 // run hands every ready socket back to its connection until the parker is
@@ -108,4 +216,12 @@ func (p *parker) run() {
 	}
 }
 
-func (p *parker) close() { p.file.Close() }
+func (p *parker) close() {
+	p.mu.Lock()
+	p.closed = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	p.file.Close()
+}
