@@ -12,13 +12,16 @@ import (
 )
 
 // A connection has a reader goroutine while it is busy, and a writer
-// goroutine only while it has output to write: the broker's wake starts one
-// when none runs, and the writer ends once the output is empty. The reader
-// holds a read buffer only while it has bytes to handle (reader.go). On
-// Linux, a TCP connection whose last batch was only control packets
-// (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, AUTH) and that has nothing more
-// to read parks: its reader ends and its socket waits in the server's epoll
-// set (parker_linux.go), with a timer for its keep-alive deadline; bytes, a
+// goroutine only while it has output the reader did not write: the
+// broker's wake starts one when none runs, and the writer ends once the
+// output is empty. After each batch the reader writes what the batch
+// produced itself when no writer runs, without blocking (flush). The reader
+// holds a read buffer (reader.go) and the broker a packet decoder
+// (broker.Conn.Idle) only while there are bytes to handle. On Linux, a TCP
+// connection whose last batch was only control packets (CONNECT, SUBSCRIBE,
+// UNSUBSCRIBE, PINGREQ, AUTH) and that has nothing more to read parks: its
+// reader ends and its socket waits in the server's epoll set
+// (parker_linux.go), its keep-alive deadline in the parker's heap; bytes, a
 // hang-up, the deadline or a close give it a reader again. A connection
 // that is only waiting for its next keep-alive therefore costs no goroutine
 // and no buffer, only its state in the broker, instead of two goroutines and
