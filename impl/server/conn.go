@@ -193,8 +193,18 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 		if r.Buffered() == 0 {
 			cn.c.Idle() // packet boundary: the broker gives back its decoder
 			s.batchDone(cn, read)
-			r.parkOK = control && s.parker != nil
+			r.parkOK = control && s.parker != nil && r.raw != nil
 			read, control = 0, true
+			if r.parkOK {
+				// Park at once, without the read that would mostly find
+				// nothing: the socket's readiness, checked as it joins the
+				// epoll set, resumes it at once if bytes came meanwhile.
+				r.release()
+				if s.park(cn) {
+					return true
+				}
+				r.parkOK = false
+			}
 		}
 	}
 }
