@@ -401,8 +401,23 @@ func (r *Raw) Ack(p *packet.Publish) {
 	}
 }
 
-// Disconnect sends a normal DISCONNECT and closes the connection.
+// Disconnect sends a normal DISCONNECT, waits (up to waitFor) for the
+// broker to close the connection, and closes it. Waiting makes the
+// disconnection an event the test can order others after: a message
+// published once Disconnect returns finds the session offline. Without it,
+// a broker still reading the DISCONNECT may deliver that message to the
+// closing connection, which then counts as sent and comes back with DUP
+// on the next connection (the spec allows that), and a test that expects
+// it queued while offline fails by chance. Whatever arrives meanwhile is
+// discarded: the client has said it will read nothing more.
 func (r *Raw) Disconnect() {
 	r.Send(&packet.Disconnect{})
+	deadline := time.Now().Add(waitFor)
+	for {
+		ev, ok := r.next(time.Until(deadline))
+		if !ok || ev.p == nil && ev.raw == nil {
+			break // closed by the broker, or it kept the connection open
+		}
+	}
 	r.Close()
 }

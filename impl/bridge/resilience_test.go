@@ -33,8 +33,13 @@ func checkStream(t *testing.T, ms []got, want []string, topicOf func(i int) stri
 }
 
 // The remote is killed (SIGKILL) while messages stream through the bridge
-// and restarted on the same port: every message published locally reaches
-// a persistent subscriber on the remote, as sent and in order.
+// and restarted on the same port: every message published locally that the
+// remote had not acknowledged when it died reaches a persistent subscriber
+// on the remote, as sent and in order. mosquitto acknowledges a message
+// before it saves it (every autosave_interval), so what it acknowledged in
+// the last moments before the SIGKILL and had not yet passed on may be lost
+// by mosquitto itself: those messages, and only those, may be missing (the
+// test counts them; they are the remote's loss, not the bridge's).
 func TestRemoteKilledMidStream(t *testing.T) {
 	t.Parallel()
 	const n = 500
@@ -70,14 +75,49 @@ func TestRemoteKilledMidStream(t *testing.T) {
 	killedAt := len(rsub.matching("site-7/sensors/"))
 	wg.Wait() // everything is published locally (acknowledged by the local broker)
 	eventually(t, "the bridge to notice", func() bool { return !b.Stats().Bridges[0].Remote.Connected })
+	// The bridge forwards in order and mosquitto acknowledges in order:
+	// the first acked messages are all it acknowledged before it died.
+	acked := int(b.Stats().Bridges[0].Out.Forwarded)
 	queued := b.Stats().Bridges[0].Out.Queued
 	remote.start()
-	eventually(t, "every message at the remote subscriber", func() bool {
-		order, _ := distinct(rsub.matching("site-7/sensors/"))
-		return len(order) >= n
-	})
-	dups := checkStream(t, rsub.matching("site-7/sensors/"), seqPayloads(0, n), func(i int) string { return "site-7/" + topicOf(i) })
 	eventually(t, "the queue to drain", func() bool { return b.Stats().Bridges[0].Out.Queued == 0 })
+	all := seqPayloads(0, n)
+	eventually(t, "every message the remote had not acknowledged at the remote subscriber", func() bool {
+		order, _ := distinct(rsub.matching("site-7/sensors/"))
+		have := map[string]bool{}
+		for _, p := range order {
+			have[p] = true
+		}
+		for _, p := range all[acked:] {
+			if !have[p] {
+				return false
+			}
+		}
+		return true
+	})
+	order, _ := distinct(rsub.matching("site-7/sensors/"))
+	have := map[string]bool{}
+	for _, p := range order {
+		have[p] = true
+	}
+	var want []string
+	lostByRemote := 0
+	for i, p := range all {
+		switch {
+		case have[p]:
+			want = append(want, p)
+		case i < acked:
+			lostByRemote++ // acknowledged by mosquitto, lost in its SIGKILL
+		}
+	}
+	dups := checkStream(t, rsub.matching("site-7/sensors/"), want, func(i int) string {
+		var k int
+		fmt.Sscanf(want[i], "m%05d", &k)
+		return "site-7/" + topicOf(k)
+	})
+	if window := max(0, acked-killedAt); lostByRemote > window {
+		t.Fatalf("%d messages missing, more than the %d mosquitto acknowledged and had not delivered when killed", lostByRemote, window)
+	}
 	s := b.Stats().Bridges[0]
 	if s.Remote.Reconnects < 1 {
 		t.Fatalf("remote reconnects = %d, want at least 1", s.Remote.Reconnects)
@@ -85,8 +125,8 @@ func TestRemoteKilledMidStream(t *testing.T) {
 	if s.Out.Dropped.Total() != 0 {
 		t.Fatalf("drops: %+v", s.Out.Dropped)
 	}
-	t.Logf("killed after %d of %d had arrived; %d queued while the remote was down; %d repeats; remote reconnects %d",
-		killedAt, n, queued, dups, s.Remote.Reconnects)
+	t.Logf("killed after %d of %d had arrived (%d acknowledged by the remote); %d queued while the remote was down; %d repeats; %d lost by mosquitto's SIGKILL; remote reconnects %d",
+		killedAt, n, acked, queued, dups, lostByRemote, s.Remote.Reconnects)
 }
 
 // The bridge stops with messages in its queue (the remote was never
