@@ -240,8 +240,5 @@ func (b *Broker) DeleteRetained(tenantName, name string) {
 	m := &message.Message{Topic: []byte(name), Retain: true, Owned: true}
 	var rs routeScratch
 	b.setRetained(t, m, &rs)
-	if !rs.batch.Empty() {
-		batch, _ := rs.takeBatch()
-		b.st.Commit(batch, b.noteStoreError)
-	}
+	b.commitRoute(&rs) // nobody waits: a failure is counted and logged
 }

@@ -108,10 +108,9 @@ func (c *Conn) rate() *connRates {
 type routeScratch struct {
 	matches topic.Matches
 	ids     []uint32
-	// batch collects what routing made durable work for; waiters are the
-	// sessions whose held output waits for it.
-	batch   *store.Batch
-	waiters []waiter
+	// job collects what routing made durable work for and the sessions
+	// whose held output waits for it (durable.go).
+	job *commitJob
 	// ack is the publisher's acknowledgement once a delivery of the
 	// message was parked (backpressure.go); limits, the tenant's limits,
 	// looked up when first needed.

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"sync"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/message"
@@ -16,50 +17,126 @@ type waiter struct {
 	seq uint64
 }
 
+// commitJob is one batch on its way to the store and what waits for it:
+// the sessions whose held output it releases and, for a publish, the
+// publisher's acknowledgement. Jobs are pooled: nearly every persistent
+// QoS 1/2 message makes two (its route, then its subscriber's
+// acknowledgement), and a batch, a waiter slice and a callback allocated
+// for each were a good part of the persistent path's garbage. The store
+// keeps nothing of a batch once its done has run (store.Store), so the
+// job is recycled at the end of done.
+type commitJob struct {
+	b       *Broker
+	batch   store.Batch
+	waiters []waiter
+	ack     *heldAck
+	done    func(error) // finish, bound once
+}
+
+var commitJobs sync.Pool
+
+func init() {
+	// Set here, not in the declaration: finish leads back to the pool
+	// (an initialization cycle for the compiler).
+	commitJobs.New = func() any {
+		j := new(commitJob)
+		j.done = j.finish
+		return j
+	}
+}
+
+func (b *Broker) newCommitJob() *commitJob {
+	j := commitJobs.Get().(*commitJob)
+	j.b = b
+	return j
+}
+
+// commit hands the job to the store.
+func (j *commitJob) commit() { j.b.st.Commit(&j.batch, j.done) }
+
+// finish is the job's done: it releases the waiting sessions and the
+// acknowledgement, and recycles the job.
+func (j *commitJob) finish(err error) {
+	b, a := j.b, j.ack
+	b.release(j.waiters, err)
+	j.recycle()
+	if a != nil {
+		if err != nil {
+			a.fail(err)
+		}
+		a.release()
+	}
+}
+
+func (j *commitJob) recycle() {
+	clear(j.batch.Ops)
+	clear(j.waiters)
+	j.batch.Ops, j.waiters = j.batch.Ops[:0], j.waiters[:0]
+	if cap(j.batch.Ops) > 256 {
+		j.batch.Ops = nil // a big fan-out's buffer is not kept
+	}
+	if cap(j.waiters) > 256 {
+		j.waiters = nil
+	}
+	j.b, j.ack = nil, nil
+	commitJobs.Put(j)
+}
+
+// jobFor returns the route's commit job, taking one when it has none.
+func (rs *routeScratch) jobFor(b *Broker) *commitJob {
+	if rs.job == nil {
+		rs.job = b.newCommitJob()
+	}
+	return rs.job
+}
+
+// empty reports whether routing journaled nothing.
+func (rs *routeScratch) empty() bool { return rs.job == nil || len(rs.job.batch.Ops) == 0 }
+
 // add puts ops into the route's batch; e (nil for a retained message)
 // waits for it.
-func (rs *routeScratch) add(e *entry, seq uint64, ops ...store.Op) {
-	if rs.batch == nil {
-		rs.batch = &store.Batch{}
-	}
-	rs.batch.Add(ops...)
+func (rs *routeScratch) add(b *Broker, e *entry, seq uint64, ops ...store.Op) {
+	j := rs.jobFor(b)
+	j.batch.Add(ops...)
 	if e != nil {
-		rs.waiters = append(rs.waiters, waiter{e, seq})
+		j.waiters = append(j.waiters, waiter{e, seq})
 	}
 }
 
 // addSession moves what e's session journaled into the route's batch, and
 // makes e wait for it. The caller holds e.mu.
-func (rs *routeScratch) addSession(e *entry) {
-	if rs.batch == nil {
-		rs.batch = &store.Batch{}
-	}
-	ops, seq, ok := e.s.AppendOps(rs.batch.Ops)
+func (rs *routeScratch) addSession(b *Broker, e *entry) {
+	j := rs.jobFor(b)
+	ops, seq, ok := e.s.AppendOps(j.batch.Ops)
 	if ok {
-		rs.batch.Ops = ops
-		rs.waiters = append(rs.waiters, waiter{e, seq})
+		j.batch.Ops = ops
+		j.waiters = append(j.waiters, waiter{e, seq})
 	}
 }
 
-// takeBatch hands over the batch and its waiters (the scratch starts afresh).
-func (rs *routeScratch) takeBatch() (*store.Batch, []waiter) {
-	b, w := rs.batch, rs.waiters
-	if b == nil {
-		b = &store.Batch{}
+// takeJob hands over the route's job (the scratch starts afresh).
+func (rs *routeScratch) takeJob(b *Broker) *commitJob {
+	j := rs.jobFor(b)
+	rs.job = nil
+	return j
+}
+
+// dropJob lets go of a job with nothing to commit.
+func (rs *routeScratch) dropJob() {
+	if rs.job != nil {
+		rs.job.recycle()
+		rs.job = nil
 	}
-	rs.batch, rs.waiters = nil, nil
-	return b, w
 }
 
 // commitRoute commits what a route of the broker's own (a will, $SYS)
 // journaled; nobody waits for it but the sessions' held output.
 func (b *Broker) commitRoute(rs *routeScratch) {
-	if rs.batch.Empty() {
-		rs.batch, rs.waiters = nil, nil
+	if rs.empty() {
+		rs.dropJob()
 		return
 	}
-	batch, waiters := rs.takeBatch()
-	b.st.Commit(batch, func(err error) { b.release(waiters, err) })
+	rs.takeJob(b).commit()
 }
 
 // release tells each waiting session that its journal is durable and wakes
@@ -83,9 +160,10 @@ func (b *Broker) commitSession(e *entry, ops []store.Op, seq uint64) {
 	if len(ops) == 0 {
 		return
 	}
-	b.st.Commit(&store.Batch{Ops: ops}, func(err error) {
-		b.release([]waiter{{e, seq}}, err)
-	})
+	j := b.newCommitJob()
+	j.batch.Ops = ops
+	j.waiters = append(j.waiters, waiter{e, seq})
+	j.commit()
 }
 
 // noteStoreError counts and logs a failed commit. The broker goes on: what

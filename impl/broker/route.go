@@ -67,7 +67,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		return
 	}
 	rs := &c.rs
-	rs.batch = nil
+	rs.dropJob()
 	if qos == packet.QoS2 {
 		// The packet id is held from now on: a resend (after a
 		// reconnection) is acknowledged, never routed twice.
@@ -91,7 +91,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		e.mu.Lock()
 		if e.conn == c {
 			e.s.JournalInbound(pid)
-			rs.addSession(e)
+			rs.addSession(b, e)
 		}
 		e.mu.Unlock()
 	}
@@ -108,14 +108,15 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 	if a != nil {
 		b.throttle(c.t, ThrottleSlowSubscriber)
 	}
-	if rs.batch.Empty() && a == nil && c.nacks.Load() == 0 {
+	if rs.empty() && a == nil && c.nacks.Load() == 0 {
+		rs.dropJob()
 		c.complete(e, pid, qos, code)
 		return
 	}
-	if rate := l.s.PersistentFanoutBPS; rate > 0 && rs.batch != nil {
+	if rate := l.s.PersistentFanoutBPS; rate > 0 && !rs.empty() {
 		n := 0
-		for i := range rs.batch.Ops {
-			if op := &rs.batch.Ops[i]; op.Kind == store.PutDelivery && op.Delivery.Msg != nil {
+		for i := range rs.job.batch.Ops {
+			if op := &rs.job.batch.Ops[i]; op.Kind == store.PutDelivery && op.Delivery.Msg != nil {
 				n += op.Delivery.Msg.Size()
 			}
 		}
@@ -134,18 +135,13 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 	c.enqueueAck(a)
 	if h := b.cfg.Hooks; h != nil && h.AckBeforeDurable {
 		b.commitRoute(rs) // the planted bug: the acknowledgement does not wait for it
-	} else if !rs.batch.Empty() {
+	} else if !rs.empty() {
 		a.waits.Add(1)
-		batch, waiters := rs.takeBatch()
-		b.st.Commit(batch, func(err error) {
-			b.release(waiters, err)
-			if err != nil {
-				a.fail(err)
-			}
-			a.release()
-		})
+		j := rs.takeJob(b)
+		j.ack = a
+		j.commit()
 	} else {
-		rs.batch, rs.waiters = nil, nil
+		rs.dropJob()
 	}
 	a.release() // routing is done
 }
@@ -178,7 +174,7 @@ func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
 	if len(m.Payload) == 0 {
 		kind = store.DeleteRetained
 	}
-	rs.add(nil, 0, store.Op{Kind: kind, Tenant: t.name, Message: m})
+	rs.add(b, nil, 0, store.Op{Kind: kind, Tenant: t.name, Message: m})
 }
 
 // route delivers m to every session of t with a matching subscription and
@@ -288,7 +284,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 			}
 			out = e.s.Deliver(msg, d, now)
 			if b.persist {
-				rs.addSession(e)
+				rs.addSession(b, e)
 			}
 		}
 		conn := e.conn
