@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -81,8 +82,23 @@ func serve(args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "", "override: debug, info, warn or error")
 	dataDir := fs.String("data", "", "override: data directory of the pebble store")
 	storage := fs.String("storage", "", "override: pebble or memory")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the broker stops (for `go tool pprof`)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
 	}
 	f := config.Default()
 	if *cfgPath != "" {
