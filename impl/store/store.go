@@ -116,7 +116,8 @@ func (b *Batch) Empty() bool { return b == nil || len(b.Ops) == 0 }
 // Store keeps the broker's durable state.
 type Store interface {
 	// Commit makes b durable and then calls done (with the error, if any),
-	// never before; batches complete in submission order.
+	// never before; batches complete in submission order. The store keeps
+	// nothing of b once done has run: the caller reuses it.
 	Commit(b *Batch, done func(error))
 	// Load visits the stored state in key order.
 	Load(v Visitor) error
