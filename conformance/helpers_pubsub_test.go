@@ -72,6 +72,15 @@ func psPub(t testing.TB, r *Raw, topic string, q packet.QoS, retain bool, payloa
 	if rc := r.Publish(&packet.Publish{QoS: q, Retain: retain, Topic: []byte(topic), Payload: []byte(payload)}); rc.IsError() {
 		t.Fatalf("publish to %q at QoS %d refused: %v", topic, q, rc)
 	}
+	if q == packet.QoS0 {
+		// A QoS 0 PUBLISH has no acknowledgement: a PINGREQ answered
+		// after it shows that the broker, which handles a connection's
+		// packets in order, has handled it (routed it, stored it if
+		// retained) before the test goes on. Without it, a subscriber
+		// opened next could get the message live rather than retained.
+		r.Send(&packet.Pingreq{})
+		r.Expect(packet.PINGRESP)
+	}
 }
 
 // psFrame builds a packet by hand: first is the fixed header's first byte,
