@@ -10,6 +10,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/impl/store"
 )
 
 // The queue of one bridge: a Pebble database holding both directions.
@@ -27,8 +29,6 @@ import (
 // batches (from Pebble's memtable while they are fresh).
 
 const queueFormat = "skybridge-bridge-queue/1"
-
-var formatKey = []byte("\x00format")
 
 // Directions.
 const (
@@ -155,30 +155,8 @@ func openQueue(fs vfs.FS, dir string, opts queueOptions) (*queue, error) {
 }
 
 func (q *queue) load() error {
-	v, closer, err := q.db.Get(formatKey)
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-		it, err := q.db.NewIter(nil)
-		if err != nil {
-			return fmt.Errorf("bridge queue %s: %w", q.dir, err)
-		}
-		empty := !it.First()
-		it.Close()
-		if !empty {
-			return fmt.Errorf("bridge queue %s: not a bridge queue (no format marker in a non-empty database); move it aside or choose another queue.dir", q.dir)
-		}
-		if err := q.db.Set(formatKey, []byte(queueFormat), pebble.Sync); err != nil {
-			return fmt.Errorf("bridge queue %s: %w", q.dir, err)
-		}
-	case err != nil:
-		return fmt.Errorf("bridge queue %s: %w", q.dir, err)
-	default:
-		ok := string(v) == queueFormat
-		found := string(v)
-		closer.Close()
-		if !ok {
-			return fmt.Errorf("bridge queue %s: format %q, this Skybridge reads %q; move the directory aside to start empty", q.dir, found, queueFormat)
-		}
+	if err := store.CheckFormat(q.db, queueFormat); err != nil {
+		return fmt.Errorf("bridge queue %s: not a bridge queue of this version (%w); move the directory aside to start empty, or choose another queue.dir", q.dir, err)
 	}
 	for dir := range 2 {
 		d := &q.d[dir]

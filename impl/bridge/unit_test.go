@@ -394,6 +394,9 @@ func TestQueueDamagedRecord(t *testing.T) {
 	}
 }
 
+// formatKey is where store.CheckFormat keeps a database's format marker.
+var formatKey = []byte("\x00format")
+
 // A directory that is not a bridge queue is refused with what to do.
 func TestQueueFormat(t *testing.T) {
 	fs := vfs.NewMem()

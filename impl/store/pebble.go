@@ -163,29 +163,37 @@ func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 }
 
 func (p *Pebble) checkFormat() error {
-	v, closer, err := p.db.Get(formatKey)
+	if err := CheckFormat(p.db, formatVersion); err != nil {
+		return fmt.Errorf("store %s: %w; use the Skybridge version that wrote it, or move the directory aside to start empty", p.dir, err)
+	}
+	return nil
+}
+
+// CheckFormat checks the format marker of a Skybridge Pebble database (the
+// key "\x00format", holding version), writing it into an empty one. A
+// database without it that is not empty, or with another version, is
+// refused with ErrFormat, saying what was found. The broker's store and the
+// bridge's queue share it; each names its directory and what to do.
+func CheckFormat(db *pebble.DB, version string) error {
+	v, closer, err := db.Get(formatKey)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		it, err := p.db.NewIter(nil)
+		it, err := db.NewIter(nil)
 		if err != nil {
-			return fmt.Errorf("store %s: %w", p.dir, err)
+			return err
 		}
 		empty := !it.First()
 		it.Close()
 		if !empty {
-			return fmt.Errorf("store %s: %w: no format marker in a non-empty store; it was not written by Skybridge", p.dir, ErrFormat)
+			return fmt.Errorf("%w: no format marker in a non-empty database: it is not a %s", ErrFormat, version)
 		}
-		if err := p.db.Set(formatKey, []byte(formatVersion), pebble.Sync); err != nil {
-			return fmt.Errorf("store %s: %w", p.dir, err)
-		}
-		return nil
+		return db.Set(formatKey, []byte(version), pebble.Sync)
 	case err != nil:
-		return fmt.Errorf("store %s: %w", p.dir, err)
+		return err
 	}
 	defer closer.Close()
-	if string(v) != formatVersion {
-		return fmt.Errorf("store %s: %w: found %q, this Skybridge reads %q; use the Skybridge version that wrote it, or move the directory aside to start empty",
-			p.dir, ErrFormat, v, formatVersion)
+	if string(v) != version {
+		return fmt.Errorf("%w: found %q, this Skybridge reads %q", ErrFormat, v, version)
 	}
 	return nil
 }
