@@ -3,6 +3,7 @@
 package server
 
 import (
+	"container/heap"
 	"os"
 	"sync"
 	"syscall"
@@ -25,7 +26,7 @@ type parker struct {
 	// due holds the parked connections with a deadline, earliest first (a
 	// binary heap on connection.deadline; connection.due is 1 + the place).
 	// timer fires at or before the earliest; closed stops it for good.
-	due    []*connection
+	due    dueHeap
 	timer  *time.Timer
 	closed bool
 }
@@ -92,10 +93,7 @@ func (p *parker) remove(cn *connection) {
 // push files cn's deadline, arming the timer when it is the earliest. The
 // caller holds p.mu.
 func (p *parker) push(cn *connection) {
-	i := len(p.due)
-	p.due = append(p.due, cn)
-	cn.due = int32(i + 1)
-	p.up(i)
+	heap.Push(&p.due, cn)
 	if p.due[0] != cn || p.closed {
 		return
 	}
@@ -109,56 +107,36 @@ func (p *parker) push(cn *connection) {
 // drop takes the connection at place i out of the heap. The caller holds
 // p.mu. (The timer may fire early because of it: expire re-arms it.)
 func (p *parker) drop(i int) {
-	last := len(p.due) - 1
-	p.due[i].due = 0
-	if i != last {
-		p.due[i] = p.due[last]
-		p.due[i].due = int32(i + 1)
-	}
-	p.due[last] = nil
-	p.due = p.due[:last]
-	if i != last {
-		p.down(i)
-		p.up(i)
-	}
+	heap.Remove(&p.due, i)
 	if len(p.due) == 0 && cap(p.due) > 1024 {
 		p.due = nil // let a burst's heap go
 	}
 }
 
-func (p *parker) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if !p.due[i].deadline.Before(p.due[parent].deadline) {
-			return
-		}
-		p.swap(i, parent)
-		i = parent
-	}
+// dueHeap orders parked connections by deadline (container/heap); each
+// knows its place (connection.due, 1 + the index) so that it can leave.
+type dueHeap []*connection
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].due, h[j].due = int32(i+1), int32(j+1)
 }
 
-func (p *parker) down(i int) {
-	n := len(p.due)
-	for {
-		c := 2*i + 1
-		if c >= n {
-			return
-		}
-		if c+1 < n && p.due[c+1].deadline.Before(p.due[c].deadline) {
-			c++
-		}
-		if !p.due[c].deadline.Before(p.due[i].deadline) {
-			return
-		}
-		p.swap(i, c)
-		i = c
-	}
+func (h *dueHeap) Push(x any) {
+	cn := x.(*connection)
+	cn.due = int32(len(*h) + 1)
+	*h = append(*h, cn)
 }
 
-func (p *parker) swap(i, j int) {
-	p.due[i], p.due[j] = p.due[j], p.due[i]
-	p.due[i].due = int32(i + 1)
-	p.due[j].due = int32(j + 1)
+func (h *dueHeap) Pop() any {
+	old := *h
+	cn := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	cn.due = 0
+	return cn
 }
 
 // expire resumes the parked connections whose deadline has passed (their
