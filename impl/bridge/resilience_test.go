@@ -32,6 +32,54 @@ func checkStream(t *testing.T, ms []got, want []string, topicOf func(i int) stri
 	return dups
 }
 
+// checkAfterRemoteKill checks what a persistent subscriber on a remote got
+// (topics starting with prefix) when the remote was killed with SIGKILL
+// while all (sent in order, all[k] on topicOf(k)) streamed through the
+// bridge; acked is how many of them the remote had acknowledged and
+// killedAt how many had reached the subscriber when it was killed. Every
+// message the remote had not acknowledged must arrive, in order. The
+// remote acknowledges a message before it saves it (mosquitto: every
+// autosave_interval), so of those it acknowledged, the ones it had not
+// delivered yet may be lost with it, and only those. It returns the
+// repeats and the messages lost by the remote.
+func checkAfterRemoteKill(t *testing.T, rsub *client, prefix string, all []string, acked, killedAt int, topicOf func(k int) string) (dups, lostByRemote int) {
+	t.Helper()
+	eventually(t, "every message the remote had not acknowledged at the remote subscriber", func() bool {
+		order, _ := distinct(rsub.matching(prefix))
+		have := map[string]bool{}
+		for _, p := range order {
+			have[p] = true
+		}
+		for _, p := range all[acked:] {
+			if !have[p] {
+				return false
+			}
+		}
+		return true
+	})
+	order, _ := distinct(rsub.matching(prefix))
+	have := map[string]bool{}
+	for _, p := range order {
+		have[p] = true
+	}
+	var want []string
+	index := map[string]int{}
+	for i, p := range all {
+		switch {
+		case have[p]:
+			index[p] = i
+			want = append(want, p)
+		case i < acked:
+			lostByRemote++ // acknowledged by the remote, lost in its SIGKILL
+		}
+	}
+	dups = checkStream(t, rsub.matching(prefix), want, func(i int) string { return topicOf(index[want[i]]) })
+	if window := max(0, acked-killedAt); lostByRemote > window {
+		t.Fatalf("%d messages missing, more than the %d the remote acknowledged and had not delivered when killed", lostByRemote, window)
+	}
+	return dups, lostByRemote
+}
+
 // The remote is killed (SIGKILL) while messages stream through the bridge
 // and restarted on the same port: every message published locally that the
 // remote had not acknowledged when it died reaches a persistent subscriber
@@ -81,43 +129,8 @@ func TestRemoteKilledMidStream(t *testing.T) {
 	queued := b.Stats().Bridges[0].Out.Queued
 	remote.start()
 	eventually(t, "the queue to drain", func() bool { return b.Stats().Bridges[0].Out.Queued == 0 })
-	all := seqPayloads(0, n)
-	eventually(t, "every message the remote had not acknowledged at the remote subscriber", func() bool {
-		order, _ := distinct(rsub.matching("site-7/sensors/"))
-		have := map[string]bool{}
-		for _, p := range order {
-			have[p] = true
-		}
-		for _, p := range all[acked:] {
-			if !have[p] {
-				return false
-			}
-		}
-		return true
-	})
-	order, _ := distinct(rsub.matching("site-7/sensors/"))
-	have := map[string]bool{}
-	for _, p := range order {
-		have[p] = true
-	}
-	var want []string
-	lostByRemote := 0
-	for i, p := range all {
-		switch {
-		case have[p]:
-			want = append(want, p)
-		case i < acked:
-			lostByRemote++ // acknowledged by mosquitto, lost in its SIGKILL
-		}
-	}
-	dups := checkStream(t, rsub.matching("site-7/sensors/"), want, func(i int) string {
-		var k int
-		fmt.Sscanf(want[i], "m%05d", &k)
-		return "site-7/" + topicOf(k)
-	})
-	if window := max(0, acked-killedAt); lostByRemote > window {
-		t.Fatalf("%d messages missing, more than the %d mosquitto acknowledged and had not delivered when killed", lostByRemote, window)
-	}
+	dups, lostByRemote := checkAfterRemoteKill(t, rsub, "site-7/sensors/", seqPayloads(0, n), acked, killedAt,
+		func(k int) string { return "site-7/" + topicOf(k) })
 	s := b.Stats().Bridges[0]
 	if s.Remote.Reconnects < 1 {
 		t.Fatalf("remote reconnects = %d, want at least 1", s.Remote.Reconnects)

@@ -63,14 +63,14 @@ func TestRemote311(t *testing.T) {
 	}()
 	eventually(t, "a first part at the remote", func() bool { return len(rsub.matching("site-7/sensors/t")) >= n/4 })
 	remote.kill()
+	killedAt := len(rsub.matching("site-7/sensors/t"))
 	wg.Wait()
+	eventually(t, "the bridge to notice", func() bool { return !b.Stats().Bridges[0].Remote.Connected })
+	acked := int(b.Stats().Bridges[0].Out.Forwarded)
 	remote.start()
-	eventually(t, "every message at the remote", func() bool {
-		order, _ := distinct(rsub.matching("site-7/sensors/t"))
-		return len(order) >= n
-	})
-	checkStream(t, rsub.matching("site-7/sensors/t"), seqPayloads(0, n), func(int) string { return "site-7/sensors/t" })
 	eventually(t, "the queue to drain", func() bool { return b.Stats().Bridges[0].Out.Queued == 0 })
+	checkAfterRemoteKill(t, rsub, "site-7/sensors/t", seqPayloads(0, n), acked, killedAt,
+		func(int) string { return "site-7/sensors/t" })
 }
 
 // TLS (ssl://) towards the remote, WebSocket (ws://) towards the local
