@@ -159,7 +159,7 @@ func clearAcks(acks []*heldAck) []*heldAck {
 // parkedDelivery is a QoS 1/2 delivery waiting for room in a connected
 // subscriber's queue.
 type parkedDelivery struct {
-	msg      *message.Message // owned
+	msg      *message.Message // owned, one reference held
 	d        session.Delivery // its SubIDs are owned
 	ack      *heldAck
 	deadline time.Time
@@ -225,7 +225,7 @@ func (b *Broker) park(e *entry, m *message.Message, d session.Delivery, rs *rout
 	if last := e.parked.Last(); last != nil && deadline.Before(last.deadline) {
 		deadline = last.deadline // deadlines follow the queue order
 	}
-	e.parked.Push(parkedDelivery{msg: m, d: d, ack: a, deadline: deadline})
+	e.parked.Push(parkedDelivery{msg: m.Ref(), d: d, ack: a, deadline: deadline})
 	if e.parkTimer == nil {
 		e.parkTimer = b.env.Clock.AfterFunc(deadline.Sub(now), func() { b.parkTimeout(e) })
 	}
@@ -247,6 +247,7 @@ func (b *Broker) admitParked(e *entry, now time.Time, rel []*heldAck) ([]*heldAc
 		if b.countOutcome(e.t, e.s.Deliver(q.msg, q.d, now), &instant{t: now}) {
 			sent = true
 		}
+		q.msg.Release()
 		rel = append(rel, q.ack)
 	}
 	if e.parked.Len() == 0 && e.parkTimer != nil {
@@ -313,7 +314,9 @@ func (b *Broker) parkTimeout(e *entry) {
 			e.parkTimer = b.env.Clock.AfterFunc(p.deadline.Sub(now), func() { b.parkTimeout(e) })
 		} else {
 			for e.parked.Len() > 0 {
-				rel = append(rel, e.parked.Pop().ack)
+				q := e.parked.Pop()
+				q.msg.Release()
+				rel = append(rel, q.ack)
 				dropped++
 			}
 			full0 = e.s.Stats.DroppedQueueFull
@@ -354,7 +357,9 @@ func (e *entry) takeParked() []*heldAck {
 	e.stalled = false
 	var rel []*heldAck
 	for e.parked.Len() > 0 {
-		rel = append(rel, e.parked.Pop().ack)
+		q := e.parked.Pop()
+		q.msg.Release()
+		rel = append(rel, q.ack)
 	}
 	return rel
 }

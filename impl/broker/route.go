@@ -254,7 +254,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 		msg := m
 		if qos > 0 {
 			if owned == nil {
-				owned = m.Own()
+				owned = b.own(m)
 			}
 			msg = owned
 		}
@@ -297,7 +297,21 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 			b.noteOverflow(e, full0, full, at.now())
 		}
 	}
+	if owned != nil {
+		owned.Release() // the sessions that kept it hold their own references
+	}
 	return matched
+}
+
+// own returns the owned message that routing hands to sessions, holding
+// one reference for the caller to release. On an in-memory broker it is
+// counted and returns to its pool once every subscriber has acknowledged
+// it; a durable broker journals it, and gives the journal one that is not.
+func (b *Broker) own(m *message.Message) *message.Message {
+	if b.persist {
+		return m.Own()
+	}
+	return m.Share()
 }
 
 // noteOverflow emits an InboxOverflow event for a session whose count of

@@ -10,9 +10,21 @@
 // Code that keeps a message beyond the current call keeps Own(), which copies
 // a borrowed message once and returns an owned one as is. Nothing mutates an
 // owned message.
+//
+// An owned message may also be counted (Share): it then comes from a pool
+// and goes back to it when the last of its holders calls Release, so that
+// routing a message to subscribers that acknowledge it allocates nothing.
+// Every holder of a counted message took a reference (Share or Ref) and
+// calls Release exactly once, after which it must not touch the message.
+// A holder that cannot say when it is done (a retained store, a durable
+// queue) keeps a message from Own, which is never counted: Ref and Release
+// do nothing on it, and the garbage collector frees it.
 package message
 
 import (
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/packet"
@@ -39,6 +51,12 @@ type Message struct {
 	// keep a publisher's messages on one member of a shared group.
 	PublisherKey uint64
 	Owned        bool
+
+	// refs counts the holders of a counted message; class is the pool it
+	// returns to (0: not counted) and arena its reusable byte storage.
+	refs  int32
+	class uint8
+	arena []byte
 }
 
 // forwarded are the properties that travel with a message to subscribers.
@@ -99,9 +117,21 @@ func (m *Message) Own() *Message {
 	if m.Owned {
 		return m
 	}
-	c := &Message{QoS: m.QoS, Retain: m.Retain, Expiry: m.Expiry, Publisher: m.Publisher,
-		PublisherKey: m.PublisherKey, Owned: true}
-	arena := make([]byte, 0, m.Size())
+	return m.copy()
+}
+
+// copy returns an owned copy of m that is not counted.
+func (m *Message) copy() *Message {
+	c := &Message{}
+	m.copyTo(c, make([]byte, 0, m.Size()), nil)
+	return c
+}
+
+// copyTo makes c an owned copy of m, its bytes in arena (of capacity at
+// least m.Size()) and its user properties in users.
+func (m *Message) copyTo(c *Message, arena []byte, users []packet.UserProperty) {
+	c.QoS, c.Retain, c.Expiry, c.Publisher, c.PublisherKey, c.Owned =
+		m.QoS, m.Retain, m.Expiry, m.Publisher, m.PublisherKey, true
 	take := func(b []byte) []byte {
 		if b == nil {
 			return nil
@@ -117,11 +147,97 @@ func (m *Message) Own() *Message {
 	c.Properties.ContentType = take(m.Properties.ContentType)
 	c.Properties.ResponseTopic = take(m.Properties.ResponseTopic)
 	c.Properties.CorrelationData = take(m.Properties.CorrelationData)
+	c.Properties.User = nil
 	if len(m.Properties.User) > 0 {
-		c.Properties.User = make([]packet.UserProperty, len(m.Properties.User))
-		for i, u := range m.Properties.User {
-			c.Properties.User[i] = packet.UserProperty{Key: take(u.Key), Value: take(u.Value)}
+		users = users[:0]
+		for _, u := range m.Properties.User {
+			users = append(users, packet.UserProperty{Key: take(u.Key), Value: take(u.Value)})
+		}
+		c.Properties.User = users
+	}
+	c.arena = arena
+}
+
+// classSizes are the arena capacities of the pools of counted messages; a
+// larger message is not counted (it is rare, and would keep its pool's
+// memory large).
+var classSizes = [...]int{0, 128, 512, 2 << 10, 8 << 10, 32 << 10, 128 << 10}
+
+var pools [len(classSizes)]sync.Pool
+
+func init() {
+	for i := 1; i < len(classSizes); i++ {
+		size := classSizes[i]
+		pools[i].New = func() any { return &Message{class: uint8(i), arena: make([]byte, 0, size)} }
+	}
+}
+
+// classOf returns the pool for a message of size bytes, or 0.
+func classOf(size int) int {
+	for i := 1; i < len(classSizes); i++ {
+		if size <= classSizes[i] {
+			return i
 		}
 	}
+	return 0
+}
+
+// Share returns an owned message with the same content that the caller
+// holds one reference to, to be given back with Release. A borrowed
+// message is copied into a counted message from a pool (or, when too
+// large for any, into one from Own); an owned one is m itself with one
+// more reference.
+func (m *Message) Share() *Message {
+	if m.Owned {
+		return m.Ref()
+	}
+	size := m.Size()
+	class := classOf(size)
+	if class == 0 {
+		return m.Own()
+	}
+	c := pools[class].Get().(*Message)
+	m.copyTo(c, c.arena[:0], c.Properties.User)
+	c.refs = 1
 	return c
+}
+
+// Uncounted returns m when it is not counted, else an owned copy that is,
+// for a holder that cannot say when it is done with it. m may be nil.
+func (m *Message) Uncounted() *Message {
+	if m == nil || m.class == 0 {
+		return m
+	}
+	return m.copy()
+}
+
+// Ref takes one more reference to a counted message, and returns it.
+func (m *Message) Ref() *Message {
+	if m.class != 0 {
+		atomic.AddInt32(&m.refs, 1)
+	}
+	return m
+}
+
+// Release gives back one reference to a counted message; the last one
+// returns it to its pool. It does nothing on a message that is not
+// counted.
+func (m *Message) Release() {
+	if m.class == 0 {
+		return
+	}
+	switch n := atomic.AddInt32(&m.refs, -1); {
+	case n > 0:
+		return
+	case n < 0:
+		// A holder released twice: the message may already serve another
+		// publish. Carrying on would deliver one client's bytes to another.
+		panic(fmt.Sprintf("message: Release of a message with %d references", n+1))
+	}
+	poison(m.arena[:cap(m.arena)])
+	users := m.Properties.User
+	clear(users[:cap(users)])
+	*m = Message{class: m.class, arena: m.arena[:0]}
+	m.Properties.User = users[:0]
+	pools[m.class].Put(m)
 }

@@ -145,13 +145,15 @@ func (s *Session) journalDelivery(d *delivery, fresh bool) {
 	if !s.durable() {
 		return
 	}
+	// The record outlives the delivery's reference (a batch encodes it
+	// later), so it keeps a message that is not counted.
 	rec := &store.DeliveryRecord{Seq: d.seq, PID: d.pid, QoS: byte(d.qos), Retain: d.retain,
-		SubIDs: d.subIDs, Msg: d.msg}
+		SubIDs: d.subIDs, Msg: d.msg.Uncounted()}
 	if d.state == stateReleased {
 		rec.State, rec.Msg = store.Released, nil
 	}
 	gating := d.qos == packet.QoS2
-	d.rec = rec
+	d.rec, d.journaled = rec, true
 	s.journal(store.Op{Kind: store.PutDelivery, Delivery: rec, Fresh: fresh}, gating)
 }
 
@@ -190,9 +192,10 @@ func (s *Session) RestoreDelivery(r *store.DeliveryRecord) {
 	if s.byPID.get(r.PID) != nil || r.PID == 0 {
 		return // a damaged queue keeps its first entry for an id
 	}
-	d := &delivery{msg: r.Msg, qos: packet.QoS(r.QoS), retain: r.Retain, subIDs: r.SubIDs, pid: r.PID, seq: r.Seq}
+	d := &delivery{msg: r.Msg, qos: packet.QoS(r.QoS), retain: r.Retain, subIDs: r.SubIDs, pid: r.PID, seq: r.Seq, journaled: true}
 	s.byPID.set(d.pid, d)
 	if d.msg != nil {
+		d.msg.Ref()
 		s.held += d.msg.Size()
 	}
 	if r.Seq >= s.nextSeq {

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"sync"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/message"
@@ -31,8 +32,10 @@ const (
 )
 
 // Deliver hands the session a message for its client. For QoS 1 and 2 the
-// message must be owned; a QoS 0 message may be borrowed: it is written at
-// once or dropped, never kept. now is read only for the message's expiry,
+// message must be owned; a session that keeps it takes a reference of its
+// own (message.Message.Ref) and releases it once done with it. A QoS 0
+// message may be borrowed: it is written at once or dropped, never kept.
+// now is read only for the message's expiry,
 // so for a message without one the zero Time will do (the broker then
 // reads no clock).
 func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome {
@@ -61,10 +64,11 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 		return DropQueueFull
 	}
 	s.held += size
-	dl := &delivery{msg: m, qos: d.QoS, retain: d.Retain, seq: s.nextSeq}
+	dl := newDelivery()
+	dl.msg, dl.qos, dl.retain, dl.seq = m.Ref(), d.QoS, d.Retain, s.nextSeq
 	s.nextSeq++
 	if len(d.SubIDs) > 0 {
-		dl.subIDs = append([]uint32(nil), d.SubIDs...)
+		dl.subIDs = append(dl.subIDs[:0], d.SubIDs...)
 	}
 	// The packet id is fixed now, so that a restart re-sends the message
 	// with the id the client may already have seen [MQTT-4.4.0-1].
@@ -138,19 +142,40 @@ func (s *Session) send(d *delivery, now time.Time) bool {
 	return true
 }
 
-// forget ends a delivery that is not in flight.
+// forget ends a delivery that is not in flight. d is not used afterwards:
+// it goes back to the pool.
 func (s *Session) forget(d *delivery) {
 	s.byPID.del(d.pid)
 	s.dropMsg(d)
 	s.journalDone(d)
+	freeDelivery(d)
 }
 
 // dropMsg lets go of a delivery's message (released, or done).
 func (s *Session) dropMsg(d *delivery) {
 	if d.msg != nil {
 		s.held -= d.msg.Size()
+		d.msg.Release()
 		d.msg = nil
 	}
+}
+
+// deliveries recycles the deliveries of acknowledged messages, so that a
+// steady stream of QoS 1/2 messages allocates none.
+var deliveries = sync.Pool{New: func() any { return new(delivery) }}
+
+func newDelivery() *delivery { return deliveries.Get().(*delivery) }
+
+// freeDelivery returns a finished delivery to the pool. Its Subscription
+// Identifiers are kept for reuse unless a journal record shares them (a
+// batch may still be encoding it).
+func freeDelivery(d *delivery) {
+	ids := d.subIDs[:0]
+	if d.journaled {
+		ids = nil
+	}
+	*d = delivery{subIDs: ids}
+	deliveries.Put(d)
 }
 
 // finish ends an in-flight delivery (acknowledged, or refused by the client).

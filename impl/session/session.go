@@ -102,17 +102,19 @@ type connState struct {
 
 // delivery is one message on its way to this client.
 type delivery struct {
-	msg    *message.Message // owned; nil once released
+	msg    *message.Message // owned, one reference held; nil once released
 	qos    packet.QoS
 	retain bool
 	dup    bool // restored after a restart: it may have been sent before
-	subIDs []uint32
-	pid    uint16
-	seq    uint64
-	state  uint8
-	rec    *store.DeliveryRecord // its last journaled entry, if any
-	prev   *delivery
-	next   *delivery
+	// journaled: a journal record shares subIDs (see freeDelivery).
+	journaled bool
+	subIDs    []uint32
+	pid       uint16
+	seq       uint64
+	state     uint8
+	rec       *store.DeliveryRecord // its last journaled entry, if any
+	prev      *delivery
+	next      *delivery
 }
 
 const (

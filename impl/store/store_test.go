@@ -247,7 +247,7 @@ func TestMessageCodecRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(m, got, cmpopts.EquateEmpty()); d != "" {
+	if d := cmp.Diff(m, got, cmpopts.EquateEmpty(), cmpopts.IgnoreUnexported(message.Message{})); d != "" {
 		t.Fatalf("(-want +got):\n%s", d)
 	}
 }
