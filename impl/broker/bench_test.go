@@ -14,7 +14,7 @@ import (
 // handling of one PUBLISH from a publisher and its delivery into the
 // sessions of subs subscribers, whose output is drained as a writer would.
 func benchPublish(b *testing.B, qos packet.QoS, subs int) {
-	step := publishLoop(qos, subs)
+	step, _ := publishLoop(qos, subs)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -24,9 +24,12 @@ func benchPublish(b *testing.B, qos packet.QoS, subs int) {
 
 // publishLoop sets up a publisher and subs subscribers and returns the
 // step of benchPublish: step i publishes one message and, every 64th (or
-// when last), drains everyone's output as their writers would, and at QoS
-// 1 acknowledges what the subscribers received.
-func publishLoop(qos packet.QoS, subs int) (step func(i int, last bool)) {
+// when last), drains everyone's output as their writers would, with the
+// clients' side of the QoS 1 and 2 flows: subscribers acknowledge what
+// they receive (PUBACK, or PUBREC then PUBCOMP) and the publisher
+// releases its QoS 2 messages (PUBREL). received counts the messages the
+// subscribers have received and (at QoS 1 and 2) completed.
+func publishLoop(qos packet.QoS, subs int) (step func(i int, last bool), received *int) {
 	clock := env.NewManualClock(time.Unix(0, 0))
 	cfg := DefaultConfig()
 	br := New(cfg, env.Env{Clock: clock, Rand: env.NewRand(1)}, nil)
@@ -42,41 +45,80 @@ func publishLoop(qos packet.QoS, subs int) (step func(i int, last bool)) {
 	p := h.dial("p", packet.V311, "t")
 	p.connect("p", true, packet.Properties{})
 	p.recv()
-	msg := pub("bench/1/data", "0123456789abcdef", qos, 1)
+	const payload = "0123456789abcdef"
+	msg := pub("bench/1/data", payload, qos, 1)
 	enc, _ := packet.Encode(msg, packet.V311)
 	hdr := packet.FixedHeader{Type: packet.PUBLISH, Flags: enc[0] & 0x0f, Remaining: len(enc) - 2}
 	body := enc[2:]
-	// Acknowledge everything received, as a client would. The harness
-	// allocates nothing of its own, so that allocs/op is the broker's.
-	ackHdr := packet.FixedHeader{Type: packet.PUBACK, Remaining: 2}
-	ack := make([]byte, 2)
-	var s *client
-	acknowledge := func(typ byte, body []byte) {
-		if typ == byte(packet.PUBLISH) {
-			copy(ack, body[len(body)-16-2:]) // the packet id precedes the 16-byte payload
-			s.c.Handle(ackHdr, ack)
-		}
+	pidAt := len(body) - len(payload) - 2 // the packet id precedes the payload
+	// The harness allocates nothing of its own, so that allocs/op is the
+	// broker's.
+	ackHdr := [16]packet.FixedHeader{
+		packet.PUBLISH: {Type: packet.PUBACK, Remaining: 2},
+		packet.PUBREC:  {Type: packet.PUBREL, Flags: 2, Remaining: 2},
+		packet.PUBREL:  {Type: packet.PUBCOMP, Remaining: 2},
 	}
-	return func(i int, last bool) {
-		p.c.Handle(hdr, body)
-		if i%64 == 63 || last {
-			out, _ := p.c.Output(p.spare)
-			p.spare = out[:0]
-			for _, s = range subscribers {
-				out, _ := s.c.Output(s.spare)
-				s.spare = out[:0]
-				if qos == packet.QoS1 {
-					walkPackets(out, acknowledge)
-				}
+	if qos == packet.QoS2 {
+		ackHdr[packet.PUBLISH].Type = packet.PUBREC
+	}
+	ack := make([]byte, 2)
+	var c *client
+	answered := false
+	done := 0
+	answer := func(typ byte, body []byte) {
+		if t := packet.Type(typ); t == packet.PUBLISH && qos < 2 || t == packet.PUBREL && c != p {
+			done++
+		}
+		switch packet.Type(typ) {
+		case packet.PUBLISH:
+			copy(ack, body[len(body)-len(payload)-2:])
+		case packet.PUBREC, packet.PUBREL:
+			copy(ack, body[:2])
+		default:
+			return
+		}
+		c.c.Handle(ackHdr[typ], ack)
+		answered = true
+	}
+	// drain takes c's output until the client has nothing more to answer.
+	drain := func(cl *client) {
+		c = cl
+		for {
+			out, _ := c.c.Output(c.spare)
+			if out == nil {
+				return // nothing more; the spare buffer stays ours
+			}
+			c.spare = out[:0]
+			answered = false
+			walkPackets(out, answer)
+			if !answered || qos == 0 {
+				return
 			}
 		}
 	}
+	step = func(i int, last bool) {
+		if qos == packet.QoS2 {
+			// A QoS 2 packet id stays taken until PUBREL: each message has
+			// its own.
+			id := uint16(i%60000 + 1)
+			body[pidAt], body[pidAt+1] = byte(id>>8), byte(id)
+		}
+		p.c.Handle(hdr, body)
+		if i%64 == 63 || last {
+			for _, s := range subscribers {
+				drain(s)
+			}
+			drain(p)
+		}
+	}
+	return step, &done
 }
 
 func BenchmarkPublishQoS0To1(b *testing.B)   { benchPublish(b, 0, 1) }
 func BenchmarkPublishQoS0To100(b *testing.B) { benchPublish(b, 0, 100) }
 func BenchmarkPublishQoS1To1(b *testing.B)   { benchPublish(b, 1, 1) }
 func BenchmarkPublishQoS1To100(b *testing.B) { benchPublish(b, 1, 100) }
+func BenchmarkPublishQoS2To1(b *testing.B)   { benchPublish(b, 2, 1) }
 
 // benchFanIn measures many publishers into one subscriber, the fan-in of
 // skybridge-bench's fanin-N-1 scenarios, in the core: b.RunParallel runs
