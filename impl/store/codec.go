@@ -31,37 +31,37 @@ var formatKey = []byte("\x00format")
 // formatVersion is written in new stores and checked on open.
 const formatVersion = "skybridge-store/1"
 
-func sessionPrefix(tenant, clientID string) []byte {
-	k := make([]byte, 0, 3+len(tenant)+len(clientID)+16)
-	k = append(k, 's')
-	k = append(k, tenant...)
-	k = append(k, 0)
-	k = append(k, clientID...)
-	return append(k, 0)
+// The key builders append to dst, so that the committer reuses one buffer.
+
+func sessionPrefix(dst []byte, tenant, clientID string) []byte {
+	dst = append(dst, 's')
+	dst = append(dst, tenant...)
+	dst = append(dst, 0)
+	dst = append(dst, clientID...)
+	return append(dst, 0)
 }
 
-func sessionKey(tenant, clientID string) []byte {
-	return append(sessionPrefix(tenant, clientID), kindSession)
+func sessionKey(dst []byte, tenant, clientID string) []byte {
+	return append(sessionPrefix(dst, tenant, clientID), kindSession)
 }
 
-func inboundKey(tenant, clientID string, pid uint16) []byte {
-	return binary.BigEndian.AppendUint16(append(sessionPrefix(tenant, clientID), kindInbound), pid)
+func inboundKey(dst []byte, tenant, clientID string, pid uint16) []byte {
+	return binary.BigEndian.AppendUint16(append(sessionPrefix(dst, tenant, clientID), kindInbound), pid)
 }
 
-func deliveryKey(tenant, clientID string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(sessionPrefix(tenant, clientID), kindDelivery), seq)
+func deliveryKey(dst []byte, tenant, clientID string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(sessionPrefix(dst, tenant, clientID), kindDelivery), seq)
 }
 
-func subKey(tenant, clientID, filter string) []byte {
-	return append(append(sessionPrefix(tenant, clientID), kindSub), filter...)
+func subKey(dst []byte, tenant, clientID, filter string) []byte {
+	return append(append(sessionPrefix(dst, tenant, clientID), kindSub), filter...)
 }
 
-func retainedKey(tenant string, t []byte) []byte {
-	k := make([]byte, 0, 2+len(tenant)+len(t))
-	k = append(k, 'r')
-	k = append(k, tenant...)
-	k = append(k, 0)
-	return append(k, t...)
+func retainedKey(dst []byte, tenant string, t []byte) []byte {
+	dst = append(dst, 'r')
+	dst = append(dst, tenant...)
+	dst = append(dst, 0)
+	return append(dst, t...)
 }
 
 // decoded key.
@@ -237,8 +237,8 @@ func nilIfEmpty(b []byte) []byte {
 
 const recordVersion = 1
 
-func encodeSession(r *SessionRecord) []byte {
-	e := enc{}
+func encodeSession(dst []byte, r *SessionRecord) []byte {
+	e := enc{b: dst}
 	e.byte(recordVersion)
 	e.byte(r.Version)
 	e.uvarint(uint64(r.Expiry))
@@ -265,8 +265,8 @@ func decodeSession(v []byte) (*SessionRecord, error) {
 	return r, d.err
 }
 
-func encodeDelivery(r *DeliveryRecord) []byte {
-	e := enc{}
+func encodeDelivery(dst []byte, r *DeliveryRecord) []byte {
+	e := enc{b: dst}
 	e.byte(recordVersion)
 	e.uvarint(uint64(r.PID))
 	flags := r.QoS
@@ -311,8 +311,8 @@ func decodeDelivery(seq uint64, v []byte) (*DeliveryRecord, error) {
 	return r, d.err
 }
 
-func encodeOptions(o topic.Options) []byte {
-	e := enc{}
+func encodeOptions(dst []byte, o topic.Options) []byte {
+	e := enc{b: dst}
 	e.byte(recordVersion)
 	flags := o.QoS | o.RetainHandling<<2
 	if o.NoLocal {
@@ -337,8 +337,8 @@ func decodeOptions(v []byte) (topic.Options, error) {
 	return o, d.err
 }
 
-func encodeRetained(m *message.Message) []byte {
-	e := enc{}
+func encodeRetained(dst []byte, m *message.Message) []byte {
+	e := enc{b: dst}
 	e.byte(recordVersion)
 	encodeMessage(&e, m)
 	return e.b

@@ -69,6 +69,7 @@ type Pebble struct {
 	failed    atomic.Uint64 // batches whose commit failed
 	busy      atomic.Uint64 // batches refused with ErrBusy
 	cancelled atomic.Uint64 // ops never written: a fresh delivery done within its group
+	key, val  []byte        // scratch of applyOp (Step runs one at a time)
 }
 
 type opRef struct{ batch, op int }
@@ -306,7 +307,7 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 				p.cancelled.Add(1)
 				continue
 			}
-			if err := apply(pb, &g.b.Ops[i]); err != nil {
+			if err := p.applyOp(pb, &g.b.Ops[i]); err != nil {
 				return err
 			}
 		}
@@ -396,30 +397,43 @@ func (p *Pebble) Close() error {
 	return p.db.Close()
 }
 
-func apply(pb *pebble.Batch, op *Op) error {
+// applyOp adds op to pb. Keys and values are built in the store's scratch
+// buffers: a Pebble batch copies what it is given.
+func (p *Pebble) applyOp(pb *pebble.Batch, op *Op) error {
+	k, v := p.key[:0], p.val[:0]
+	defer func() { p.key, p.val = k[:0], v[:0] }()
 	switch op.Kind {
 	case PutSession:
-		return pb.Set(sessionKey(op.Tenant, op.ClientID), encodeSession(op.Session), nil)
+		k, v = sessionKey(k, op.Tenant, op.ClientID), encodeSession(v, op.Session)
+		return pb.Set(k, v, nil)
 	case DeleteSession:
-		prefix := sessionPrefix(op.Tenant, op.ClientID)
-		end := append(bytes.Clone(prefix[:len(prefix)-1]), 1) // the next client id
-		return pb.DeleteRange(prefix, end, nil)
+		k = sessionPrefix(k, op.Tenant, op.ClientID)
+		v = append(append(v, k[:len(k)-1]...), 1) // the next client id
+		return pb.DeleteRange(k, v, nil)
 	case PutSub:
-		return pb.Set(subKey(op.Tenant, op.ClientID, op.Filter), encodeOptions(op.Options), nil)
+		k, v = subKey(k, op.Tenant, op.ClientID, op.Filter), encodeOptions(v, op.Options)
+		return pb.Set(k, v, nil)
 	case DeleteSub:
-		return pb.Delete(subKey(op.Tenant, op.ClientID, op.Filter), nil)
+		k = subKey(k, op.Tenant, op.ClientID, op.Filter)
+		return pb.Delete(k, nil)
 	case PutDelivery:
-		return pb.Set(deliveryKey(op.Tenant, op.ClientID, op.Delivery.Seq), encodeDelivery(op.Delivery), nil)
+		k, v = deliveryKey(k, op.Tenant, op.ClientID, op.Delivery.Seq), encodeDelivery(v, op.Delivery)
+		return pb.Set(k, v, nil)
 	case DeleteDelivery:
-		return pb.Delete(deliveryKey(op.Tenant, op.ClientID, op.Seq), nil)
+		k = deliveryKey(k, op.Tenant, op.ClientID, op.Seq)
+		return pb.Delete(k, nil)
 	case PutInbound:
-		return pb.Set(inboundKey(op.Tenant, op.ClientID, op.PID), nil, nil)
+		k = inboundKey(k, op.Tenant, op.ClientID, op.PID)
+		return pb.Set(k, nil, nil)
 	case DeleteInbound:
-		return pb.Delete(inboundKey(op.Tenant, op.ClientID, op.PID), nil)
+		k = inboundKey(k, op.Tenant, op.ClientID, op.PID)
+		return pb.Delete(k, nil)
 	case PutRetained:
-		return pb.Set(retainedKey(op.Tenant, op.Message.Topic), encodeRetained(op.Message), nil)
+		k, v = retainedKey(k, op.Tenant, op.Message.Topic), encodeRetained(v, op.Message)
+		return pb.Set(k, v, nil)
 	case DeleteRetained:
-		return pb.Delete(retainedKey(op.Tenant, op.Message.Topic), nil)
+		k = retainedKey(k, op.Tenant, op.Message.Topic)
+		return pb.Delete(k, nil)
 	}
 	return fmt.Errorf("store: unknown op kind %d", op.Kind)
 }

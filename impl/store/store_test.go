@@ -243,7 +243,7 @@ func TestMessageCodecRoundTrip(t *testing.T) {
 	m.Properties.Set(packet.PropContentType)
 	m.Properties.Set(packet.PropResponseTopic)
 	m.Properties.Set(packet.PropCorrelationData)
-	got, err := decodeRetained(encodeRetained(m))
+	got, err := decodeRetained(encodeRetained(nil, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,9 +255,9 @@ func TestMessageCodecRoundTrip(t *testing.T) {
 // FuzzDecode checks that no stored value, however damaged, makes a decoder
 // panic: a corrupted store is reported, never crashes the broker.
 func FuzzDecode(f *testing.F) {
-	f.Add(encodeSession(&SessionRecord{Version: 5, Expiry: 3, Will: msg("w", "x")}))
-	f.Add(encodeDelivery(&DeliveryRecord{Seq: 1, PID: 2, QoS: 1, SubIDs: []uint32{3}, Msg: msg("t", "p")}))
-	f.Add(encodeOptions(topic.Options{QoS: 2, ID: 5}))
+	f.Add(encodeSession(nil, &SessionRecord{Version: 5, Expiry: 3, Will: msg("w", "x")}))
+	f.Add(encodeDelivery(nil, &DeliveryRecord{Seq: 1, PID: 2, QoS: 1, SubIDs: []uint32{3}, Msg: msg("t", "p")}))
+	f.Add(encodeOptions(nil, topic.Options{QoS: 2, ID: 5}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = decodeSession(b)
 		_, _ = decodeDelivery(1, b)
@@ -339,7 +339,7 @@ func TestCorruptRecordIsReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.db.Set(sessionKey("t", "c"), []byte{1, 5, 0xff}, nil); err != nil {
+	if err := s.db.Set(sessionKey(nil, "t", "c"), []byte{1, 5, 0xff}, nil); err != nil {
 		t.Fatal(err)
 	}
 	err = s.Load(&dump{})
