@@ -326,6 +326,21 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	// An acknowledgement from the client may have made room for
 	// deliveries parked on this session (backpressure.go).
 	rel, _ := c.b.unparkLocked(e, &at, c.relRead)
+	if len(rel) == 0 {
+		// What the packet journaled (an acknowledged delivery's removal, a
+		// QoS 2 step) stays in the session's journal: Output, which the
+		// runtime calls after every batch of packets, commits it with the
+		// rest of the batch — one commit for a stream of acknowledgements
+		// instead of one each. Output the change holds waits for that
+		// commit as it would for this one; and anything else that takes
+		// the session's ops (a delivery routed to it, its detach) takes
+		// these first, so the journal's order is kept.
+		e.mu.Unlock()
+		if closing {
+			c.markClosing()
+		}
+		return
+	}
 	ops, seq := e.s.TakeOps()
 	e.mu.Unlock()
 	c.b.settle(e, ops, seq, rel)
@@ -386,18 +401,16 @@ func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
 			out = e.s.TakeOutput(spare, now)
 			closing = closing || e.s.Closing()
 			// Draining the output may have made room for deliveries
-			// parked on this session (backpressure.go).
-			if rel, sent = c.b.unparkLocked(e, &instant{t: now}, c.relWrite); len(rel) > 0 {
-				ops, seq = e.s.TakeOps()
-			}
+			// parked on this session (backpressure.go). What the batch
+			// journaled (see Handle) is committed here.
+			rel, sent = c.b.unparkLocked(e, &instant{t: now}, c.relWrite)
+			ops, seq = e.s.TakeOps()
 		} else {
 			closing = true
 		}
 		e.mu.Unlock()
-		if len(rel) > 0 {
-			c.b.settle(e, ops, seq, rel)
-			c.relWrite = clearAcks(rel)
-		}
+		c.b.settle(e, ops, seq, rel)
+		c.relWrite = clearAcks(rel)
 		if sent {
 			c.wakeUp() // what they wrote goes in the next batch
 		}
