@@ -212,7 +212,11 @@ func (sh *shadow) apply(pb *pbatch, o *Oracle) {
 				delete(ss.subs, op.Filter)
 			}
 		case store.PutDelivery:
-			sh.get(key).deliv[op.Delivery.Seq] = op.Delivery
+			// A copy: the broker's record gives its message back to a
+			// pool once the batch is committed.
+			r := *op.Delivery
+			r.Msg = r.Msg.Uncounted()
+			sh.get(key).deliv[r.Seq] = &r
 		case store.DeleteDelivery:
 			if ss := sh.sess[key]; ss != nil {
 				delete(ss.deliv, op.Seq)

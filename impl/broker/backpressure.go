@@ -284,8 +284,10 @@ func (b *Broker) settle(e *entry, ops []store.Op, seq uint64, rel []*heldAck) {
 		return
 	}
 	rel = slices.Clone(rel) // the caller's scratch; the commit completes later
-	b.st.Commit(&store.Batch{Ops: ops}, func(err error) {
+	batch := &store.Batch{Ops: ops}
+	b.st.Commit(batch, func(err error) {
 		b.release([]waiter{{e, seq}}, err)
+		batch.ReleaseMessages()
 		if err != nil {
 			for _, a := range rel {
 				a.fail(err)

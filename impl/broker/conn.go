@@ -660,7 +660,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		// client's whole key range, which the new session's record shares
 		// (committed after it, the removal erased the new record and a
 		// power loss lost the session).
-		b.st.Commit(&store.Batch{Ops: dropOps}, b.noteStoreError)
+		b.commitOps(dropOps)
 	}
 	b.settle(e, ops, seq, rel)
 	releaseAcks(droppedAcks)
@@ -832,7 +832,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	t.regMu.Unlock()
 	releaseAcks(rel)
 	if len(ops) > 0 {
-		b.st.Commit(&store.Batch{Ops: ops}, b.noteStoreError)
+		b.commitOps(ops)
 	}
 	if e.counted {
 		t.persistent.Add(-1)

@@ -59,6 +59,7 @@ func (j *commitJob) commit() { j.b.st.Commit(&j.batch, j.done) }
 func (j *commitJob) finish(err error) {
 	b, a := j.b, j.ack
 	b.release(j.waiters, err)
+	j.batch.ReleaseMessages()
 	j.recycle()
 	if a != nil {
 		if err != nil {
@@ -164,6 +165,16 @@ func (b *Broker) commitSession(e *entry, ops []store.Op, seq uint64) {
 	j.batch.Ops = ops
 	j.waiters = append(j.waiters, waiter{e, seq})
 	j.commit()
+}
+
+// commitOps commits ops that nothing waits for, and gives back the
+// message references they hold once done.
+func (b *Broker) commitOps(ops []store.Op) {
+	batch := &store.Batch{Ops: ops}
+	b.st.Commit(batch, func(err error) {
+		b.noteStoreError(err)
+		batch.ReleaseMessages()
+	})
 }
 
 // noteStoreError counts and logs a failed commit. The broker goes on: what

@@ -304,15 +304,10 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 }
 
 // own returns the owned message that routing hands to sessions, holding
-// one reference for the caller to release. On an in-memory broker it is
-// counted and returns to its pool once every subscriber has acknowledged
-// it; a durable broker journals it, and gives the journal one that is not.
-func (b *Broker) own(m *message.Message) *message.Message {
-	if b.persist {
-		return m.Own()
-	}
-	return m.Share()
-}
+// one reference for the caller to release. It is counted: it returns to
+// its pool once every subscriber has acknowledged it and every batch that
+// journaled it is committed.
+func (b *Broker) own(m *message.Message) *message.Message { return m.Share() }
 
 // noteOverflow emits an InboxOverflow event for a session whose count of
 // messages dropped for a full queue went from before to after: when it

@@ -145,12 +145,17 @@ func (s *Session) journalDelivery(d *delivery, fresh bool) {
 	if !s.durable() {
 		return
 	}
-	// The record outlives the delivery's reference (a batch encodes it
-	// later), so it keeps a message that is not counted.
 	rec := &store.DeliveryRecord{Seq: d.seq, PID: d.pid, QoS: byte(d.qos), Retain: d.retain,
-		SubIDs: d.subIDs, Msg: d.msg.Uncounted()}
+		SubIDs: d.subIDs, Msg: d.msg}
 	if d.state == stateReleased {
 		rec.State, rec.Msg = store.Released, nil
+	}
+	if rec.Msg != nil {
+		// The record may outlive the delivery (the client acknowledges
+		// before the batch is written): it holds a reference of its own,
+		// which the committer of its batch gives back
+		// (store.Batch.ReleaseMessages).
+		rec.Msg.Ref()
 	}
 	gating := d.qos == packet.QoS2
 	d.rec, d.journaled = rec, true

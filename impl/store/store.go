@@ -99,7 +99,10 @@ type DeliveryRecord struct {
 	Retain bool
 	State  uint8
 	SubIDs []uint32
-	Msg    *message.Message // nil once released
+	// Msg is the message, nil once released. A record the broker journals
+	// holds a reference to it (message.Message.Ref) until the batch that
+	// puts it has been committed (Batch.ReleaseMessages).
+	Msg *message.Message
 }
 
 // Batch is a set of Ops committed atomically.
@@ -109,6 +112,17 @@ type Batch struct {
 
 // Add appends ops.
 func (b *Batch) Add(ops ...Op) { b.Ops = append(b.Ops, ops...) }
+
+// ReleaseMessages gives back the message references that the batch's queue
+// entries hold, once the store is done with the batch (its done has run):
+// a message shared with subscribers may then return to its pool.
+func (b *Batch) ReleaseMessages() {
+	for i := range b.Ops {
+		if op := &b.Ops[i]; op.Kind == PutDelivery && op.Delivery != nil && op.Delivery.Msg != nil {
+			op.Delivery.Msg.Release()
+		}
+	}
+}
 
 // Empty reports whether the batch holds nothing.
 func (b *Batch) Empty() bool { return b == nil || len(b.Ops) == 0 }
