@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -302,12 +303,20 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 	pb := p.db.NewBatch()
 	defer pb.Close()
 	for gi, g := range group {
-		for i := range g.b.Ops {
+		ops := g.b.Ops
+		for i := 0; i < len(ops); i++ {
+			if n := deleteRun(ops[i:]); n > 1 {
+				if err := p.deleteRange(pb, ops[i:i+n], gi, i, skip); err != nil {
+					return err
+				}
+				i += n - 1
+				continue
+			}
 			if skip != nil && skip[opRef{gi, i}] {
 				p.cancelled.Add(1)
 				continue
 			}
-			if err := p.applyOp(pb, &g.b.Ops[i]); err != nil {
+			if err := p.applyOp(pb, &ops[i]); err != nil {
 				return err
 			}
 		}
@@ -316,6 +325,52 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 		return fmt.Errorf("store %s: %w", p.dir, err)
 	}
 	return nil
+}
+
+// deleteRun returns how many ops at the start of ops remove consecutive
+// queue entries of one session: a subscriber acknowledging a stream of
+// messages makes such runs (what a batch of PUBACKs journals is committed
+// together).
+func deleteRun(ops []Op) int {
+	if len(ops) == 0 || ops[0].Kind != DeleteDelivery {
+		return 0
+	}
+	first := &ops[0]
+	n := 1
+	for n < len(ops) {
+		op := &ops[n]
+		if op.Kind != DeleteDelivery || op.Seq != ops[n-1].Seq+1 || op.Seq == math.MaxUint64 ||
+			op.ClientID != first.ClientID || op.Tenant != first.Tenant {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// deleteRange writes a run of queue-entry removals (deleteRun) as one range
+// deletion: one entry in the memtable and the log instead of one per
+// message, and compactions drop the range's keys at once. The run's ops are
+// adjacent, so nothing of the session's comes between them, and the range
+// covers exactly their keys (a session's entries are keyed by sequence,
+// big-endian). Entries created within this group (skipped with their
+// puts) fall inside harmlessly; a run wholly skipped writes nothing.
+func (p *Pebble) deleteRange(pb *pebble.Batch, run []Op, gi, at int, skip map[opRef]bool) error {
+	skipped := 0
+	for k := range run {
+		if skip != nil && skip[opRef{gi, at + k}] {
+			skipped++
+		}
+	}
+	p.cancelled.Add(uint64(skipped))
+	if skipped == len(run) {
+		return nil
+	}
+	first, last := &run[0], &run[len(run)-1]
+	k := deliveryKey(p.key[:0], first.Tenant, first.ClientID, first.Seq)
+	end := deliveryKey(p.val[:0], first.Tenant, first.ClientID, last.Seq+1)
+	p.key, p.val = k[:0], end[:0]
+	return pb.DeleteRange(k, end, nil)
 }
 
 // Err returns the error that stopped the store, if one did.

@@ -390,3 +390,79 @@ func TestCloseWhileRunning(t *testing.T) {
 		}
 	}
 }
+
+// Runs of adjacent removals of consecutive queue entries are written as one
+// range deletion; what the store then holds must be exactly what removing
+// them one by one leaves, whatever else the run meets: another session,
+// a gap, an entry put and removed within the group, a session (or tenant)
+// whose name extends the other's.
+func TestQueueRemovalRuns(t *testing.T) {
+	t.Parallel()
+	put := func(c string, seq uint64, fresh bool) Op {
+		return Op{Kind: PutDelivery, Tenant: "t", ClientID: c, Fresh: fresh,
+			Delivery: &DeliveryRecord{Seq: seq, PID: uint16(seq), QoS: 1, Msg: msg("a", fmt.Sprint(seq))}}
+	}
+	del := func(c string, seq uint64) Op { return Op{Kind: DeleteDelivery, Tenant: "t", ClientID: c, Seq: seq} }
+	for _, tc := range []struct {
+		name   string
+		second func(first []Op) []Op // the second group, given the first's puts
+		want   []string
+	}{
+		{"one run", func([]Op) []Op { return []Op{del("c", 3), del("c", 4), del("c", 5), del("c", 6)} },
+			[]string{"c 1", "c 2", "c 7", "c 8", "c1 1", "c1 2", "c1 3", "c1 4", "c1 5", "c1 6", "c1 7", "c1 8"}},
+		{"a gap ends a run", func([]Op) []Op { return []Op{del("c", 2), del("c", 3), del("c", 5), del("c", 6)} },
+			[]string{"c 1", "c 4", "c 7", "c 8", "c1 1", "c1 2", "c1 3", "c1 4", "c1 5", "c1 6", "c1 7", "c1 8"}},
+		{"another session ends a run", func([]Op) []Op { return []Op{del("c", 1), del("c", 2), del("c1", 3), del("c1", 4), del("c", 5)} },
+			[]string{"c 3", "c 4", "c 6", "c 7", "c 8", "c1 1", "c1 2", "c1 5", "c1 6", "c1 7", "c1 8"}},
+		{"the last entry", func([]Op) []Op { return []Op{del("c", 7), del("c", 8)} },
+			[]string{"c 1", "c 2", "c 3", "c 4", "c 5", "c 6", "c1 1", "c1 2", "c1 3", "c1 4", "c1 5", "c1 6", "c1 7", "c1 8"}},
+		{"entries put and removed in the group", func(first []Op) []Op {
+			p9, p10 := put("c", 9, true), put("c", 10, true)
+			d9, d10 := del("c", 9), del("c", 10)
+			d9.Delivery, d10.Delivery = p9.Delivery, p10.Delivery
+			return []Op{p9, p10, del("c", 7), del("c", 8), d9, d10, put("c", 11, true)}
+		}, []string{"c 1", "c 2", "c 3", "c 4", "c 5", "c 6", "c 11", "c1 1", "c1 2", "c1 3", "c1 4", "c1 5", "c1 6", "c1 7", "c1 8"}},
+		{"a run wholly put and removed in the group", func(first []Op) []Op {
+			p9, p10 := put("c", 9, true), put("c", 10, true)
+			d9, d10 := del("c", 9), del("c", 10)
+			d9.Delivery, d10.Delivery = p9.Delivery, p10.Delivery
+			return []Op{p9, p10, d9, d10}
+		}, []string{"c 1", "c 2", "c 3", "c 4", "c 5", "c 6", "c 7", "c 8", "c1 1", "c1 2", "c1 3", "c1 4", "c1 5", "c1 6", "c1 7", "c1 8"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := Open(vfs.NewMem(), "data", Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var first []Op
+			for _, c := range []string{"c", "c1"} {
+				first = append(first, Op{Kind: PutSession, Tenant: "t", ClientID: c, Session: &SessionRecord{Version: 4, Expiry: 60}})
+				for seq := uint64(1); seq <= 8; seq++ {
+					first = append(first, put(c, seq, false))
+				}
+			}
+			commit(t, s, first...)
+			commit(t, s, tc.second(first)...)
+			var got []string
+			if err := s.Load(visitDeliveries(func(c string, r *DeliveryRecord) {
+				got = append(got, fmt.Sprintf("%s %d", c, r.Seq))
+			})); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("queue entries left (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// visitDeliveries is a Visitor that reports queue entries only.
+type visitDeliveries func(clientID string, r *DeliveryRecord)
+
+func (visitDeliveries) Session(string, string, *SessionRecord) error    { return nil }
+func (visitDeliveries) Sub(string, string, string, topic.Options) error { return nil }
+func (v visitDeliveries) Delivery(_, c string, r *DeliveryRecord) error { v(c, r); return nil }
+func (visitDeliveries) Inbound(string, string, uint16) error            { return nil }
+func (visitDeliveries) Retained(string, *message.Message) error         { return nil }
