@@ -59,10 +59,8 @@ type Pebble struct {
 	// steps counts groups, to sample the free disk space now and then.
 	steps int
 	avail uint64
-	// fresh and skip are findCancelled's scratch, reused from group to group.
-	fresh map[*DeliveryRecord]opRef
-	skip  map[opRef]bool
-	big   bool // the last group had many ops: drop the maps, don't clear them
+	// group numbers the groups, for findCancelled's marks.
+	group uint64
 
 	// Stats
 	commits   atomic.Uint64 // Pebble batches synced (groups)
@@ -73,55 +71,46 @@ type Pebble struct {
 	key, val  []byte        // scratch of applyOp (Step runs one at a time)
 }
 
-type opRef struct{ batch, op int }
-
 type pendingBatch struct {
 	b    *Batch
 	done func(error)
 }
 
-// findCancelled finds the ops of deliveries created and completed within one
-// group commit: a subscriber that acknowledged a QoS 1 message before its
-// queue entry reached the disk leaves nothing to write. Ops of one entry
-// share its *DeliveryRecord. The maps are the store's, cleared and reused
-// for every group (Step is serialised): built afresh, they were a tenth of
-// the committer's time.
-func (p *Pebble) findCancelled(group []pendingBatch) map[opRef]bool {
-	if p.big {
-		// The last group was large: let its maps go rather than clear
-		// them (clearing costs their capacity, at every later group).
-		p.fresh, p.skip, p.big = nil, nil, false
-	}
-	clear(p.fresh)
-	clear(p.skip)
-	found, n := false, 0
-	for gi, g := range group {
-		n += len(g.b.Ops)
-		for i := range g.b.Ops {
-			op := &g.b.Ops[i]
-			switch {
+// findCancelled marks (Op.skip) the ops of deliveries created and completed
+// within one group commit: a subscriber that acknowledged a QoS 1 message
+// before its queue entry reached the disk leaves nothing to write. Ops of
+// one entry share its *DeliveryRecord, which carries the mark of its fresh
+// put (the group and the op) — no map: maps, even reused, were a good part
+// of the committer's time. apply clears every mark it meets.
+func (p *Pebble) findCancelled(group []pendingBatch) {
+	p.group++
+	stamp := p.group
+	for gi := range group {
+		ops := group[gi].b.Ops
+		for i := range ops {
+			op := &ops[i]
+			switch r := op.Delivery; {
 			case op.Kind == PutDelivery && op.Fresh:
-				if p.fresh == nil {
-					p.fresh = map[*DeliveryRecord]opRef{}
-				}
-				p.fresh[op.Delivery] = opRef{gi, i}
-			case op.Kind == DeleteDelivery && op.Delivery != nil && len(p.fresh) > 0:
-				if put, ok := p.fresh[op.Delivery]; ok {
-					if p.skip == nil {
-						p.skip = map[opRef]bool{}
-					}
-					p.skip[put], p.skip[opRef{gi, i}] = true, true
-					delete(p.fresh, op.Delivery)
-					found = true
-				}
+				r.group, r.put = stamp, op
+			case op.Kind == DeleteDelivery && r != nil && r.group == stamp && r.put != nil:
+				r.put.skip, op.skip = true, true
+				r.put = nil
 			}
 		}
 	}
-	p.big = n > 4096
-	if !found {
-		return nil
+}
+
+// clearMarks clears what findCancelled marked, for a group apply gave up on.
+func clearMarks(group []pendingBatch) {
+	for gi := range group {
+		ops := group[gi].b.Ops
+		for i := range ops {
+			ops[i].skip = false
+			if ops[i].Kind == PutDelivery && ops[i].Delivery != nil {
+				ops[i].Delivery.put = nil
+			}
+		}
 	}
-	return p.skip
 }
 
 // quietLogger drops Pebble's informational chatter; errors still surface
@@ -299,24 +288,31 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 			p.mu.Unlock()
 		}
 	}()
-	skip := p.findCancelled(group)
+	p.findCancelled(group)
 	pb := p.db.NewBatch()
 	defer pb.Close()
-	for gi, g := range group {
+	for _, g := range group {
 		ops := g.b.Ops
 		for i := 0; i < len(ops); i++ {
 			if n := deleteRun(ops[i:]); n > 1 {
-				if err := p.deleteRange(pb, ops[i:i+n], gi, i, skip); err != nil {
+				if err := p.deleteRange(pb, ops[i:i+n]); err != nil {
+					clearMarks(group)
 					return err
 				}
 				i += n - 1
 				continue
 			}
-			if skip != nil && skip[opRef{gi, i}] {
+			op := &ops[i]
+			if op.Kind == PutDelivery && op.Delivery != nil {
+				op.Delivery.put = nil // the mark must not keep the batch alive
+			}
+			if op.skip {
+				op.skip = false
 				p.cancelled.Add(1)
 				continue
 			}
-			if err := p.applyOp(pb, &ops[i]); err != nil {
+			if err := p.applyOp(pb, op); err != nil {
+				clearMarks(group)
 				return err
 			}
 		}
@@ -355,10 +351,11 @@ func deleteRun(ops []Op) int {
 // covers exactly their keys (a session's entries are keyed by sequence,
 // big-endian). Entries created within this group (skipped with their
 // puts) fall inside harmlessly; a run wholly skipped writes nothing.
-func (p *Pebble) deleteRange(pb *pebble.Batch, run []Op, gi, at int, skip map[opRef]bool) error {
+func (p *Pebble) deleteRange(pb *pebble.Batch, run []Op) error {
 	skipped := 0
 	for k := range run {
-		if skip != nil && skip[opRef{gi, at + k}] {
+		if run[k].skip {
+			run[k].skip = false
 			skipped++
 		}
 	}

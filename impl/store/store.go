@@ -67,6 +67,8 @@ type Op struct {
 	Seq     uint64 // DeleteDelivery
 	PID     uint16 // PutInbound, DeleteInbound
 	Message *message.Message
+
+	skip bool // the committer's mark: not written (see Pebble.findCancelled)
 }
 
 // SessionRecord is what survives of a session besides its queue and
@@ -103,6 +105,11 @@ type DeliveryRecord struct {
 	// holds a reference to it (message.Message.Ref) until the batch that
 	// puts it has been committed (Batch.ReleaseMessages).
 	Msg *message.Message
+
+	// The committer's mark of the entry's fresh put in the group being
+	// written (see Pebble.findCancelled).
+	group uint64
+	put   *Op
 }
 
 // Batch is a set of Ops committed atomically.
