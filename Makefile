@@ -123,7 +123,11 @@ run:
 # Benchmark harness (bench/README.md): Skybridge vs mosquitto vs nats-server,
 # PROFILE=quick (under 3 minutes) or full (under 20); the smoke run is also in `unit`.
 PROFILE ?= quick
-.PHONY: bench-compare bench-smoke
+.PHONY: bench-compare bench-smoke bench-storage
+# Persistent QoS 1 on Pebble (on disk) against the in-memory store, alternating (docs/STORAGE.md).
+bench-storage:
+	bench/storage.sh
+
 bench-compare:
 	$(GO) run ./cmd/skybridge-bench compare --profile $(PROFILE)
 
