@@ -33,6 +33,12 @@ import (
 
 // Message is an application message.
 type Message struct {
+	// refs counts the holders of a counted message; class is the pool it
+	// returns to (0: not counted). First, so that a release touches one
+	// cache line.
+	refs  int32
+	class uint8
+
 	Topic   []byte
 	Payload []byte
 	QoS     packet.QoS
@@ -52,11 +58,7 @@ type Message struct {
 	PublisherKey uint64
 	Owned        bool
 
-	// refs counts the holders of a counted message; class is the pool it
-	// returns to (0: not counted) and arena its reusable byte storage.
-	refs  int32
-	class uint8
-	arena []byte
+	arena []byte // a counted message's reusable byte storage
 }
 
 // forwarded are the properties that travel with a message to subscribers.
@@ -142,19 +144,15 @@ func (m *Message) copyTo(c *Message, arena []byte, users []packet.UserProperty) 
 	}
 	c.Topic = take(m.Topic)
 	c.Payload = take(m.Payload)
-	c.Properties.Present = m.Properties.Present
-	c.Properties.PayloadFormat = m.Properties.PayloadFormat
-	c.Properties.ContentType = take(m.Properties.ContentType)
-	c.Properties.ResponseTopic = take(m.Properties.ResponseTopic)
-	c.Properties.CorrelationData = take(m.Properties.CorrelationData)
-	c.Properties.User = nil
-	if len(m.Properties.User) > 0 {
-		users = users[:0]
-		for _, u := range m.Properties.User {
-			users = append(users, packet.UserProperty{Key: take(u.Key), Value: take(u.Value)})
-		}
-		c.Properties.User = users
+	// Every property is written (a pooled message keeps its last content).
+	c.Properties = packet.Properties{Present: m.Properties.Present, PayloadFormat: m.Properties.PayloadFormat,
+		ContentType: take(m.Properties.ContentType), ResponseTopic: take(m.Properties.ResponseTopic),
+		CorrelationData: take(m.Properties.CorrelationData)}
+	users = users[:0] // a pooled message's, kept for reuse (nil for Own)
+	for _, u := range m.Properties.User {
+		users = append(users, packet.UserProperty{Key: take(u.Key), Value: take(u.Value)})
 	}
+	c.Properties.User = users
 	c.arena = arena
 }
 
@@ -234,10 +232,8 @@ func (m *Message) Release() {
 		// publish. Carrying on would deliver one client's bytes to another.
 		panic(fmt.Sprintf("message: Release of a message with %d references", n+1))
 	}
+	// Not cleared: what it holds points into its own arena, and Share
+	// writes every field again.
 	poison(m.arena[:cap(m.arena)])
-	users := m.Properties.User
-	clear(users[:cap(users)])
-	*m = Message{class: m.class, arena: m.arena[:0]}
-	m.Properties.User = users[:0]
 	pools[m.class].Put(m)
 }

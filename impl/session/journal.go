@@ -201,7 +201,8 @@ func (s *Session) RestoreDelivery(r *store.DeliveryRecord) {
 	s.byPID.set(d.pid, d)
 	if d.msg != nil {
 		d.msg.Ref()
-		s.held += d.msg.Size()
+		d.size = d.msg.Size()
+		s.held += d.size
 	}
 	if r.Seq >= s.nextSeq {
 		s.nextSeq = r.Seq + 1

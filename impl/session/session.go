@@ -103,6 +103,7 @@ type connState struct {
 // delivery is one message on its way to this client.
 type delivery struct {
 	msg    *message.Message // owned, one reference held; nil once released
+	size   int              // msg.Size(), counted in Session.held
 	qos    packet.QoS
 	retain bool
 	dup    bool // restored after a restart: it may have been sent before
