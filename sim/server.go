@@ -213,7 +213,8 @@ func (p *BrokerProc) accept(ep *Endpoint) Handler {
 	sc.rd = packet.NewReader(&sc.src, 4096)
 	sc.rd.MaxPacketSize = p.Spec.Config.MaxPacketSize
 	sc.c = p.B.NewConn(broker.ConnInfo{Listener: "sim", DefaultTenant: "default",
-		Remote: ep.peer().Host.Name + ":" + strconv.FormatUint(ep.Conn.ID, 10)}, sc.wake)
+		Remote: ep.peer().Host.Name + ":" + strconv.FormatUint(ep.Conn.ID, 10),
+		IdleEndsBatch: true}, sc.wake) // the reader calls Idle after each batch
 	p.conns = append(p.conns, sc)
 	sc.setDeadline(p.w.Sim.now.Add(p.Spec.ConnectTimeout))
 	return sc
@@ -294,6 +295,7 @@ func (sc *srvConn) Data(ep *Endpoint, b []byte) {
 	}
 	rest := copy(sc.in, sc.in[n:])
 	sc.in = sc.in[:rest]
+	sc.c.Idle() // the batch is handled (ConnInfo.IdleEndsBatch)
 	if sc.readerDone {
 		sc.setDeadline(time.Time{})
 		sc.flush()

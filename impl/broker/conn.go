@@ -28,6 +28,11 @@ type ConnInfo struct {
 	// Reference; a 3.1.1 client is refused as server unavailable.
 	Redirect string
 	Moved    bool
+	// IdleEndsBatch promises that the runtime calls Idle after every batch
+	// of packets it hands to Handle (when it has no more bytes to decode)
+	// and before Closed. The PUBLISHes of a batch then share one commit of
+	// the durable store, made at Idle, instead of one each.
+	IdleEndsBatch bool
 }
 
 // Conn is one network connection as the broker sees it. The runtime calls
@@ -158,10 +163,16 @@ func (cd *connDecoder) release() {
 
 // Idle tells the connection that its reader has handled every packet read
 // and waits for more: the connection gives back what it holds only while
-// busy (its packet decoder), so that an idle connection costs little. Only
-// the reader calls it, between calls to Handle; a runtime that never calls
-// it keeps the decoder for the connection's life.
-func (c *Conn) Idle() { c.dec.release() }
+// busy (its packet decoder), so that an idle connection costs little, and
+// (with ConnInfo.IdleEndsBatch) commits what the batch's PUBLISHes
+// journaled. Only the reader calls it, between calls to Handle; a runtime
+// that never calls it keeps the decoder for the connection's life.
+func (c *Conn) Idle() {
+	c.dec.release()
+	if c.info.IdleEndsBatch {
+		c.commitBatch()
+	}
+}
 
 // NewConn registers a new transport. wake is called, from any goroutine,
 // when the connection has output to write or must be closed; it must not

@@ -18,8 +18,9 @@ type waiter struct {
 }
 
 // commitJob is one batch on its way to the store and what waits for it:
-// the sessions whose held output it releases and, for a publish, the
-// publisher's acknowledgement. Jobs are pooled: nearly every persistent
+// the sessions whose held output it releases and, for publishes, the
+// publisher's acknowledgements (one per PUBLISH; several when the runtime
+// lets a batch of PUBLISHes share one commit, see Conn.Idle). Jobs are pooled: nearly every persistent
 // QoS 1/2 message makes two (its route, then its subscriber's
 // acknowledgement), and a batch, a waiter slice and a callback allocated
 // for each were a good part of the persistent path's garbage. The store
@@ -29,7 +30,7 @@ type commitJob struct {
 	b       *Broker
 	batch   store.Batch
 	waiters []waiter
-	ack     *heldAck
+	acks    []*heldAck // all of one connection
 	done    func(error) // finish, bound once
 }
 
@@ -55,31 +56,45 @@ func (b *Broker) newCommitJob() *commitJob {
 func (j *commitJob) commit() { j.b.st.Commit(&j.batch, j.done) }
 
 // finish is the job's done: it releases the waiting sessions and the
-// acknowledgement, and recycles the job.
+// acknowledgements, and recycles the job. The acknowledgements are all of
+// one connection: their waits are dropped first, and the connection sends
+// what is ready once.
 func (j *commitJob) finish(err error) {
-	b, a := j.b, j.ack
+	b := j.b
 	b.release(j.waiters, err)
 	j.batch.ReleaseMessages()
-	j.recycle()
-	if a != nil {
+	var c *Conn
+	ready := false
+	for _, a := range j.acks {
 		if err != nil {
 			a.fail(err)
 		}
-		a.release()
+		c = a.c // read before the decrement: a flush elsewhere may recycle a
+		if a.waits.Add(-1) == 0 {
+			ready = true
+		}
+	}
+	j.recycle()
+	if ready {
+		c.flushAcks()
 	}
 }
 
 func (j *commitJob) recycle() {
 	clear(j.batch.Ops)
 	clear(j.waiters)
-	j.batch.Ops, j.waiters = j.batch.Ops[:0], j.waiters[:0]
-	if cap(j.batch.Ops) > 256 {
+	clear(j.acks)
+	j.batch.Ops, j.waiters, j.acks = j.batch.Ops[:0], j.waiters[:0], j.acks[:0]
+	if cap(j.batch.Ops) > 1024 {
 		j.batch.Ops = nil // a big fan-out's buffer is not kept
 	}
 	if cap(j.waiters) > 256 {
 		j.waiters = nil
 	}
-	j.b, j.ack = nil, nil
+	if cap(j.acks) > maxBatchAcks {
+		j.acks = nil
+	}
+	j.b = nil
 	commitJobs.Put(j)
 }
 
@@ -93,6 +108,14 @@ func (rs *routeScratch) jobFor(b *Broker) *commitJob {
 
 // empty reports whether routing journaled nothing.
 func (rs *routeScratch) empty() bool { return rs.job == nil || len(rs.job.batch.Ops) == 0 }
+
+// size returns how many ops the route's batch holds.
+func (rs *routeScratch) size() int {
+	if rs.job == nil {
+		return 0
+	}
+	return len(rs.job.batch.Ops)
+}
 
 // add puts ops into the route's batch; e (nil for a retained message)
 // waits for it.
@@ -111,6 +134,10 @@ func (rs *routeScratch) addSession(b *Broker, e *entry) {
 	ops, seq, ok := e.s.AppendOps(j.batch.Ops)
 	if ok {
 		j.batch.Ops = ops
+		if n := len(j.waiters); n > 0 && j.waiters[n-1].e == e {
+			j.waiters[n-1].seq = seq // the same session again (a batch of PUBLISHes)
+			return
+		}
 		j.waiters = append(j.waiters, waiter{e, seq})
 	}
 }
@@ -128,6 +155,24 @@ func (rs *routeScratch) dropJob() {
 		rs.job.recycle()
 		rs.job = nil
 	}
+}
+
+// dropEmptyJob lets go of the route's job if it holds nothing (no op, no
+// acknowledgement): a job that a batch of PUBLISHes shares stays.
+func (rs *routeScratch) dropEmptyJob() {
+	if j := rs.job; j != nil && len(j.batch.Ops) == 0 && len(j.acks) == 0 {
+		rs.dropJob()
+	}
+}
+
+// commitBatch commits what the batch's PUBLISHes journaled (Conn.Idle).
+func (c *Conn) commitBatch() {
+	rs := &c.rs
+	if j := rs.job; j != nil && (len(j.batch.Ops) > 0 || len(j.acks) > 0) {
+		rs.takeJob(c.b).commit()
+		return
+	}
+	rs.dropJob()
 }
 
 // commitRoute commits what a route of the broker's own (a will, $SYS)

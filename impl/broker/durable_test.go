@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/packet"
@@ -279,4 +280,75 @@ func idOf(bodies map[uint16]string, body string) uint16 {
 
 func subscribe(id uint16, filter string, qos packet.QoS) *packet.Subscribe {
 	return sub(id, filter, qos)
+}
+
+// With a runtime that calls Idle after each batch of packets, the
+// PUBLISHes of a batch share one commit, made at Idle; the acknowledgements
+// wait for it and keep their order, and what they promise survives a power
+// loss. A batch larger than the bound commits without waiting for Idle.
+func TestBatchOfPublishesSharesOneCommit(t *testing.T) {
+	t.Parallel()
+	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
+	d := newDurable(t, vfs.NewCrashableMem(), clock)
+	sub := d.dial("sub", packet.V5, "t")
+	sub.connect("sub", false, expiry(3600))
+	d.settle()
+	sub.send(subscribe(1, "q/#", 2))
+	d.settle()
+	sub.expect("CONNACK code=0x00 receive-max=1024 alias-max=64 max-packet=1048576", "SUBACK id=1 codes=[0x02]")
+	sub.c.Closed() // offline: what the publisher sends goes to its queue on disk
+	d.settle()
+
+	pub := &client{h: d.harness, v: packet.V311, name: "pub"}
+	pub.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: "pub", IdleEndsBatch: true}, func() {})
+	pub.connect("pub", true, packet.Properties{})
+	pub.expect("CONNACK code=0x00")
+	for i := 1; i <= 5; i++ {
+		pub.send(pub_(fmt.Sprintf("q/%d", i), fmt.Sprint(i), 1, uint16(i)))
+	}
+	pub.send(pub_("q/6", "6", 2, 6))
+	if n := d.st.Pending(); n != 0 {
+		t.Fatalf("%d commits before the batch ended, want 0", n)
+	}
+	pub.expect() // nothing is acknowledged before it is durable
+	pub.c.Idle()
+	if n := d.st.Pending(); n != 1 {
+		t.Fatalf("%d commits for the batch, want 1", n)
+	}
+	pub.expect()
+	d.settle()
+	pub.expect("PUBACK id=1", "PUBACK id=2", "PUBACK id=3", "PUBACK id=4", "PUBACK id=5", "PUBREC id=6")
+
+	// Beyond maxBatchAcks messages, the batch commits on its own.
+	for i := range maxBatchAcks + 1 {
+		pub.send(pub_("q/x", fmt.Sprint(100+i), 1, uint16(100+i)))
+	}
+	if n := d.st.Pending(); n != 1 {
+		t.Fatalf("%d commits after %d PUBLISHes without Idle, want 1", n, maxBatchAcks+1)
+	}
+	d.settle()
+	got, _ := pub.recv()
+	if len(got) != maxBatchAcks || got[0] != "PUBACK id=100" {
+		t.Fatalf("%d acknowledgements before Idle (first %q), want %d from id=100", len(got), got[0], maxBatchAcks)
+	}
+	pub.c.Idle()
+	d.settle()
+	pub.expect(fmt.Sprintf("PUBACK id=%d", 100+maxBatchAcks))
+
+	d = d.crash(t)
+	sub2 := d.dial("sub2", packet.V5, "t")
+	sub2.connect("sub", false, expiry(3600))
+	d.settle()
+	got, _ = sub2.recv()
+	want := []string{"CONNACK present code=0x00 receive-max=1024 alias-max=64 max-packet=1048576"}
+	for i := 1; i <= 5; i++ {
+		want = append(want, fmt.Sprintf(`PUBLISH topic="q/%d" qos=1 id=%d dup payload="%d"`, i, i, i))
+	}
+	want = append(want, `PUBLISH topic="q/6" qos=2 id=6 dup payload="6"`)
+	if diff := cmp.Diff(want, got[:len(want)]); diff != "" {
+		t.Fatalf("after the power loss (-want +got):\n%s", diff)
+	}
+	if n := len(got) - len(want); n != maxBatchAcks+1 {
+		t.Fatalf("%d of the %d later messages after the power loss", n, maxBatchAcks+1)
+	}
 }

@@ -67,7 +67,13 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		return
 	}
 	rs := &c.rs
-	rs.dropJob()
+	if !c.info.IdleEndsBatch {
+		rs.dropJob()
+	}
+	// A runtime that calls Idle after each batch of packets lets the batch's
+	// PUBLISHes share one commit: the route's job then holds what earlier
+	// ones of the batch journaled, and this message's part starts here.
+	before := rs.size()
 	if qos == packet.QoS2 {
 		// The packet id is held from now on: a resend (after a
 		// reconnection) is acknowledged, never routed twice.
@@ -108,14 +114,17 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 	if a != nil {
 		b.throttle(c.t, ThrottleSlowSubscriber)
 	}
-	if rs.empty() && a == nil && c.nacks.Load() == 0 {
-		rs.dropJob()
+	added := rs.size() > before
+	if !added && a == nil && c.nacks.Load() == 0 {
+		// (Nothing of the batch waits either: its acknowledgements would
+		// be counted in nacks.)
+		rs.dropEmptyJob()
 		c.complete(e, pid, qos, code)
 		return
 	}
-	if rate := l.s.PersistentFanoutBPS; rate > 0 && !rs.empty() {
+	if rate := l.s.PersistentFanoutBPS; rate > 0 && added {
 		n := 0
-		for i := range rs.job.batch.Ops {
+		for i := before; i < rs.size(); i++ {
 			if op := &rs.job.batch.Ops[i]; op.Kind == store.PutDelivery && op.Delivery.Msg != nil {
 				n += op.Delivery.Msg.Size()
 			}
@@ -135,16 +144,26 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 	c.enqueueAck(a)
 	if h := b.cfg.Hooks; h != nil && h.AckBeforeDurable {
 		b.commitRoute(rs) // the planted bug: the acknowledgement does not wait for it
-	} else if !rs.empty() {
+	} else if added {
 		a.waits.Add(1)
-		j := rs.takeJob(b)
-		j.ack = a
-		j.commit()
+		j := rs.jobFor(b)
+		j.acks = append(j.acks, a)
+		if !c.info.IdleEndsBatch || len(j.batch.Ops) >= maxBatchOps || len(j.acks) >= maxBatchAcks {
+			rs.takeJob(b).commit()
+		}
 	} else {
-		rs.dropJob()
+		rs.dropEmptyJob()
 	}
 	a.release() // routing is done
 }
+
+// Bounds of the commit a batch of PUBLISHes shares (Conn.Idle): beyond
+// them it is committed at once, so that a client streaming without pause
+// neither waits long for its acknowledgements nor grows the batch.
+const (
+	maxBatchOps  = 1024
+	maxBatchAcks = 256
+)
 
 // complete acknowledges a routed PUBLISH with code and commits what the
 // acknowledgement itself journals (a QoS 2 packet id).

@@ -114,7 +114,7 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 		remote = remoteString(nc.RemoteAddr())
 	}
 	info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: remote, CertSubject: cert,
-		Redirect: lc.Redirect, Moved: lc.Moved}
+		Redirect: lc.Redirect, Moved: lc.Moved, IdleEndsBatch: true} // readLoop and finish call Idle
 	cn := &connection{s: s, nc: nc}
 	cn.r.init(nc, s.bufs, s.cfg.Broker.MaxPacketSize)
 	cn.c = s.b.NewConn(info, cn.wakeUp)
