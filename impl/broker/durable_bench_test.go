@@ -15,7 +15,9 @@ import (
 // benchDurable publishes b.N QoS 1 messages from one publisher to one
 // connected persistent subscriber that acknowledges them, with up to
 // window messages unacknowledged, on a store on disk (pebble) or none
-// (memory). It reports messages per second.
+// (memory). The publisher's batches end every 64 messages (Conn.Idle), as
+// a server's reader ends them when it has read all that came. It reports
+// messages per second.
 func benchDurable(b *testing.B, kind string) {
 	e := env.Real()
 	var st store.Store = store.Memory{}
@@ -34,7 +36,7 @@ func benchDurable(b *testing.B, kind string) {
 	wakes := make(chan struct{}, 1)
 	dial := func(name string) *client {
 		cl := &client{h: h, v: packet.V311, name: name}
-		cl.c = br.NewConn(ConnInfo{DefaultTenant: "t"}, func() {
+		cl.c = br.NewConn(ConnInfo{DefaultTenant: "t", IdleEndsBatch: true}, func() {
 			select {
 			case wakes <- struct{}{}:
 			default:
@@ -85,6 +87,9 @@ func benchDurable(b *testing.B, kind string) {
 	began := time.Now()
 	for i := range b.N {
 		for i-acked >= window {
+			mu.Lock()
+			pub.c.Idle() // the end of a batch, as the server's reader says it
+			mu.Unlock()
 			drain(true)
 		}
 		m := &packet.Publish{Topic: []byte("d/1"), QoS: 1, PacketID: uint16(i%60000 + 1), Payload: payload}
@@ -93,9 +98,15 @@ func benchDurable(b *testing.B, kind string) {
 		pub.c.Handle(packet.FixedHeader{Type: packet.PUBLISH, Flags: enc[0] & 0x0f, Remaining: len(enc) - 2}, enc[2:])
 		mu.Unlock()
 		if i%64 == 0 {
+			mu.Lock()
+			pub.c.Idle()
+			mu.Unlock()
 			drain(false)
 		}
 	}
+	mu.Lock()
+	pub.c.Idle()
+	mu.Unlock()
 	for acked < b.N || received < b.N {
 		drain(true)
 	}
