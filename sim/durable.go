@@ -212,6 +212,9 @@ func (sh *shadow) apply(pb *pbatch, o *Oracle) {
 				delete(ss.subs, op.Filter)
 			}
 		case store.PutDelivery:
+			if op.Delivery.Removed() {
+				continue // its removal was written first: the store skips it too
+			}
 			// A copy: the broker's record gives its message back to a
 			// pool once the batch is committed.
 			r := *op.Delivery

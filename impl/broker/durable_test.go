@@ -352,3 +352,39 @@ func TestBatchOfPublishesSharesOneCommit(t *testing.T) {
 		t.Fatalf("%d of the %d later messages after the power loss", n, maxBatchAcks+1)
 	}
 }
+
+// A QoS 1 PUBLISH goes to a connected subscriber at once, before the
+// commit that holds its queue entry (the publisher's batch commits at
+// Idle): the subscriber may acknowledge it, and the entry's removal be
+// committed, before the entry itself. The entry must not then be written
+// after its removal, to be sent again after a restart (and never removed).
+func TestRemovalCommittedBeforeItsEntry(t *testing.T) {
+	t.Parallel()
+	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
+	d := newDurable(t, vfs.NewCrashableMem(), clock)
+	sub := d.dial("sub", packet.V5, "t")
+	sub.connect("sub", false, expiry(3600))
+	d.settle()
+	sub.send(subscribe(1, "q/#", 1))
+	d.settle()
+	sub.expect("CONNACK code=0x00 receive-max=1024 alias-max=64 max-packet=1048576", "SUBACK id=1 codes=[0x01]")
+
+	pub := &client{h: d.harness, v: packet.V311, name: "pub"}
+	pub.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: "pub", IdleEndsBatch: true}, func() {})
+	pub.connect("pub", true, packet.Properties{})
+	pub.expect("CONNACK code=0x00")
+	pub.send(pub_("q/1", "one", 1, 1)) // its entry waits in the publisher's batch
+	sub.expect(`PUBLISH topic="q/1" qos=1 id=1 payload="one"`)
+	sub.send(&packet.Ack{PacketType: packet.PUBACK, PacketID: 1})
+	sub.expect() // the removal is committed when the output is taken
+	d.settle()   // ... and written before the entry
+	pub.c.Idle()
+	d.settle()
+	pub.expect("PUBACK id=1")
+
+	d = d.crash(t)
+	sub2 := d.dial("sub2", packet.V5, "t")
+	sub2.connect("sub", false, expiry(3600))
+	d.settle()
+	sub2.expect("CONNACK present code=0x00 receive-max=1024 alias-max=64 max-packet=1048576")
+}

@@ -303,8 +303,15 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 				continue
 			}
 			op := &ops[i]
-			if op.Kind == PutDelivery && op.Delivery != nil {
-				op.Delivery.put = nil // the mark must not keep the batch alive
+			switch r := op.Delivery; {
+			case r == nil:
+			case op.Kind == PutDelivery:
+				r.put = nil // the mark must not keep the batch alive
+				if r.removed {
+					op.skip = true // its removal came first (DeliveryRecord.removed)
+				}
+			case op.Kind == DeleteDelivery:
+				r.removed = true
 			}
 			if op.skip {
 				op.skip = false
@@ -354,6 +361,9 @@ func deleteRun(ops []Op) int {
 func (p *Pebble) deleteRange(pb *pebble.Batch, run []Op) error {
 	skipped := 0
 	for k := range run {
+		if r := run[k].Delivery; r != nil {
+			r.removed = true
+		}
 		if run[k].skip {
 			run[k].skip = false
 			skipped++

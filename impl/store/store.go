@@ -110,7 +110,19 @@ type DeliveryRecord struct {
 	// written (see Pebble.findCancelled).
 	group uint64
 	put   *Op
+	// removed: a DeleteDelivery carrying this record has been written.
+	// A queue entry's removal can reach the store before the entry: a
+	// QoS 1 PUBLISH goes to a connected subscriber at once, and its
+	// acknowledgement may be committed before the publisher's batch that
+	// holds the entry. The entry is then not written at all (it would
+	// come back after a restart and never be removed).
+	removed bool
 }
+
+// Removed reports whether the store has written the removal of this
+// entry, after which its put is not written (the simulator's model of the
+// disk follows the store).
+func (r *DeliveryRecord) Removed() bool { return r.removed }
 
 // Batch is a set of Ops committed atomically.
 type Batch struct {

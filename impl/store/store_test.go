@@ -466,3 +466,40 @@ func (visitDeliveries) Sub(string, string, string, topic.Options) error { return
 func (v visitDeliveries) Delivery(_, c string, r *DeliveryRecord) error { v(c, r); return nil }
 func (visitDeliveries) Inbound(string, string, uint16) error            { return nil }
 func (visitDeliveries) Retained(string, *message.Message) error         { return nil }
+
+// A queue entry whose removal was written first (in an earlier group, or
+// earlier in the same one) is not written: it would come back after a
+// restart and never be removed.
+func TestRemovalBeforeItsEntry(t *testing.T) {
+	t.Parallel()
+	s, err := Open(vfs.NewMem(), "data", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec := func(seq uint64) *DeliveryRecord {
+		return &DeliveryRecord{Seq: seq, PID: uint16(seq), QoS: 1, Msg: msg("a", fmt.Sprint(seq))}
+	}
+	r1, r2, r3 := rec(1), rec(2), rec(3)
+	commit(t, s, Op{Kind: PutSession, Tenant: "t", ClientID: "c", Session: &SessionRecord{Version: 4, Expiry: 60}})
+	commit(t, s, Op{Kind: DeleteDelivery, Tenant: "t", ClientID: "c", Seq: 1, Delivery: r1}) // an earlier group
+	commit(t, s, Op{Kind: PutDelivery, Tenant: "t", ClientID: "c", Delivery: r1, Fresh: true},
+		// the same group: a run of removals, then the entries
+		Op{Kind: DeleteDelivery, Tenant: "t", ClientID: "c", Seq: 2, Delivery: r2},
+		Op{Kind: DeleteDelivery, Tenant: "t", ClientID: "c", Seq: 3, Delivery: r3},
+		Op{Kind: PutDelivery, Tenant: "t", ClientID: "c", Delivery: r2, Fresh: true},
+		Op{Kind: PutDelivery, Tenant: "t", ClientID: "c", Delivery: r3},
+		Op{Kind: PutDelivery, Tenant: "t", ClientID: "c", Delivery: rec(4), Fresh: true})
+	var got []uint64
+	if err := s.Load(visitDeliveries(func(_ string, r *DeliveryRecord) { got = append(got, r.Seq) })); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]uint64{4}, got); diff != "" {
+		t.Fatalf("queue entries (-want +got):\n%s", diff)
+	}
+	for _, r := range []*DeliveryRecord{r1, r2, r3} {
+		if !r.Removed() {
+			t.Errorf("entry %d not reported removed", r.Seq)
+		}
+	}
+}
