@@ -213,7 +213,7 @@ func (p *BrokerProc) accept(ep *Endpoint) Handler {
 	sc.rd = packet.NewReader(&sc.src, 4096)
 	sc.rd.MaxPacketSize = p.Spec.Config.MaxPacketSize
 	sc.c = p.B.NewConn(broker.ConnInfo{Listener: "sim", DefaultTenant: "default",
-		Remote: ep.peer().Host.Name + ":" + strconv.FormatUint(ep.Conn.ID, 10),
+		Remote:        ep.peer().Host.Name + ":" + strconv.FormatUint(ep.Conn.ID, 10),
 		IdleEndsBatch: true}, sc.wake) // the reader calls Idle after each batch
 	p.conns = append(p.conns, sc)
 	sc.setDeadline(p.w.Sim.now.Add(p.Spec.ConnectTimeout))

@@ -30,7 +30,7 @@ type commitJob struct {
 	b       *Broker
 	batch   store.Batch
 	waiters []waiter
-	acks    []*heldAck // all of one connection
+	acks    []*heldAck  // all of one connection
 	done    func(error) // finish, bound once
 }
 
