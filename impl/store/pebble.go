@@ -69,6 +69,7 @@ type Pebble struct {
 	busy      atomic.Uint64 // batches refused with ErrBusy
 	cancelled atomic.Uint64 // ops never written: a fresh delivery done within its group
 	key, val  []byte        // scratch of applyOp (Step runs one at a time)
+	run       removals      // apply's open run of removals
 }
 
 type pendingBatch struct {
@@ -291,27 +292,46 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 	p.findCancelled(group)
 	pb := p.db.NewBatch()
 	defer pb.Close()
+	run := &p.run
+	*run = removals{}
 	for _, g := range group {
 		ops := g.b.Ops
-		for i := 0; i < len(ops); i++ {
-			if n := deleteRun(ops[i:]); n > 1 {
-				if err := p.deleteRange(pb, ops[i:i+n]); err != nil {
+		for i := range ops {
+			op := &ops[i]
+			if run.open && op.ClientID == run.clientID && op.Tenant == run.tenant && !run.admits(op) {
+				if err := p.flushRemovals(pb); err != nil {
 					clearMarks(group)
 					return err
 				}
-				i += n - 1
-				continue
 			}
-			op := &ops[i]
-			switch r := op.Delivery; {
-			case r == nil:
-			case op.Kind == PutDelivery:
+			r := op.Delivery
+			switch {
+			case op.Kind == DeleteDelivery:
+				if r != nil {
+					r.removed = true
+				}
+				if run.open && (op.ClientID != run.clientID || op.Tenant != run.tenant) {
+					if err := p.flushRemovals(pb); err != nil {
+						clearMarks(group)
+						return err
+					}
+				}
+				if !run.open {
+					*run = removals{tenant: op.Tenant, clientID: op.ClientID, first: op.Seq, open: true}
+				}
+				run.last = op.Seq
+				if op.skip {
+					op.skip = false
+					p.cancelled.Add(1)
+				} else {
+					run.written++
+				}
+				continue
+			case r != nil && op.Kind == PutDelivery:
 				r.put = nil // the mark must not keep the batch alive
 				if r.removed {
 					op.skip = true // its removal came first (DeliveryRecord.removed)
 				}
-			case op.Kind == DeleteDelivery:
-				r.removed = true
 			}
 			if op.skip {
 				op.skip = false
@@ -324,58 +344,67 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 			}
 		}
 	}
+	if err := p.flushRemovals(pb); err != nil {
+		return err
+	}
 	if err := pb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store %s: %w", p.dir, err)
 	}
 	return nil
 }
 
-// deleteRun returns how many ops at the start of ops remove consecutive
-// queue entries of one session: a subscriber acknowledging a stream of
-// messages makes such runs (what a batch of PUBACKs journals is committed
-// together).
-func deleteRun(ops []Op) int {
-	if len(ops) == 0 || ops[0].Kind != DeleteDelivery {
-		return 0
-	}
-	first := &ops[0]
-	n := 1
-	for n < len(ops) {
-		op := &ops[n]
-		if op.Kind != DeleteDelivery || op.Seq != ops[n-1].Seq+1 || op.Seq == math.MaxUint64 ||
-			op.ClientID != first.ClientID || op.Tenant != first.Tenant {
-			break
-		}
-		n++
-	}
-	return n
+// removals is a run of removals of consecutive queue entries of one
+// session, gathered across a group and written as one deletion (a range
+// deletion from the first entry's key to the one after the last): a
+// subscriber acknowledging a stream in order makes such runs, one per
+// batch of PUBACKs, and a group holds many of them. One entry in the
+// memtable and the log for the run instead of one per message, and far
+// fewer range tombstones for compactions to carry.
+//
+// The deletion is written when the run ends, after some of its members'
+// positions in the group. That is the same as writing each in its place
+// because nothing else of the session's comes between: any other op of
+// the session ends the run first, except a put of a later entry (outside
+// the range). A put of an entry inside it would come after the entry's
+// removal, and is not written anyway (DeliveryRecord.removed). Members
+// skipped with their puts (findCancelled) fall inside harmlessly; a run
+// wholly skipped writes nothing.
+type removals struct {
+	tenant, clientID string
+	first, last      uint64
+	written          int // members not skipped
+	open             bool
 }
 
-// deleteRange writes a run of queue-entry removals (deleteRun) as one range
-// deletion: one entry in the memtable and the log instead of one per
-// message, and compactions drop the range's keys at once. The run's ops are
-// adjacent, so nothing of the session's comes between them, and the range
-// covers exactly their keys (a session's entries are keyed by sequence,
-// big-endian). Entries created within this group (skipped with their
-// puts) fall inside harmlessly; a run wholly skipped writes nothing.
-func (p *Pebble) deleteRange(pb *pebble.Batch, run []Op) error {
-	skipped := 0
-	for k := range run {
-		if r := run[k].Delivery; r != nil {
-			r.removed = true
-		}
-		if run[k].skip {
-			run[k].skip = false
-			skipped++
-		}
+// admits reports whether op, of the run's session, may come while the run
+// is open: the removal of the next entry (it extends the run) or the put
+// of a later one.
+func (r *removals) admits(op *Op) bool {
+	switch op.Kind {
+	case DeleteDelivery:
+		return op.Seq == r.last+1 && r.last != math.MaxUint64
+	case PutDelivery:
+		return op.Delivery != nil && op.Delivery.Seq > r.last
 	}
-	p.cancelled.Add(uint64(skipped))
-	if skipped == len(run) {
+	return false
+}
+
+// flushRemovals writes the open run of removals, if any, and closes it.
+func (p *Pebble) flushRemovals(pb *pebble.Batch) error {
+	r := &p.run
+	if !r.open {
 		return nil
 	}
-	first, last := &run[0], &run[len(run)-1]
-	k := deliveryKey(p.key[:0], first.Tenant, first.ClientID, first.Seq)
-	end := deliveryKey(p.val[:0], first.Tenant, first.ClientID, last.Seq+1)
+	r.open = false
+	if r.written == 0 {
+		return nil
+	}
+	k := deliveryKey(p.key[:0], r.tenant, r.clientID, r.first)
+	if r.first == r.last {
+		p.key = k[:0]
+		return pb.Delete(k, nil)
+	}
+	end := deliveryKey(p.val[:0], r.tenant, r.clientID, r.last+1)
 	p.key, p.val = k[:0], end[:0]
 	return pb.DeleteRange(k, end, nil)
 }

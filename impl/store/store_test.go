@@ -503,3 +503,54 @@ func TestRemovalBeforeItsEntry(t *testing.T) {
 		}
 	}
 }
+
+// Removals of consecutive entries gathered across the batches of one group
+// (one deletion written at the end of the run) leave what removing them one
+// by one leaves, also with other ops of the session in between.
+func TestQueueRemovalRunAcrossBatches(t *testing.T) {
+	t.Parallel()
+	s, err := Open(vfs.NewMem(), "data", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(c string, seq uint64) Op {
+		return Op{Kind: PutDelivery, Tenant: "t", ClientID: c, Fresh: true,
+			Delivery: &DeliveryRecord{Seq: seq, PID: uint16(seq), QoS: 1, Msg: msg("a", fmt.Sprint(seq))}}
+	}
+	del := func(c string, seq uint64) Op { return Op{Kind: DeleteDelivery, Tenant: "t", ClientID: c, Seq: seq} }
+	var first []Op
+	for _, c := range []string{"c", "d"} {
+		first = append(first, Op{Kind: PutSession, Tenant: "t", ClientID: c, Session: &SessionRecord{Version: 4, Expiry: 60}})
+		for seq := uint64(1); seq <= 8; seq++ {
+			first = append(first, put(c, seq))
+		}
+	}
+	commit(t, s, first...)
+	done := 0
+	for _, b := range [][]Op{
+		{del("c", 1), del("c", 2)},
+		{put("c", 9), put("d", 9), del("c", 3)}, // a later entry of c, another session's
+		{del("c", 4), {Kind: PutSub, Tenant: "t", ClientID: "c", Filter: "x"}, del("c", 5)}, // c's subscription ends the run
+		{del("d", 2), del("c", 6)}, // another session's removal ends it too
+		{del("c", 7)},
+	} {
+		s.Commit(&Batch{Ops: b}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			done++
+		})
+	}
+	if n := s.Step(); n != 5 || done != 5 {
+		t.Fatalf("one group of %d batches, %d done; want 5", n, done)
+	}
+	var got []string
+	if err := s.Load(visitDeliveries(func(c string, r *DeliveryRecord) { got = append(got, fmt.Sprintf("%s %d", c, r.Seq)) })); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"c 8", "c 9", "d 1", "d 3", "d 4", "d 5", "d 6", "d 7", "d 8", "d 9"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("queue entries left (-want +got):\n%s", diff)
+	}
+}
