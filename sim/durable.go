@@ -192,6 +192,9 @@ func (sh *shadow) get(key string) *shadowSess {
 func (sh *shadow) apply(pb *pbatch, o *Oracle) {
 	for i := range pb.b.Ops {
 		op := &pb.b.Ops[i]
+		if op.Epoch.Ended() && op.Kind != store.DeleteSession {
+			continue // the store skips the ops of an ended incarnation too
+		}
 		key := op.Tenant + "\x00" + op.ClientID
 		switch op.Kind {
 		case store.PutSession:

@@ -274,7 +274,7 @@ func (b *Broker) unparkLocked(e *entry, at *instant, scratch []*heldAck) (rel []
 
 // settle commits a session's ops, if any, then releases the
 // acknowledgements that waited for them. The caller holds no lock.
-func (b *Broker) settle(e *entry, ops []store.Op, seq uint64, rel []*heldAck) {
+func (b *Broker) settle(e *entry, ops []store.Op, seq session.Span, rel []*heldAck) {
 	if len(rel) == 0 {
 		b.commitSession(e, ops, seq)
 		return
@@ -327,7 +327,7 @@ func (b *Broker) parkTimeout(e *entry) {
 		}
 	}
 	var ops []store.Op
-	var seq uint64
+	var seq session.Span
 	if len(rel) > dropped {
 		ops, seq = e.s.TakeOps()
 	}
@@ -397,7 +397,7 @@ func (c *Conn) finish(e *entry, pid uint16, qos packet.QoS, code packet.ReasonCo
 // session; it is never taken with a session lock held).
 func (c *Conn) flushAcks() {
 	var ops []store.Op
-	var seq uint64
+	var seq session.Span
 	var e *entry
 	done, kick := 0, false
 	c.ackMu.Lock()
@@ -423,9 +423,6 @@ func (c *Conn) flushAcks() {
 				e.mu.Lock()
 				if e.conn == c {
 					e.s.PublishDone(a.pid, a.qos, code)
-					if o, s := e.s.TakeOps(); len(o) > 0 {
-						ops, seq = append(ops, o...), s
-					}
 				}
 				e.mu.Unlock()
 				done++
@@ -435,6 +432,15 @@ func (c *Conn) flushAcks() {
 		// PUBLISH that finds the queue empty may be acknowledged at once.
 		c.nacks.Add(-1)
 		a.recycle()
+	}
+	if e != nil {
+		// What the acknowledgements journaled (QoS 2 packet ids), taken
+		// at once: one span of the session's journal.
+		e.mu.Lock()
+		if e.conn == c {
+			ops, seq = e.s.TakeOps()
+		}
+		e.mu.Unlock()
 	}
 	if c.ackHead == len(c.acks) {
 		clear(c.acks)

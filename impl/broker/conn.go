@@ -302,7 +302,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		e.mu.Lock()
 		ok := e.conn == c
 		var ops []store.Op
-		var seq uint64
+		var seq session.Span
 		if ok {
 			e.s.SubscribeDone(pid, reqs)
 			ops, seq = e.s.TakeOps()
@@ -404,7 +404,7 @@ func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
 	if e != nil {
 		var rel []*heldAck
 		var ops []store.Op
-		var seq uint64
+		var seq session.Span
 		sent := false
 		e.mu.Lock()
 		if e.conn == c {

@@ -14,7 +14,7 @@ import (
 // is durable the session's journal up to seq is.
 type waiter struct {
 	e   *entry
-	seq uint64
+	seq session.Span
 }
 
 // commitJob is one batch on its way to the store and what waits for it:
@@ -117,14 +117,10 @@ func (rs *routeScratch) size() int {
 	return len(rs.job.batch.Ops)
 }
 
-// add puts ops into the route's batch; e (nil for a retained message)
-// waits for it.
-func (rs *routeScratch) add(b *Broker, e *entry, seq uint64, ops ...store.Op) {
-	j := rs.jobFor(b)
-	j.batch.Add(ops...)
-	if e != nil {
-		j.waiters = append(j.waiters, waiter{e, seq})
-	}
+// add puts ops into the route's batch (a retained message: no session
+// waits for it).
+func (rs *routeScratch) add(b *Broker, ops ...store.Op) {
+	rs.jobFor(b).batch.Add(ops...)
 }
 
 // addSession moves what e's session journaled into the route's batch, and
@@ -134,8 +130,8 @@ func (rs *routeScratch) addSession(b *Broker, e *entry) {
 	ops, seq, ok := e.s.AppendOps(j.batch.Ops)
 	if ok {
 		j.batch.Ops = ops
-		if n := len(j.waiters); n > 0 && j.waiters[n-1].e == e {
-			j.waiters[n-1].seq = seq // the same session again (a batch of PUBLISHes)
+		if n := len(j.waiters); n > 0 && j.waiters[n-1].e == e && j.waiters[n-1].seq.Hi == seq.Lo {
+			j.waiters[n-1].seq.Hi = seq.Hi // the same session again (a batch of PUBLISHes)
 			return
 		}
 		j.waiters = append(j.waiters, waiter{e, seq})
@@ -202,7 +198,7 @@ func (b *Broker) release(waiters []waiter, err error) {
 
 // commitSession commits a session's journaled ops and then releases its
 // held output. The caller holds no lock.
-func (b *Broker) commitSession(e *entry, ops []store.Op, seq uint64) {
+func (b *Broker) commitSession(e *entry, ops []store.Op, seq session.Span) {
 	if len(ops) == 0 {
 		return
 	}

@@ -388,3 +388,78 @@ func TestRemovalCommittedBeforeItsEntry(t *testing.T) {
 	d.settle()
 	sub2.expect("CONNACK present code=0x00 receive-max=1024 alias-max=64 max-packet=1048576")
 }
+
+// A subscriber's output held behind a queue entry in a publisher's batch
+// (committed at Idle) waits for that batch, whatever commits first: the
+// subscriber's own gating change, another publisher's batch.
+func TestHeldOutputWaitsForItsOwnBatch(t *testing.T) {
+	t.Parallel()
+	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
+	d := newDurable(t, vfs.NewCrashableMem(), clock)
+	sub := d.dial("sub", packet.V5, "t")
+	sub.connect("sub", false, expiry(3600))
+	d.settle()
+	sub.send(subscribe(1, "q/#", 2))
+	d.settle()
+	sub.expect(connack5, "SUBACK id=1 codes=[0x02]")
+	batched := func(name string) *client {
+		p := &client{h: d.harness, v: packet.V311, name: name}
+		p.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: name, IdleEndsBatch: true}, func() {})
+		p.connect(name, true, packet.Properties{})
+		p.expect("CONNACK code=0x00")
+		return p
+	}
+	p1, p2 := batched("p1"), batched("p2")
+	p1.send(pub_("q/1", "one", 2, 1)) // its entry waits in p1's batch
+	sub.send(subscribe(2, "z", 1))    // the subscriber's own change, committed now
+	d.settle()
+	p2.send(pub_("q/2", "two", 2, 1))
+	p2.c.Idle() // p2's batch, committed now
+	d.settle()
+	p2.expect("PUBREC id=1")
+	sub.expect() // everything waits behind q/1, which is not durable
+	p1.c.Idle()
+	d.settle()
+	p1.expect("PUBREC id=1")
+	sub.expect(`PUBLISH topic="q/1" qos=2 id=1 payload="one"`, "SUBACK id=2 codes=[0x01]",
+		`PUBLISH topic="q/2" qos=2 id=2 payload="two"`)
+}
+
+// A queue entry taken into a publisher's batch for a session that is
+// discarded (a clean-start reconnection) before the batch commits is not
+// written under the client's keys, which the new session uses.
+func TestEntryOfDiscardedSessionNotWritten(t *testing.T) {
+	t.Parallel()
+	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
+	d := newDurable(t, vfs.NewCrashableMem(), clock)
+	sub := d.dial("sub", packet.V5, "t")
+	sub.connect("sub", false, expiry(3600))
+	d.settle()
+	sub.send(subscribe(1, "q/#", 1))
+	d.settle()
+	sub.expect(connack5, "SUBACK id=1 codes=[0x01]")
+	sub.c.Closed()
+	d.settle()
+
+	pub := &client{h: d.harness, v: packet.V311, name: "pub"}
+	pub.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: "pub", IdleEndsBatch: true}, func() {})
+	pub.connect("pub", true, packet.Properties{})
+	pub.expect("CONNACK code=0x00")
+	pub.send(pub_("q/1", "old", 1, 1)) // an entry for the old session, in pub's batch
+
+	sub2 := d.dial("sub2", packet.V5, "t")
+	sub2.connect("sub", true, expiry(3600)) // clean start: the old session and its queue go
+	d.settle()
+	sub2.expect(connack5)
+	sub2.c.Closed()
+	d.settle()
+	pub.c.Idle()
+	d.settle()
+	pub.expect("PUBACK id=1")
+
+	d = d.crash(t)
+	sub3 := d.dial("sub3", packet.V5, "t")
+	sub3.connect("sub", false, expiry(3600))
+	d.settle()
+	sub3.expect("CONNACK present code=0x00 receive-max=1024 alias-max=64 max-packet=1048576")
+}

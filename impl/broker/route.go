@@ -193,7 +193,7 @@ func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
 	if len(m.Payload) == 0 {
 		kind = store.DeleteRetained
 	}
-	rs.add(b, nil, 0, store.Op{Kind: kind, Tenant: t.name, Message: m})
+	rs.add(b, store.Op{Kind: kind, Tenant: t.name, Message: m})
 }
 
 // route delivers m to every session of t with a matching subscription and

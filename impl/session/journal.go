@@ -30,8 +30,16 @@ func (s *Session) durable() bool { return s.persist && s.expiry > 0 }
 
 // journal records op. A gating op holds the output written after it.
 func (s *Session) journal(op store.Op, gating bool) {
-	op.Tenant, op.ClientID = s.Tenant, s.ClientID
+	if s.epoch == nil {
+		s.epoch = new(store.Epoch)
+	}
+	op.Tenant, op.ClientID, op.Epoch = s.Tenant, s.ClientID, s.epoch
 	s.ops = append(s.ops, op)
+	if op.Kind == store.DeleteSession {
+		// What the session journals from now on belongs to a new
+		// incarnation, which the removal does not end.
+		s.epoch = nil
+	}
 	if !gating {
 		return
 	}
@@ -53,13 +61,25 @@ func (s *Session) releasable() int {
 	return len(s.out)
 }
 
-// TakeOps returns the changes journaled since the last call and the journal
-// sequence that covers them, for Committed once they are durable. The ops
+// Span is the part of a session's journal that a set of ops covers: the
+// gating changes numbered Lo+1 to Hi (none when Hi == Lo). The broker
+// reports it back with Committed once those ops are durable.
+type Span struct{ Lo, Hi uint64 }
+
+// take hands out the gating changes journaled since the last take.
+func (s *Session) take() Span {
+	sp := Span{s.taken, s.jseq}
+	s.taken = s.jseq
+	return sp
+}
+
+// TakeOps returns the changes journaled since the last call and the span
+// of the journal they cover, for Committed once they are durable. The ops
 // are the caller's.
-func (s *Session) TakeOps() ([]store.Op, uint64) {
+func (s *Session) TakeOps() ([]store.Op, Span) {
 	ops := s.ops
 	s.ops = nil
-	return ops, s.jseq
+	return ops, s.take()
 }
 
 // AppendOps is TakeOps for a caller that copies the ops into a batch of its
@@ -67,21 +87,40 @@ func (s *Session) TakeOps() ([]store.Op, uint64) {
 // next ones (cleared, so that it holds no message), which spares the
 // routing of every persistent delivery an allocation. ok reports whether
 // there were any.
-func (s *Session) AppendOps(dst []store.Op) (out []store.Op, seq uint64, ok bool) {
+func (s *Session) AppendOps(dst []store.Op) (out []store.Op, sp Span, ok bool) {
 	if len(s.ops) == 0 {
-		return dst, s.jseq, false
+		return dst, Span{s.taken, s.taken}, false
 	}
 	dst = append(dst, s.ops...)
 	clear(s.ops)
 	s.ops = s.ops[:0]
-	return dst, s.jseq, true
+	return dst, s.take(), true
 }
 
-// Committed tells the session that its journal up to seq is durable; the
-// output held behind it may go.
-func (s *Session) Committed(seq uint64) {
-	if seq > s.committed {
-		s.committed = seq
+// Committed tells the session that the ops covering sp are durable; the
+// output held behind the changes up to the first one not yet durable may
+// go. Commits may finish in another order than their ops were taken (ops
+// taken into a batch that commits later than the next ones' batch): a
+// change is durable only once every change before it is.
+func (s *Session) Committed(sp Span) {
+	if sp.Hi <= sp.Lo {
+		return
+	}
+	if sp.Lo > s.committed {
+		s.done = append(s.done, sp)
+		return
+	}
+	s.committed = max(s.committed, sp.Hi)
+	for merged := true; merged && len(s.done) > 0; {
+		merged = false
+		for i := 0; i < len(s.done); i++ {
+			if d := s.done[i]; d.Lo <= s.committed {
+				s.committed = max(s.committed, d.Hi)
+				s.done = append(s.done[:i], s.done[i+1:]...)
+				merged = true
+				i--
+			}
+		}
 	}
 	i := 0
 	for i < len(s.marks) && s.marks[i].seq <= s.committed {

@@ -75,3 +75,46 @@ func countPackets(t *testing.T, out []byte) int {
 	}
 	return n
 }
+
+// TestCommitsOutOfOrder: ops taken first may be committed last (taken into
+// a batch that commits later than the next ones'). Output held behind a
+// change is released only once that change and every change before it are
+// durable, not when a later span is.
+func TestCommitsOutOfOrder(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	now := time.Unix(1000, 0)
+	s := New(&cfg, 1, "t", "c", true)
+	s.Attach(&packet.Connect{Version: packet.V311, ClientID: []byte("c"), KeepAlive: 30}, AttachInfo{}, now)
+	_, sp := s.TakeOps()
+	s.Committed(sp)
+	if out := s.TakeOutput(nil, now); len(out) == 0 {
+		t.Fatal("no CONNACK")
+	}
+	msg := func(p string) *message.Message {
+		return &message.Message{Topic: []byte("a/b"), Payload: []byte(p), QoS: 2, Owned: true}
+	}
+	var spans []Span
+	for _, p := range []string{"one", "two", "three"} {
+		s.Deliver(msg(p), Delivery{QoS: 2}, now) // gating: held until durable
+		_, sp := s.TakeOps()
+		spans = append(spans, sp)
+	}
+	for i, want := range []struct {
+		commit  int
+		packets int
+	}{
+		{2, 0}, // the third alone: the first two are not durable
+		{0, 1}, // the first: its PUBLISH goes; the second still holds the third
+		{1, 2}, // the second: both go
+	} {
+		s.Committed(spans[want.commit])
+		if n := countPackets(t, s.TakeOutput(nil, now)); n != want.packets {
+			t.Fatalf("step %d (span %d committed): %d packets, want %d", i, want.commit, n, want.packets)
+		}
+	}
+	s.Committed(Span{spans[0].Lo, spans[2].Hi}) // again, overlapping: nothing more, no panic
+	if out := s.TakeOutput(nil, now); len(out) != 0 {
+		t.Fatalf("output after everything was released: % x", out)
+	}
+}

@@ -55,8 +55,11 @@ type Session struct {
 	persist   bool // the broker has a durable store
 	stored    bool // a record of the session is in the store
 	ops       []store.Op
-	jseq      uint64 // journal sequence of the last gating change
-	committed uint64 // highest journal sequence known durable
+	epoch     *store.Epoch // the incarnation the journal's ops belong to (store.Op.Epoch)
+	jseq      uint64       // journal sequence of the last gating change
+	taken     uint64       // the last gating change handed out (TakeOps, AppendOps)
+	committed uint64       // every gating change up to it is durable
+	done      []Span       // durable spans beyond committed (commits finish out of order)
 	marks     []mark
 
 	// Stats counts what the session dropped and why. The broker reads it.

@@ -36,7 +36,7 @@ import (
 type driver struct {
 	cfg     Config
 	persist bool
-	opsSeq  uint64 // journal sequence of the ops last printed, for commit
+	opsSeq  []Span // the journal spans of the ops printed since the last commit
 	s       *Session
 	now     time.Time
 	res     *Result
@@ -120,7 +120,7 @@ func (d *driver) run(td *datadriven.TestData) (string, error) {
 		return "ok", nil
 	case "ops":
 		ops, seq := d.s.TakeOps()
-		d.opsSeq = seq
+		d.opsSeq = append(d.opsSeq, seq)
 		for _, op := range ops {
 			fmt.Fprintf(&b, "op %s\n", formatOp(op))
 		}
@@ -129,7 +129,10 @@ func (d *driver) run(td *datadriven.TestData) (string, error) {
 		}
 		return b.String(), nil
 	case "commit":
-		d.s.Committed(d.opsSeq)
+		for _, sp := range d.opsSeq {
+			d.s.Committed(sp)
+		}
+		d.opsSeq = nil
 	case "attach":
 		c := &packet.Connect{Version: packet.Version(num("v", 5)), CleanStart: flag("clean"),
 			KeepAlive: uint16(num("keepalive", 60)), ClientID: []byte(d.s.ClientID)}

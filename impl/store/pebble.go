@@ -298,6 +298,19 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 		ops := g.b.Ops
 		for i := range ops {
 			op := &ops[i]
+			if op.Epoch.Ended() && op.Kind != DeleteSession {
+				// An op of a session incarnation whose removal was written
+				// first (Op.Epoch).
+				op.skip = false
+				if op.Kind == PutDelivery && op.Delivery != nil {
+					op.Delivery.put = nil
+				}
+				p.cancelled.Add(1)
+				continue
+			}
+			if op.Kind == DeleteSession && op.Epoch != nil {
+				op.Epoch.ended = true
+			}
 			if run.open && op.ClientID == run.clientID && op.Tenant == run.tenant && !run.admits(op) {
 				if err := p.flushRemovals(pb); err != nil {
 					clearMarks(group)

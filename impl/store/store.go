@@ -68,8 +68,24 @@ type Op struct {
 	PID     uint16 // PutInbound, DeleteInbound
 	Message *message.Message
 
+	// Epoch is the incarnation of the session whose journal the op comes
+	// from (nil for ops of no session). A DeleteSession ends it, and the
+	// store does not write the incarnation's ops that come after: ops
+	// taken from a session's journal into a batch that commits late (the
+	// batch of a publisher's PUBLISHes) could otherwise land after the
+	// session was discarded, under the key prefix a new session of the
+	// same client uses.
+	Epoch *Epoch
+
 	skip bool // the committer's mark: not written (see Pebble.findCancelled)
 }
+
+// Epoch is one incarnation of a session in the store (Op.Epoch).
+type Epoch struct{ ended bool }
+
+// Ended reports whether the store has written the DeleteSession that ends
+// this incarnation (the simulator's model of the disk follows the store).
+func (e *Epoch) Ended() bool { return e != nil && e.ended }
 
 // SessionRecord is what survives of a session besides its queue and
 // subscriptions.

@@ -554,3 +554,34 @@ func TestQueueRemovalRunAcrossBatches(t *testing.T) {
 		t.Fatalf("queue entries left (-want +got):\n%s", diff)
 	}
 }
+
+// The ops of a session incarnation that reach the store after the
+// DeleteSession that ends it are not written; a new incarnation's are.
+func TestOpsOfEndedIncarnationSkipped(t *testing.T) {
+	t.Parallel()
+	s, err := Open(vfs.NewMem(), "data", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, cur := new(Epoch), new(Epoch)
+	entry := func(e *Epoch, seq uint64) Op {
+		return Op{Kind: PutDelivery, Tenant: "t", ClientID: "c", Epoch: e,
+			Delivery: &DeliveryRecord{Seq: seq, PID: uint16(seq), QoS: 1, Msg: msg("a", fmt.Sprint(seq))}}
+	}
+	commit(t, s, Op{Kind: PutSession, Tenant: "t", ClientID: "c", Epoch: old, Session: &SessionRecord{Version: 4, Expiry: 60}}, entry(old, 1))
+	commit(t, s, Op{Kind: DeleteSession, Tenant: "t", ClientID: "c", Epoch: old},
+		Op{Kind: PutSession, Tenant: "t", ClientID: "c", Epoch: cur, Session: &SessionRecord{Version: 5, Expiry: 60}},
+		entry(old, 2)) // late, in the same group
+	commit(t, s, entry(old, 3), entry(cur, 4)) // late, in a later group; and the new session's
+	if !old.Ended() || cur.Ended() {
+		t.Fatalf("ended: old %v, current %v", old.Ended(), cur.Ended())
+	}
+	var got []uint64
+	if err := s.Load(visitDeliveries(func(_ string, r *DeliveryRecord) { got = append(got, r.Seq) })); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]uint64{4}, got); diff != "" {
+		t.Fatalf("queue entries (-want +got):\n%s", diff)
+	}
+}
