@@ -288,21 +288,11 @@ func subscribe(id uint16, filter string, qos packet.QoS) *packet.Subscribe {
 // loss. A batch larger than the bound commits without waiting for Idle.
 func TestBatchOfPublishesSharesOneCommit(t *testing.T) {
 	t.Parallel()
-	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
-	d := newDurable(t, vfs.NewCrashableMem(), clock)
-	sub := d.dial("sub", packet.V5, "t")
-	sub.connect("sub", false, expiry(3600))
-	d.settle()
-	sub.send(subscribe(1, "q/#", 2))
-	d.settle()
-	sub.expect("CONNACK code=0x00 receive-max=1024 alias-max=64 max-packet=1048576", "SUBACK id=1 codes=[0x02]")
+	d, sub := subscribedDurable(t, 2)
 	sub.c.Closed() // offline: what the publisher sends goes to its queue on disk
 	d.settle()
 
-	pub := &client{h: d.harness, v: packet.V311, name: "pub"}
-	pub.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: "pub", IdleEndsBatch: true}, func() {})
-	pub.connect("pub", true, packet.Properties{})
-	pub.expect("CONNACK code=0x00")
+	pub := d.batchedPublisher("pub")
 	for i := 1; i <= 5; i++ {
 		pub.send(pub_(fmt.Sprintf("q/%d", i), fmt.Sprint(i), 1, uint16(i)))
 	}
@@ -360,19 +350,9 @@ func TestBatchOfPublishesSharesOneCommit(t *testing.T) {
 // after its removal, to be sent again after a restart (and never removed).
 func TestRemovalCommittedBeforeItsEntry(t *testing.T) {
 	t.Parallel()
-	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
-	d := newDurable(t, vfs.NewCrashableMem(), clock)
-	sub := d.dial("sub", packet.V5, "t")
-	sub.connect("sub", false, expiry(3600))
-	d.settle()
-	sub.send(subscribe(1, "q/#", 1))
-	d.settle()
-	sub.expect("CONNACK code=0x00 receive-max=1024 alias-max=64 max-packet=1048576", "SUBACK id=1 codes=[0x01]")
+	d, sub := subscribedDurable(t, 1)
 
-	pub := &client{h: d.harness, v: packet.V311, name: "pub"}
-	pub.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: "pub", IdleEndsBatch: true}, func() {})
-	pub.connect("pub", true, packet.Properties{})
-	pub.expect("CONNACK code=0x00")
+	pub := d.batchedPublisher("pub")
 	pub.send(pub_("q/1", "one", 1, 1)) // its entry waits in the publisher's batch
 	sub.expect(`PUBLISH topic="q/1" qos=1 id=1 payload="one"`)
 	sub.send(&packet.Ack{PacketType: packet.PUBACK, PacketID: 1})
@@ -394,22 +374,8 @@ func TestRemovalCommittedBeforeItsEntry(t *testing.T) {
 // subscriber's own gating change, another publisher's batch.
 func TestHeldOutputWaitsForItsOwnBatch(t *testing.T) {
 	t.Parallel()
-	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
-	d := newDurable(t, vfs.NewCrashableMem(), clock)
-	sub := d.dial("sub", packet.V5, "t")
-	sub.connect("sub", false, expiry(3600))
-	d.settle()
-	sub.send(subscribe(1, "q/#", 2))
-	d.settle()
-	sub.expect(connack5, "SUBACK id=1 codes=[0x02]")
-	batched := func(name string) *client {
-		p := &client{h: d.harness, v: packet.V311, name: name}
-		p.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: name, IdleEndsBatch: true}, func() {})
-		p.connect(name, true, packet.Properties{})
-		p.expect("CONNACK code=0x00")
-		return p
-	}
-	p1, p2 := batched("p1"), batched("p2")
+	d, sub := subscribedDurable(t, 2)
+	p1, p2 := d.batchedPublisher("p1"), d.batchedPublisher("p2")
 	p1.send(pub_("q/1", "one", 2, 1)) // its entry waits in p1's batch
 	sub.send(subscribe(2, "z", 1))    // the subscriber's own change, committed now
 	d.settle()
@@ -430,21 +396,11 @@ func TestHeldOutputWaitsForItsOwnBatch(t *testing.T) {
 // written under the client's keys, which the new session uses.
 func TestEntryOfDiscardedSessionNotWritten(t *testing.T) {
 	t.Parallel()
-	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
-	d := newDurable(t, vfs.NewCrashableMem(), clock)
-	sub := d.dial("sub", packet.V5, "t")
-	sub.connect("sub", false, expiry(3600))
-	d.settle()
-	sub.send(subscribe(1, "q/#", 1))
-	d.settle()
-	sub.expect(connack5, "SUBACK id=1 codes=[0x01]")
+	d, sub := subscribedDurable(t, 1)
 	sub.c.Closed()
 	d.settle()
 
-	pub := &client{h: d.harness, v: packet.V311, name: "pub"}
-	pub.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: "pub", IdleEndsBatch: true}, func() {})
-	pub.connect("pub", true, packet.Properties{})
-	pub.expect("CONNACK code=0x00")
+	pub := d.batchedPublisher("pub")
 	pub.send(pub_("q/1", "old", 1, 1)) // an entry for the old session, in pub's batch
 
 	sub2 := d.dial("sub2", packet.V5, "t")
@@ -462,4 +418,29 @@ func TestEntryOfDiscardedSessionNotWritten(t *testing.T) {
 	sub3.connect("sub", false, expiry(3600))
 	d.settle()
 	sub3.expect("CONNACK present code=0x00 receive-max=1024 alias-max=64 max-packet=1048576")
+}
+
+// subscribedDurable starts a durable broker with a persistent 5.0
+// subscriber "sub" on q/# at qos, its CONNACK and SUBACK read.
+func subscribedDurable(t *testing.T, qos packet.QoS) (*durableHarness, *client) {
+	t.Helper()
+	d := newDurable(t, vfs.NewCrashableMem(), env.NewManualClock(time.Unix(1_700_000_000, 0)))
+	sub := d.dial("sub", packet.V5, "t")
+	sub.connect("sub", false, expiry(3600))
+	d.settle()
+	sub.send(subscribe(1, "q/#", qos))
+	d.settle()
+	sub.expect(connack5, fmt.Sprintf("SUBACK id=1 codes=[0x%02x]", qos))
+	return d, sub
+}
+
+// batchedPublisher connects a clean 3.1.1 publisher whose runtime ends its
+// batches with Idle (ConnInfo.IdleEndsBatch).
+func (d *durableHarness) batchedPublisher(name string) *client {
+	d.t.Helper()
+	p := &client{h: d.harness, v: packet.V311, name: name}
+	p.c = d.b.NewConn(ConnInfo{Listener: "test", DefaultTenant: "t", Remote: name, IdleEndsBatch: true}, func() {})
+	p.connect(name, true, packet.Properties{})
+	p.expect("CONNACK code=0x00")
+	return p
 }
