@@ -180,9 +180,18 @@ func TestDeterminism(t *testing.T) {
 	if unsynced == 0 || losses == unsynced {
 		t.Fatalf("the seeds should include power losses with and without unsynced data kept: %d losses, %d keeping unsynced data", losses, unsynced)
 	}
-	a, b := twice(mem, 42)
-	if a.Hash != b.Hash || a.Events != b.Events || a.Faults.Crashes == 0 {
-		t.Fatalf("in-memory broker: %x/%d vs %x/%d, %d crashes", a.Hash, a.Events, b.Hash, b.Events, a.Faults.Crashes)
+	// The in-memory broker, on a seed whose run has crashes (which seeds
+	// do depends on every random draw of the simulation).
+	crashed := false
+	for seed := uint64(42); seed < 52 && !crashed; seed++ {
+		a, b := twice(mem, seed)
+		if a.Hash != b.Hash || a.Events != b.Events {
+			t.Fatalf("in-memory broker, seed %d: %x/%d vs %x/%d", seed, a.Hash, a.Events, b.Hash, b.Events)
+		}
+		crashed = a.Faults.Crashes > 0
+	}
+	if !crashed {
+		t.Fatal("in-memory broker: no run of seeds 42-51 had a crash")
 	}
 	t.Logf("6 seeds twice: %d power losses, %d keeping unsynced data; identical traces", losses, unsynced)
 }
