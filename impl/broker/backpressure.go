@@ -274,9 +274,9 @@ func (b *Broker) unparkLocked(e *entry, at *instant, scratch []*heldAck) (rel []
 
 // settle commits a session's ops, if any, then releases the
 // acknowledgements that waited for them. The caller holds no lock.
-func (b *Broker) settle(e *entry, ops []store.Op, seq session.Span, rel []*heldAck) {
+func (b *Broker) settle(e *entry, ops []store.Op, span session.Span, rel []*heldAck) {
 	if len(rel) == 0 {
-		b.commitSession(e, ops, seq)
+		b.commitSession(e, ops, span)
 		return
 	}
 	if len(ops) == 0 {
@@ -286,7 +286,7 @@ func (b *Broker) settle(e *entry, ops []store.Op, seq session.Span, rel []*heldA
 	rel = slices.Clone(rel) // the caller's scratch; the commit completes later
 	batch := &store.Batch{Ops: ops}
 	b.st.Commit(batch, func(err error) {
-		b.release([]waiter{{e, seq}}, err)
+		b.release([]waiter{{e, span}}, err)
 		batch.ReleaseMessages()
 		if err != nil {
 			for _, a := range rel {
@@ -327,9 +327,9 @@ func (b *Broker) parkTimeout(e *entry) {
 		}
 	}
 	var ops []store.Op
-	var seq session.Span
+	var span session.Span
 	if len(rel) > dropped {
-		ops, seq = e.s.TakeOps()
+		ops, span = e.s.TakeOps()
 	}
 	conn := e.conn
 	e.mu.Unlock()
@@ -345,7 +345,7 @@ func (b *Broker) parkTimeout(e *entry) {
 	if sent && conn != nil {
 		conn.wakeUp()
 	}
-	b.settle(e, ops, seq, rel)
+	b.settle(e, ops, span, rel)
 }
 
 // takeParked lets go of everything parked on a session that ends: its
@@ -397,7 +397,7 @@ func (c *Conn) finish(e *entry, pid uint16, qos packet.QoS, code packet.ReasonCo
 // session; it is never taken with a session lock held).
 func (c *Conn) flushAcks() {
 	var ops []store.Op
-	var seq session.Span
+	var span session.Span
 	var e *entry
 	done, kick := 0, false
 	c.ackMu.Lock()
@@ -438,7 +438,7 @@ func (c *Conn) flushAcks() {
 		// at once: one span of the session's journal.
 		e.mu.Lock()
 		if e.conn == c {
-			ops, seq = e.s.TakeOps()
+			ops, span = e.s.TakeOps()
 		}
 		e.mu.Unlock()
 	}
@@ -452,7 +452,7 @@ func (c *Conn) flushAcks() {
 	}
 	c.ackMu.Unlock()
 	if e != nil {
-		c.b.commitSession(e, ops, seq)
+		c.b.commitSession(e, ops, span)
 	}
 	if kick {
 		c.Kick(packet.UnspecifiedError)

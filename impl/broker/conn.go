@@ -170,7 +170,7 @@ func (cd *connDecoder) release() {
 func (c *Conn) Idle() {
 	c.dec.release()
 	if c.info.IdleEndsBatch {
-		c.commitBatch()
+		c.b.commitRoute(&c.rs) // what the batch's PUBLISHes journaled
 	}
 }
 
@@ -302,17 +302,17 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		e.mu.Lock()
 		ok := e.conn == c
 		var ops []store.Op
-		var seq session.Span
+		var span session.Span
 		if ok {
 			e.s.SubscribeDone(pid, reqs)
-			ops, seq = e.s.TakeOps()
+			ops, span = e.s.TakeOps()
 		}
 		e.mu.Unlock()
 		if !ok {
 			c.undoSubscribe(e, reqs)
 			return
 		}
-		c.b.commitSession(e, ops, seq)
+		c.b.commitSession(e, ops, span)
 		c.sendRetained(e, reqs, at.now())
 		return
 	case len(r.Unsubscribe) > 0:
@@ -352,9 +352,9 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		}
 		return
 	}
-	ops, seq := e.s.TakeOps()
+	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
-	c.b.settle(e, ops, seq, rel)
+	c.b.settle(e, ops, span, rel)
 	c.relRead = clearAcks(rel)
 	if closing {
 		c.markClosing()
@@ -404,7 +404,7 @@ func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
 	if e != nil {
 		var rel []*heldAck
 		var ops []store.Op
-		var seq session.Span
+		var span session.Span
 		sent := false
 		e.mu.Lock()
 		if e.conn == c {
@@ -415,12 +415,12 @@ func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
 			// parked on this session (backpressure.go). What the batch
 			// journaled (see Handle) is committed here.
 			rel, sent = c.b.unparkLocked(e, &instant{t: now}, c.relWrite)
-			ops, seq = e.s.TakeOps()
+			ops, span = e.s.TakeOps()
 		} else {
 			closing = true
 		}
 		e.mu.Unlock()
-		c.b.settle(e, ops, seq, rel)
+		c.b.settle(e, ops, span, rel)
 		c.relWrite = clearAcks(rel)
 		if sent {
 			c.wakeUp() // what they wrote goes in the next batch
@@ -463,9 +463,9 @@ func (c *Conn) Closed() {
 	e.online.Store(false)
 	e.ending = expire == 0
 	gen := e.gen
-	ops, seq := e.s.TakeOps()
+	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
-	c.b.commitSession(e, ops, seq)
+	c.b.commitSession(e, ops, span)
 	c.b.stats.Connections.Add(-1)
 	e.t.connected.Add(-1)
 	c.b.afterDetach(e, gen, will, delay, expire)
@@ -663,7 +663,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	// the session was offline, and back-pressure again if it was stalled.
 	e.stalled = false
 	rel, _ := b.unparkLocked(e, &instant{t: now}, nil)
-	ops, seq := e.s.TakeOps()
+	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
 	t.regMu.Unlock()
 	if len(dropOps) > 0 {
@@ -673,7 +673,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		// power loss lost the session).
 		b.commitOps(dropOps)
 	}
-	b.settle(e, ops, seq, rel)
+	b.settle(e, ops, span, rel)
 	releaseAcks(droppedAcks)
 
 	who.ClientID = clientID
@@ -809,9 +809,9 @@ func (b *Broker) fireWill(e *entry, gen uint64, will *message.Message) {
 	}
 	e.willTimer, e.pendingWill = nil, nil
 	e.s.WillPublished()
-	ops, seq := e.s.TakeOps()
+	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
-	b.commitSession(e, ops, seq)
+	b.commitSession(e, ops, span)
 	b.publishWill(e.t, will)
 }
 
@@ -878,9 +878,9 @@ func (c *Conn) Kick(code packet.ReasonCode) {
 		if e.conn == c {
 			r := c.kick(e, code)
 			will, delay, expire, gen := r.Will, r.WillDelay, r.Expire, e.gen
-			ops, seq := e.s.TakeOps()
+			ops, span := e.s.TakeOps()
 			e.mu.Unlock()
-			c.b.commitSession(e, ops, seq)
+			c.b.commitSession(e, ops, span)
 			c.b.afterDetach(e, gen, will, delay, expire)
 			return
 		}

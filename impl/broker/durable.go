@@ -11,10 +11,10 @@ import (
 )
 
 // waiter is a session whose held output waits for a batch: once the batch
-// is durable the session's journal up to seq is.
+// is durable, so is the span of the session's journal it carries.
 type waiter struct {
-	e   *entry
-	seq session.Span
+	e    *entry
+	span session.Span
 }
 
 // commitJob is one batch on its way to the store and what waits for it:
@@ -127,14 +127,14 @@ func (rs *routeScratch) add(b *Broker, ops ...store.Op) {
 // makes e wait for it. The caller holds e.mu.
 func (rs *routeScratch) addSession(b *Broker, e *entry) {
 	j := rs.jobFor(b)
-	ops, seq, ok := e.s.AppendOps(j.batch.Ops)
+	ops, span, ok := e.s.AppendOps(j.batch.Ops)
 	if ok {
 		j.batch.Ops = ops
-		if n := len(j.waiters); n > 0 && j.waiters[n-1].e == e && j.waiters[n-1].seq.Hi == seq.Lo {
-			j.waiters[n-1].seq.Hi = seq.Hi // the same session again (a batch of PUBLISHes)
+		if n := len(j.waiters); n > 0 && j.waiters[n-1].e == e && j.waiters[n-1].span.Hi == span.Lo {
+			j.waiters[n-1].span.Hi = span.Hi // the same session again (a batch of PUBLISHes)
 			return
 		}
-		j.waiters = append(j.waiters, waiter{e, seq})
+		j.waiters = append(j.waiters, waiter{e, span})
 	}
 }
 
@@ -161,18 +161,10 @@ func (rs *routeScratch) dropEmptyJob() {
 	}
 }
 
-// commitBatch commits what the batch's PUBLISHes journaled (Conn.Idle).
-func (c *Conn) commitBatch() {
-	rs := &c.rs
-	if j := rs.job; j != nil && (len(j.batch.Ops) > 0 || len(j.acks) > 0) {
-		rs.takeJob(c.b).commit()
-		return
-	}
-	rs.dropJob()
-}
-
-// commitRoute commits what a route of the broker's own (a will, $SYS)
-// journaled; nobody waits for it but the sessions' held output.
+// commitRoute commits what a route's job holds: what a route of the
+// broker's own (a will, $SYS) journaled, or the batch of PUBLISHes a
+// connection's reader ends (Conn.Idle; a job holds acknowledgements only
+// with ops).
 func (b *Broker) commitRoute(rs *routeScratch) {
 	if rs.empty() {
 		rs.dropJob()
@@ -187,7 +179,7 @@ func (b *Broker) release(waiters []waiter, err error) {
 	b.noteStoreError(err)
 	for _, w := range waiters {
 		w.e.mu.Lock()
-		w.e.s.Committed(w.seq)
+		w.e.s.Committed(w.span)
 		c := w.e.conn
 		w.e.mu.Unlock()
 		if c != nil {
@@ -198,24 +190,21 @@ func (b *Broker) release(waiters []waiter, err error) {
 
 // commitSession commits a session's journaled ops and then releases its
 // held output. The caller holds no lock.
-func (b *Broker) commitSession(e *entry, ops []store.Op, seq session.Span) {
+func (b *Broker) commitSession(e *entry, ops []store.Op, span session.Span) {
 	if len(ops) == 0 {
 		return
 	}
 	j := b.newCommitJob()
 	j.batch.Ops = ops
-	j.waiters = append(j.waiters, waiter{e, seq})
+	j.waiters = append(j.waiters, waiter{e, span})
 	j.commit()
 }
 
-// commitOps commits ops that nothing waits for, and gives back the
-// message references they hold once done.
+// commitOps commits ops that nothing waits for (a discarded session's).
 func (b *Broker) commitOps(ops []store.Op) {
-	batch := &store.Batch{Ops: ops}
-	b.st.Commit(batch, func(err error) {
-		b.noteStoreError(err)
-		batch.ReleaseMessages()
-	})
+	j := b.newCommitJob()
+	j.batch.Ops = ops
+	j.commit()
 }
 
 // noteStoreError counts and logs a failed commit. The broker goes on: what
@@ -357,9 +346,9 @@ func (b *Broker) rearm(e *entry, now time.Time) {
 	if will != nil && willIn == 0 {
 		e.mu.Lock()
 		e.s.WillPublished()
-		ops, seq := e.s.TakeOps()
+		ops, span := e.s.TakeOps()
 		e.mu.Unlock()
-		b.commitSession(e, ops, seq)
+		b.commitSession(e, ops, span)
 		b.publishWill(e.t, will)
 		will = nil
 	}

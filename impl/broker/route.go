@@ -177,9 +177,9 @@ func (c *Conn) complete(e *entry, pid uint16, qos packet.QoS, code packet.Reason
 		return
 	}
 	e.s.PublishDone(pid, qos, code)
-	ops, seq := e.s.TakeOps()
+	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
-	c.b.commitSession(e, ops, seq)
+	c.b.commitSession(e, ops, span)
 }
 
 // setRetained makes m the retained message of its topic (an empty payload
@@ -273,7 +273,10 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 		msg := m
 		if qos > 0 {
 			if owned == nil {
-				owned = b.own(m)
+				// Counted: it returns to its pool once every subscriber
+				// has acknowledged it and every batch that journaled it
+				// is committed.
+				owned = m.Share()
 			}
 			msg = owned
 		}
@@ -321,12 +324,6 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 	}
 	return matched
 }
-
-// own returns the owned message that routing hands to sessions, holding
-// one reference for the caller to release. It is counted: it returns to
-// its pool once every subscriber has acknowledged it and every batch that
-// journaled it is committed.
-func (b *Broker) own(m *message.Message) *message.Message { return m.Share() }
 
 // noteOverflow emits an InboxOverflow event for a session whose count of
 // messages dropped for a full queue went from before to after: when it

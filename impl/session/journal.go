@@ -106,21 +106,18 @@ func (s *Session) Committed(sp Span) {
 	if sp.Hi <= sp.Lo {
 		return
 	}
-	if sp.Lo > s.committed {
-		s.done = append(s.done, sp)
-		return
-	}
-	s.committed = max(s.committed, sp.Hi)
-	for merged := true; merged && len(s.done) > 0; {
-		merged = false
-		for i := 0; i < len(s.done); i++ {
-			if d := s.done[i]; d.Lo <= s.committed {
-				s.committed = max(s.committed, d.Hi)
-				s.done = append(s.done[:i], s.done[i+1:]...)
-				merged = true
-				i--
-			}
+	s.done = append(s.done, sp)
+	for i := 0; i < len(s.done); {
+		if d := s.done[i]; d.Lo <= s.committed {
+			// It joins the durable prefix: the prefix grows, and spans
+			// seen before may join it now.
+			s.committed = max(s.committed, d.Hi)
+			s.done[i] = s.done[len(s.done)-1]
+			s.done = s.done[:len(s.done)-1]
+			i = 0
+			continue
 		}
+		i++
 	}
 	i := 0
 	for i < len(s.marks) && s.marks[i].seq <= s.committed {

@@ -298,56 +298,39 @@ func (p *Pebble) apply(group []pendingBatch) (err error) {
 		ops := g.b.Ops
 		for i := range ops {
 			op := &ops[i]
+			skip := op.skip
+			op.skip = false
+			r := op.Delivery
+			if r != nil && op.Kind == PutDelivery {
+				r.put = nil              // the mark must not keep the batch alive
+				skip = skip || r.removed // its removal came first (DeliveryRecord.removed)
+			}
 			if op.Epoch.Ended() && op.Kind != DeleteSession {
-				// An op of a session incarnation whose removal was written
-				// first (Op.Epoch).
-				op.skip = false
-				if op.Kind == PutDelivery && op.Delivery != nil {
-					op.Delivery.put = nil
-				}
-				p.cancelled.Add(1)
+				p.cancelled.Add(1) // its incarnation's removal came first (Op.Epoch)
 				continue
 			}
-			if op.Kind == DeleteSession && op.Epoch != nil {
-				op.Epoch.ended = true
-			}
-			if run.open && op.ClientID == run.clientID && op.Tenant == run.tenant && !run.admits(op) {
+			if run.open && run.ends(op) {
 				if err := p.flushRemovals(pb); err != nil {
 					clearMarks(group)
 					return err
 				}
 			}
-			r := op.Delivery
-			switch {
-			case op.Kind == DeleteDelivery:
+			switch op.Kind {
+			case DeleteSession:
+				if op.Epoch != nil {
+					op.Epoch.ended = true
+				}
+			case DeleteDelivery:
 				if r != nil {
 					r.removed = true
 				}
-				if run.open && (op.ClientID != run.clientID || op.Tenant != run.tenant) {
-					if err := p.flushRemovals(pb); err != nil {
-						clearMarks(group)
-						return err
-					}
-				}
-				if !run.open {
-					*run = removals{tenant: op.Tenant, clientID: op.ClientID, first: op.Seq, open: true}
-				}
-				run.last = op.Seq
-				if op.skip {
-					op.skip = false
+				run.add(op, skip)
+				if skip {
 					p.cancelled.Add(1)
-				} else {
-					run.written++
 				}
 				continue
-			case r != nil && op.Kind == PutDelivery:
-				r.put = nil // the mark must not keep the batch alive
-				if r.removed {
-					op.skip = true // its removal came first (DeliveryRecord.removed)
-				}
 			}
-			if op.skip {
-				op.skip = false
+			if skip {
 				p.cancelled.Add(1)
 				continue
 			}
@@ -389,17 +372,32 @@ type removals struct {
 	open             bool
 }
 
-// admits reports whether op, of the run's session, may come while the run
-// is open: the removal of the next entry (it extends the run) or the put
-// of a later one.
-func (r *removals) admits(op *Op) bool {
+// ends reports whether op ends the open run: the removal of another
+// session's entry, or any op of the run's session but the removal of the
+// next entry (which extends the run) and the put of a later one.
+func (r *removals) ends(op *Op) bool {
+	if op.ClientID != r.clientID || op.Tenant != r.tenant {
+		return op.Kind == DeleteDelivery
+	}
 	switch op.Kind {
 	case DeleteDelivery:
-		return op.Seq == r.last+1 && r.last != math.MaxUint64
+		return op.Seq != r.last+1 || r.last == math.MaxUint64
 	case PutDelivery:
-		return op.Delivery != nil && op.Delivery.Seq > r.last
+		return op.Delivery == nil || op.Delivery.Seq <= r.last
 	}
-	return false
+	return true
+}
+
+// add adds a removal to the run, opening one if none is; skipped: it is
+// not written (findCancelled), though the range may cover it.
+func (r *removals) add(op *Op, skipped bool) {
+	if !r.open {
+		*r = removals{tenant: op.Tenant, clientID: op.ClientID, first: op.Seq, open: true}
+	}
+	r.last = op.Seq
+	if !skipped {
+		r.written++
+	}
 }
 
 // flushRemovals writes the open run of removals, if any, and closes it.
