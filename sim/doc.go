@@ -25,7 +25,9 @@
 //     different connections are delayed independently.
 //   - BrokerProc: the runtime impl/server is, on the virtual network:
 //     packet.Reader framing, Conn.Handle per packet, a flush after each batch
-//     or wake (wake only schedules an event), Output drained while the send
+//     or wake (wake only schedules an event), Conn.Idle as an event of its
+//     own up to 1 ms after a batch (other connections' events fall inside
+//     it, as goroutines do on the server), Output drained while the send
 //     buffer takes it, the read deadline (connect timeout, then 1.5x keep
 //     alive), the write timeout, Fail on *packet.Error, Closed exactly once.
 //     Crash resets its connections and drops the broker; Restart starts a
