@@ -41,6 +41,8 @@ func DefaultBrokerSpec() BrokerSpec {
 	cfg.Session.MaxOutput = 64 << 10
 	cfg.MaxPacketSize = 64 << 10
 	cfg.Session.MaxPacketSize = 64 << 10
+	// The simulated clients pick their tenant with a "tenant/user" name.
+	cfg.Authenticator = broker.TenantFromUsername{}
 	return BrokerSpec{Config: cfg, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Port: 1883,
 		Durable: true, FsyncMin: 500 * time.Microsecond, FsyncMax: 5 * time.Millisecond}
 }

@@ -46,8 +46,8 @@ type gate struct {
 
 func (g *gate) Authenticate(req *broker.AuthRequest) broker.AuthResult {
 	if g.chain == nil || len(g.chain.Deciders) == 0 {
-		// Nothing configured: open where anonymous access is allowed (the
-		// tenant from a "tenant/user" user name), closed elsewhere.
+		// Nothing configured: open where anonymous access is allowed (in the
+		// listener's default tenant), closed elsewhere.
 		if slices.Contains(g.anonymous, req.Listener) {
 			return broker.AllowAll{}.Authenticate(req)
 		}
@@ -62,7 +62,10 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 	for _, l := range f.Listeners {
 		if l.Anonymous() {
 			anon = append(anon, l.Name)
-			log.Warn("listener accepts anonymous clients", "listener", l.Name, "addr", l.Addr)
+			// Anonymous clients name no tenant anyone vouched for: a user
+			// name "acme/mallory" does not make its client a member of acme.
+			log.Warn("listener accepts anonymous clients; each goes to the listener's default tenant (a user name never picks a tenant without authentication)",
+				"listener", l.Name, "addr", l.Addr, "tenant", l.DefaultTenant)
 		}
 	}
 	chain := &auth.Chain{AllowAnonymous: anon}

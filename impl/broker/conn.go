@@ -20,7 +20,7 @@ import (
 // ConnInfo describes where a connection comes from.
 type ConnInfo struct {
 	Listener      string // listener name, for logs and authentication
-	DefaultTenant string // tenant of clients whose user name names none
+	DefaultTenant string // the listener's tenant (empty: DefaultTenant)
 	Remote        string // remote address
 	CertSubject   string // verified TLS client certificate subject, if any
 	// Redirect, when set, sends every client elsewhere: a 5.0 CONNACK with
@@ -179,8 +179,14 @@ func (c *Conn) Idle() {
 // block (a buffered channel of one with a non-blocking send is the usual
 // implementation).
 func (b *Broker) NewConn(info ConnInfo, wake func()) *Conn {
+	if info.DefaultTenant == "" {
+		info.DefaultTenant = DefaultTenant
+	}
 	return &Conn{b: b, info: info, wake: wake}
 }
+
+// DefaultTenant is the tenant of clients whose listener names none.
+const DefaultTenant = "default"
 
 // wakeUp calls the runtime's wake function unless a wake is already
 // pending (called, and Output not yet run since).
@@ -564,6 +570,15 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		c.refuse(v, packet.ServerUnavailable)
 		return
 	}
+	// Whatever authenticated the client, its identity must be one the
+	// broker can keep apart from every other (store keys, metrics, logs).
+	if err := validIdentity(&ar); err != nil {
+		ev := event.NewAuthFailed(now, event.Who{ClientID: string(conn.ClientID)}, packet.NotAuthorized, c.info.Listener, c.info.Remote)
+		ev.Detail = err.Error()
+		b.emit(ev)
+		c.refuse(v, packet.NotAuthorized)
+		return
+	}
 	t := b.tenant(ar.Tenant)
 	l := b.tenantLimits(t)
 	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: string(conn.ClientID), Extra: ar.ACL}
@@ -613,6 +628,18 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		// A session whose connection just ended with expiry 0 is about to
 		// be discarded: a client that reconnects at once must not find it.
 		ended := old.conn == nil && old.ending
+		if !ended && !mayTakeOver(l, old.s, ar.User) {
+			// Another user's session: no takeover, no resumption, no
+			// discarding it with a clean start.
+			old.mu.Unlock()
+			t.regMu.Unlock()
+			ev := event.NewAuthFailed(now, event.Who{Tenant: ar.Tenant, ClientID: clientID, User: ar.User},
+				packet.NotAuthorized, c.info.Listener, c.info.Remote)
+			ev.Detail = "client id in use by another user's session"
+			b.emit(ev)
+			c.refuse(v, packet.NotAuthorized)
+			return
+		}
 		if oc := old.conn; oc != nil {
 			// Session takeover [MQTT-3.1.4-2] [v5 MQTT-3.1.4-3].
 			r := oc.kick(old, packet.SessionTakenOver)
@@ -652,6 +679,16 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		}
 	}
 	e.mu.Lock()
+	// The session belongs to whoever created it; one restored from a record
+	// that kept no owner goes to the first user that resumes it.
+	if !present || !e.s.OwnerKnown {
+		e.s.Owner, e.s.OwnerKnown = ar.User, true
+	}
+	var revoked []string
+	if present && b.cfg.Authorizer != nil {
+		who.ClientID = clientID
+		revoked = b.recheckLocked(e, &who, now)
+	}
 	e.gen++
 	e.stopTimers()
 	e.ending = false
@@ -675,6 +712,12 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	}
 	b.settle(e, ops, span, rel)
 	releaseAcks(droppedAcks)
+	if len(revoked) > 0 {
+		b.removeRoutes(t, e.id, revoked)
+		for _, f := range revoked {
+			b.emit(event.NewSubscriptionRefused(now, event.Who{Tenant: t.name, ClientID: clientID, User: ar.User}, f, packet.NotAuthorized))
+		}
+	}
 
 	who.ClientID = clientID
 	c.mu.Lock()

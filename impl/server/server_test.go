@@ -44,6 +44,8 @@ func start(t *testing.T, cfg Config) *Server {
 func testConfig(listeners ...ListenerConfig) Config {
 	cfg := DefaultConfig()
 	cfg.Listeners = listeners
+	// The tests' clients pick their tenant with a "tenant/user" name.
+	cfg.Broker.Authenticator = broker.TenantFromUsername{}
 	return cfg
 }
 
@@ -136,7 +138,7 @@ func (a *recordingAuth) Authenticate(req *broker.AuthRequest) broker.AuthResult 
 	a.mu.Lock()
 	a.reqs = append(a.reqs, *req)
 	a.mu.Unlock()
-	return broker.AllowAll{}.Authenticate(req)
+	return broker.TenantFromUsername{}.Authenticate(req)
 }
 
 func (a *recordingAuth) last() broker.AuthRequest {

@@ -143,7 +143,7 @@ func (s *Session) Offline() time.Time { return s.offline }
 // Record returns the session's durable record as of now.
 func (s *Session) Record(offlineSince time.Time) *store.SessionRecord {
 	return &store.SessionRecord{Version: byte(s.version), Expiry: s.expiry, OfflineSince: offlineSince,
-		Will: s.will, WillDelay: s.willDelay}
+		Will: s.will, WillDelay: s.willDelay, Owner: s.Owner, OwnerKnown: s.OwnerKnown}
 }
 
 // journalRecord journals the session record, or the removal of a stored
@@ -212,6 +212,7 @@ func Restore(cfg *Config, id topic.SubscriberID, tenant, clientID string, r *sto
 	s := New(cfg, id, tenant, clientID, true)
 	s.version, s.expiry, s.will, s.willDelay = packet.Version(r.Version), r.Expiry, r.Will, r.WillDelay
 	s.offline, s.stored = r.OfflineSince, true
+	s.Owner, s.OwnerKnown = r.Owner, r.OwnerKnown
 	return s
 }
 
@@ -263,4 +264,49 @@ func (s *Session) ExpireAfter() time.Duration {
 		return Forever
 	}
 	return time.Duration(s.expiry) * time.Second
+}
+
+// DropSubscription removes a subscription without a client's UNSUBSCRIBE
+// (the broker revoked it: the session's user may no longer read it) and
+// journals the removal. It reports whether there was one.
+func (s *Session) DropSubscription(filter string) bool {
+	if s.subs == nil {
+		return false
+	}
+	if _, ok := s.subs.Delete(filter); !ok {
+		return false
+	}
+	if s.durable() {
+		s.journal(store.Op{Kind: store.DeleteSub, Filter: filter}, false)
+	}
+	return true
+}
+
+// QueuedTopics calls visit with the topic of each delivery waiting in the
+// queue (not yet sent), in queue order; visit must not keep the bytes.
+func (s *Session) QueuedTopics(visit func(topic []byte)) {
+	for i, n := 0, s.queue.Len(); i < n; i++ {
+		d := s.queue.Pop()
+		if d.msg != nil {
+			visit(d.msg.Topic)
+		}
+		s.queue.Push(d)
+	}
+}
+
+// DropQueued removes the deliveries waiting in the queue (not yet sent)
+// for which drop reports true, keeping the order of the rest, journals
+// their removal and returns how many it removed.
+func (s *Session) DropQueued(drop func(m *message.Message) bool) int {
+	dropped := 0
+	for i, n := 0, s.queue.Len(); i < n; i++ {
+		d := s.queue.Pop()
+		if d.msg != nil && drop(d.msg) {
+			s.forget(d)
+			dropped++
+			continue
+		}
+		s.queue.Push(d)
+	}
+	return dropped
 }

@@ -20,6 +20,12 @@ type Session struct {
 	ID       topic.SubscriberID
 	Tenant   string
 	ClientID string
+	// Owner is the user name of the identity that created the session
+	// (empty for an anonymous client); OwnerKnown is false only for a
+	// session restored from a record written before owners were kept.
+	// The broker sets them; the session stores them with its record.
+	Owner      string
+	OwnerKnown bool
 
 	// Session state: survives connections while the session lives.
 	version packet.Version

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,8 @@ type Options struct {
 	// fail with ErrDiskFull instead of running into a full disk, which
 	// Pebble cannot survive. 0: 64 MiB.
 	MinFreeBytes uint64
+	// Logger receives a line for each record Load quarantines; nil: none.
+	Logger *slog.Logger
 }
 
 // ErrDiskFull is the error of a commit refused because the disk is nearly full.
@@ -68,8 +71,10 @@ type Pebble struct {
 	failed    atomic.Uint64 // batches whose commit failed
 	busy      atomic.Uint64 // batches refused with ErrBusy
 	cancelled atomic.Uint64 // ops never written: a fresh delivery done within its group
-	key, val  []byte        // scratch of applyOp (Step runs one at a time)
-	run       removals      // apply's open run of removals
+	// quarantined counts the records Load could not read and moved aside.
+	quarantined atomic.Uint64
+	key, val    []byte   // scratch of applyOp (Step runs one at a time)
+	run         removals // apply's open run of removals
 }
 
 type pendingBatch struct {
@@ -540,33 +545,99 @@ func (p *Pebble) applyOp(pb *pebble.Batch, op *Op) error {
 	return fmt.Errorf("store: unknown op kind %d", op.Kind)
 }
 
-// Load implements Store.
+// quarantinePrefix starts the key under which Load keeps a record it could
+// not read: the original key follows, the value is kept as it was.
+const quarantinePrefix = 'q'
+
+// maxQuarantineLines bounds the log lines of one Load; the count says the rest.
+const maxQuarantineLines = 20
+
+// Load implements Store. A record it cannot read (ErrCorrupt: a damaged
+// value, a key no version wrote) does not stop the broker from starting:
+// it is moved under the quarantine prefix, logged and counted
+// (Quarantined), and the rest loads. Other errors (the disk's) end Load.
 func (p *Pebble) Load(v Visitor) error {
 	it, err := p.db.NewIter(nil)
 	if err != nil {
 		return fmt.Errorf("store %s: %w", p.dir, err)
 	}
-	defer it.Close()
+	type record struct {
+		k, v []byte
+		err  error
+	}
+	var bad []record
+	// A session's records follow its session record (kind 01 sorts
+	// first): records under a prefix whose session record is missing or
+	// went to quarantine are orphans, quarantined too, so that a new
+	// session of the same client never inherits them.
+	var session []byte // the prefix of the last session record loaded
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
-		if bytes.Equal(k, formatKey) {
+		if bytes.Equal(k, formatKey) || len(k) > 0 && k[0] == quarantinePrefix {
 			continue
 		}
-		if err := p.visit(v, k, bytes.Clone(it.Value())); err != nil {
-			return fmt.Errorf("store %s: key %q: %w", p.dir, k, err)
+		pk, err := parseKey(k)
+		if err == nil && !pk.retained {
+			prefix := k[:len(k)-len(pk.rest)-1]
+			switch {
+			case pk.kind == kindSession:
+				session = session[:0]
+				if err = p.visit(v, pk, bytes.Clone(it.Value())); err == nil {
+					session = append(session, prefix...)
+				}
+			case len(session) == 0 || !bytes.Equal(prefix, session):
+				err = fmt.Errorf("%w: orphan: its session record is missing or unreadable", ErrCorrupt)
+			default:
+				err = p.visit(v, pk, bytes.Clone(it.Value()))
+			}
+		} else if err == nil {
+			err = p.visit(v, pk, bytes.Clone(it.Value()))
+		}
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				it.Close()
+				return fmt.Errorf("store %s: key %q: %w", p.dir, k, err)
+			}
+			bad = append(bad, record{bytes.Clone(k), bytes.Clone(it.Value()), err})
 		}
 	}
-	if err := it.Error(); err != nil {
+	err = it.Error()
+	it.Close()
+	if err != nil {
 		return fmt.Errorf("store %s: %w", p.dir, err)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	b := p.db.NewBatch()
+	defer b.Close()
+	for i, r := range bad {
+		if err := b.Set(append([]byte{quarantinePrefix}, r.k...), r.v, nil); err != nil {
+			return fmt.Errorf("store %s: quarantine: %w", p.dir, err)
+		}
+		if err := b.Delete(r.k, nil); err != nil {
+			return fmt.Errorf("store %s: quarantine: %w", p.dir, err)
+		}
+		if l := p.opts.Logger; l != nil && i < maxQuarantineLines {
+			l.Error("store: unreadable record quarantined", "dir", p.dir, "key", fmt.Sprintf("%q", r.k), "error", r.err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store %s: quarantine: %w", p.dir, err)
+	}
+	p.quarantined.Add(uint64(len(bad)))
+	if l := p.opts.Logger; l != nil {
+		l.Error("store: records quarantined at start; the broker runs without them",
+			"dir", p.dir, "count", len(bad), "key_prefix", string(rune(quarantinePrefix)))
 	}
 	return nil
 }
 
-func (p *Pebble) visit(v Visitor, k, val []byte) error {
-	pk, err := parseKey(k)
-	if err != nil {
-		return err
-	}
+// Quarantined returns the number of records Load moved aside because it
+// could not read them.
+func (p *Pebble) Quarantined() uint64 { return p.quarantined.Load() }
+
+func (p *Pebble) visit(v Visitor, pk key, val []byte) error {
 	if pk.retained {
 		m, err := decodeRetained(val)
 		if err != nil {
