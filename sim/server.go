@@ -382,9 +382,21 @@ func (sc *srvConn) deadlineFired() {
 		sc.p.Stats.ConnectTimeouts++
 	}
 	sc.p.w.Sim.Note(KindDeadline, sc.p.Host.ID, sc.ep.Conn.ID, "read deadline")
+	sc.c.Lost(timeoutError("read deadline"))
 	sc.readerDone = true
 	sc.flush()
 }
+
+var (
+	errReset = errors.New("connection reset by peer")
+	errEOF   = errors.New("EOF")
+)
+
+// timeoutError is a deadline's error, which reports Timeout as net's do.
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+func (timeoutError) Timeout() bool   { return true }
 
 // flush is the writer: it drains Output while the send buffer takes it.
 func (sc *srvConn) flush() {
@@ -447,14 +459,20 @@ func (sc *srvConn) writeTimedOut() {
 	}
 	sc.p.Stats.WriteTimeouts++
 	sc.p.w.Sim.Note(KindDeadline, sc.p.Host.ID, sc.ep.Conn.ID, "write deadline")
+	sc.c.WriteFailed(timeoutError("write deadline"))
 	sc.ep.Abort()
 	sc.finish()
 }
 
 // Closed implements Handler: the peer closed or reset.
-func (sc *srvConn) Closed(*Endpoint, bool) {
+func (sc *srvConn) Closed(_ *Endpoint, reset bool) {
 	if sc.dead {
 		return
+	}
+	if reset {
+		sc.c.Lost(errReset)
+	} else {
+		sc.c.Lost(errEOF)
 	}
 	sc.readerDone = true
 	sc.blocked = false

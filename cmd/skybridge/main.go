@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/config"
@@ -156,7 +158,7 @@ func serve(args []string, stderr io.Writer) error {
 	var pst *store.Pebble
 	if f.Storage.Type == "pebble" {
 		began := time.Now()
-		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{MinFreeBytes: f.Storage.MinFreeBytes})
+		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{MinFreeBytes: f.Storage.MinFreeBytes, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -171,7 +173,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if pst != nil {
-		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "took", time.Since(began).String())
+		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "quarantined", pst.Quarantined(),
+			"took", time.Since(began).String())
+		sc.Collectors = append(sc.Collectors, storeCollector{pst})
 	}
 	// The bridges' collector is registered before the admin server starts;
 	// the bridges themselves start once the listeners are up.
@@ -273,4 +277,16 @@ func watchSettings(path string, p *tenant.Provider, x *extensions, log *slog.Log
 		passwdPath, lastPasswd = f.Auth.PasswordFile, mtime(f.Auth.PasswordFile)
 		log.Info("settings reloaded", "file", path, "tenants", len(f.Tenants.Overrides))
 	}
+}
+
+// storeCollector exposes the durable store's own counters.
+type storeCollector struct{ p *store.Pebble }
+
+var storeQuarantined = prometheus.NewDesc("skybridge_store_quarantined_total",
+	"Records the store could not read at start and moved under its quarantine prefix.", nil, nil)
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- storeQuarantined }
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(storeQuarantined, prometheus.CounterValue, float64(c.p.Quarantined()))
 }

@@ -236,7 +236,8 @@ func (b *Broker) Retained(tenantName, filter string, limit int, withPayload bool
 
 // DeleteRetained removes a tenant's retained message on topic, durably.
 func (b *Broker) DeleteRetained(tenantName, name string) {
-	t := b.tenant(tenantName)
+	t := b.acquireTenant(tenantName)
+	defer b.releaseTenant(t)
 	m := &message.Message{Topic: []byte(name), Retain: true, Owned: true}
 	var rs routeScratch
 	b.setRetained(t, m, &rs)

@@ -204,7 +204,9 @@ func TestSessionExpiry(t *testing.T) {
 		t.Fatalf("sessions after expiry = %d", n)
 	}
 	// The expired session's routes are gone too.
-	tn := h.b.tenant("t")
+	h.b.mu.Lock()
+	tn := h.b.tenants["t"]
+	h.b.mu.Unlock()
 	if n := tn.routes.Len(); n != 0 {
 		t.Fatalf("%d routes left", n)
 	}

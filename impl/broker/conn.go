@@ -90,6 +90,80 @@ type Conn struct {
 	closing  bool   // close the transport once everything is written
 	closed   bool   // Closed was called
 	attached bool
+	// Why the connection ends, for the disconnected event: the first cause
+	// noted wins (a client's DISCONNECT, a protocol error, a kick, the
+	// transport's failure).
+	endCode  packet.ReasonCode
+	endCause string
+	endNoted bool
+}
+
+// Causes of a connection's end, as the disconnected event's detail says them.
+const (
+	CauseClientDisconnect = "client_disconnect"
+	CauseProtocolError    = "protocol_error"
+	CauseMalformed        = "malformed_packet"
+	CauseKeepAlive        = "keep_alive_timeout"
+	CauseConnectionLost   = "connection_lost"
+	CauseWriteFailed      = "write_failed"
+	CauseTakenOver        = "session_taken_over"
+	CauseShutdown         = "server_shutting_down"
+	CauseNotAuthorized    = "not_authorized"
+	CauseRateLimited      = "rate_limited"
+	CauseQuota            = "quota_exceeded"
+	CauseAdministrative   = "administrative_action"
+	CauseKicked           = "kicked"
+)
+
+// noteEnd records why the connection ends, unless a cause is already known.
+func (c *Conn) noteEnd(code packet.ReasonCode, cause string) {
+	c.mu.Lock()
+	if !c.endNoted {
+		c.endCode, c.endCause, c.endNoted = code, cause, true
+	}
+	c.mu.Unlock()
+}
+
+// WriteFailed tells the broker that writing to the transport failed (err:
+// the write timeout of a client that stopped reading, a reset), before the
+// runtime calls Closed. Like Lost, it only names the cause.
+func (c *Conn) WriteFailed(err error) {
+	c.noteEnd(packet.UnspecifiedError, CauseWriteFailed+": "+err.Error())
+}
+
+// kickCause names the cause of an end the broker decided with code.
+func kickCause(code packet.ReasonCode) string {
+	switch code {
+	case packet.SessionTakenOver:
+		return CauseTakenOver
+	case packet.ServerShuttingDown:
+		return CauseShutdown
+	case packet.NotAuthorized:
+		return CauseNotAuthorized
+	case packet.MessageRateTooHigh:
+		return CauseRateLimited
+	case packet.QuotaExceeded:
+		return CauseQuota
+	case packet.AdministrativeAction:
+		return CauseAdministrative
+	}
+	return CauseKicked
+}
+
+// Lost tells the broker why the transport failed before the runtime calls
+// Closed: err is the read or write error (a timeout of the keep-alive read
+// deadline, a reset, EOF without DISCONNECT). It only names the cause of
+// the disconnected event; the session is detached by Closed.
+func (c *Conn) Lost(err error) {
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &te) && te.Timeout():
+		c.noteEnd(packet.KeepAliveTimeout, CauseKeepAlive)
+	case err == nil:
+		c.noteEnd(packet.UnspecifiedError, CauseConnectionLost)
+	default:
+		c.noteEnd(packet.UnspecifiedError, CauseConnectionLost+": "+err.Error())
+	}
 }
 
 // connRates are a connection's token buckets.
@@ -128,6 +202,10 @@ type routeScratch struct {
 // the runtime says it is idle (Idle), so that an idle connection holds none.
 var decoders = sync.Pool{New: func() any { return new(packet.Decoder) }}
 
+// maxPooledEntries bounds the slices (user properties, filters) a pooled
+// decoder keeps: an unusual packet does not make every decoder large.
+const maxPooledEntries = 64
+
 // connDecoder is a connection's packet decoder: the protocol version in
 // force, and a decoder borrowed from decoders while the connection is busy.
 // Only the reader uses it; other goroutines may read Version, which changes
@@ -156,6 +234,7 @@ func (cd *connDecoder) Decode(h packet.FixedHeader, body []byte) (packet.Packet,
 // release gives the decoder back.
 func (cd *connDecoder) release() {
 	if cd.d != nil {
+		cd.d.Shrink(maxPooledEntries)
 		decoders.Put(cd.d)
 		cd.d = nil
 	}
@@ -340,6 +419,13 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	if closing && r.Reason.IsError() {
 		c.b.stats.ProtocolError.Add(1)
 	}
+	if closing {
+		if _, ok := p.(*packet.Disconnect); ok {
+			c.noteEnd(r.Reason, CauseClientDisconnect)
+		} else {
+			c.noteEnd(r.Reason, CauseProtocolError)
+		}
+	}
 	// An acknowledgement from the client may have made room for
 	// deliveries parked on this session (backpressure.go).
 	rel, _ := c.b.unparkLocked(e, &at, c.relRead)
@@ -373,6 +459,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 func (c *Conn) Fail(err error) {
 	c.b.stats.ProtocolError.Add(1)
 	code := packet.CodeOf(err)
+	c.noteEnd(code, CauseMalformed)
 	e := c.entry()
 	if e == nil {
 		// Before CONNECT: a 5.0 CONNECT that failed to decode may be
@@ -457,7 +544,11 @@ func (c *Conn) Closed() {
 		return
 	}
 	now := c.b.env.Clock.Now()
-	c.b.emit(event.NewDisconnected(now, c.eventWho(), 0))
+	c.noteEnd(packet.UnspecifiedError, CauseConnectionLost) // the transport closed with no cause given
+	c.mu.Lock()
+	code, cause := c.endCode, c.endCause
+	c.mu.Unlock()
+	c.b.emit(event.NewDisconnected(now, c.eventWho(), code, cause))
 	e.mu.Lock()
 	if e.conn != c {
 		e.mu.Unlock()
@@ -481,6 +572,7 @@ func (c *Conn) Closed() {
 // (takeover, shutdown). The caller holds e.mu and e.conn == c. The final
 // DISCONNECT and any unwritten output move to the connection's own buffer.
 func (c *Conn) kick(e *entry, code packet.ReasonCode) *session.Result {
+	c.noteEnd(code, kickCause(code))
 	e.s.Kick(code)
 	out := e.s.TakeOutput(nil, c.b.env.Clock.Now())
 	r := e.s.Detach(c.b.env.Clock.Now())
@@ -579,7 +671,8 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		c.refuse(v, packet.NotAuthorized)
 		return
 	}
-	t := b.tenant(ar.Tenant)
+	t := b.acquireTenant(ar.Tenant)
+	defer b.releaseTenant(t) // the session made here holds it from then on
 	l := b.tenantLimits(t)
 	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: string(conn.ClientID), Extra: ar.ACL}
 	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
@@ -893,6 +986,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	}
 	b.removeRoutes(t, e.id, filters)
 	b.freeSlot(e)
+	b.mayBeEmpty(t)
 	b.stats.Expired.Add(1)
 	b.emit(event.NewSessionExpired(b.env.Clock.Now(), event.Who{Tenant: t.name, ClientID: e.s.ClientID}))
 	if will != nil {

@@ -274,7 +274,8 @@ func (r *recovery) entry(tenant, clientID string) *entry {
 
 func (r *recovery) Session(tenant, clientID string, rec *store.SessionRecord) error {
 	b := r.b
-	t := b.tenant(tenant)
+	t := b.acquireTenant(tenant)
+	defer b.releaseTenant(t)
 	e := b.newEntry(t, clientID)
 	e.s = session.Restore(&b.tenantLimits(t).sess, e.id, tenant, clientID, rec)
 	e.counted = true

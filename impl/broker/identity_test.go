@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -259,4 +260,48 @@ func TestResumeRechecksACL(t *testing.T) {
 	p.expect("PUBACK id=3 code=0x10") // no matching subscribers
 	a2.send(&packet.Ack{PacketType: packet.PUBACK, PacketID: 2})
 	a2.expect()
+}
+
+// Tenants are made by the connections that name them; once a tenant holds
+// nothing (no session, no retained message) it is freed, so that a stream
+// of clients naming new tenants does not grow the broker for ever.
+func TestTenantsFreedWhenEmpty(t *testing.T) {
+	t.Parallel()
+	h, _ := newIdentityHarness(t, nil)
+	for i := range 100 {
+		c := h.dial("c", packet.V5, "d")
+		c.connectAs(fmt.Sprintf("t%d|u", i), "dev", true, packet.Properties{})
+		c.expect(connack5)
+		c.leave()
+	}
+	keep := h.dial("keep", packet.V5, "d") // a persistent session keeps its tenant
+	keep.connectAs("persist|u", "dev", false, expiry(3600))
+	keep.expect(connack5)
+	keep.leave()
+	r := h.connected("retain|u", "pub") // so does a retained message
+	r.send(&packet.Publish{Topic: []byte("r"), Payload: []byte("x"), Retain: true})
+	r.leave()
+	live := h.connected("live|u", "dev") // and a connected client
+	if n := len(h.b.Tenants()); n != 103 {
+		t.Fatalf("%d tenants before the idle delay, want 103", n)
+	}
+	h.clock.Advance(tenantIdleTTL)
+	if got := h.b.Tenants(); !cmp.Equal(got, []string{"live", "persist", "retain"}) {
+		t.Fatalf("tenants after the idle delay: %v", got)
+	}
+	if n := h.b.Stats().TenantsFreed.Load(); n != 100 {
+		t.Errorf("TenantsFreed = %d, want 100", n)
+	}
+	// A freed tenant comes back when a client names it again.
+	c := h.connected("t7|u", "again")
+	c.send(sub(1, "a", 0))
+	c.expect("SUBACK id=1 codes=[0x00]")
+	live.send(pub("a", "x", 0, 0))
+	c.expect() // tenants stay apart
+	c.leave()
+	live.leave()
+	h.clock.Advance(tenantIdleTTL)
+	if got := h.b.Tenants(); !cmp.Equal(got, []string{"persist", "retain"}) {
+		t.Fatalf("tenants at the end: %v", got)
+	}
 }

@@ -43,8 +43,8 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		return
 	}
 	l := b.tenantLimits(c.t)
-	if code, kick := c.admitPublish(l, len(m.Payload), len(m.Topic), m.Topic, m.Retain, at); code != packet.Success {
-		b.noteDrop(c.t, DropNotAuthorized, at.now())
+	if code, kick := c.admitPublish(l, m, at); code != packet.Success {
+		b.noteDrop(c.t, refusalDrop(code), at.now())
 		if kick || c.dec.Version != packet.V5 {
 			// A 3.1.1 publisher cannot be refused but by closing
 			// [MQTT-3.3.5-2]; a 5.0 one over its rate is disconnected 0x96.

@@ -95,6 +95,7 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 	counter("messages_unrouted_total", "PUBLISH packets that matched no subscription.", func() float64 { return float64(st.NoSubscribers.Load()) })
 	counter("wills_published_total", "Will messages published.", func() float64 { return float64(st.WillsSent.Load()) })
 	counter("sessions_expired_total", "Sessions discarded at expiry or at the end of their connection.", func() float64 { return float64(st.Expired.Load()) })
+	counter("tenants_freed_total", "Tenants removed from memory because they held nothing.", func() float64 { return float64(st.TenantsFreed.Load()) })
 	counter("connections_rejected_total", "Connections closed at the connection limit.", func() float64 { return float64(s.rejected.Load()) })
 	counter("connection_timeouts_total", "Connections closed for no CONNECT in time or an expired keep alive.", func() float64 { return float64(s.timeouts.Load()) })
 	counter("tls_handshake_failures_total", "TLS handshakes that failed.", func() float64 { return float64(s.tlsFailed.Load()) })

@@ -316,9 +316,12 @@ func (s *Server) readFailed(cn *connection, err error) {
 	var pe *packet.Error
 	if errors.As(err, &pe) {
 		cn.c.Fail(err) // malformed header or packet too large
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		s.timeouts.Add(1)
 	}
+	cn.c.Lost(err) // keep-alive timeout, reset, EOF: the disconnected event says which
 }
 
 // wakeUp is the broker's wake function: it starts a writer unless one runs
@@ -461,6 +464,7 @@ func (cn *connection) writeOut(pending []byte, inline bool) {
 func (cn *connection) write(out []byte) bool {
 	_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.s.cfg.WriteTimeout))
 	if _, err := cn.nc.Write(out); err != nil {
+		cn.c.WriteFailed(err)
 		cn.closeTransport()
 		return false
 	}
