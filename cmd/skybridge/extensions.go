@@ -108,7 +108,8 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 			keys = append(keys, auth.JWTKey{PublicKeyPEM: pem})
 		}
 		j, err := auth.NewJWT(auth.JWTOptions{Keys: keys, Clock: e.Clock, TenantClaim: a.JWT.TenantClaim,
-			Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Method: a.JWT.Method})
+			Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Method: a.JWT.Method,
+			RequireExpiry: a.JWT.ExpRequired()})
 		if err != nil {
 			return nil, fmt.Errorf("auth.jwt: %w", err)
 		}

@@ -71,7 +71,14 @@ type JWT struct {
 	// Method also offers the token as a 5.0 enhanced-authentication method
 	// of this name (for re-authentication with a fresh token), e.g. "JWT".
 	Method string `yaml:"method"`
+	// RequireExp refuses tokens without "exp" (0x86); default true. A
+	// token without exp never expires, so false is for tokens that are
+	// revoked some other way.
+	RequireExp *bool `yaml:"require_exp"`
 }
+
+// ExpRequired reports whether tokens must carry "exp" (the default).
+func (j *JWT) ExpRequired() bool { return j.RequireExp == nil || *j.RequireExp }
 
 // AuthHTTP is the authentication webhook.
 type AuthHTTP struct {
