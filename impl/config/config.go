@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
@@ -221,23 +219,31 @@ func Default() File {
 }
 
 // Parse reads a YAML configuration over the defaults. Unknown fields are
-// errors, so that a typo does not silently fall back to a default.
+// errors, so that a typo does not silently fall back to a default. Every
+// error names the line and the YAML path of what is wrong (errors.go).
 func Parse(r io.Reader) (File, error) {
 	f := Default()
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return f, err
 	}
-	if len(bytes.TrimSpace(data)) > 0 {
-		// A file that lists listeners replaces the default list: the decoder
-		// builds a new slice for a sequence.
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&f); err != nil {
-			return f, fmt.Errorf("config: %w", err)
-		}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return f, f.Validate()
 	}
-	return f, f.Validate()
+	ix := indexDocument(data)
+	// A file that lists listeners replaces the default list: the decoder
+	// builds a new slice for a sequence.
+	if err := decodeStrict(data, &f); err != nil {
+		return f, fmt.Errorf("config: %w", ix.decodeError(err))
+	}
+	unknown := ix.checkOverrides(&f.Tenants)
+	if err := f.Validate(); err != nil || len(unknown) > 0 {
+		if err == nil {
+			err = errors.New("")
+		}
+		return f, fmt.Errorf("config: %w", ix.validationError(err, unknown))
+	}
+	return f, nil
 }
 
 // Validate checks every field and reports all problems, each naming its field.

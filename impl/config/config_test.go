@@ -56,7 +56,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"listeners: []\n", "listeners: at least one"},
 		{"limits:\n  max_inflight: 0\n", "limits.max_inflight"},
 		{"limits:\n  max_packet_size: 10\n", "limits.max_packet_size"},
-		{"limits:\n  recieve_maximum: 5\n", "field recieve_maximum not found"},
+		{"limits:\n  recieve_maximum: 5\n", "limits.recieve_maximum: unknown field"},
 		{"log:\n  level: loud\n", "log.level"},
 		{"mqtt:\n  shared_policy: fair\n", "mqtt.shared_policy"},
 		{"storage:\n  type: floppy\n", "storage.type"},
