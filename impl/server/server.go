@@ -115,18 +115,21 @@ func DefaultConfig() Config {
 
 // Server runs a broker on real sockets.
 type Server struct {
-	cfg    Config
-	b      *broker.Broker
-	log    *slog.Logger
-	mu     sync.Mutex
-	lns    map[string]net.Listener
-	https  []*http.Server
-	conns  map[*connection]struct{}
-	bufs   *bufPool // read buffers
-	parker *parker  // idle TCP connections without a goroutine (nil: none)
-	wg     sync.WaitGroup
-	open   atomic.Int64
-	closed atomic.Bool
+	cfg   Config
+	b     *broker.Broker
+	log   *slog.Logger
+	mu    sync.Mutex
+	lns   map[string]net.Listener
+	https []*http.Server
+	conns map[*connection]struct{}
+	// notMQTT bounds the log lines about connections that are not MQTT,
+	// per listener (garbage.go).
+	notMQTT map[string]*listenerLog
+	bufs    *bufPool // read buffers
+	parker  *parker  // idle TCP connections without a goroutine (nil: none)
+	wg      sync.WaitGroup
+	open    atomic.Int64
+	closed  atomic.Bool
 	// Counters of the runtime itself.
 	rejected  atomic.Uint64 // connections refused at MaxConnections
 	timeouts  atomic.Uint64 // connections closed for no CONNECT in time or keep alive
@@ -151,7 +154,7 @@ func New(cfg Config, b *broker.Broker) *Server {
 		cfg.ReadBufferSize = 16 << 10
 	}
 	return &Server{cfg: cfg, b: b, log: log, lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
-		bufs: newBufPool(cfg.ReadBufferSize)}
+		notMQTT: map[string]*listenerLog{}, bufs: newBufPool(cfg.ReadBufferSize)}
 }
 
 // Broker returns the broker the server runs.
@@ -250,6 +253,7 @@ func (s *Server) listen(lc ListenerConfig) error {
 	}
 	s.mu.Lock()
 	s.lns[lc.Name] = ln
+	s.notMQTT[lc.Name] = &listenerLog{name: lc.Name, rateLog: rateLog{every: notMQTTEvery}}
 	s.mu.Unlock()
 	s.log.Info("listening", "listener", lc.Name, "type", lc.Type, "addr", ln.Addr().String())
 	switch lc.Type {
