@@ -150,6 +150,9 @@ func serveConfig(args []string, stdout, stderr io.Writer) (config.File, serveOpt
 	if tok := os.Getenv("SKYBRIDGE_ADMIN_TOKEN"); tok != "" {
 		f.Admin.Token = tok
 	}
+	if tok := os.Getenv("SKYBRIDGE_METRICS_TOKEN"); tok != "" {
+		f.Admin.MetricsToken = tok
+	}
 	return f, o, f.Validate()
 }
 

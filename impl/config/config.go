@@ -132,9 +132,17 @@ type Listener struct {
 // Admin is the admin HTTP server (metrics, health, admin API).
 type Admin struct {
 	Addr string `yaml:"addr"` // "" disables it
-	// Token guards the admin API; $SKYBRIDGE_ADMIN_TOKEN overrides it.
-	// Without one the API answers on loopback only.
+	// Token guards the admin API and /metrics; $SKYBRIDGE_ADMIN_TOKEN
+	// overrides it. Without one the API answers on loopback only.
 	Token string `yaml:"token"`
+	// MetricsToken is a token for /metrics only (for a Prometheus that
+	// should not hold the admin token); $SKYBRIDGE_METRICS_TOKEN overrides it.
+	MetricsToken string `yaml:"metrics_token"`
+	// Hosts are more names the admin server may be addressed by (the Host
+	// header), besides its own address, the machine's host name and, on
+	// loopback, localhost: requests for other names are refused (DNS
+	// rebinding).
+	Hosts []string `yaml:"hosts"`
 	// MaxTenantLabels bounds the tenants with their own series in /metrics.
 	MaxTenantLabels int `yaml:"max_tenant_labels"`
 }
@@ -431,6 +439,8 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	}
 	sc.AdminAddr = f.Admin.Addr
 	sc.AdminToken = f.Admin.Token
+	sc.MetricsToken = f.Admin.MetricsToken
+	sc.AdminHosts = f.Admin.Hosts
 	sc.MaxTenantLabels = f.Admin.MaxTenantLabels
 	sc.ConnectTimeout = f.Limits.ConnectTimeout
 	sc.WriteTimeout = f.Limits.WriteTimeout

@@ -82,3 +82,15 @@ func TestBridgesGetTheirDefaults(t *testing.T) {
 		t.Fatalf("bridge defaults not filled in: %+v", b)
 	}
 }
+
+func TestAdminSectionReachesTheServer(t *testing.T) {
+	t.Parallel()
+	f, err := Parse(strings.NewReader("admin:\n  addr: 127.0.0.1:0\n  token: a\n  metrics_token: m\n  hosts: [broker.lan]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := f.Server(nil)
+	if sc.AdminToken != "a" || sc.MetricsToken != "m" || !cmp.Equal(sc.AdminHosts, []string{"broker.lan"}) {
+		t.Errorf("server config: token %q, metrics token %q, hosts %q", sc.AdminToken, sc.MetricsToken, sc.AdminHosts)
+	}
+}

@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,12 +40,14 @@ func (s *Server) startAdmin() error {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
+	hosts := s.adminHosts()
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", hosts.check(requireToken(metrics, false, s.cfg.MetricsToken, s.cfg.AdminToken)))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/api/", s.apiHandler())
+	mux.Handle("/api/", hosts.check(s.apiHandler()))
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.closed.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
@@ -59,7 +65,87 @@ func (s *Server) startAdmin() error {
 		_ = hs.Serve(ln)
 	}()
 	s.log.Info("admin listening", "addr", ln.Addr().String())
+	s.warnOffLoopback(ln.Addr())
 	return nil
+}
+
+// warnOffLoopback says at start that the admin server is reachable from
+// the network, and what is open there without a token.
+func (s *Server) warnOffLoopback(a net.Addr) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta.IP.IsLoopback() {
+		return
+	}
+	switch {
+	case s.cfg.AdminToken == "" && s.cfg.MetricsToken == "":
+		s.log.Warn("admin listener is not on loopback and has no token: /metrics is open to the network "+
+			"(the admin API answers loopback clients only); set admin.token or admin.metrics_token", "addr", a.String())
+	case s.cfg.AdminToken == "":
+		s.log.Warn("admin listener is not on loopback and has no token: the admin API answers loopback clients only", "addr", a.String())
+	default:
+		s.log.Warn("admin listener is not on loopback: the token crosses the network in clear unless a TLS proxy or a firewall protects it", "addr", a.String())
+	}
+}
+
+// hostCheck keeps the admin server from answering a browser that reaches
+// it under a name of the attacker's (DNS rebinding: a page of evil.example
+// whose name is made to resolve to 127.0.0.1 may otherwise read the
+// loopback-only API). A request's Host must be an address of the listener
+// (the one the connection came to; any loopback address on loopback),
+// localhost on loopback, the machine's host name, or one of AdminHosts. A
+// request without Host (HTTP/1.0) is not a browser's and passes.
+type hostCheck map[string]bool
+
+func (s *Server) adminHosts() hostCheck {
+	names := hostCheck{}
+	for _, h := range s.cfg.AdminHosts {
+		names[normalHost(h)] = true
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		names[normalHost(h)] = true
+	}
+	return names
+}
+
+// normalHost returns host without port, brackets and trailing dot, in
+// lower case.
+func normalHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+func (hc hostCheck) allowed(r *http.Request) bool {
+	if r.Host == "" {
+		return true
+	}
+	h := normalHost(r.Host)
+	if hc[h] {
+		return true
+	}
+	var local netip.Addr
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			local = ap.Addr().Unmap()
+		}
+	}
+	if ip, err := netip.ParseAddr(h); err == nil {
+		ip = ip.Unmap()
+		return local.IsValid() && (ip == local || ip.IsLoopback() && local.IsLoopback())
+	}
+	return h == "localhost" && local.IsLoopback()
+}
+
+func (hc hostCheck) check(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hc.allowed(r) {
+			writeError(w, http.StatusForbidden, "Host "+strconv.Quote(r.Host)+" is not a name of this admin server (add it to admin.hosts)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // registerMetrics exposes the broker's and the runtime's counters.

@@ -92,6 +92,13 @@ type Config struct {
 	// AdminToken guards the admin API (/api/v1): requests carry
 	// "Authorization: Bearer TOKEN". Empty: the API answers on loopback only.
 	AdminToken string
+	// MetricsToken, when set, is also accepted for /metrics; without it
+	// /metrics needs AdminToken when that is set.
+	MetricsToken string
+	// AdminHosts are more names the admin server may be addressed by (the
+	// Host header) besides its own address, the machine's host name and,
+	// on loopback, localhost (admin.go: DNS rebinding).
+	AdminHosts []string
 	// MaxTenantLabels bounds the tenants with series of their own in
 	// /metrics; the rest are summed under tenant="_other". 0: 100.
 	MaxTenantLabels int
