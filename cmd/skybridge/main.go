@@ -194,6 +194,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer x.close()
 	sc.Broker.Authenticator, sc.Broker.EnhancedAuth = x.authn, x.enhanced
 	sc.Broker.Authorizer, sc.Broker.Events = x.authz, x.events
+	sc.AuthGuard = x.guard
 	var st store.Store = store.Memory{}
 	var pst *store.Pebble
 	if f.Storage.Type == "pebble" {

@@ -55,6 +55,41 @@ type Auth struct {
 	JWT   JWT        `yaml:"jwt"`
 	HTTP  AuthHTTP   `yaml:"http"`
 	Certs CertConfig `yaml:"certificates"`
+	// Limits bound the work authentication costs: failure throttling and
+	// the verification pool (docs/AUTH.md, "Limits").
+	Limits AuthLimits `yaml:"limits"`
+}
+
+// AuthLimits configure the guard in front of authentication (auth.Guard).
+type AuthLimits struct {
+	// Workers bounds the bcrypt/SCRAM verifications running at once
+	// (0: GOMAXPROCS).
+	Workers int `yaml:"workers"`
+	// PerSource bounds those of one source address (0: half the workers,
+	// at least one).
+	PerSource int `yaml:"per_source"`
+	// Queue bounds the verifications waiting for a worker; beyond, CONNACK
+	// 0x89 Server busy.
+	Queue int `yaml:"queue"`
+	// FreeFailures are the failures per source and per user before
+	// throttling (0x9F) starts.
+	FreeFailures int `yaml:"free_failures"`
+	// Delay is the first throttle window, doubled by each further failure
+	// up to MaxDelay.
+	Delay    time.Duration `yaml:"delay"`
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// BanAfter failures and refused attempts from one source ban it (0x8A)
+	// for BanFor; 0 never bans.
+	BanAfter int           `yaml:"ban_after"`
+	BanFor   time.Duration `yaml:"ban_for"`
+	// ForgetAfter drops what is known of a source or user with no failure
+	// for that long.
+	ForgetAfter time.Duration `yaml:"forget_after"`
+	// MaxTracked bounds the sources, and the users, remembered.
+	MaxTracked int `yaml:"max_tracked"`
+	// RefusalDelay holds the refusal of a throttled or banned source this
+	// long before answering (0: at once).
+	RefusalDelay time.Duration `yaml:"refusal_delay"`
 }
 
 // JWT configures token authentication (the password is a JWT).
@@ -223,6 +258,8 @@ func Default() File {
 		Storage: Storage{Type: "pebble", Dir: "./data", MinFreeBytes: 64 << 20},
 		Log:     Log{Level: "info", Format: "text"},
 		Tenants: tenant.Config{Defaults: tenant.Default()},
+		Auth: Auth{Limits: AuthLimits{Queue: 256, FreeFailures: 5, Delay: time.Second, MaxDelay: 5 * time.Minute,
+			BanAfter: 100, BanFor: 10 * time.Minute, ForgetAfter: 15 * time.Minute, MaxTracked: 65536, RefusalDelay: time.Second}},
 	}
 }
 
@@ -369,6 +406,33 @@ func (f *File) Validate() error {
 	}
 	if int64(f.Limits.MaxQueued)+int64(f.Limits.MaxInflight) >= 65535 {
 		bad("limits.max_queued", "max_queued + max_inflight must stay below 65535 (each message a session holds needs its own packet identifier)")
+	}
+	al := &f.Auth.Limits
+	for _, c := range []struct {
+		field string
+		v     int
+	}{{"workers", al.Workers}, {"per_source", al.PerSource}, {"queue", al.Queue}, {"free_failures", al.FreeFailures}, {"ban_after", al.BanAfter}} {
+		if c.v < 0 {
+			bad("auth.limits."+c.field, "cannot be negative")
+		}
+	}
+	if al.Delay <= 0 {
+		bad("auth.limits.delay", "must be positive")
+	}
+	if al.MaxDelay < al.Delay {
+		bad("auth.limits.max_delay", "must be at least auth.limits.delay (%v)", al.Delay)
+	}
+	if al.BanAfter > 0 && al.BanFor <= 0 {
+		bad("auth.limits.ban_for", "must be positive (or ban_after 0: no bans)")
+	}
+	if al.ForgetAfter < al.MaxDelay {
+		bad("auth.limits.forget_after", "must be at least auth.limits.max_delay (%v)", al.MaxDelay)
+	}
+	if al.MaxTracked < 1 {
+		bad("auth.limits.max_tracked", "must be at least 1")
+	}
+	if al.RefusalDelay < 0 {
+		bad("auth.limits.refusal_delay", "cannot be negative")
 	}
 	if _, err := f.Tenants.Resolve(); err != nil {
 		errs = append(errs, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 )
 
@@ -184,6 +185,67 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 	counter("connections_rejected_total", "Connections closed at the connection limit.", func() float64 { return float64(s.rejected.Load()) })
 	counter("connection_timeouts_total", "Connections closed for no CONNECT in time or an expired keep alive.", func() float64 { return float64(s.timeouts.Load()) })
 	counter("tls_handshake_failures_total", "TLS handshakes that failed.", func() float64 { return float64(s.tlsFailed.Load()) })
+	if g := s.cfg.AuthGuard; g != nil {
+		reg.MustRegister(authCollector{g})
+		counter("auth_refusals_held_total", "Refused CONNECTs of throttled or banned sources answered after auth.limits.refusal_delay.",
+			func() float64 { return float64(s.held.Load()) })
+		counter("auth_refusals_not_held_total", "Refusals answered at once because the server already held as many as it may.",
+			func() float64 { return float64(s.notHeld.Load()) })
+	}
+}
+
+// authCollector exports the authentication guard's counters (one Stats
+// call per scrape).
+type authCollector struct{ g *auth.Guard }
+
+var (
+	authVerifications = prometheus.NewDesc("skybridge_auth_verifications_total",
+		"Password and SCRAM verifications run on the auth workers.", nil, nil)
+	authWaited = prometheus.NewDesc("skybridge_auth_verifications_waited_total",
+		"Verifications that waited in the queue for a worker.", nil, nil)
+	authRefused = prometheus.NewDesc("skybridge_auth_refused_total",
+		"CONNECTs refused by the auth limits before any verification: busy (0x89, queue full), throttled (0x9F), banned (0x8A).", []string{"reason"}, nil)
+	authThrottles = prometheus.NewDesc("skybridge_auth_throttles_started_total",
+		"Throttles started, per source address or per user name.", []string{"key"}, nil)
+	authBans = prometheus.NewDesc("skybridge_auth_bans_total",
+		"Source addresses banned.", nil, nil)
+	authEvicted = prometheus.NewDesc("skybridge_auth_tracker_evictions_total",
+		"Failure records dropped by the auth.limits.max_tracked bound.", nil, nil)
+	authRunning = prometheus.NewDesc("skybridge_auth_verifications_running",
+		"Verifications running now.", nil, nil)
+	authWaiting = prometheus.NewDesc("skybridge_auth_verifications_waiting",
+		"Verifications waiting for a worker now.", nil, nil)
+	authTracked = prometheus.NewDesc("skybridge_auth_tracked",
+		"Source addresses and user names with a failure record.", []string{"key"}, nil)
+)
+
+func (authCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{authVerifications, authWaited, authRefused, authThrottles, authBans, authEvicted, authRunning, authWaiting, authTracked} {
+		ch <- d
+	}
+}
+
+func (c authCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.g.Stats()
+	k := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	g := func(d *prometheus.Desc, v int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	k(authVerifications, st.Verifications)
+	k(authWaited, st.Waited)
+	k(authRefused, st.Busy, "busy")
+	k(authRefused, st.Throttled, "throttled")
+	k(authRefused, st.Banned, "banned")
+	k(authThrottles, st.SourceThrottles, "source")
+	k(authThrottles, st.UserThrottles, "user")
+	k(authBans, st.Bans)
+	k(authEvicted, st.Evicted)
+	g(authRunning, st.Running)
+	g(authWaiting, st.Waiting)
+	g(authTracked, st.Sources, "source")
+	g(authTracked, st.Users, "user")
 }
 
 // tenantCollector exports per-tenant figures. Tenant names are label

@@ -60,9 +60,10 @@ type connection struct {
 	// counted: the connection holds a count of the server's WaitGroup,
 	// released by finish (it may outlive the goroutine that took it).
 	counted bool
-	// started is set once the first byte was looked at (garbage.go).
-	started bool
-	lis     *listenerLog
+	// started is set once the first byte was looked at (garbage.go),
+	// handled once the first packet was handled.
+	started, handled bool
+	lis              *listenerLog
 
 	// Parking (readers only, in turn).
 	park       atomic.Uint32
@@ -198,8 +199,12 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 		control = control && isControl(h.Type)
 		cn.c.Handle(h, body)
 		if cn.c.Closing() {
+			if !cn.handled {
+				s.holdRefusal(cn) // a refused CONNECT
+			}
 			return false
 		}
+		cn.handled = true
 		read += h.Size() + h.Remaining
 		if r.Buffered() == 0 {
 			cn.c.Idle() // packet boundary: the broker gives back its decoder

@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
@@ -102,6 +103,9 @@ type Config struct {
 	// MaxTenantLabels bounds the tenants with series of their own in
 	// /metrics; the rest are summed under tenant="_other". 0: 100.
 	MaxTenantLabels int
+	// AuthGuard, when set, is the guard in front of authentication: its
+	// counters are exported as skybridge_auth_* (admin.go).
+	AuthGuard *auth.Guard
 	// Collectors are more Prometheus collectors for /metrics (for example
 	// the bridges', which the runtime around the server owns).
 	Collectors []prometheus.Collector
@@ -141,6 +145,12 @@ type Server struct {
 	rejected  atomic.Uint64 // connections refused at MaxConnections
 	timeouts  atomic.Uint64 // connections closed for no CONNECT in time or keep alive
 	tlsFailed atomic.Uint64
+	// Refusals held (authhold.go): now, in all, and not held at the bound.
+	holding  atomic.Int64
+	held     atomic.Uint64
+	notHeld  atomic.Uint64
+	quit     chan struct{} // closed when the server stops
+	quitOnce sync.Once
 	// parkedHook, for tests, is called when a connection has parked.
 	parkedHook func()
 }
@@ -161,7 +171,7 @@ func New(cfg Config, b *broker.Broker) *Server {
 		cfg.ReadBufferSize = 16 << 10
 	}
 	return &Server{cfg: cfg, b: b, log: log, lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
-		notMQTT: map[string]*listenerLog{}, bufs: newBufPool(cfg.ReadBufferSize)}
+		notMQTT: map[string]*listenerLog{}, bufs: newBufPool(cfg.ReadBufferSize), quit: make(chan struct{})}
 }
 
 // Broker returns the broker the server runs.
@@ -365,6 +375,7 @@ func (s *Server) handshake(nc net.Conn, tcfg *tls.Config) (net.Conn, string, boo
 // Close stops accepting, closes every connection at once and waits for
 // their goroutines. Use Shutdown for a graceful stop.
 func (s *Server) Close() {
+	s.quitOnce.Do(func() { close(s.quit) })
 	if s.closed.Swap(true) {
 		return
 	}
@@ -389,6 +400,7 @@ func (s *Server) Close() {
 // 5.0 clients, lets every connection flush its output and close, and waits
 // until they have or ctx ends; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.quitOnce.Do(func() { close(s.quit) }) // held refusals go now
 	s.mu.Lock()
 	for _, ln := range s.lns {
 		ln.Close()
