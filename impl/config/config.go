@@ -18,6 +18,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/tenant"
@@ -178,7 +179,9 @@ type Admin struct {
 	// loopback, localhost: requests for other names are refused (DNS
 	// rebinding).
 	Hosts []string `yaml:"hosts"`
-	// MaxTenantLabels bounds the tenants with their own series in /metrics.
+	// MaxTenantLabels bounds the tenants with their own series in /metrics
+	// (skybridge_tenant_* and skybridge_events_total); the others are summed
+	// under tenant="_other" (event.OtherTenant).
 	MaxTenantLabels int `yaml:"max_tenant_labels"`
 }
 
@@ -257,6 +260,7 @@ func Default() File {
 			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin", SysInterval: 10 * time.Second},
 		Storage: Storage{Type: "pebble", Dir: "./data", MinFreeBytes: 64 << 20},
 		Log:     Log{Level: "info", Format: "text"},
+		Admin:   Admin{MaxTenantLabels: event.DefaultMaxTenants},
 		Tenants: tenant.Config{Defaults: tenant.Default()},
 		Auth: Auth{Limits: AuthLimits{Queue: 256, FreeFailures: 5, Delay: time.Second, MaxDelay: 5 * time.Minute,
 			BanAfter: 100, BanFor: 10 * time.Minute, ForgetAfter: 15 * time.Minute, MaxTracked: 65536, RefusalDelay: time.Second}},
@@ -385,6 +389,9 @@ func (f *File) Validate() error {
 	}
 	if lim.MaxSessionExpiry < 0 || lim.MaxSessionExpiry > math.MaxUint32 {
 		bad("limits.max_session_expiry", "must be between 0 and %d seconds", uint32(math.MaxUint32))
+	}
+	if f.Admin.MaxTenantLabels < 1 {
+		bad("admin.max_tenant_labels", "must be at least 1")
 	}
 	if f.MQTT.MaxQoS < 0 || f.MQTT.MaxQoS > 2 {
 		bad("mqtt.max_qos", "must be 0, 1 or 2")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/event"
 )
 
 // startAdmin serves /metrics, /healthz and /readyz on cfg.AdminAddr.
@@ -32,7 +33,7 @@ func (s *Server) startAdmin() error {
 	s.registerMetrics(reg)
 	maxLabels := s.cfg.MaxTenantLabels
 	if maxLabels <= 0 {
-		maxLabels = 100
+		maxLabels = event.DefaultMaxTenants
 	}
 	reg.MustRegister(newTenantCollector(s.b, maxLabels))
 	for _, c := range s.cfg.Collectors {
@@ -250,7 +251,8 @@ func (c authCollector) Collect(ch chan<- prometheus.Metric) {
 
 // tenantCollector exports per-tenant figures. Tenant names are label
 // values, so their number is bounded: the first maxTenantLabels tenants (by
-// name) get their own series, the rest are summed under tenant="_other".
+// name) get their own series, the rest are summed under
+// tenant=event.OtherTenant ("_other", as the event counts).
 type tenantCollector struct {
 	b         *broker.Broker
 	maxLabels int
@@ -283,7 +285,7 @@ func (c *tenantCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *tenantCollector) Collect(ch chan<- prometheus.Metric) {
 	infos := c.b.TenantInfos()
 	if len(infos) > c.maxLabels {
-		other := broker.TenantInfo{Name: "_other", Throttled: map[string]uint64{}}
+		other := broker.TenantInfo{Name: event.OtherTenant, Throttled: map[string]uint64{}}
 		for _, ti := range infos[c.maxLabels:] {
 			other.Connected += ti.Connected
 			other.Sessions += ti.Sessions

@@ -101,7 +101,8 @@ type Config struct {
 	// on loopback, localhost (admin.go: DNS rebinding).
 	AdminHosts []string
 	// MaxTenantLabels bounds the tenants with series of their own in
-	// /metrics; the rest are summed under tenant="_other". 0: 100.
+	// /metrics; the rest are summed under tenant="_other". 0: 100
+	// (event.DefaultMaxTenants).
 	MaxTenantLabels int
 	// AuthGuard, when set, is the guard in front of authentication: its
 	// counters are exported as skybridge_auth_* (admin.go).
