@@ -142,7 +142,10 @@ type Guard struct {
 	waitingBy    map[string]int // waiting verifications per source
 	// attempts are the CONNECTs inside Authenticator, for Bounded to find.
 	attempts map[*broker.AuthRequest]*attempt
-	queue    []*waiter
+	// events wait here for the lock to be released (flush).
+	events    []event.Event
+	hasEvents atomic.Bool
+	queue     []*waiter
 
 	verifications, waited, busy, throttled, banned atomic.Uint64
 	sourceThrottles, userThrottles, bans           atomic.Uint64
@@ -285,6 +288,7 @@ func (g *Guard) result(a *attempt, code packet.ReasonCode, now time.Time) {
 		return
 	}
 	g.mu.Lock()
+	defer g.flush()
 	defer g.mu.Unlock()
 	if r := g.sources.touch(a.source, now, g.o.Forget); r != nil {
 		if g.flooding(a.source) {
@@ -318,6 +322,8 @@ func (g *Guard) fail(r *record, now time.Time) bool {
 	return over == 1
 }
 
+// emit queues an event; the caller holds g.mu, and flush hands the
+// events to the sink once it is released.
 func (g *Guard) emit(a *attempt, what string, code packet.ReasonCode, now time.Time) {
 	if g.o.Events == nil {
 		return
@@ -325,7 +331,23 @@ func (g *Guard) emit(a *attempt, what string, code packet.ReasonCode, now time.T
 	tenant, user, _ := strings.Cut(a.user, "/")
 	e := event.NewThrottled(now, event.Who{Tenant: tenant, ClientID: a.req.ClientID, User: user}, what)
 	e.Reason, e.Listener, e.Remote = code, a.req.Listener, a.req.Remote
-	g.o.Events.Emit(e)
+	g.events = append(g.events, e)
+	g.hasEvents.Store(true)
+}
+
+// flush emits the queued events, without g.mu held.
+func (g *Guard) flush() {
+	if !g.hasEvents.Load() {
+		return
+	}
+	g.mu.Lock()
+	evs := g.events
+	g.events = nil
+	g.hasEvents.Store(false)
+	g.mu.Unlock()
+	for _, e := range evs {
+		g.o.Events.Emit(e)
+	}
 }
 
 // --- the pool ---
@@ -499,8 +521,10 @@ func (g *Guard) verify(a *attempt, f func() packet.ReasonCode) packet.ReasonCode
 func (g *Guard) gate(a *attempt) packet.ReasonCode {
 	now := g.o.Clock.Now()
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.check(a, now)
+	code := g.check(a, now)
+	g.mu.Unlock()
+	g.flush()
+	return code
 }
 
 // --- where the guard applies ---
