@@ -18,17 +18,26 @@ import (
 func passwd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("passwd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: skybridge passwd [--scram] [--cost N] TENANT/USER < password")
+		fs.PrintDefaults()
+	}
 	scram := fs.Bool("scram", false, "also print SCRAM-SHA-256 credentials (for auth.scram)")
 	cost := fs.Int("cost", 0, "bcrypt cost (default 10)")
-	if err := fs.Parse(args); err != nil {
+	if helpRequested(args) {
+		printHelp(fs, stdout)
+		return nil
+	}
+	a, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: skybridge passwd [--scram] TENANT/USER < password")
+	if len(a) != 1 {
+		return errors.New("usage: skybridge passwd [--scram] [--cost N] TENANT/USER < password")
 	}
-	tenant, user, ok := strings.Cut(fs.Arg(0), "/")
+	tenant, user, ok := strings.Cut(a[0], "/")
 	if !ok {
-		return fmt.Errorf("%q: want TENANT/USER", fs.Arg(0))
+		return fmt.Errorf("%q: want TENANT/USER", a[0])
 	}
 	line, err := bufio.NewReader(stdin).ReadString('\n')
 	if err != nil && line == "" {

@@ -111,17 +111,23 @@ func (s *Server) apiHandler() http.Handler {
 		b.DeleteRetained(r.PathValue("tenant"), name)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return s.requireToken(mux)
+	return requireToken(mux, true, s.cfg.AdminToken)
 }
 
-// requireToken lets a request through with "Authorization: Bearer TOKEN".
-// Without a configured token the API answers only on a loopback address.
-func (s *Server) requireToken(next http.Handler) http.Handler {
-	token := []byte(s.cfg.AdminToken)
+// requireToken lets a request through with "Authorization: Bearer TOKEN"
+// for one of tokens (the empty ones do not count). Without any token,
+// everyone passes, or, with loopbackOnly, clients on a loopback address.
+func requireToken(next http.Handler, loopbackOnly bool, tokens ...string) http.Handler {
+	var want [][]byte
+	for _, t := range tokens {
+		if t != "" {
+			want = append(want, []byte(t))
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(token) == 0 {
+		if len(want) == 0 {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)
-			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			if ip := net.ParseIP(host); loopbackOnly && (ip == nil || !ip.IsLoopback()) {
 				writeError(w, http.StatusForbidden, "the admin API without a token answers on loopback only")
 				return
 			}
@@ -129,9 +135,13 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+		match := 0
+		for _, t := range want {
+			match |= subtle.ConstantTimeCompare([]byte(got), t)
+		}
+		if !ok || match != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="skybridge"`)
-			writeError(w, http.StatusUnauthorized, "a valid admin token is required")
+			writeError(w, http.StatusUnauthorized, "a valid token is required")
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -44,6 +47,7 @@ var ErrClosed = errors.New("store: closed")
 // runtime calls in a loop (Run) and the simulator calls as an event.
 type Pebble struct {
 	db   *pebble.DB
+	lock *pebble.Lock // the directory's lock, released after the database closes
 	fs   vfs.FS
 	dir  string
 	opts Options
@@ -133,9 +137,17 @@ func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fatalError{fmt.Sprintf(format, args...)})
 }
 
-// Open opens (creating if needed) the store in dir on fs. A directory
-// written by an incompatible version is refused with ErrFormat; a damaged
-// one with the error Pebble reports. Both name the directory.
+// ErrNotAStore is the error of Open on a non-empty directory that holds no
+// Pebble database: it is somebody else's, and the store writes nothing
+// into it.
+var ErrNotAStore = errors.New("not a Skybridge store")
+
+// Open opens (creating if needed) the store in dir on fs. A directory in
+// use by another process (or already open in this one) is refused as such;
+// a non-empty directory without a Pebble database with ErrNotAStore, before
+// anything is written into it; one written by an incompatible version with
+// ErrFormat; a damaged one with the error Pebble reports. Each names the
+// directory.
 func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 1 << 16
@@ -146,17 +158,75 @@ func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	po := &pebble.Options{FS: fs, Logger: quietLogger{}, DisableAutomaticCompactions: opts.DisableCompactions}
+	if err := checkDirectory(fs, dir); err != nil {
+		return nil, err
+	}
+	lock, err := pebble.LockDirectory(dir, fs)
+	if err != nil {
+		return nil, lockError(dir, err)
+	}
+	po := &pebble.Options{FS: fs, Logger: quietLogger{}, DisableAutomaticCompactions: opts.DisableCompactions, Lock: lock}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: cannot open (%w); if the directory holds data from another program or was damaged, move it aside to start empty", dir, err)
+		lock.Close()
+		return nil, fmt.Errorf("store %s: cannot open (%w); if the directory was damaged, move it aside to start empty", dir, err)
 	}
-	p := &Pebble{db: db, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1), runDone: make(chan struct{})}
+	p := &Pebble{db: db, lock: lock, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1), runDone: make(chan struct{})}
 	if err := p.checkFormat(); err != nil {
 		db.Close()
+		lock.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// lockError explains a failure to take the directory's lock: Pebble locks
+// its LOCK file (fcntl on Unix), so a store running in another process
+// holds it. A failure to create the file at all is reported as it is.
+func lockError(dir string, err error) error {
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("store %s: cannot create its lock file: %w", dir, err)
+	case strings.Contains(err.Error(), "held by current process"):
+		return fmt.Errorf("store %s: already open in this process (%v)", dir, err)
+	}
+	return fmt.Errorf("store %s: in use by another process (its LOCK file is locked: %v); stop that process, or give this one another directory", dir, err)
+}
+
+// checkDirectory refuses a non-empty directory that holds no Pebble files
+// (lost+found, which a file system puts at its root, does not count).
+func checkDirectory(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", dir, err)
+	}
+	var foreign []string
+	for _, n := range names {
+		if isPebbleFile(n) {
+			return nil
+		}
+		if n != "lost+found" {
+			foreign = append(foreign, n)
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	slices.Sort(foreign)
+	const show = 5
+	list := strings.Join(foreign[:min(len(foreign), show)], ", ")
+	if len(foreign) > show {
+		list += fmt.Sprintf(" and %d more", len(foreign)-show)
+	}
+	return fmt.Errorf("store %s: %w: the directory is not empty and holds no database (%s); give the store an empty or new directory", dir, ErrNotAStore, list)
+}
+
+// isPebbleFile reports whether name is one of the files only a Pebble
+// database has (an empty database already has all but the tables).
+func isPebbleFile(name string) bool {
+	return name == "CURRENT" || name == "LOCK" || strings.HasPrefix(name, "MANIFEST-") ||
+		strings.HasPrefix(name, "OPTIONS-") || strings.HasPrefix(name, "marker.")
 }
 
 func (p *Pebble) checkFormat() error {
@@ -501,7 +571,11 @@ func (p *Pebble) Close() error {
 	if fatal != nil {
 		return fatal // Pebble cannot be closed cleanly after a fatal error
 	}
-	return p.db.Close()
+	err := p.db.Close()
+	if lerr := p.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
 }
 
 // applyOp adds op to pb. Keys and values are built in the store's scratch
