@@ -115,6 +115,11 @@ const (
 	CauseKicked           = "kicked"
 )
 
+// DisconnectCauses lists the causes, for documentation and tests.
+var DisconnectCauses = []string{CauseClientDisconnect, CauseProtocolError, CauseMalformed, CauseKeepAlive,
+	CauseConnectionLost, CauseWriteFailed, CauseTakenOver, CauseShutdown, CauseNotAuthorized, CauseRateLimited,
+	CauseQuota, CauseAdministrative, CauseKicked}
+
 // noteEnd records why the connection ends, unless a cause is already known.
 func (c *Conn) noteEnd(code packet.ReasonCode, cause string) {
 	c.mu.Lock()

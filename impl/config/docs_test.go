@@ -122,6 +122,9 @@ func TestDocsNameRealFields(t *testing.T) {
 	for _, r := range broker.ThrottleReasons {
 		known[r] = true
 	}
+	for _, r := range broker.DisconnectCauses {
+		known[r] = true
+	}
 	word := regexp.MustCompile("`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`")
 	path := regexp.MustCompile("`([a-z_]+(?:\\.[a-z_0-9]+)+)`([^`|\\n]{0,60})")
 	stated := regexp.MustCompile(`(?:default |^ ?\()(\d[\d,]*)( MiB| KiB)?`)
