@@ -1,8 +1,10 @@
 package main
 
 import (
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -42,6 +44,19 @@ func TestDamagedStoreStillStarts(t *testing.T) {
 	}
 
 	b := startBrokerOn(t, dir)
+	// The MQTT listener accepts before the admin listener is up: wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + b.admin + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin listener: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
 	if n := metric(t, b, "skybridge_store_quarantined_total"); n != 1 {
 		t.Errorf("skybridge_store_quarantined_total = %v, want 1", n)
 	}
