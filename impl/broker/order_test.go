@@ -61,7 +61,7 @@ func TestSessionChangesKeepTheirOrderOnDisk(t *testing.T) {
 			// A DISCONNECT that changes the Session Expiry journals the
 			// record (still holding the will, as the session is
 			// connected); the detach that follows journals it without the
-			// will [MQTT-3.1.2-10]. The first must not land last.
+			// will [v5 MQTT-3.1.2-10]. The first must not land last.
 			name: "disconnect then detach",
 			change: func(d *durableHarness, s *client) {
 				s.send(&packet.Disconnect{Properties: expiry(7200)})
