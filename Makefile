@@ -65,8 +65,8 @@ conformance:
 
 
 
-# The deterministic simulator: every test of ./sim (120 one-minute seeds of
-# the durable broker with every fault including power loss, 40 of the
+# The deterministic simulator: every test of ./sim (100 one-minute seeds of
+# the durable broker with every fault including power loss, 30 of the
 # in-memory one, the regression seeds, the planted bugs, the mutants of
 # sim/mutants.go built with go build -overlay, determinism, raft), with a
 # summary and, for a failure, the command that replays it.
