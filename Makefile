@@ -72,13 +72,14 @@ conformance:
 
 
 
-# The deterministic simulator: every test of ./sim (200 seeds of the durable
-# broker with every fault including power loss, 100 of the in-memory one,
-# the planted bugs, determinism, raft), with a summary and, for a failure,
-# the command that replays it.
+# The deterministic simulator: every test of ./sim (100 one-minute seeds of
+# the durable broker with every fault including power loss, 30 of the
+# in-memory one, the regression seeds, the planted bugs, the mutants of
+# sim/mutants.go built with go build -overlay, determinism, raft), with a
+# summary and, for a failure, the command that replays it.
 .PHONY: sim sim-soak
 sim:
-	set -o pipefail; $(GO) test -count=1 -v ./sim | grep -E '^ *(--- |ok|FAIL)|seeds in|seeds twice|caught at|seeds \[|seed [0-9]+: |replay: '
+	set -o pipefail; $(GO) test -count=1 -timeout 30m -v ./sim | grep -E '^ *(--- |ok|FAIL)|seeds in|seeds twice|caught at|survived|mutants: |seeds \[|seed [0-9]+|replay: '
 
 # Long runs on demand: make sim-soak SEEDS=2000 DURATION=5m
 SEEDS ?= 1000

@@ -152,6 +152,9 @@ type Broker struct {
 
 	// randMu guards env.Rand, which need not be safe for concurrent use.
 	randMu sync.Mutex
+	// retainMu orders durable retained changes: their effect on the
+	// retained store and their submission to the store (commitJob.commit).
+	retainMu sync.Mutex
 	// onlineFn is b.isOnline bound once, so that routing does not allocate
 	// a method value per message.
 	onlineFn func(topic.SubscriberID) bool

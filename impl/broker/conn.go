@@ -434,15 +434,17 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	// An acknowledgement from the client may have made room for
 	// deliveries parked on this session (backpressure.go).
 	rel, _ := c.b.unparkLocked(e, &at, c.relRead)
-	if len(rel) == 0 {
+	if len(rel) == 0 && !e.s.MustCommitNow() {
 		// What the packet journaled (an acknowledged delivery's removal, a
 		// QoS 2 step) stays in the session's journal: Output, which the
 		// runtime calls after every batch of packets, commits it with the
 		// rest of the batch — one commit for a stream of acknowledgements
 		// instead of one each. Output the change holds waits for that
-		// commit as it would for this one; and anything else that takes
-		// the session's ops (a delivery routed to it, its detach) takes
-		// these first, so the journal's order is kept.
+		// commit as it would for this one. A delivery routed to the
+		// session meanwhile may take these ops into a batch committed
+		// after the session's next ones; that is harmless for them, not
+		// for a subscription change or the session record (UNSUBSCRIBE,
+		// DISCONNECT), which are committed now (Session.MustCommitNow).
 		e.mu.Unlock()
 		if closing {
 			c.markClosing()

@@ -61,6 +61,7 @@ type Session struct {
 	persist   bool // the broker has a durable store
 	stored    bool // a record of the session is in the store
 	ops       []store.Op
+	ordered   bool         // ops holds a change the broker commits at once (MustCommitNow)
 	epoch     *store.Epoch // the incarnation the journal's ops belong to (store.Op.Epoch)
 	jseq      uint64       // journal sequence of the last gating change
 	taken     uint64       // the last gating change handed out (TakeOps, AppendOps)
