@@ -31,6 +31,9 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# Screenshots and other outputs of the tests (the console's browser tests).
+export SKYBRIDGE_ARTIFACTS ?= $(CURDIR)/artifacts
+
 # Every package but the conformance suite (run below against each broker)
 # and the simulator (run below with its summary).
 unit:

@@ -25,6 +25,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/config"
+	"github.com/skybridge-mq/skybridge/impl/console"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/store"
@@ -194,6 +195,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	log := slog.New(h)
 
 	sc := f.Server(log)
+	sc.Version = version()
+	if p := f.Admin.ConsoleUsersFile; p != "" && f.Admin.Console {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("admin.console_users_file: %w", err)
+		}
+		if sc.ConsoleUsers, err = console.ParseUsers(data); err != nil {
+			return fmt.Errorf("admin.console_users_file %s: %w", p, err)
+		}
+	}
 	e := env.Real()
 	x, err := buildExtensions(&f, e, log)
 	if err != nil {

@@ -183,6 +183,12 @@ type Admin struct {
 	// (skybridge_tenant_* and skybridge_events_total); the others are summed
 	// under tenant="_other" (event.OtherTenant).
 	MaxTenantLabels int `yaml:"max_tenant_labels"`
+	// Console serves the web console at /console/ (docs/ADMIN.md).
+	Console bool `yaml:"console"`
+	// ConsoleUsersFile holds the console's users, a "user:bcrypt-hash"
+	// line each (skybridge passwd --console USER); besides them the admin
+	// token logs in.
+	ConsoleUsersFile string `yaml:"console_users_file"`
 }
 
 // Limits bound what clients may use.
@@ -260,7 +266,7 @@ func Default() File {
 			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin", SysInterval: 10 * time.Second},
 		Storage: Storage{Type: "pebble", Dir: "./data", MinFreeBytes: 64 << 20},
 		Log:     Log{Level: "info", Format: "text"},
-		Admin:   Admin{MaxTenantLabels: event.DefaultMaxTenants},
+		Admin:   Admin{MaxTenantLabels: event.DefaultMaxTenants, Console: true},
 		Tenants: tenant.Config{Defaults: tenant.Default()},
 		Auth: Auth{Limits: AuthLimits{Queue: 256, FreeFailures: 5, Delay: time.Second, MaxDelay: 5 * time.Minute,
 			BanAfter: 100, BanFor: 10 * time.Minute, ForgetAfter: 15 * time.Minute, MaxTracked: 65536, RefusalDelay: time.Second}},
@@ -513,6 +519,7 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	sc.MetricsToken = f.Admin.MetricsToken
 	sc.AdminHosts = f.Admin.Hosts
 	sc.MaxTenantLabels = f.Admin.MaxTenantLabels
+	sc.Console = f.Admin.Console
 	sc.ConnectTimeout = f.Limits.ConnectTimeout
 	sc.WriteTimeout = f.Limits.WriteTimeout
 	sc.MaxConnections = f.Limits.MaxConnections

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/console"
+	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/event"
 )
 
@@ -49,7 +52,15 @@ func (s *Server) startAdmin() error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/api/", hosts.check(s.apiHandler()))
+	api := s.apiMux()
+	mux.Handle("/api/", hosts.check(requireToken(api, true, s.cfg.AdminToken)))
+	if s.cfg.Console {
+		c := console.New(console.Config{Title: "Skybridge broker", Sections: []console.Section{console.SectionBroker},
+			API: api, Token: s.cfg.AdminToken, Users: s.cfg.ConsoleUsers, Clock: env.Real().Clock, Rand: rand.Reader,
+			Log: s.log})
+		mux.Handle("/console/", hosts.check(c))
+		mux.Handle("/console", hosts.check(c))
+	}
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.closed.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)

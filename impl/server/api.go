@@ -8,16 +8,23 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
 // The admin API (docs/ADMIN.md): JSON over HTTP under /api/v1, guarded by
 // a bearer token.
 
-func (s *Server) apiHandler() http.Handler {
+// apiMux is the API without authentication: the admin listener wraps it
+// in the token check, the console in its sessions.
+func (s *Server) apiMux() http.Handler {
 	mux := http.NewServeMux()
 	b := s.b
+	mux.HandleFunc("GET /api/v1/broker", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.brokerInfo())
+	})
 	mux.HandleFunc("GET /api/v1/tenants", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.TenantInfos())
 	})
@@ -52,6 +59,20 @@ func (s *Server) apiHandler() http.Handler {
 		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
 		if err != nil || limit <= 0 || limit > 10000 {
 			limit = 1000
+		}
+		if q := r.URL.Query().Get("q"); q != "" {
+			// A search: the sessions whose client id holds q, paged.
+			all, _ := b.Sessions(r.PathValue("tenant"), 0, 0)
+			var found []broker.SessionInfo
+			for _, si := range all {
+				if strings.Contains(si.ClientID, q) {
+					found = append(found, si)
+				}
+			}
+			total := len(found)
+			found = found[min(max(offset, 0), total):min(max(offset, 0)+limit, total)]
+			writeJSON(w, http.StatusOK, map[string]any{"total": total, "offset": offset, "sessions": found})
+			return
 		}
 		list, total := b.Sessions(r.PathValue("tenant"), max(offset, 0), limit)
 		writeJSON(w, http.StatusOK, map[string]any{"total": total, "offset": offset, "sessions": list})
@@ -100,6 +121,10 @@ func (s *Server) apiHandler() http.Handler {
 		if err != nil || limit <= 0 {
 			limit = 1000
 		}
+		if topic.ValidFilter([]byte(filter)) != nil {
+			writeError(w, http.StatusBadRequest, "filter: not a valid topic filter")
+			return
+		}
 		writeJSON(w, http.StatusOK, b.Retained(r.PathValue("tenant"), filter, limit, r.URL.Query().Get("payload") == "true"))
 	})
 	mux.HandleFunc("DELETE /api/v1/tenants/{tenant}/retained", func(w http.ResponseWriter, r *http.Request) {
@@ -111,7 +136,30 @@ func (s *Server) apiHandler() http.Handler {
 		b.DeleteRetained(r.PathValue("tenant"), name)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return requireToken(mux, true, s.cfg.AdminToken)
+	return mux
+}
+
+// BrokerInfo is the broker-wide figures of GET /api/v1/broker.
+type BrokerInfo struct {
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Connections   int64   `json:"connections"`
+	Sessions      int64   `json:"sessions"`
+	Tenants       int     `json:"tenants"`
+	ConnectsTotal uint64  `json:"connects_total"`
+	Refused       uint64  `json:"refused"`
+	MessagesIn    uint64  `json:"messages_in"`
+	MessagesOut   uint64  `json:"messages_out"`
+	BytesIn       uint64  `json:"bytes_in"`
+	Dropped       uint64  `json:"dropped"`
+}
+
+func (s *Server) brokerInfo() BrokerInfo {
+	st := s.b.Stats()
+	return BrokerInfo{Version: s.cfg.Version, UptimeSeconds: time.Since(s.started).Seconds(),
+		Connections: st.Connections.Load(), Sessions: st.Sessions.Load(), Tenants: len(s.b.Tenants()),
+		ConnectsTotal: st.ConnectsTotal.Load(), Refused: st.Refused.Load(), MessagesIn: st.MessagesIn.Load(),
+		MessagesOut: st.MessagesOut.Load(), BytesIn: st.BytesIn.Load(), Dropped: st.Dropped.Load()}
 }
 
 // requireToken lets a request through with "Authorization: Bearer TOKEN"

@@ -104,6 +104,13 @@ type Config struct {
 	// /metrics; the rest are summed under tenant="_other". 0: 100
 	// (event.DefaultMaxTenants).
 	MaxTenantLabels int
+	// Version is the broker's version, as the admin API reports it.
+	Version string
+	// Console serves the web console at /console/ on the admin listener;
+	// ConsoleUsers are its users (name → bcrypt hash) besides the admin
+	// token.
+	Console      bool
+	ConsoleUsers map[string][]byte
 	// AuthGuard, when set, is the guard in front of authentication: its
 	// counters are exported as skybridge_auth_* (admin.go).
 	AuthGuard *auth.Guard
@@ -127,13 +134,14 @@ func DefaultConfig() Config {
 
 // Server runs a broker on real sockets.
 type Server struct {
-	cfg   Config
-	b     *broker.Broker
-	log   *slog.Logger
-	mu    sync.Mutex
-	lns   map[string]net.Listener
-	https []*http.Server
-	conns map[*connection]struct{}
+	cfg     Config
+	b       *broker.Broker
+	started time.Time
+	log     *slog.Logger
+	mu      sync.Mutex
+	lns     map[string]net.Listener
+	https   []*http.Server
+	conns   map[*connection]struct{}
 	// notMQTT bounds the log lines about connections that are not MQTT,
 	// per listener (garbage.go).
 	notMQTT map[string]*listenerLog
@@ -171,7 +179,7 @@ func New(cfg Config, b *broker.Broker) *Server {
 	if cfg.ReadBufferSize <= 0 {
 		cfg.ReadBufferSize = 16 << 10
 	}
-	return &Server{cfg: cfg, b: b, log: log, lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
+	return &Server{cfg: cfg, b: b, log: log, started: time.Now(), lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
 		notMQTT: map[string]*listenerLog{}, bufs: newBufPool(cfg.ReadBufferSize), quit: make(chan struct{})}
 }
 
