@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/cloud/kv"
 )
 
 // ErrMismatch: the content does not have the digest it was announced with.
@@ -46,7 +48,7 @@ func Open(fs vfs.FS, dir string) (*Store, error) {
 	}
 	s := &Store{fs: fs, dir: dir}
 	// The directory's own entry must survive a power loss too.
-	if err := syncDir(fs, fs.PathDir(dir)); err != nil {
+	if err := kv.SyncDir(fs, fs.PathDir(dir)); err != nil {
 		return nil, err
 	}
 	names, err := fs.List(dir)
@@ -120,22 +122,7 @@ func (s *Store) Put(r io.Reader, want string) (sha string, size int64, err error
 	if err = s.fs.Rename(tmp, s.Path(sha)); err != nil {
 		return "", 0, err
 	}
-	return sha, size, syncDir(s.fs, s.dir)
-}
-
-func syncDir(fs vfs.FS, dir string) error {
-	if dir == "" {
-		dir = "."
-	}
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return sha, size, kv.SyncDir(s.fs, s.dir)
 }
 
 // Open opens a blob for reading.

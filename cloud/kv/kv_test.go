@@ -87,3 +87,33 @@ func TestCommittedSurvivesPowerLoss(t *testing.T) {
 		}
 	}
 }
+
+// A new database survives a power loss right after it was created: the
+// directory entries leading to it are synced too.
+func TestNewDatabaseSurvivesPowerLoss(t *testing.T) {
+	t.Parallel()
+	fs := vfs.NewCrashableMem()
+	if err := fs.MkdirAll("data/node", 0o755); err != nil { // as a caller with a data directory does
+		t.Fatal(err)
+	}
+	db, err := Open(fs, "data/node/db", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.Batch()
+	b.Put("k", rec{N: 1})
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0, RNG: rand.New(rand.NewPCG(1, 1))})
+	_ = db.Close()
+	db, err = Open(clone, "data/node/db", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var r rec
+	if ok, _ := db.Get("k", &r); !ok || r.N != 1 {
+		t.Fatal("the committed record is gone after a power loss")
+	}
+}

@@ -66,8 +66,9 @@ type Hooks struct {
 	// DeleteOnSend deletes outbox records once published, without the
 	// cloud's acknowledgement.
 	DeleteOnSend bool
-	// DesiredNoSync stores desired states without waiting for the disk.
-	DesiredNoSync bool
+	// DesiredInMemory keeps desired states in memory only: a reboot
+	// falls back to an older one.
+	DesiredInMemory bool
 	// RenewOnlyOnline renews the certificate only while connected.
 	RenewOnlyOnline bool
 }
@@ -502,12 +503,10 @@ func (a *Agent) handleDesired(d *api.Desired, now time.Time) {
 		return
 	}
 	b := a.db.Batch()
-	b.Put(keyDesired, d)
-	commit := b.Commit
-	if a.cfg.Hooks.DesiredNoSync {
-		commit = b.CommitNoSync
+	if !a.cfg.Hooks.DesiredInMemory {
+		b.Put(keyDesired, d)
 	}
-	if err := commit(); err != nil {
+	if err := b.Commit(); err != nil {
 		a.Stats.StoreErrors++
 		return // not stored: not acted on (the cloud sends it again)
 	}

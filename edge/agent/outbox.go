@@ -88,7 +88,9 @@ func (a *Agent) expireOutbox(now time.Time) {
 		return
 	}
 	b := a.db.Batch()
-	b.DeleteRange(seqKey(drop[0].seq), seqKey(drop[len(drop)-1].seq+1))
+	for _, e := range drop {
+		b.Delete(seqKey(e.seq))
+	}
 	if err := b.CommitNoSync(); err != nil {
 		a.Stats.StoreErrors++
 	}
@@ -170,17 +172,20 @@ func (a *Agent) handleAck(ack *api.Ack, now time.Time) {
 	}
 	a.Stats.Acks++
 	if ack.Seq >= a.floor() && a.index.Len() > 0 {
+		// Point deletions, not a range: every iterator of the outbox would
+		// pay for each range tombstone in the memtable.
 		b := a.db.Batch()
-		b.DeleteRange(seqKey(a.floor()), seqKey(ack.Seq+1))
+		for a.index.Len() > 0 && a.index.Peek().seq <= ack.Seq {
+			e := a.index.Pop()
+			a.bytes -= e.size
+			b.Delete(seqKey(e.seq))
+		}
 		// A deletion lost in a power failure only resends records the
 		// cloud ignores as duplicates.
 		if err := b.CommitNoSync(); err != nil {
 			a.Stats.StoreErrors++
+			a.reindex()
 			return
-		}
-		for a.index.Len() > 0 && a.index.Peek().seq <= ack.Seq {
-			e := a.index.Pop()
-			a.bytes -= e.size
 		}
 	}
 	// An acknowledgement below the batch in flight is an earlier one (a
