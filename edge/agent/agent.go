@@ -268,6 +268,7 @@ type Agent struct {
 	// Link.
 	up        bool
 	downSince time.Time
+	timeouts  int // acknowledgement timeouts since the cloud last spoke
 
 	// Timers.
 	reportAt time.Time
@@ -484,6 +485,7 @@ func (a *Agent) Message(topic string, payload []byte, now time.Time) {
 		a.Stats.Ignored++
 		return
 	}
+	a.timeouts = 0
 	if d.Ack != nil {
 		a.handleAck(d.Ack, now)
 	}

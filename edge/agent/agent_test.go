@@ -540,3 +540,28 @@ func TestCertificateRenewal(t *testing.T) {
 		t.Fatalf("certificate not renewed after the outage: expires %v, now %v", n.a.CertExpires(), w.now)
 	}
 }
+
+// A link that takes publishes but brings nothing back (half-open) is
+// replaced after a few acknowledgement timeouts.
+func TestSilentLinkReconnects(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	n := w.join("a", nil, w.config())
+	w.advance(time.Minute)
+	n.a.Ready()
+	// The cloud stops answering; the node still believes it is connected.
+	reconnects := 0
+	for i := 0; i < 200 && reconnects == 0; i++ {
+		w.now = w.now.Add(time.Second)
+		n.a.Tick(w.now)
+		if n.a.Ready().Reconnect {
+			reconnects++
+		}
+	}
+	if reconnects == 0 {
+		t.Fatal("no reconnect after 200s of silence")
+	}
+	if took := w.now.Sub(t0.Add(time.Minute)); took > 4*n.cfg.AckTimeout+time.Minute {
+		t.Errorf("reconnect after %v of silence", took)
+	}
+}

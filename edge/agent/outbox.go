@@ -116,6 +116,14 @@ func (a *Agent) pump(now time.Time) {
 		}
 		a.Stats.Outbox.Resent++ // no acknowledgement: send again from the floor
 		a.inflight = 0
+		// A connection that takes publishes and answers nothing for several
+		// timeouts is likely half-open (TCP can take a quarter of an hour
+		// to notice): start a new one.
+		if a.timeouts++; a.timeouts >= maxTimeouts {
+			a.timeouts = 0
+			a.out.Reconnect = true
+			a.Stats.Reconnects++
+		}
 	}
 	if now.Before(a.sendAt) && !a.cfg.Hooks.NoJitter {
 		return
@@ -163,6 +171,9 @@ func (a *Agent) desiredVersion() uint64 {
 	}
 	return a.desired.Version
 }
+
+// maxTimeouts acknowledgement timeouts in a row make the link reconnect.
+const maxTimeouts = 3
 
 // handleAck deletes what the cloud acknowledged.
 func (a *Agent) handleAck(ack *api.Ack, now time.Time) {
