@@ -91,6 +91,7 @@ func serve(args []string, stderr io.Writer) error {
 	grace := fs.Duration("renew-grace", 30*24*time.Hour, "how long after expiry a node may still renew")
 	lease := fs.Duration("lease", 3*time.Minute, "a node unheard for this long is offline")
 	drain := fs.Float64("drain-rate", 200, "upstream batches per second admitted from nodes draining their outboxes")
+	secretKey := fs.String("secret-key-file", "", "file with the 32-byte key (hex) that seals secrets at rest (default DATA/secret.key, made on first start)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -101,7 +102,8 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	s, err := service.Start(service.Config{DataDir: *data, APIAddr: *apiAddr, BrokerAddr: *brokerAddr, PublicHosts: hosts,
 		PublicAPI: *publicAPI, PublicBroker: *publicBroker, AdminToken: os.Getenv("SKYBRIDGE_CLOUD_TOKEN"), Logger: log,
-		Fleet: fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
+		SecretKeyFile: *secretKey,
+		Fleet:         fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
 	if err != nil {
 		return err
 	}

@@ -283,6 +283,10 @@ type Agent struct {
 	requests   map[uint64]string
 	pendKey    []byte // activation: the key the CSR was made for
 	pendingAPI string // activation: the API the join token names
+	// An activation that could not reach the cloud is sent again then.
+	activateAt   time.Time
+	activateReq  Request
+	lastActivate Request
 
 	out   Ready
 	Stats Stats
@@ -524,6 +528,11 @@ func (a *Agent) handleDesired(d *api.Desired, now time.Time) {
 func (a *Agent) Tick(now time.Time) {
 	a.tickApps(now)
 	a.tickFetches(now)
+	if a.id == nil && !a.activateAt.IsZero() && !now.Before(a.activateAt) {
+		a.activateAt = time.Time{}
+		q := a.activateReq
+		a.request(q.Kind, q.API, q.CAHash, q.Body)
+	}
 	if a.id != nil && !a.renewAt.IsZero() && !now.Before(a.renewAt) && a.renew == nil {
 		if !a.cfg.Hooks.RenewOnlyOnline || a.up {
 			a.startRenew(now)
@@ -556,6 +565,7 @@ func (a *Agent) NextDeadline() time.Time {
 	}
 	at(a.reportAt)
 	at(a.changed)
+	at(a.activateAt)
 	if a.renew == nil && (!a.cfg.Hooks.RenewOnlyOnline || a.up) {
 		at(a.renewAt)
 	}

@@ -565,3 +565,31 @@ func TestSilentLinkReconnects(t *testing.T) {
 		t.Errorf("reconnect after %v of silence", took)
 	}
 }
+
+// An activation that does not reach the cloud is sent again with backoff
+// (the token is still good); a refusal is final.
+func TestActivationRetries(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	n := &node{name: "a", fs: vfs.NewCrashableMem(), running: map[string]uint64{}, obs: &obs{}, cfg: w.config(), cut: true}
+	a, err := New(n.cfg, env.NewRand(1), n.fs, "edge", w.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.a = a
+	w.nodes["a"] = n
+	join, _, _ := w.cloud.CreateToken("a", nil, 0, w.now)
+	j, _ := api.DecodeJoin(join)
+	if err := a.Activate(j, w.now); err != nil {
+		t.Fatal(err)
+	}
+	w.advance(10 * time.Second) // unreachable: retried
+	if a.Activated() {
+		t.Fatal("activated while unreachable")
+	}
+	n.cut = false
+	w.advance(time.Minute)
+	if !a.Activated() {
+		t.Fatal("not activated once the cloud is reachable")
+	}
+}

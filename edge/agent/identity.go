@@ -27,6 +27,7 @@ func (a *Agent) Activate(j api.JoinToken, now time.Time) error {
 	}
 	body, _ := json.Marshal(api.ActivateRequest{Token: j.Token, CSR: csr, Info: a.info})
 	a.pendKey, a.pendingAPI = seed, j.API
+	a.retry.reset()
 	a.request(ReqActivate, j.API, j.CAHash, body)
 	return nil
 }
@@ -34,7 +35,11 @@ func (a *Agent) Activate(j api.JoinToken, now time.Time) error {
 func (a *Agent) request(kind, apiURL, caHash string, body []byte) uint64 {
 	a.nextReq++
 	a.requests[a.nextReq] = kind
-	a.out.Requests = append(a.out.Requests, Request{ID: a.nextReq, Kind: kind, API: apiURL, CAHash: caHash, Body: body})
+	q := Request{ID: a.nextReq, Kind: kind, API: apiURL, CAHash: caHash, Body: body}
+	if kind == ReqActivate {
+		a.lastActivate = q
+	}
+	a.out.Requests = append(a.out.Requests, q)
 	return a.nextReq
 }
 
@@ -48,6 +53,16 @@ func (a *Agent) Response(id uint64, status int, body []byte, now time.Time) erro
 	delete(a.requests, id)
 	switch kind {
 	case ReqActivate:
+		if a.id != nil {
+			return nil // an answer to a request sent again after the first one worked
+		}
+		if status == 0 || status >= 500 {
+			// The cloud was not reached (or failed): the same request again,
+			// later; the token is still good.
+			a.activateReq = a.lastActivate
+			a.activateAt = now.Add(a.retry.next())
+			return nil
+		}
 		if status != 200 {
 			a.pendKey = nil
 			return errors.New("activation refused: " + string(body))

@@ -109,7 +109,7 @@ func Start(cfg Config) (*Service, error) {
 	s.a = a
 	s.run, err = runner.New(runner.Config{Dir: filepath.Join(cfg.DataDir, "apps"), LogDir: filepath.Join(cfg.DataDir, "logs"),
 		Artifacts: a.Artifacts(), Shim: cfg.Shim, CgroupRoot: cfg.CgroupRoot, Events: events{s}, Logger: log,
-		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "SKYBRIDGE_NODE=" + a.Node()}})
+		Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}})
 	if err != nil {
 		_ = a.Close()
 		return nil, err
@@ -207,7 +207,9 @@ func (s *Service) carryOut(r agent.Ready) {
 		s.run.Stop(st.Name, st.Gen)
 	}
 	for _, st := range r.Start {
-		s.run.Start(st.Name, st.Gen, st.Spec)
+		spec := st.Spec
+		spec.Env = append([]api.EnvVar{{Name: "SKYBRIDGE_NODE", Value: s.Node()}}, spec.Env...)
+		s.run.Start(st.Name, st.Gen, spec)
 	}
 	for _, art := range r.Fetch {
 		s.wg.Add(1)
