@@ -102,7 +102,10 @@ func (s *Store) Put(r io.Reader, want string) (sha string, size int64, err error
 	if s.MaxSize > 0 {
 		src = io.LimitReader(r, s.MaxSize+1)
 	}
-	size, err = io.Copy(io.MultiWriter(f, h), src)
+	// Through a buffer of our own, hashed before it is written: a file
+	// may scribble on what it was given (Pebble's in-memory FS does, in
+	// race builds), and the caller's bytes must stay theirs.
+	size, err = io.CopyBuffer(io.MultiWriter(h, f), struct{ io.Reader }{src}, make([]byte, 32<<10))
 	if err == nil && s.MaxSize > 0 && size > s.MaxSize {
 		err = fmt.Errorf("blob: larger than %d bytes", s.MaxSize)
 	}

@@ -139,7 +139,7 @@ func (f *fixture) waitLog(name, want string) {
 	}
 }
 
-const sleeper = `echo "up $SKYBRIDGE_APP $GREETING"; cat etc/app.conf; trap 'echo bye; exit 0' TERM; while :; do sleep 0.05; done`
+const sleeper = `trap 'echo bye; exit 0' TERM; echo "up $SKYBRIDGE_APP $GREETING"; cat etc/app.conf; while :; do sleep 0.05; done`
 
 func TestStartStopReplace(t *testing.T) {
 	t.Parallel()
