@@ -23,6 +23,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
 	"github.com/skybridge-mq/skybridge/cloud/ca"
+	"github.com/skybridge-mq/skybridge/cloud/fleet"
 	"github.com/skybridge-mq/skybridge/edge/agent"
 	edgesvc "github.com/skybridge-mq/skybridge/edge/service"
 )
@@ -319,4 +320,34 @@ func TestRestartKeepsState(t *testing.T) {
 	if info, err := os.Stat(filepath.Join(dir, "secret.key")); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("secret key file: %v %v", info, err)
 	}
+}
+
+// Short-lived certificates: the node renews over HTTPS before each
+// expires, its link reconnects with the new one, and it stays online.
+func TestRenewalInProcess(t *testing.T) {
+	t.Parallel()
+	cloud, err := Start(Config{DataDir: t.TempDir(), APIAddr: "127.0.0.1:0", BrokerAddr: "127.0.0.1:0", PublicHosts: []string{"127.0.0.1"},
+		Fleet: fleet.Config{CertLifetime: 3 * time.Second, Lease: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cloud.Close()
+	c := newClient(t, cloud)
+	var tok tokenReply
+	c.must("POST", "/v1/tokens", tokenBody{Node: "short"}, &tok)
+	edge, err := edgesvc.Start(edgesvc.Config{DataDir: t.TempDir(), Join: tok.Join,
+		Agent: agent.Config{ResyncJitter: 50 * time.Millisecond, ReportEvery: 300 * time.Millisecond, RetryMin: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer edge.Close()
+	serials := map[string]bool{}
+	var n api.Node
+	eventually(t, 30*time.Second, "three certificates, the node online with the latest", func() bool {
+		c.must("GET", "/v1/nodes/short", nil, &n)
+		if n.CertSerial != "" {
+			serials[n.CertSerial] = true
+		}
+		return len(serials) >= 3 && n.Online && n.Status != nil && time.Since(n.LastSeen) < time.Second
+	})
 }

@@ -214,8 +214,11 @@ type identity struct {
 	CA     []byte `json:"ca"`
 	Broker string `json:"broker"`
 	API    string `json:"api"`
-	// NotBefore and NotAfter of Cert.
+	// NotBefore and NotAfter of Cert, and when the node received it
+	// (NotBefore is set back for clock skew: the lifetime that matters
+	// runs from the receipt).
 	NotBefore time.Time `json:"not_before"`
+	Received  time.Time `json:"received"`
 	NotAfter  time.Time `json:"not_after"`
 }
 

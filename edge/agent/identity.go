@@ -103,7 +103,7 @@ func (a *Agent) adopt(body, seed []byte, now time.Time) error {
 		return errors.New("agent: the certificate is not for this node's key")
 	}
 	id := identity{Node: resp.Node, Seed: seed, Cert: resp.Cert, CA: resp.CA, Broker: resp.Broker, API: a.pendingAPI,
-		NotBefore: nc.Cert.NotBefore, NotAfter: nc.Cert.NotAfter}
+		NotBefore: nc.Cert.NotBefore, NotAfter: nc.Cert.NotAfter, Received: now}
 	if a.id != nil {
 		if resp.Node != a.id.Node {
 			return errors.New("agent: a certificate for another node")
@@ -130,10 +130,15 @@ func (a *Agent) adopt(body, seed []byte, now time.Time) error {
 	return nil
 }
 
-// scheduleRenew sets the renewal instant: RenewAt of the lifetime, ±5%.
+// scheduleRenew sets the renewal instant: RenewAt of the lifetime, ±5%,
+// counted from the certificate's receipt.
 func (a *Agent) scheduleRenew(now time.Time) {
-	life := a.id.NotAfter.Sub(a.id.NotBefore)
-	at := a.id.NotBefore.Add(time.Duration(a.cfg.RenewAt*float64(life)) - life/20 + time.Duration(a.rnd.Float64()*float64(life/10)))
+	from := a.id.Received
+	if from.IsZero() || from.Before(a.id.NotBefore) || !from.Before(a.id.NotAfter) {
+		from = a.id.NotBefore
+	}
+	life := a.id.NotAfter.Sub(from)
+	at := from.Add(time.Duration(a.cfg.RenewAt*float64(life)) - life/20 + time.Duration(a.rnd.Float64()*float64(life/10)))
 	a.renewAt = at
 }
 

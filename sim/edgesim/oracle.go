@@ -252,8 +252,10 @@ func (o *Oracle) check() {
 		}
 		o.checkApps(e, now)
 		// Convergence while everything is up and unchanged for the bound.
-		since := latest(e.linkUpSince, w.cloudUpSince, w.changedAt[e.name], e.bootAt)
-		if e.mq.up() && w.cloud.up && !since.IsZero() && now.Sub(since) >= w.sc.ConvergeWithin {
+		// A slow link (seconds of delay each way) is not the healthy
+		// connection the bound is for: judged from when it ends.
+		since := latest(e.linkUpSince, w.cloudUpSince, w.changedAt[e.name], e.bootAt, w.slowUntil[e.name])
+		if e.mq.up() && w.cloud.up && !since.IsZero() && !now.Before(since) && now.Sub(since) >= w.sc.ConvergeWithin {
 			o.Checked[InvConverge]++
 			if ok, why := o.converged(e); !ok {
 				o.fail(InvConverge, fmt.Sprintf("%s has been connected for %v without converging: %s [%s]",
@@ -272,9 +274,13 @@ func (o *Oracle) describe(e *edgeProc) string {
 	if c.f != nil {
 		cs = fmt.Sprintf("cloud link up %v, ups %d, acks %d, pushes %d, ignored %d", c.mq.up(), c.f.Stats.Ups, c.f.Stats.Acks, c.f.Stats.Pushes, c.f.Stats.Ignored)
 	}
-	return fmt.Sprintf("node: link up %v since %v, ups %d, hellos %d, acks %d, desired %d, stale %d, ignored %d, pending %d, renewals %d/%d failed, cert expires %v; %s",
+	var apps []string
+	for _, ap := range e.a.Status(o.w.Sim.Now()).Apps {
+		apps = append(apps, fmt.Sprintf("%s:%s@%d", ap.Name, ap.State, ap.Revision))
+	}
+	return fmt.Sprintf("node: link up %v since %v, ups %d, hellos %d, acks %d, desired %d, stale %d, ignored %d, pending %d, renewals %d/%d failed, cert expires %v, fetches %d/%d failed, apps %v; %s",
 		e.mq.up(), e.linkUpSince.Sub(o.w.Sim.Now()), st.Ups, st.Hellos, st.Acks, st.Desired, st.StaleDesired, st.Ignored,
-		e.a.OutboxStats().Pending, st.Renewals, st.RenewFailures, e.a.CertExpires().Sub(o.w.Sim.Now()), cs)
+		e.a.OutboxStats().Pending, st.Renewals, st.RenewFailures, e.a.CertExpires().Sub(o.w.Sim.Now()), st.Fetches, st.FetchFailures, apps, cs)
 }
 
 func latest(ts ...time.Time) time.Time {

@@ -114,6 +114,11 @@ type Faults struct {
 	AppCrash bool
 	// Reset: a node's connection is reset.
 	Reset bool
+	// Slow: a node's link to the cloud slows to a one-way delay of
+	// SlowLatency (plus as much jitter) for up to SlowMax, so that
+	// acknowledgements come back after the node has sent again.
+	Slow                 bool
+	SlowLatency, SlowMax time.Duration
 }
 
 // Scenario is a simulation of the cloud and its nodes.
@@ -163,7 +168,7 @@ func Outage(edges int, duration time.Duration) Scenario {
 		Fleet: fleet.Config{CertLifetime: 3 * time.Hour, RenewGrace: 48 * time.Hour, Lease: 3 * time.Minute, DrainRate: 50},
 		Faults: Faults{Every: 15 * time.Minute, Partition: true, PartitionMin: 5 * time.Minute, PartitionMax: 4 * time.Hour,
 			MassProb: 0.3, EdgeCrash: true, EdgeDownMax: 10 * time.Minute, CloudCrash: true, CloudDownMax: 15 * time.Minute,
-			AppCrash: true, Reset: true},
+			AppCrash: true, Reset: true, Slow: true, SlowLatency: 20 * time.Second, SlowMax: 10 * time.Minute},
 		OperatorEvery: 20 * time.Minute, DeviceEvery: 2 * time.Minute,
 		ConvergeWithin: 6 * time.Minute, AppDownMax: 90 * time.Second,
 		CheckEvery: 10 * time.Second, TraceTail: 30,
@@ -202,11 +207,14 @@ type World struct {
 
 	cloudUpSince time.Time
 	changedAt    map[string]time.Time // node → when its desired version last changed
-	versions     map[string]uint64
-	partitioned  bool
-	stopping     bool
-	Faults       map[string]int
-	rev          int
+	// slowUntil: a node's link is slow until then (zero: it is not); its
+	// convergence is judged from the end of the slow period.
+	slowUntil   map[string]time.Time
+	versions    map[string]uint64
+	partitioned bool
+	stopping    bool
+	Faults      map[string]int
+	rev         int
 	// LateRenewals counts certificates renewed after they expired (the
 	// node was offline past the expiry).
 	LateRenewals int
@@ -268,7 +276,7 @@ func build(sc *Scenario, seed uint64) *World {
 		sc.CheckEvery = 10 * time.Second
 	}
 	s := sim.New(seed, sc.TraceTail)
-	w := &World{sc: sc, Sim: s, Net: sim.NewNetwork(s, sc.Link), changedAt: map[string]time.Time{},
+	w := &World{sc: sc, Sim: s, Net: sim.NewNetwork(s, sc.Link), changedAt: map[string]time.Time{}, slowUntil: map[string]time.Time{},
 		versions: map[string]uint64{}, Faults: map[string]int{}}
 	w.oracle = newOracle(w)
 	cloudHost := w.Net.AddHost("cloud")
@@ -502,6 +510,9 @@ func (w *World) injectFault() {
 	if f.Reset {
 		kinds = append(kinds, "reset")
 	}
+	if f.Slow {
+		kinds = append(kinds, "slow")
+	}
 	if len(kinds) == 0 {
 		return
 	}
@@ -541,6 +552,17 @@ func (w *World) injectFault() {
 		s.After(s.Uniform(time.Second, f.CloudDownMax), w.cloudUp)
 	case "app-crash":
 		w.edges[s.Rand.IntN(len(w.edges))].crashApp()
+	case "slow":
+		e := w.edges[s.Rand.IntN(len(w.edges))]
+		d := s.Uniform(time.Minute, f.SlowMax)
+		s.Note(sim.KindFault, e.host.ID, 0, fmt.Sprintf("slow link %s for %v", e.name, d))
+		w.Net.SetLink(e.host, w.cloud.host, sim.LinkSpec{Latency: f.SlowLatency, Jitter: f.SlowLatency, Bandwidth: 64 << 10})
+		w.slowUntil[e.name] = latest(w.slowUntil[e.name], s.Now().Add(d))
+		s.After(d, func() {
+			if !s.Now().Before(w.slowUntil[e.name]) {
+				w.Net.SetLink(e.host, w.cloud.host, w.sc.Link)
+			}
+		})
 	case "reset":
 		e := w.edges[s.Rand.IntN(len(w.edges))]
 		if cs := e.host.Conns(); len(cs) > 0 {
@@ -558,6 +580,12 @@ func (w *World) quiesce() {
 	s.Note(sim.KindFault, 0, 0, "quiesce")
 	w.partitioned = false
 	w.Net.HealAll()
+	for _, e := range w.edges {
+		if !w.slowUntil[e.name].IsZero() {
+			w.Net.SetLink(e.host, w.cloud.host, w.sc.Link)
+			w.slowUntil[e.name] = s.Now()
+		}
+	}
 	w.cloudUp()
 	for _, e := range w.edges {
 		e.restart()
