@@ -19,6 +19,8 @@ help:
 	@echo "make trace       spec statement coverage of the tests"
 	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
 	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
+	@echo "make demo-edge   a cloud and two edge nodes on this machine: deploy, cut, restart offline, converge"
+	@echo "make edge-soak   the edge/cloud simulation for more seeds (EDGE_SEEDS=500)"
 
 test: lint unit timing race conformance-mosquitto conformance-skybridge conformance-restricted trace sim cross-test-if-qemu
 
@@ -47,7 +49,7 @@ timing:
 	set -o pipefail; $(GO) test -count=1 -run '$(TIMING_TESTS)' -v ./cmd/skybridge | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|CONNACK|storm'
 
 # Packages with concurrency run again under the race detector.
-RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/...
+RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/... ./cloud/... ./edge/...
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
@@ -144,3 +146,13 @@ bench-compare:
 
 bench-smoke:
 	$(GO) test -count=1 -run 'TestSmokeScenarios|TestBrokerFailures' ./cmd/skybridge-bench
+
+# Edge and cloud (docs/EDGE.md). The simulation's seeds and the end-to-end
+# test of the binaries run in `unit`; these are for people.
+EDGE_SEEDS ?= 500
+.PHONY: demo-edge edge-soak
+demo-edge:
+	edge/demo/demo.sh
+
+edge-soak:
+	set -o pipefail; SKYBRIDGE_EDGESIM_SEEDS=$(EDGE_SEEDS) $(GO) test -count=1 -timeout 120m -v -run 'TestOutage|TestMass' ./sim/edgesim | grep -E '^ *(--- FAIL|ok|FAIL)|outage:|mass seed|seed [0-9]+: |replay: '
