@@ -25,7 +25,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/skybridge-mq/skybridge/cloud/kv"
+	"github.com/skybridge-mq/skybridge/impl/env"
 )
 
 // ErrMismatch: the content does not have the digest it was announced with.
@@ -43,14 +43,11 @@ type Store struct {
 // Open opens (creating) the store in dir, and removes temporary files a
 // crash left behind.
 func Open(fs vfs.FS, dir string) (*Store, error) {
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	// The entries leading to the directory must survive a power loss too.
+	if err := env.MkdirAllDurable(fs, dir); err != nil {
 		return nil, err
 	}
 	s := &Store{fs: fs, dir: dir}
-	// The directory's own entry must survive a power loss too.
-	if err := kv.SyncDir(fs, fs.PathDir(dir)); err != nil {
-		return nil, err
-	}
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, err
@@ -125,7 +122,7 @@ func (s *Store) Put(r io.Reader, want string) (sha string, size int64, err error
 	if err = s.fs.Rename(tmp, s.Path(sha)); err != nil {
 		return "", 0, err
 	}
-	return sha, size, kv.SyncDir(s.fs, s.dir)
+	return sha, size, env.SyncDir(s.fs, s.dir)
 }
 
 // Open opens a blob for reading.

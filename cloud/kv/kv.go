@@ -20,6 +20,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/impl/env"
 )
 
 // Options tune the database.
@@ -56,20 +58,10 @@ func Open(fs vfs.FS, dir string, o Options) (*DB, error) {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 2 << 20
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
 	// Pebble syncs its own directory; the entries that lead to it must
 	// survive a power loss too, or a new database vanishes whole.
-	for d := dir; d != "" && d != "." && d != "/"; {
-		parent := fs.PathDir(d)
-		if err := SyncDir(fs, parent); err != nil {
-			return nil, err
-		}
-		if parent == d {
-			break
-		}
-		d = parent
+	if err := env.MkdirAllDurable(fs, dir); err != nil {
+		return nil, err
 	}
 	cache := pebble.NewCache(o.CacheSize)
 	po := &pebble.Options{FS: fs, Logger: quietLogger{}, MemTableSize: uint64(o.MemTableSize), Cache: cache}
@@ -83,22 +75,6 @@ func Open(fs vfs.FS, dir string, o Options) (*DB, error) {
 		wo = pebble.NoSync
 	}
 	return &DB{db: db, cache: cache, wo: wo}, nil
-}
-
-// SyncDir syncs a directory, so that its entries survive a power loss.
-func SyncDir(fs vfs.FS, dir string) error {
-	if dir == "" {
-		dir = "."
-	}
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Close closes the database.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/impl/env"
 )
 
 // Options configure a Pebble store.
@@ -155,7 +157,10 @@ func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if opts.MinFreeBytes == 0 {
 		opts.MinFreeBytes = 64 << 20
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	// The entries leading to the directory are synced too: Pebble syncs
+	// only its own, and a store made just before a power loss would
+	// otherwise vanish whole, acknowledged messages with it.
+	if err := env.MkdirAllDurable(fs, dir); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	if err := checkDirectory(fs, dir); err != nil {

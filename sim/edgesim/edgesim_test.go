@@ -81,7 +81,7 @@ func seeds() int {
 // expiring certificates, with the desired state changing meanwhile.
 func TestOutage(t *testing.T) {
 	n := seeds()
-	var checks, appended, applied, dropped, boots, late, faults atomic.Int64
+	var checks, appended, applied, dropped, boots, late, refused, faults atomic.Int64
 	var worst atomic.Int64
 	start := time.Now()
 	t.Run("seeds", func(t *testing.T) {
@@ -103,6 +103,7 @@ func TestOutage(t *testing.T) {
 				dropped.Add(int64(r.Dropped))
 				boots.Add(int64(r.Boots))
 				late.Add(int64(r.LateRenewals))
+				refused.Add(int64(r.Refused))
 				for _, f := range r.Faults {
 					faults.Add(int64(f))
 				}
@@ -118,6 +119,12 @@ func TestOutage(t *testing.T) {
 	t.Logf("outage: %d seeds in %v (%d nodes, %v each): %d faults, %d checks, %d records appended, %d applied, %d dropped by policy, %d boots, %d certificates renewed after expiring offline, slowest final convergence %v",
 		n, time.Since(start).Round(time.Millisecond), outageEdges, outageDuration, faults.Load(), checks.Load(), appended.Load(), applied.Load(),
 		dropped.Load(), boots.Load(), late.Load(), time.Duration(worst.Load()))
+	// A certificate that expired offline is refused when the node comes
+	// back: if the broker never refused one, it does not check them (a
+	// harness that once replaced the certificate check hid a planted bug).
+	if late.Load() > 0 && refused.Load() == 0 {
+		t.Errorf("%d certificates expired offline, and the broker refused no connection", late.Load())
+	}
 }
 
 // TestMass: many nodes come back at once; the cloud's request rate stays
