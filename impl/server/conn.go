@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +74,16 @@ type connection struct {
 	registered bool      // the socket is in the parker's epoll set
 	ctlFn      func(fd uintptr)
 	ctlErr     error
+
+	// Detaching (parker_linux.go): a parked TCP connection may give up its
+	// net.Conn (nc and r's are nil) and keep a bare duplicate descriptor,
+	// pfd. dmu guards the switch, nc against it, and closeAsked (the
+	// transport is to be closed: the next attach closes pfd instead).
+	dmu        sync.Mutex
+	pfd        int32
+	detached   bool
+	closeAsked bool
+	dupFn      func(fd uintptr)
 	// spare is the output buffer the next writer hands to the broker
 	// (double buffering); only the running writer, or the reader once the
 	// writer is stopped, touches it.
@@ -119,7 +130,7 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 	}
 	info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: remote, CertSubject: cert,
 		Redirect: lc.Redirect, Moved: lc.Moved, IdleEndsBatch: true} // readLoop and finish call Idle
-	cn := &connection{s: s, nc: nc}
+	cn := &connection{s: s, nc: nc, pfd: -1}
 	cn.r.init(nc, s.bufs, s.cfg.Broker.MaxPacketSize)
 	cn.c = s.b.NewConn(info, cn.wakeUp)
 	s.mu.Lock()
@@ -150,7 +161,9 @@ func (s *Server) finish(cn *connection) {
 		}
 	}
 	cn.spare = nil
-	cn.nc.Close()
+	if cn.nc != nil {
+		cn.nc.Close()
+	}
 	cn.c.Closed()
 	if cn.registered {
 		s.parker.remove(cn)
@@ -258,6 +271,7 @@ func (s *Server) park(cn *connection) bool {
 	}
 	cn.park.Store(reading)
 	s.parker.remove(cn)
+	s.parker.attach(cn) // a failure leaves no net.Conn: the next read fails
 	return false
 }
 
@@ -288,14 +302,26 @@ func (cn *connection) unpark() {
 func (s *Server) resume(cn *connection) {
 	growStack(0)
 	s.parker.remove(cn)
+	s.parker.attach(cn) // a failure leaves no net.Conn: the first read fails
 	s.run(cn)
 }
 
 // closeTransport closes the connection's socket, which ends its reader,
 // parked or not.
 func (cn *connection) closeTransport() {
-	cn.nc.Close()
+	cn.dmu.Lock()
+	cn.closeAsked = true
+	if cn.nc != nil {
+		cn.nc.Close()
+	} // detached: the reader that unpark starts closes the descriptor
+	cn.dmu.Unlock()
 	cn.unpark()
+}
+
+// setConn makes nc the connection's transport (nil: none, while detached).
+func (cn *connection) setConn(nc net.Conn) {
+	cn.nc = nc
+	cn.r.setConn(nc)
 }
 
 // batchDone runs when everything read has been handled: inbound bandwidth
@@ -478,11 +504,38 @@ func (cn *connection) writeOut(pending []byte, inline bool) {
 // write writes out and keeps its buffer as the next spare. On failure it
 // closes the transport (which ends the reader).
 func (cn *connection) write(out []byte) bool {
-	_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.s.cfg.WriteTimeout))
-	if _, err := cn.nc.Write(out); err != nil {
-		cn.c.WriteFailed(err)
-		cn.closeTransport()
-		return false
+	var nc net.Conn
+	rest := out
+	if cn.s.parker == nil {
+		nc = cn.nc
+	} else {
+		// The connection may be detached (parked): write to its descriptor,
+		// which attaches it when the socket does not take everything.
+		cn.dmu.Lock()
+		var err error
+		if cn.detached {
+			var n int
+			n, err = cn.s.parker.writeDetached(cn, out)
+			rest = out[n:]
+		}
+		nc = cn.nc
+		cn.dmu.Unlock()
+		if err == nil && nc == nil && len(rest) > 0 {
+			err = net.ErrClosed
+		}
+		if err != nil {
+			cn.c.WriteFailed(err)
+			cn.closeTransport()
+			return false
+		}
+	}
+	if len(rest) > 0 {
+		_ = nc.SetWriteDeadline(time.Now().Add(cn.s.cfg.WriteTimeout))
+		if _, err := nc.Write(rest); err != nil {
+			cn.c.WriteFailed(err)
+			cn.closeTransport()
+			return false
+		}
 	}
 	if p := cn.wrote(out); p > 0 {
 		time.Sleep(p) // outbound bandwidth limit

@@ -163,3 +163,79 @@ func TestParkedKeepAlive(t *testing.T) {
 	}
 	readExactly(t, open, []byte{0xd0, 0x00})
 }
+
+// detachedCount returns how many connections are parked without their
+// net.Conn (parker_linux.go).
+func detachedCount(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for cn := range s.conns {
+		cn.dmu.Lock()
+		if cn.detached {
+			n++
+		}
+		cn.dmu.Unlock()
+	}
+	return n
+}
+
+// TestDetachedSubscriberFullSocket: a parked connection is detached (it keeps
+// a bare descriptor, not its net.Conn); output for it goes to the
+// descriptor, and output the socket cannot take at once (the subscriber does
+// not read) attaches it again, with nothing lost or reordered, and the
+// connection still answers afterwards.
+func TestDetachedSubscriberFullSocket(t *testing.T) {
+	s, addr, parked := parkingServer(t)
+	sub := idleClient(t, addr, "sub")
+	waitParked(t, parked, "after CONNECT")
+	if _, err := sub.Write(encode(t, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: []byte("full/t"), QoS: 1}}}, packet.V311)); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, sub, []byte{0x90, 0x03, 0x00, 0x01, 0x01})
+	waitParked(t, parked, "after SUBSCRIBE")
+	pub := idleClient(t, addr, "pub")
+	waitParked(t, parked, "publisher after CONNECT")
+	if n := detachedCount(s); n != 2 {
+		t.Fatalf("%d detached connections, want 2", n)
+	}
+
+	// 1000 QoS 1 messages of 8 KiB: more than the sockets between the broker
+	// and a subscriber that reads nothing hold.
+	const n, size = 1000, 8 << 10
+	var batch []byte
+	for i := range n {
+		payload := bytes.Repeat([]byte{byte(i)}, size)
+		batch = append(batch, encode(t, &packet.Publish{Topic: []byte("full/t"), QoS: 1, PacketID: uint16(i + 1), Payload: payload}, packet.V311)...)
+	}
+	go func() { _, _ = pub.Write(batch) }()
+	go func() { _, _ = io.Copy(io.Discard, pub) }() // PUBACKs
+	// The subscriber sends nothing: only its writer, finding the socket
+	// full, attaches it.
+	for deadline := time.Now().Add(10 * time.Second); detachedCount(s) != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the subscriber's full socket did not attach it")
+		}
+	}
+
+	r := packet.NewReader(sub, 64<<10)
+	_ = sub.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range n {
+		h, body, err := r.ReadPacket()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		// topic (2+6), packet identifier (2), payload
+		if h.Type != packet.PUBLISH || len(body) != 10+size || body[10] != byte(i) {
+			t.Fatalf("message %d: %v, %d bytes", i, h, len(body))
+		}
+		ack := []byte{0x40, 0x02, body[8], body[9]}
+		if _, err := sub.Write(ack); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sub.Write([]byte{0xc0, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	readExactly(t, sub, []byte{0xd0, 0x00})
+}

@@ -13,3 +13,6 @@ func (p *parker) add(*connection) bool { return false }
 func (p *parker) remove(*connection)   {}
 func (p *parker) run()                 {}
 func (p *parker) close()               {}
+func (p *parker) attach(*connection)   {}
+
+func (p *parker) writeDetached(*connection, []byte) (int, error) { return 0, errors.ErrUnsupported }

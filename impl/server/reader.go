@@ -98,11 +98,19 @@ func (f *frameReader) init(nc net.Conn, pool *bufPool, maxPacket int) {
 	if maxPacket <= 0 {
 		maxPacket = packet.MaxPacketSize
 	}
-	*f = frameReader{nc: nc, pool: pool, max: maxPacket}
+	*f = frameReader{pool: pool, max: maxPacket}
+	f.setConn(nc)
+}
+
+// setConn makes f read from nc (nil: none; reads fail with net.ErrClosed).
+func (f *frameReader) setConn(nc net.Conn) {
+	f.nc, f.raw = nc, nil
 	if sc, ok := nc.(syscall.Conn); ok && rawReadSupported {
 		if raw, err := sc.SyscallConn(); err == nil {
 			f.raw = raw
-			f.readFn = f.rawRead // one closure per connection, not per read
+			if f.readFn == nil {
+				f.readFn = f.rawRead // one closure per connection, not per read
+			}
 		}
 	}
 }
@@ -306,6 +314,9 @@ func (f *frameReader) rawError() error {
 // readConn is read through net.Conn.Read: while nothing is buffered it
 // blocks with the small stash and takes a buffer once bytes arrive.
 func (f *frameReader) readConn(dst []byte) (int, error) {
+	if f.nc == nil {
+		return 0, net.ErrClosed // detached, and attaching failed
+	}
 	if dst != nil {
 		return f.nc.Read(dst)
 	}
