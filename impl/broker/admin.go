@@ -109,7 +109,7 @@ func (e *entry) info(withSubs bool) SessionInfo {
 	s := e.s
 	si := SessionInfo{ClientID: s.ClientID, User: s.Owner, Connected: e.conn != nil, Version: s.Version().String(), Expiry: s.Expiry()}
 	if e.conn != nil {
-		si.Remote = e.conn.info.Remote
+		si.Remote = e.conn.remote
 	} else if off := s.Offline(); !off.IsZero() {
 		si.OfflineSince = &off
 	}

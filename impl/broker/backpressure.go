@@ -370,7 +370,10 @@ func (e *entry) takeParked() []*heldAck {
 // Only the connection's reader calls it.
 func (c *Conn) enqueueAck(a *heldAck) {
 	c.ackMu.Lock()
-	c.acks = append(c.acks, a)
+	if c.acks == nil {
+		c.acks = &ackQueue{}
+	}
+	c.acks.acks = append(c.acks.acks, a)
 	c.nacks.Add(1)
 	c.ackMu.Unlock()
 }
@@ -401,20 +404,25 @@ func (c *Conn) flushAcks() {
 	var e *entry
 	done, kick := 0, false
 	c.ackMu.Lock()
-	for c.ackHead < len(c.acks) {
-		a := c.acks[c.ackHead]
+	q := c.acks
+	if q == nil {
+		c.ackMu.Unlock()
+		return
+	}
+	for q.head < len(q.acks) {
+		a := q.acks[q.head]
 		if a.waits.Load() != 0 {
 			break
 		}
-		c.acks[c.ackHead] = nil
-		c.ackHead++
+		q.acks[q.head] = nil
+		q.head++
 		if a.parked {
 			c.nparked.Add(-1)
 		}
-		if !c.acksDead {
+		if !q.dead {
 			code := a.code
 			if f := a.failed.Load(); f == kickCode {
-				c.acksDead, kick = true, true
+				q.dead, kick = true, true
 			} else if f != 0 {
 				code = packet.ReasonCode(f)
 			}
@@ -442,13 +450,13 @@ func (c *Conn) flushAcks() {
 		}
 		e.mu.Unlock()
 	}
-	if c.ackHead == len(c.acks) {
-		clear(c.acks)
-		c.acks, c.ackHead = c.acks[:0], 0
-	} else if c.ackHead > 64 && c.ackHead > len(c.acks)/2 {
-		n := copy(c.acks, c.acks[c.ackHead:])
-		clear(c.acks[n:])
-		c.acks, c.ackHead = c.acks[:n], 0
+	if q.head == len(q.acks) {
+		clear(q.acks)
+		q.acks, q.head = q.acks[:0], 0
+	} else if q.head > 64 && q.head > len(q.acks)/2 {
+		n := copy(q.acks, q.acks[q.head:])
+		clear(q.acks[n:])
+		q.acks, q.head = q.acks[:n], 0
 	}
 	c.ackMu.Unlock()
 	if e != nil {

@@ -128,6 +128,9 @@ type Broker struct {
 	persist  bool // st keeps state across restarts
 	settings *tenantpkg.Provider
 
+	lisMu     sync.Mutex                     // guards listeners
+	listeners map[listenerInfo]*listenerInfo // interned (Conn.lis)
+
 	mu      sync.Mutex // guards tenants, the growth of slots, nslots, free
 	tenants map[string]*tenant
 	// slots maps the low 32 bits of a SubscriberID to its entry. Readers

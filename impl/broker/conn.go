@@ -38,27 +38,29 @@ type ConnInfo struct {
 // Conn is one network connection as the broker sees it. The runtime calls
 // Handle from the connection's reader, Output from its writer when wake has
 // been called, and Closed once when the transport is gone.
+//
+// An idle connection is mostly this struct, so what most connections never
+// use is made on first use: the routing scratch (a publisher's), the
+// authentication state (enhanced authentication, expiring credentials), the
+// queue of held acknowledgements; and what is the same for every
+// connection of a listener is shared (listenerInfo).
 type Conn struct {
-	b    *Broker
-	info ConnInfo
-	wake func()
+	b      *Broker
+	lis    *listenerInfo
+	wake   func()
+	remote string // ConnInfo.Remote (its CertSubject is in auth)
 
 	// Owned by the reader.
 	dec connDecoder
 	t   *tenant
-	rs  routeScratch
-	// Enhanced authentication: the conversation in progress, its method,
-	// and the CONNECT (an owned copy) waiting for it to finish.
-	authEx      Exchange
-	authMethod  []byte
-	authConnect *packet.Connect
-	authReq     *AuthRequest
+	rs  *routeScratch // made by the first PUBLISH (scratch)
+	// auth is made by enhanced authentication or expiring credentials; the
+	// reader sets it, under mu.
+	auth *connAuth
 
 	// who is the authenticated identity, for authorization and events;
 	// set when the CONNECT is accepted, replaced by a re-authentication.
-	who       acl.Client
-	credTimer env.Timer // fires when the credentials expire
-	credGen   uint64
+	who acl.Client
 
 	// Per-connection rates (limits.go), made when a limit first needs
 	// them: most connections run without per-connection limits.
@@ -68,16 +70,15 @@ type Conn struct {
 	// deliveries parked on slow subscribers, or behind an earlier one.
 	// nacks is their number (counted down once written); nparked, those
 	// with a parked delivery.
-	ackMu    sync.Mutex
-	acks     []*heldAck
-	ackHead  int
-	acksDead bool // a failed commit closes the connection: the rest is discarded
-	nacks    atomic.Int32
-	nparked  atomic.Int32
+	ackMu   sync.Mutex
+	acks    *ackQueue // made by the first held acknowledgement (under ackMu)
+	nacks   atomic.Int32
+	nparked atomic.Int32
 
-	// Scratch for the acknowledgements a subscriber's reader (relRead) or
-	// writer (relWrite) releases when room appears for parked deliveries.
-	relRead, relWrite []*heldAck
+	// Scratch for the acknowledgements a subscriber's writer releases when
+	// room appears for parked deliveries (its reader's is rs.rel); made
+	// once some were.
+	relWrite *[]*heldAck
 
 	// wakePending is set when wake has been called and Output has not run
 	// since: further wakes are redundant (many publishers deliver into one
@@ -94,8 +95,8 @@ type Conn struct {
 	// noted wins (a client's DISCONNECT, a protocol error, a kick, the
 	// transport's failure).
 	endCode  packet.ReasonCode
-	endCause string
 	endNoted bool
+	endCause string
 }
 
 // Causes of a connection's end, as the disconnected event's detail says them.
@@ -171,6 +172,97 @@ func (c *Conn) Lost(err error) {
 	}
 }
 
+// listenerInfo is the part of ConnInfo that every connection of a listener
+// shares: NewConn keeps one per distinct value (interned).
+type listenerInfo struct {
+	Listener, DefaultTenant, Redirect string
+	Moved, IdleEndsBatch              bool
+}
+
+// maxListenerInfos bounds the interned listenerInfos; past it (a broker
+// whose runtime makes up listener names), each connection has its own.
+const maxListenerInfos = 256
+
+// listenerInfo returns the shared listenerInfo of info.
+func (b *Broker) listenerInfo(info *ConnInfo) *listenerInfo {
+	k := listenerInfo{Listener: info.Listener, DefaultTenant: info.DefaultTenant, Redirect: info.Redirect,
+		Moved: info.Moved, IdleEndsBatch: info.IdleEndsBatch}
+	b.lisMu.Lock()
+	defer b.lisMu.Unlock()
+	if li := b.listeners[k]; li != nil {
+		return li
+	}
+	li := &k
+	if len(b.listeners) < maxListenerInfos {
+		if b.listeners == nil {
+			b.listeners = map[listenerInfo]*listenerInfo{}
+		}
+		b.listeners[k] = li
+	}
+	return li
+}
+
+// connAuth is a connection's authentication state beyond its identity.
+type connAuth struct {
+	// Enhanced authentication: the conversation in progress, its method,
+	// and the CONNECT (an owned copy) waiting for it to finish.
+	ex      Exchange
+	method  []byte
+	connect *packet.Connect
+	req     *AuthRequest
+	// credTimer fires when the credentials expire; credGen tells an old
+	// timer's call apart. Both under Conn.mu.
+	credTimer env.Timer
+	credGen   uint64
+	// certSubject is ConnInfo.CertSubject.
+	certSubject string
+}
+
+// certSubject returns the subject of the client's verified certificate.
+func (c *Conn) certSubject() string {
+	if c.auth == nil {
+		return ""
+	}
+	return c.auth.certSubject
+}
+
+// authState returns the connection's authentication state, made on first
+// use. Only the reader calls it; the caller must not hold c.mu.
+func (c *Conn) authState() *connAuth {
+	if c.auth == nil {
+		c.mu.Lock()
+		c.auth = &connAuth{}
+		c.mu.Unlock()
+	}
+	return c.auth
+}
+
+// enhancedMethod returns the method of the connection's enhanced
+// authentication (nil: none).
+func (c *Conn) enhancedMethod() []byte {
+	if c.auth == nil {
+		return nil
+	}
+	return c.auth.method
+}
+
+// scratch returns the connection's routing scratch, made on first use (by
+// its reader).
+func (c *Conn) scratch() *routeScratch {
+	if c.rs == nil {
+		c.rs = &routeScratch{}
+	}
+	return c.rs
+}
+
+// ackQueue holds a connection's acknowledgements that wait (backpressure.go),
+// in order; under Conn.ackMu.
+type ackQueue struct {
+	acks []*heldAck
+	head int
+	dead bool // a failed commit closes the connection: the rest is discarded
+}
+
 // connRates are a connection's token buckets.
 type connRates struct {
 	pubRate  tenantpkg.Bucket
@@ -200,6 +292,9 @@ type routeScratch struct {
 	// looked up when first needed.
 	ack    *heldAck
 	limits *limits
+	// rel is scratch for the acknowledgements the reader releases when room
+	// appears for parked deliveries.
+	rel []*heldAck
 }
 
 // decoders lends packet decoders (4 KiB each) to busy connections: a
@@ -253,8 +348,8 @@ func (cd *connDecoder) release() {
 // that never calls it keeps the decoder for the connection's life.
 func (c *Conn) Idle() {
 	c.dec.release()
-	if c.info.IdleEndsBatch {
-		c.b.commitRoute(&c.rs) // what the batch's PUBLISHes journaled
+	if c.lis.IdleEndsBatch && c.rs != nil {
+		c.b.commitRoute(c.rs) // what the batch's PUBLISHes journaled
 	}
 }
 
@@ -266,7 +361,11 @@ func (b *Broker) NewConn(info ConnInfo, wake func()) *Conn {
 	if info.DefaultTenant == "" {
 		info.DefaultTenant = DefaultTenant
 	}
-	return &Conn{b: b, info: info, wake: wake}
+	c := &Conn{b: b, lis: b.listenerInfo(&info), remote: info.Remote, wake: wake}
+	if info.CertSubject != "" {
+		c.auth = &connAuth{certSubject: info.CertSubject}
+	}
+	return c
 }
 
 // DefaultTenant is the tenant of clients whose listener names none.
@@ -350,7 +449,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	at := instant{clock: c.b.env.Clock}
 	e := c.entry()
 	if e == nil {
-		if c.authConnect != nil {
+		if c.auth != nil && c.auth.connect != nil {
 			c.continueAuth(h, body, at.now())
 			return
 		}
@@ -362,7 +461,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		c.Fail(err)
 		return
 	}
-	if a, ok := p.(*packet.Auth); ok && c.authMethod != nil {
+	if a, ok := p.(*packet.Auth); ok && c.enhancedMethod() != nil {
 		c.reauthenticate(e, a)
 		return
 	}
@@ -433,7 +532,8 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	}
 	// An acknowledgement from the client may have made room for
 	// deliveries parked on this session (backpressure.go).
-	rel, _ := c.b.unparkLocked(e, &at, c.relRead)
+	rs := c.scratch()
+	rel, _ := c.b.unparkLocked(e, &at, rs.rel)
 	if len(rel) == 0 && !e.s.MustCommitNow() {
 		// What the packet journaled (an acknowledged delivery's removal, a
 		// QoS 2 step) stays in the session's journal: Output, which the
@@ -454,7 +554,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
 	c.b.settle(e, ops, span, rel)
-	c.relRead = clearAcks(rel)
+	rs.rel = clearAcks(rel)
 	if closing {
 		c.markClosing()
 	}
@@ -514,14 +614,23 @@ func (c *Conn) Output(spare []byte) (out []byte, closeNow bool) {
 			// Draining the output may have made room for deliveries
 			// parked on this session (backpressure.go). What the batch
 			// journaled (see Handle) is committed here.
-			rel, sent = c.b.unparkLocked(e, &instant{t: now}, c.relWrite)
+			var scratch []*heldAck
+			if c.relWrite != nil {
+				scratch = *c.relWrite
+			}
+			rel, sent = c.b.unparkLocked(e, &instant{t: now}, scratch)
 			ops, span = e.s.TakeOps()
 		} else {
 			closing = true
 		}
 		e.mu.Unlock()
 		c.b.settle(e, ops, span, rel)
-		c.relWrite = clearAcks(rel)
+		if cap(rel) > 0 {
+			if c.relWrite == nil {
+				c.relWrite = new([]*heldAck)
+			}
+			*c.relWrite = clearAcks(rel)
+		}
 		if sent {
 			c.wakeUp() // what they wrote goes in the next batch
 		}
@@ -542,9 +651,9 @@ func (c *Conn) Closed() {
 	}
 	c.closed, c.closing = true, true
 	e := c.e
-	if c.credTimer != nil {
-		c.credTimer.Stop()
-		c.credTimer = nil
+	if c.auth != nil && c.auth.credTimer != nil {
+		c.auth.credTimer.Stop()
+		c.auth.credTimer = nil
 	}
 	c.mu.Unlock()
 	if e == nil {
@@ -629,20 +738,20 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 		c.refuse(v, code)
 		return
 	}
-	if c.info.Redirect != "" {
+	if c.lis.Redirect != "" {
 		code := packet.UseAnotherServer
-		if c.info.Moved {
+		if c.lis.Moved {
 			code = packet.ServerMoved
 		}
 		var p packet.Properties
-		p.ServerReference = []byte(c.info.Redirect)
+		p.ServerReference = []byte(c.lis.Redirect)
 		p.Set(packet.PropServerReference)
 		c.refuseWith(v, code, p)
 		return
 	}
 	req := AuthRequest{ClientID: string(conn.ClientID), Username: string(conn.Username),
-		HasUser: conn.UsernameFlag, Password: conn.Password, Listener: c.info.Listener,
-		DefaultTenant: c.info.DefaultTenant, Remote: c.info.Remote, CertSubject: c.info.CertSubject}
+		HasUser: conn.UsernameFlag, Password: conn.Password, Listener: c.lis.Listener,
+		DefaultTenant: c.lis.DefaultTenant, Remote: c.remote, CertSubject: c.certSubject()}
 	if v == packet.V5 && conn.Properties.Has(packet.PropAuthMethod) {
 		c.beginAuth(conn, req, now)
 		return
@@ -650,7 +759,7 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 	ar := b.auth.Authenticate(&req)
 	if ar.Code != packet.Success {
 		b.emit(event.NewAuthFailed(now, event.Who{Tenant: ar.Tenant, ClientID: req.ClientID, User: req.Username},
-			ar.Code, c.info.Listener, c.info.Remote))
+			ar.Code, c.lis.Listener, c.remote))
 		c.refuse(v, ar.Code)
 		return
 	}
@@ -672,7 +781,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	// Whatever authenticated the client, its identity must be one the
 	// broker can keep apart from every other (store keys, metrics, logs).
 	if err := validIdentity(&ar); err != nil {
-		ev := event.NewAuthFailed(now, event.Who{ClientID: string(conn.ClientID)}, packet.NotAuthorized, c.info.Listener, c.info.Remote)
+		ev := event.NewAuthFailed(now, event.Who{ClientID: string(conn.ClientID)}, packet.NotAuthorized, c.lis.Listener, c.remote)
 		ev.Detail = err.Error()
 		b.emit(ev)
 		c.refuse(v, packet.NotAuthorized)
@@ -734,7 +843,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 			old.mu.Unlock()
 			t.regMu.Unlock()
 			ev := event.NewAuthFailed(now, event.Who{Tenant: ar.Tenant, ClientID: clientID, User: ar.User},
-				packet.NotAuthorized, c.info.Listener, c.info.Remote)
+				packet.NotAuthorized, c.lis.Listener, c.remote)
 			ev.Detail = "client id in use by another user's session"
 			b.emit(ev)
 			c.refuse(v, packet.NotAuthorized)
@@ -829,7 +938,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	c.mu.Unlock()
 	t.connected.Add(1)
 	b.stats.Connections.Add(1)
-	b.emit(event.NewConnected(now, c.eventWho(), c.info.Listener, c.info.Remote, v.String()))
+	b.emit(event.NewConnected(now, c.eventWho(), c.lis.Listener, c.remote, v.String()))
 	b.stats.ConnectsTotal.Add(1)
 	if dropped != nil {
 		if dropped.counted {
@@ -1043,20 +1152,24 @@ func (c *Conn) eventWho() event.Who {
 // armCredentials schedules the end of the connection when its credentials
 // expire (a token's exp). A re-authentication re-arms it.
 func (c *Conn) armCredentials(expires, now time.Time) {
+	if c.auth == nil && expires.IsZero() {
+		return // nothing armed, nothing to arm
+	}
+	a := c.authState()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.credTimer != nil {
-		c.credTimer.Stop()
-		c.credTimer = nil
+	if a.credTimer != nil {
+		a.credTimer.Stop()
+		a.credTimer = nil
 	}
-	c.credGen++
+	a.credGen++
 	if expires.IsZero() || c.closed {
 		return
 	}
-	gen := c.credGen
-	c.credTimer = c.b.env.Clock.AfterFunc(expires.Sub(now), func() {
+	gen := a.credGen
+	a.credTimer = c.b.env.Clock.AfterFunc(expires.Sub(now), func() {
 		c.mu.Lock()
-		current := c.credGen == gen && !c.closed
+		current := a.credGen == gen && !c.closed
 		c.mu.Unlock()
 		if !current {
 			return

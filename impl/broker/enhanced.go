@@ -37,7 +37,8 @@ func (c *Conn) beginAuth(conn *packet.Connect, req AuthRequest, now time.Time) {
 		c.refuse(packet.V5, packet.ImplementationSpecificError)
 		return
 	}
-	c.authEx, c.authMethod, c.authConnect, c.authReq = ex, []byte(method), cp, &req
+	a := c.authState()
+	a.ex, a.method, a.connect, a.req = ex, []byte(method), cp, &req
 	c.authStep(conn.Properties.AuthData, now)
 }
 
@@ -53,7 +54,7 @@ func (c *Conn) continueAuth(h packet.FixedHeader, body []byte, now time.Time) {
 		return
 	}
 	a, ok := p.(*packet.Auth)
-	if !ok || a.ReasonCode != packet.ContinueAuthentication || string(a.Properties.AuthMethod) != string(c.authMethod) {
+	if !ok || a.ReasonCode != packet.ContinueAuthentication || string(a.Properties.AuthMethod) != string(c.auth.method) {
 		c.b.stats.ProtocolError.Add(1)
 		c.refuse(packet.V5, packet.ProtocolError)
 		return
@@ -63,14 +64,14 @@ func (c *Conn) continueAuth(h packet.FixedHeader, body []byte, now time.Time) {
 
 // authStep runs one step of the exchange before CONNACK.
 func (c *Conn) authStep(data []byte, now time.Time) {
-	reply, done, code := c.authEx.Step(data)
+	reply, done, code := c.auth.ex.Step(data)
 	switch {
 	case code.IsError():
 		c.refuse(packet.V5, code) // [v5 MQTT-4.12.0-4]
 	case !done:
 		// [v5 MQTT-4.12.0-2]: more is needed.
 		a := packet.Auth{ReasonCode: packet.ContinueAuthentication}
-		a.Properties.AuthMethod, a.Properties.AuthData = c.authMethod, reply
+		a.Properties.AuthMethod, a.Properties.AuthData = c.auth.method, reply
 		a.Properties.Set(packet.PropAuthMethod)
 		if reply != nil {
 			a.Properties.Set(packet.PropAuthData)
@@ -80,16 +81,16 @@ func (c *Conn) authStep(data []byte, now time.Time) {
 		c.mu.Unlock()
 		c.wakeUp()
 	default:
-		conn, ar := c.authConnect, c.authEx.Result()
-		c.authConnect = nil
+		conn, ar := c.auth.connect, c.auth.ex.Result()
+		c.auth.connect = nil
 		if ar.Code.IsError() {
 			c.refuse(packet.V5, ar.Code)
 			return
 		}
 		if ar.Tenant == "" {
-			ar.Tenant, ar.User = TenantOf(c.authReq.Username, c.authReq.DefaultTenant)
+			ar.Tenant, ar.User = TenantOf(c.auth.req.Username, c.auth.req.DefaultTenant)
 		}
-		c.accept(conn, ar, session.AttachInfo{AuthMethod: c.authMethod, AuthData: reply}, now)
+		c.accept(conn, ar, session.AttachInfo{AuthMethod: c.auth.method, AuthData: reply}, now)
 	}
 }
 
@@ -105,21 +106,21 @@ func (c *Conn) reauthenticate(e *entry, a *packet.Auth) {
 		e.mu.Unlock()
 		c.markClosing()
 	}
-	if string(a.Properties.AuthMethod) != string(c.authMethod) {
+	if string(a.Properties.AuthMethod) != string(c.auth.method) {
 		c.b.stats.ProtocolError.Add(1)
 		kick(packet.ProtocolError)
 		return
 	}
 	switch a.ReasonCode {
 	case packet.ReAuthenticate:
-		ex, ok := c.b.cfg.EnhancedAuth.Begin(string(c.authMethod), c.authReq)
+		ex, ok := c.b.cfg.EnhancedAuth.Begin(string(c.auth.method), c.auth.req)
 		if !ok {
 			kick(packet.BadAuthenticationMethod)
 			return
 		}
-		c.authEx = ex
+		c.auth.ex = ex
 	case packet.ContinueAuthentication:
-		if c.authEx == nil {
+		if c.auth.ex == nil {
 			kick(packet.ProtocolError)
 			return
 		}
@@ -127,9 +128,9 @@ func (c *Conn) reauthenticate(e *entry, a *packet.Auth) {
 		kick(packet.ProtocolError)
 		return
 	}
-	reply, done, code := c.authEx.Step(a.Properties.AuthData)
+	reply, done, code := c.auth.ex.Step(a.Properties.AuthData)
 	if code.IsError() {
-		c.authEx = nil
+		c.auth.ex = nil
 		if !code.ValidFor(packet.DISCONNECT) {
 			code = packet.NotAuthorized // 0x86 and 0x8C are not DISCONNECT codes
 		}
@@ -139,8 +140,8 @@ func (c *Conn) reauthenticate(e *entry, a *packet.Auth) {
 	}
 	out := packet.Auth{ReasonCode: packet.ContinueAuthentication}
 	if done {
-		ar := c.authEx.Result()
-		c.authEx = nil
+		ar := c.auth.ex.Result()
+		c.auth.ex = nil
 		if ar.Code.IsError() || ar.Tenant != "" && ar.Tenant != c.who.Tenant || ar.User != c.who.User {
 			// A re-authentication proves the same identity again; it does
 			// not move a connection to another user or tenant.
@@ -154,7 +155,7 @@ func (c *Conn) reauthenticate(e *entry, a *packet.Auth) {
 		c.mu.Unlock()
 		c.armCredentials(ar.Expires, c.b.env.Clock.Now())
 	}
-	out.Properties.AuthMethod, out.Properties.AuthData = c.authMethod, reply
+	out.Properties.AuthMethod, out.Properties.AuthData = c.auth.method, reply
 	out.Properties.Set(packet.PropAuthMethod)
 	if reply != nil {
 		out.Properties.Set(packet.PropAuthData)

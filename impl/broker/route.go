@@ -66,8 +66,8 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		c.finish(e, pid, qos, packet.QuotaExceeded)
 		return
 	}
-	rs := &c.rs
-	if !c.info.IdleEndsBatch {
+	rs := c.scratch()
+	if !c.lis.IdleEndsBatch {
 		rs.dropJob()
 	}
 	// A runtime that calls Idle after each batch of packets lets the batch's
@@ -148,7 +148,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		a.waits.Add(1)
 		j := rs.jobFor(b)
 		j.acks = append(j.acks, a)
-		if !c.info.IdleEndsBatch || len(j.batch.Ops) >= maxBatchOps || len(j.acks) >= maxBatchAcks || j.retained {
+		if !c.lis.IdleEndsBatch || len(j.batch.Ops) >= maxBatchOps || len(j.acks) >= maxBatchAcks || j.retained {
 			// (A retained message does not wait for the batch's end: the
 			// client's next packets, a SUBSCRIBE, must find it in place.)
 			rs.takeJob(b).commit()
