@@ -300,7 +300,15 @@ type routeScratch struct {
 // decoders lends packet decoders (4 KiB each) to busy connections: a
 // connection borrows one for the packets of a batch and gives it back when
 // the runtime says it is idle (Idle), so that an idle connection holds none.
-var decoders = sync.Pool{New: func() any { return new(packet.Decoder) }}
+// With the decoder comes the session.Result its packets are handled into
+// (session.HandleInto), so that an idle connection holds neither.
+var decoders = sync.Pool{New: func() any { return new(batchState) }}
+
+// batchState is what a connection borrows for a batch of packets.
+type batchState struct {
+	packet.Decoder
+	res session.Result
+}
 
 // maxPooledEntries bounds the slices (user properties, filters) a pooled
 // decoder keeps: an unusual packet does not make every decoder large.
@@ -312,7 +320,7 @@ const maxPooledEntries = 64
 // only with a CONNECT.
 type connDecoder struct {
 	Version packet.Version
-	d       *packet.Decoder
+	d       *batchState
 }
 
 // Decode decodes one packet with the borrowed decoder (borrowing one when
@@ -320,7 +328,7 @@ type connDecoder struct {
 func (cd *connDecoder) Decode(h packet.FixedHeader, body []byte) (packet.Packet, error) {
 	d := cd.d
 	if d == nil {
-		d = decoders.Get().(*packet.Decoder)
+		d = decoders.Get().(*batchState)
 		cd.d = d
 	}
 	d.Version = cd.Version
@@ -335,6 +343,15 @@ func (cd *connDecoder) Decode(h packet.FixedHeader, body []byte) (packet.Packet,
 func (cd *connDecoder) release() {
 	if cd.d != nil {
 		cd.d.Shrink(maxPooledEntries)
+		r := &cd.d.res
+		if cap(r.Subscribe) > maxPooledEntries || cap(r.Unsubscribe) > maxPooledEntries {
+			*r = session.Result{}
+		} else {
+			// Keep no message or packet bytes alive from the pool.
+			clear(r.Subscribe[:cap(r.Subscribe)])
+			clear(r.Unsubscribe[:cap(r.Unsubscribe)])
+			*r = session.Result{Subscribe: r.Subscribe[:0], Unsubscribe: r.Unsubscribe[:0]}
+		}
 		decoders.Put(cd.d)
 		cd.d = nil
 	}
@@ -477,7 +494,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		// (session.Handle); routing reads it when something needs it.
 		now = at.now()
 	}
-	r := e.s.Handle(p, now)
+	r := e.s.HandleInto(&c.dec.d.res, p, now) // Decode borrowed c.dec.d
 	switch {
 	case r.Route != nil:
 		m, pid := r.Route, r.RoutePID

@@ -13,11 +13,29 @@ import (
 // Handle processes one packet from the client. p and the bytes it holds
 // must stay valid until the Result is consumed. For a PUBLISH, now is read
 // only for its Message Expiry Interval (the zero Time will do without one).
+//
+// The Result is the connection's own, valid until the next Handle; see
+// HandleInto for one the caller provides.
 func (s *Session) Handle(p packet.Packet, now time.Time) *Result {
 	if s.conn == nil {
 		return &Result{Close: true}
 	}
-	r := s.reset()
+	if s.conn.result == nil {
+		s.conn.result = new(Result)
+	}
+	return s.HandleInto(s.conn.result, p, now)
+}
+
+// HandleInto is Handle with a Result of the caller's, which it empties
+// (keeping the memory of its slices) and returns: a runtime that lends one
+// to a connection only while it has packets to handle spares the memory
+// of a Result for every idle connection. r must not be shared with another
+// connection's reader.
+func (s *Session) HandleInto(r *Result, p packet.Packet, now time.Time) *Result {
+	if s.conn == nil {
+		return &Result{Close: true}
+	}
+	reset(r)
 	if s.conn.closed {
 		// The connection is being closed: nothing more from it counts
 		// [MQTT-3.1.4-5] [MQTT-4.13.2-1].

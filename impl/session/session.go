@@ -105,8 +105,9 @@ type connState struct {
 	closed        bool // the session decided to close the connection
 	// result and msg belong to the connection's reader: after a takeover
 	// the old reader may still be reading them while a new connection runs.
+	// result is Handle's, made on first use (HandleInto takes the caller's);
 	// msg is made with the connection's first PUBLISH.
-	result Result
+	result *Result
 	msg    *message.Message
 }
 
@@ -275,11 +276,9 @@ func (s *Session) TakeOutput(spare []byte, now time.Time) []byte {
 // HasOutput reports whether bytes wait to be written now.
 func (s *Session) HasOutput() bool { return s.releasable() > 0 }
 
-// reset empties the Result of the current connection's reader.
-func (s *Session) reset() *Result {
-	r := &s.conn.result
+// reset empties r, keeping its slices' memory.
+func reset(r *Result) {
 	*r = Result{Subscribe: r.Subscribe[:0], Unsubscribe: r.Unsubscribe[:0]}
-	return r
 }
 
 // Closing reports whether the session has decided to close the current
