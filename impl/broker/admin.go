@@ -114,7 +114,7 @@ func (e *entry) info(withSubs bool) SessionInfo {
 		si.OfflineSince = &off
 	}
 	si.Queued, si.Inflight = s.Queued()
-	si.Parked, si.Stalled = e.parked.Len(), e.stalled
+	si.Parked, si.Stalled = e.nparked(), e.stalled
 	st := s.Stats
 	si.Dropped = DropStats{st.DroppedQueueFull, st.DroppedOutputFull, st.DroppedOffline, st.DroppedTooLarge, st.DroppedExpired}
 	if withSubs {

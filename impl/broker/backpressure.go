@@ -222,12 +222,13 @@ func (b *Broker) park(e *entry, m *message.Message, d session.Delivery, rs *rout
 		d.SubIDs = slices.Clone(d.SubIDs) // rs.ids is scratch
 	}
 	deadline := now.Add(b.slowWait(rs.limits))
-	if last := e.parked.Last(); last != nil && deadline.Before(last.deadline) {
+	x := e.more()
+	if last := x.parked.Last(); last != nil && deadline.Before(last.deadline) {
 		deadline = last.deadline // deadlines follow the queue order
 	}
-	e.parked.Push(parkedDelivery{msg: m.Ref(), d: d, ack: a, deadline: deadline})
-	if e.parkTimer == nil {
-		e.parkTimer = b.env.Clock.AfterFunc(deadline.Sub(now), func() { b.parkTimeout(e) })
+	x.parked.Push(parkedDelivery{msg: m.Ref(), d: d, ack: a, deadline: deadline})
+	if x.parkTimer == nil {
+		x.parkTimer = b.env.Clock.AfterFunc(deadline.Sub(now), func() { b.parkTimeout(e) })
 	}
 }
 
@@ -238,21 +239,24 @@ func (b *Broker) park(e *entry, m *message.Message, d session.Delivery, rs *rout
 // session's ops before releasing rel (settle).
 func (b *Broker) admitParked(e *entry, now time.Time, rel []*heldAck) ([]*heldAck, bool) {
 	sent := false
-	for e.parked.Len() > 0 {
-		p := e.parked.Peek()
-		if !e.s.Room(p.msg.Size()) {
-			break
+	if x := e.x; x != nil {
+		for x.parked.Len() > 0 {
+			p := x.parked.Peek()
+			if !e.s.Room(p.msg.Size()) {
+				break
+			}
+			q := x.parked.Pop()
+			if b.countOutcome(e.t, e.s.Deliver(q.msg, q.d, now), &instant{t: now}) {
+				sent = true
+			}
+			q.msg.Release()
+			rel = append(rel, q.ack)
 		}
-		q := e.parked.Pop()
-		if b.countOutcome(e.t, e.s.Deliver(q.msg, q.d, now), &instant{t: now}) {
-			sent = true
+		if x.parked.Len() == 0 && x.parkTimer != nil {
+			x.parkTimer.Stop()
+			x.parkTimer = nil
 		}
-		q.msg.Release()
-		rel = append(rel, q.ack)
-	}
-	if e.parked.Len() == 0 && e.parkTimer != nil {
-		e.parkTimer.Stop()
-		e.parkTimer = nil
+		e.tidy()
 	}
 	if e.stalled && e.conn != nil && e.s.QueueLow() {
 		e.stalled = false
@@ -266,7 +270,7 @@ func (b *Broker) admitParked(e *entry, now time.Time, rel []*heldAck) ([]*heldAc
 // settles them with rel. scratch is the caller's, reused (rel is built in
 // it).
 func (b *Broker) unparkLocked(e *entry, at *instant, scratch []*heldAck) (rel []*heldAck, sent bool) {
-	if e.parked.Len() == 0 && !e.stalled {
+	if e.nparked() == 0 && !e.stalled {
 		return scratch[:0], false
 	}
 	return b.admitParked(e, at.now(), scratch[:0])
@@ -303,7 +307,8 @@ func (b *Broker) settle(e *entry, ops []store.Op, span session.Span, rel []*held
 func (b *Broker) parkTimeout(e *entry) {
 	now := b.env.Clock.Now()
 	e.mu.Lock()
-	e.parkTimer = nil
+	x := e.more()
+	x.parkTimer = nil
 	if e.dead {
 		e.mu.Unlock()
 		return
@@ -311,12 +316,13 @@ func (b *Broker) parkTimeout(e *entry) {
 	rel, sent := b.admitParked(e, now, nil)
 	dropped := 0
 	var full0 uint64
-	if p := e.parked.Peek(); p != nil {
+	x = e.more() // admitParked may have let it go
+	if p := x.parked.Peek(); p != nil {
 		if now.Before(p.deadline) {
-			e.parkTimer = b.env.Clock.AfterFunc(p.deadline.Sub(now), func() { b.parkTimeout(e) })
+			x.parkTimer = b.env.Clock.AfterFunc(p.deadline.Sub(now), func() { b.parkTimeout(e) })
 		} else {
-			for e.parked.Len() > 0 {
-				q := e.parked.Pop()
+			for x.parked.Len() > 0 {
+				q := x.parked.Pop()
 				q.msg.Release()
 				rel = append(rel, q.ack)
 				dropped++
@@ -326,6 +332,7 @@ func (b *Broker) parkTimeout(e *entry) {
 			e.stalled = true
 		}
 	}
+	e.tidy()
 	var ops []store.Op
 	var span session.Span
 	if len(rel) > dropped {
@@ -352,17 +359,22 @@ func (b *Broker) parkTimeout(e *entry) {
 // queue goes with it, uncounted, and so do they. The caller holds e.mu and
 // releases the returned acknowledgements after unlocking.
 func (e *entry) takeParked() []*heldAck {
-	if e.parkTimer != nil {
-		e.parkTimer.Stop()
-		e.parkTimer = nil
-	}
 	e.stalled = false
+	x := e.x
+	if x == nil {
+		return nil
+	}
+	if x.parkTimer != nil {
+		x.parkTimer.Stop()
+		x.parkTimer = nil
+	}
 	var rel []*heldAck
-	for e.parked.Len() > 0 {
-		q := e.parked.Pop()
+	for x.parked.Len() > 0 {
+		q := x.parked.Pop()
 		q.msg.Release()
 		rel = append(rel, q.ack)
 	}
+	e.tidy()
 	return rel
 }
 

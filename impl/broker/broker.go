@@ -278,19 +278,54 @@ type entry struct {
 	// it sits with the other flags so that an entry fits a smaller size
 	// class.
 	stalled bool
+	// gen changes each time the session is attached, so that a timer armed
+	// for an earlier disconnection does nothing.
+	gen uint64
+	// x is what a connected, unhurried session does not need, made on first
+	// use (under mu) and let go when empty again.
+	x *entryMore
+}
+
+// entryMore is the part of an entry that only an offline session (its
+// timers) or a slow subscriber (its parked deliveries) needs.
+type entryMore struct {
 	// willTimer and expiryTimer run while the session has no connection.
 	willTimer   env.Timer
 	pendingWill *message.Message // the will willTimer will publish
 	expiryTimer env.Timer
-	// gen changes each time the session is attached, so that a timer armed
-	// for an earlier disconnection does nothing.
-	gen uint64
 	// Back-pressure (backpressure.go): QoS 1/2 deliveries waiting for room
-	// in the queue, the timer of the oldest one's bound, and whether the
-	// session stalled (no more waiting until its queue has drained).
+	// in the queue and the timer of the oldest one's bound (whether the
+	// session stalled is entry.stalled).
 	parked    fifo.Queue[parkedDelivery]
 	parkTimer env.Timer
 }
+
+// more returns e.x, made on first use. The caller holds e.mu.
+func (e *entry) more() *entryMore {
+	if e.x == nil {
+		e.x = &entryMore{}
+	}
+	return e.x
+}
+
+// tidy lets go of e.x once it holds nothing. The caller holds e.mu.
+func (e *entry) tidy() {
+	if x := e.x; x != nil && x.willTimer == nil && x.expiryTimer == nil && x.parkTimer == nil && x.parked.Len() == 0 {
+		e.x = nil
+	}
+}
+
+// nparked returns how many deliveries are parked on e. The caller holds
+// e.mu.
+func (e *entry) nparked() int {
+	if e.x == nil {
+		return 0
+	}
+	return e.x.parked.Len()
+}
+
+// hasWillTimer reports whether a delayed will waits. The caller holds e.mu.
+func (e *entry) hasWillTimer() bool { return e.x != nil && e.x.willTimer != nil }
 
 // New returns a broker running in e that keeps its durable state in st
 // (nothing survives the process when st is nil or store.Memory). A broker

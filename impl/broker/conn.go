@@ -877,9 +877,9 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 			}
 			defer oc.wakeUp()
 		}
-		if old.willTimer != nil && (conn.CleanStart || ended) {
+		if old.hasWillTimer() && (conn.CleanStart || ended) {
 			// The old session ends now, before its will delay ran out.
-			wills = append(wills, old.pendingWill)
+			wills = append(wills, old.x.pendingWill)
 		}
 		old.stopTimers()
 		if conn.CleanStart || ended {
@@ -990,15 +990,20 @@ func (b *Broker) checkConnect(c *packet.Connect) packet.ReasonCode {
 }
 
 func (e *entry) stopTimers() {
-	if e.willTimer != nil {
-		e.willTimer.Stop()
-		e.willTimer = nil
-		e.pendingWill = nil
+	x := e.x
+	if x == nil {
+		return
 	}
-	if e.expiryTimer != nil {
-		e.expiryTimer.Stop()
-		e.expiryTimer = nil
+	if x.willTimer != nil {
+		x.willTimer.Stop()
+		x.willTimer = nil
+		x.pendingWill = nil
 	}
+	if x.expiryTimer != nil {
+		x.expiryTimer.Stop()
+		x.expiryTimer = nil
+	}
+	e.tidy()
 }
 
 // filters returns the session's subscription filters. The caller holds e.mu.
@@ -1060,11 +1065,12 @@ func (b *Broker) afterDetach(e *entry, gen uint64, will *message.Message, delay,
 		return
 	}
 	if will != nil {
-		e.pendingWill = will
-		e.willTimer = b.env.Clock.AfterFunc(delay, func() { b.fireWill(e, gen, will) })
+		x := e.more()
+		x.pendingWill = will
+		x.willTimer = b.env.Clock.AfterFunc(delay, func() { b.fireWill(e, gen, will) })
 	}
 	if expire != session.Forever {
-		e.expiryTimer = b.env.Clock.AfterFunc(expire, func() { b.endSession(e, gen, nil) })
+		e.more().expiryTimer = b.env.Clock.AfterFunc(expire, func() { b.endSession(e, gen, nil) })
 	}
 }
 
@@ -1072,11 +1078,12 @@ func (b *Broker) afterDetach(e *entry, gen uint64, will *message.Message, delay,
 // [v5 MQTT-3.1.3-9].
 func (b *Broker) fireWill(e *entry, gen uint64, will *message.Message) {
 	e.mu.Lock()
-	if e.gen != gen || e.conn != nil || e.dead || e.willTimer == nil {
+	if e.gen != gen || e.conn != nil || e.dead || !e.hasWillTimer() {
 		e.mu.Unlock()
 		return
 	}
-	e.willTimer, e.pendingWill = nil, nil
+	e.x.willTimer, e.x.pendingWill = nil, nil
+	e.tidy()
 	e.s.WillPublished()
 	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
@@ -1096,8 +1103,8 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 		t.regMu.Unlock()
 		return
 	}
-	if e.willTimer != nil && will == nil {
-		will = e.pendingWill
+	if e.hasWillTimer() && will == nil {
+		will = e.x.pendingWill
 	}
 	e.stopTimers()
 	e.dead = true

@@ -377,12 +377,13 @@ func (b *Broker) rearm(e *entry, now time.Time) {
 	defer e.mu.Unlock()
 	if will != nil {
 		gen := e.gen
-		e.pendingWill = will
-		e.willTimer = b.env.Clock.AfterFunc(willIn, func() { b.fireWill(e, gen, will) })
+		x := e.more()
+		x.pendingWill = will
+		x.willTimer = b.env.Clock.AfterFunc(willIn, func() { b.fireWill(e, gen, will) })
 	}
 	if expireIn != session.Forever {
 		gen := e.gen
-		e.expiryTimer = b.env.Clock.AfterFunc(expireIn, func() { b.endSession(e, gen, nil) })
+		e.more().expiryTimer = b.env.Clock.AfterFunc(expireIn, func() { b.endSession(e, gen, nil) })
 	}
 }
 

@@ -293,7 +293,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 		full0 := e.s.Stats.DroppedQueueFull
 		out := session.DropOffline
 		if !e.dead {
-			if qos > 0 && (e.parked.Len() > 0 || !e.s.Room(msg.Size())) {
+			if qos > 0 && (e.nparked() > 0 || !e.s.Room(msg.Size())) {
 				// The subscriber's queue is full (or deliveries wait ahead of
 				// this one): hold the publisher's acknowledgement until there
 				// is room (backpressure.go), or drop as before.
@@ -302,7 +302,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 					e.mu.Unlock()
 					continue
 				}
-				if e.parked.Len() > 0 {
+				if e.nparked() > 0 {
 					// Never overtake what waits: dropped as if the queue were full.
 					e.s.Stats.DroppedQueueFull++
 					full := e.s.Stats.DroppedQueueFull
