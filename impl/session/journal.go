@@ -30,36 +30,39 @@ func (s *Session) durable() bool { return s.persist && s.expiry > 0 }
 
 // journal records op. A gating op holds the output written after it.
 func (s *Session) journal(op store.Op, gating bool) {
-	if s.epoch == nil {
-		s.epoch = new(store.Epoch)
+	j := s.more()
+	if j.epoch == nil {
+		j.epoch = new(store.Epoch)
 	}
-	op.Tenant, op.ClientID, op.Epoch = s.Tenant, s.ClientID, s.epoch
-	s.ops = append(s.ops, op)
+	op.Tenant, op.ClientID, op.Epoch = s.Tenant, s.ClientID, j.epoch
+	j.ops = append(j.ops, op)
 	switch op.Kind {
 	case store.PutSub, store.DeleteSub, store.PutSession, store.DeleteSession:
-		s.ordered = true
+		j.ordered = true
 	}
 	if op.Kind == store.DeleteSession {
 		// What the session journals from now on belongs to a new
 		// incarnation, which the removal does not end.
-		s.epoch = nil
+		j.epoch = nil
 	}
 	if !gating {
 		return
 	}
-	s.jseq++
-	if n := len(s.marks); n > 0 && s.marks[n-1].offset == len(s.out) {
-		s.marks[n-1].seq = s.jseq
+	j.jseq++
+	if n := len(j.marks); n > 0 && j.marks[n-1].offset == len(s.out) {
+		j.marks[n-1].seq = j.jseq
 		return
 	}
-	s.marks = append(s.marks, mark{seq: s.jseq, offset: len(s.out)})
+	j.marks = append(j.marks, mark{seq: j.jseq, offset: len(s.out)})
 }
 
 // releasable returns how many bytes of output may be written now.
 func (s *Session) releasable() int {
-	for _, m := range s.marks {
-		if m.seq > s.committed {
-			return m.offset
+	if j := s.x; j != nil {
+		for _, m := range j.marks {
+			if m.seq > j.committed {
+				return m.offset
+			}
 		}
 	}
 	return len(s.out)
@@ -81,7 +84,7 @@ func (s *Session) releasable() int {
 // never writes a queue entry's put after its removal (the removal marks
 // the record), and every other change of either waits for the client's
 // answer to output that waits for the first change.
-func (s *Session) MustCommitNow() bool { return s.ordered }
+func (s *Session) MustCommitNow() bool { return s.x != nil && s.x.ordered }
 
 // Span is the part of a session's journal that a set of ops covers: the
 // gating changes numbered Lo+1 to Hi (none when Hi == Lo). The broker
@@ -90,8 +93,12 @@ type Span struct{ Lo, Hi uint64 }
 
 // take hands out the gating changes journaled since the last take.
 func (s *Session) take() Span {
-	sp := Span{s.taken, s.jseq}
-	s.taken = s.jseq
+	j := s.x
+	if j == nil {
+		return Span{}
+	}
+	sp := Span{j.taken, j.jseq}
+	j.taken = j.jseq
 	return sp
 }
 
@@ -99,8 +106,11 @@ func (s *Session) take() Span {
 // of the journal they cover, for Committed once they are durable. The ops
 // are the caller's.
 func (s *Session) TakeOps() ([]store.Op, Span) {
-	ops := s.ops
-	s.ops, s.ordered = nil, false
+	if s.x == nil {
+		return nil, Span{}
+	}
+	ops := s.x.ops
+	s.x.ops, s.x.ordered = nil, false
 	return ops, s.take()
 }
 
@@ -110,12 +120,16 @@ func (s *Session) TakeOps() ([]store.Op, Span) {
 // routing of every persistent delivery an allocation. ok reports whether
 // there were any.
 func (s *Session) AppendOps(dst []store.Op) (out []store.Op, sp Span, ok bool) {
-	if len(s.ops) == 0 {
-		return dst, Span{s.taken, s.taken}, false
+	j := s.x
+	if j == nil {
+		return dst, Span{}, false
 	}
-	dst = append(dst, s.ops...)
-	clear(s.ops)
-	s.ops, s.ordered = s.ops[:0], false
+	if len(j.ops) == 0 {
+		return dst, Span{j.taken, j.taken}, false
+	}
+	dst = append(dst, j.ops...)
+	clear(j.ops)
+	j.ops, j.ordered = j.ops[:0], false
 	return dst, s.take(), true
 }
 
@@ -128,24 +142,25 @@ func (s *Session) Committed(sp Span) {
 	if sp.Hi <= sp.Lo {
 		return
 	}
-	s.done = append(s.done, sp)
-	for i := 0; i < len(s.done); {
-		if d := s.done[i]; d.Lo <= s.committed {
+	j := s.more()
+	j.done = append(j.done, sp)
+	for i := 0; i < len(j.done); {
+		if d := j.done[i]; d.Lo <= j.committed {
 			// It joins the durable prefix: the prefix grows, and spans
 			// seen before may join it now.
-			s.committed = max(s.committed, d.Hi)
-			s.done[i] = s.done[len(s.done)-1]
-			s.done = s.done[:len(s.done)-1]
+			j.committed = max(j.committed, d.Hi)
+			j.done[i] = j.done[len(j.done)-1]
+			j.done = j.done[:len(j.done)-1]
 			i = 0
 			continue
 		}
 		i++
 	}
 	i := 0
-	for i < len(s.marks) && s.marks[i].seq <= s.committed {
+	for i < len(j.marks) && j.marks[i].seq <= j.committed {
 		i++
 	}
-	s.marks = s.marks[i:]
+	j.marks = j.marks[i:]
 }
 
 // WillPublished records that the will the broker was holding for its delay

@@ -230,10 +230,11 @@ func (s *Session) unlink(d *delivery) {
 func (s *Session) writePublish(d *delivery, dup bool, now time.Time) bool {
 	cs := s.conn
 	m := d.msg
-	p := s.scratch
+	x := s.more()
+	p := x.scratch
 	if p == nil {
 		p = new(packet.Publish)
-		s.scratch = p
+		x.scratch = p
 	}
 	user := p.Properties.User
 	*p = packet.Publish{Dup: dup, QoS: d.qos, Retain: d.retain, Topic: m.Topic, PacketID: d.pid, Payload: m.Payload}
@@ -295,10 +296,11 @@ func (s *Session) writeAck(t packet.Type, pid uint16, code packet.ReasonCode) {
 	if s.conn == nil || s.conn.closed {
 		return
 	}
-	a := s.ack
+	x := s.more()
+	a := x.ack
 	if a == nil {
 		a = new(packet.Ack)
-		s.ack = a
+		x.ack = a
 	}
 	*a = packet.Ack{PacketType: t, PacketID: pid, ReasonCode: code, Properties: a.Properties}
 	a.Properties.Reset()

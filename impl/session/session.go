@@ -58,8 +58,21 @@ type Session struct {
 
 	// Journal (journal.go): changes the broker must make durable, and the
 	// output held until they are.
-	persist   bool // the broker has a durable store
-	stored    bool // a record of the session is in the store
+	persist bool // the broker has a durable store
+	stored  bool // a record of the session is in the store
+
+	// Stats counts what the session dropped and why. The broker reads it.
+	Stats Stats
+
+	// x holds the journal and the scratch of a session that used them, made
+	// on first use: a session that never journals nor sends is smaller.
+	x *sessionMore
+}
+
+// sessionMore is the part of a Session made on first use.
+type sessionMore struct {
+	// Journal (journal.go): changes the broker must make durable, and the
+	// output held until they are.
 	ops       []store.Op
 	ordered   bool         // ops holds a change the broker commits at once (MustCommitNow)
 	epoch     *store.Epoch // the incarnation the journal's ops belong to (store.Op.Epoch)
@@ -69,14 +82,19 @@ type Session struct {
 	done      []Span       // durable spans beyond committed (commits finish out of order)
 	marks     []mark
 
-	// Stats counts what the session dropped and why. The broker reads it.
-	Stats Stats
-
 	ctl *Result // the Result of Kick and Detach, which other goroutines may call; made when first needed
 	// scratch and ack are reused to encode PUBLISH and acknowledgement
 	// packets; made when first needed (an idle session needs neither).
 	scratch *packet.Publish
 	ack     *packet.Ack
+}
+
+// more returns s.x, made on first use.
+func (s *Session) more() *sessionMore {
+	if s.x == nil {
+		s.x = new(sessionMore)
+	}
+	return s.x
 }
 
 // Stats counts dropped messages by cause.
@@ -233,12 +251,13 @@ func (s *Session) subscriptions() *btree.Map[string, topic.Options] {
 
 // control returns the Result of Kick and Detach, emptied.
 func (s *Session) control() *Result {
-	if s.ctl == nil {
-		s.ctl = new(Result)
+	x := s.more()
+	if x.ctl == nil {
+		x.ctl = new(Result)
 	} else {
-		*s.ctl = Result{}
+		*x.ctl = Result{}
 	}
-	return s.ctl
+	return x.ctl
 }
 
 // Queued returns the number of messages not yet sent and of messages sent
@@ -261,8 +280,10 @@ func (s *Session) TakeOutput(spare []byte, now time.Time) []byte {
 	// Holds count from the start of the buffer: the n bytes taken leave
 	// it. A hold at the very end (n == len(out): a gating change with no
 	// output after it yet) moves to the start of the next buffer.
-	for i := range s.marks {
-		s.marks[i].offset -= n
+	if s.x != nil {
+		for i := range s.x.marks {
+			s.x.marks[i].offset -= n
+		}
 	}
 	if n == len(out) {
 		s.out = spare[:0]
@@ -456,7 +477,9 @@ func (s *Session) Detach(now time.Time) *Result {
 	}
 	s.conn = nil
 	s.out = s.out[:0]
-	s.marks = s.marks[:0]
+	if s.x != nil {
+		s.x.marks = s.x.marks[:0]
+	}
 	s.offline = now
 	// QoS 0 messages have no retransmission; they are not kept for an
 	// absent client. QoS 1/2 deliveries stay queued or inflight.
