@@ -192,7 +192,8 @@ func (b *Broker) listenerInfo(info *ConnInfo) *listenerInfo {
 	if li := b.listeners[k]; li != nil {
 		return li
 	}
-	li := &k
+	li := new(listenerInfo)
+	*li = k
 	if len(b.listeners) < maxListenerInfos {
 		if b.listeners == nil {
 			b.listeners = map[listenerInfo]*listenerInfo{}
@@ -549,8 +550,11 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	}
 	// An acknowledgement from the client may have made room for
 	// deliveries parked on this session (backpressure.go).
-	rs := c.scratch()
-	rel, _ := c.b.unparkLocked(e, &at, rs.rel)
+	var scratch []*heldAck
+	if c.rs != nil {
+		scratch = c.rs.rel
+	}
+	rel, _ := c.b.unparkLocked(e, &at, scratch)
 	if len(rel) == 0 && !e.s.MustCommitNow() {
 		// What the packet journaled (an acknowledged delivery's removal, a
 		// QoS 2 step) stays in the session's journal: Output, which the
@@ -571,7 +575,9 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	ops, span := e.s.TakeOps()
 	e.mu.Unlock()
 	c.b.settle(e, ops, span, rel)
-	rs.rel = clearAcks(rel)
+	if cap(rel) > 0 {
+		c.scratch().rel = clearAcks(rel)
+	}
 	if closing {
 		c.markClosing()
 	}
