@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
@@ -47,15 +48,40 @@ const (
 
 // connection is the runtime side of one client connection.
 type connection struct {
-	s  *Server
-	nc net.Conn
-	c  *broker.Conn
-	r  frameReader
+	s *Server
+	c *broker.Conn
+	r frameReader // r.nc is the transport (nil while detached)
 
-	state atomic.Uint32
+	lis *listenerLog
 	// exited is made by the reader before it sets writerStop; a writer that
 	// sees writerStop when it ends signals it.
 	exited chan struct{}
+	// spare is the output buffer the next writer hands to the broker
+	// (double buffering); only the running writer, or the reader once the
+	// writer is stopped, touches it.
+	spare []byte
+
+	// Parking (readers only, in turn). ctlFn is the callback of
+	// syscall.RawConn.Control: it registers the socket in the parker's
+	// epoll set, or duplicates it when ctlDup (parker_linux.go).
+	ctlFn  func(fd uintptr)
+	ctlErr syscall.Errno
+	// deadline is the keep-alive deadline in force, as time since the
+	// server started (monotonic; 0: none).
+	deadline time.Duration
+
+	// Detaching (parker_linux.go): a parked TCP connection may give up its
+	// net.Conn (r.nc is nil) and keep a bare duplicate descriptor, pfd. dmu
+	// guards the switch, r.nc against it, and closeAsked (the transport is
+	// to be closed: the next attach closes pfd instead).
+	dmu sync.Mutex
+
+	state atomic.Uint32
+	park  atomic.Uint32
+	fd    int32 // the socket, once parked
+	due   int32 // 1 + its place in the parker's deadline heap (0: not in it)
+	pfd   int32
+
 	// tcpKeepAlive is set once TCP keep-alive has been turned on.
 	tcpKeepAlive bool
 	// counted: the connection holds a count of the server's WaitGroup,
@@ -64,31 +90,15 @@ type connection struct {
 	// started is set once the first byte was looked at (garbage.go),
 	// handled once the first packet was handled.
 	started, handled bool
-	lis              *listenerLog
-
-	// Parking (readers only, in turn).
-	park       atomic.Uint32
-	deadline   time.Time // keep-alive deadline in force (zero: none)
-	fd         int32     // the socket, once parked
-	due        int32     // 1 + its place in the parker's deadline heap (0: not in it)
-	registered bool      // the socket is in the parker's epoll set
-	ctlFn      func(fd uintptr)
-	ctlErr     error
-
-	// Detaching (parker_linux.go): a parked TCP connection may give up its
-	// net.Conn (nc and r's are nil) and keep a bare duplicate descriptor,
-	// pfd. dmu guards the switch, nc against it, and closeAsked (the
-	// transport is to be closed: the next attach closes pfd instead).
-	dmu        sync.Mutex
-	pfd        int32
-	detached   bool
-	closeAsked bool
-	dupFn      func(fd uintptr)
-	// spare is the output buffer the next writer hands to the broker
-	// (double buffering); only the running writer, or the reader once the
-	// writer is stopped, touches it.
-	spare []byte
+	registered       bool // the socket is in the parker's epoll set
+	detached         bool
+	closeAsked       bool
+	ctlDup           bool
 }
+
+// deadlineAt returns the keep-alive deadline as a time (valid when
+// cn.deadline is not 0).
+func (cn *connection) deadlineAt() time.Time { return cn.s.started.Add(cn.deadline) }
 
 // maxSpare bounds the output buffer a connection keeps between writes.
 const maxSpare = 256 << 10
@@ -130,7 +140,7 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 	}
 	info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: remote, CertSubject: cert,
 		Redirect: lc.Redirect, Moved: lc.Moved, IdleEndsBatch: true} // readLoop and finish call Idle
-	cn := &connection{s: s, nc: nc, pfd: -1}
+	cn := &connection{s: s, pfd: -1}
 	cn.r.init(nc, s.bufs, s.cfg.Broker.MaxPacketSize)
 	cn.c = s.b.NewConn(info, cn.wakeUp)
 	s.mu.Lock()
@@ -161,8 +171,8 @@ func (s *Server) finish(cn *connection) {
 		}
 	}
 	cn.spare = nil
-	if cn.nc != nil {
-		cn.nc.Close()
+	if cn.r.nc != nil {
+		cn.r.nc.Close()
 	}
 	cn.c.Closed()
 	if cn.registered {
@@ -254,7 +264,7 @@ func isControl(t packet.Type) bool {
 //
 //go:noinline
 func (s *Server) park(cn *connection) bool {
-	if !cn.deadline.IsZero() && time.Until(cn.deadline) < time.Millisecond {
+	if cn.deadline != 0 && time.Until(cn.deadlineAt()) < time.Millisecond {
 		return false // about to time out: the runtime's poller says when
 	}
 	cn.park.Store(parking)
@@ -311,18 +321,15 @@ func (s *Server) resume(cn *connection) {
 func (cn *connection) closeTransport() {
 	cn.dmu.Lock()
 	cn.closeAsked = true
-	if cn.nc != nil {
-		cn.nc.Close()
+	if cn.r.nc != nil {
+		cn.r.nc.Close()
 	} // detached: the reader that unpark starts closes the descriptor
 	cn.dmu.Unlock()
 	cn.unpark()
 }
 
 // setConn makes nc the connection's transport (nil: none, while detached).
-func (cn *connection) setConn(nc net.Conn) {
-	cn.nc = nc
-	cn.r.setConn(nc)
-}
+func (cn *connection) setConn(nc net.Conn) { cn.r.setConn(nc) }
 
 // batchDone runs when everything read has been handled: inbound bandwidth
 // limits push back by not reading; a writer sends what the batch produced;
@@ -337,16 +344,16 @@ func (s *Server) batchDone(cn *connection, read int) {
 	}
 	cn.flush()
 	if ka := cn.c.KeepAlive(); ka > 0 {
-		cn.deadline = time.Now().Add(ka)
-		_ = cn.nc.SetReadDeadline(cn.deadline)
+		cn.deadline = max(time.Since(s.started)+ka, 1)
+		_ = cn.r.nc.SetReadDeadline(cn.deadlineAt())
 	} else {
-		cn.deadline = time.Time{}
-		_ = cn.nc.SetReadDeadline(time.Time{})
+		cn.deadline = 0
+		_ = cn.r.nc.SetReadDeadline(time.Time{})
 		if !cn.tcpKeepAlive {
 			// Without MQTT keep alive, TCP keep-alive (Go's defaults) finds a
 			// peer that vanished. (TCP listeners accept without it.)
 			cn.tcpKeepAlive = true
-			if tc, ok := cn.nc.(*net.TCPConn); ok {
+			if tc, ok := cn.r.nc.(*net.TCPConn); ok {
 				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 			}
 		}
@@ -507,7 +514,7 @@ func (cn *connection) write(out []byte) bool {
 	var nc net.Conn
 	rest := out
 	if cn.s.parker == nil {
-		nc = cn.nc
+		nc = cn.r.nc
 	} else {
 		// The connection may be detached (parked): write to its descriptor,
 		// which attaches it when the socket does not take everything.
@@ -518,7 +525,7 @@ func (cn *connection) write(out []byte) bool {
 			n, err = cn.s.parker.writeDetached(cn, out)
 			rest = out[n:]
 		}
-		nc = cn.nc
+		nc = cn.r.nc
 		cn.dmu.Unlock()
 		if err == nil && nc == nil && len(rest) > 0 {
 			err = net.ErrClosed

@@ -56,21 +56,46 @@ func (p *parker) add(cn *connection) bool {
 		_ = p.attachLocked(cn, false) // the reader goes on with the socket
 		return false
 	}
-	if cn.ctlFn == nil {
-		cn.ctlFn = cn.register // one closure per connection, not per park
-	}
-	cn.ctlErr = nil
-	if err := cn.r.raw.Control(cn.ctlFn); err != nil || cn.ctlErr != nil {
+	if cn.control(false) != nil {
 		p.remove(cn)
 		return false
 	}
 	return true
 }
 
-// register is the callback of syscall.RawConn.Control, in which the
-// descriptor cannot be closed: it arms cn's socket.
+// control runs cn.ctlFn (register, or dup when dup) on cn's descriptor.
+func (cn *connection) control(dup bool) error {
+	if cn.ctlFn == nil {
+		cn.ctlFn = cn.controlFn // one closure per connection, not per park
+	}
+	cn.ctlDup, cn.ctlErr = dup, 0
+	if err := cn.r.raw.Control(cn.ctlFn); err != nil {
+		return err
+	}
+	if cn.ctlErr != 0 {
+		return cn.ctlErr
+	}
+	return nil
+}
+
+// controlFn is the callback of syscall.RawConn.Control, in which the
+// descriptor cannot be closed.
+func (cn *connection) controlFn(fd uintptr) {
+	if cn.ctlDup {
+		cn.dup(fd)
+	} else {
+		cn.register(fd)
+	}
+}
+
+// register arms cn's socket.
 func (cn *connection) register(fd uintptr) {
-	cn.ctlErr = cn.s.parker.arm(cn, int(fd))
+	if err := cn.s.parker.arm(cn, int(fd)); err != nil {
+		cn.ctlErr = syscall.EINVAL
+		if errno, ok := err.(syscall.Errno); ok {
+			cn.ctlErr = errno
+		}
+	}
 }
 
 // arm puts cn in the table under fd and arms fd for one readiness event.
@@ -78,7 +103,7 @@ func (p *parker) arm(cn *connection, fd int) error {
 	cn.fd = int32(fd)
 	p.mu.Lock()
 	p.conns[cn.fd] = cn
-	if !cn.deadline.IsZero() && cn.due == 0 {
+	if cn.deadline != 0 && cn.due == 0 {
 		p.push(cn)
 	}
 	p.mu.Unlock()
@@ -120,11 +145,7 @@ func (p *parker) detach(cn *connection) bool {
 	if cn.detached || cn.closeAsked || cn.state.Load()&writerRunning != 0 {
 		return false
 	}
-	if cn.dupFn == nil {
-		cn.dupFn = cn.dup // one closure per connection, not per park
-	}
-	cn.ctlErr = nil
-	if err := cn.r.raw.Control(cn.dupFn); err != nil || cn.ctlErr != nil {
+	if cn.control(true) != nil {
 		return false
 	}
 	if cn.registered {
@@ -134,7 +155,7 @@ func (p *parker) detach(cn *connection) bool {
 		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(cn.fd), nil)
 		cn.registered = false
 	}
-	cn.nc.Close()
+	cn.r.nc.Close()
 	cn.setConn(nil)
 	cn.detached = true
 	return true
@@ -148,7 +169,7 @@ func (cn *connection) dup(fd uintptr) {
 			continue
 		}
 		if errno != 0 {
-			cn.ctlErr = os.NewSyscallError("fcntl", errno)
+			cn.ctlErr = errno
 			return
 		}
 		cn.pfd = int32(nfd)
@@ -193,15 +214,11 @@ func (p *parker) attachLocked(cn *connection, rearm bool) error {
 		return err
 	}
 	cn.setConn(nc)
-	if !cn.deadline.IsZero() {
-		_ = nc.SetReadDeadline(cn.deadline) // keep alive, as before parking
+	if cn.deadline != 0 {
+		_ = nc.SetReadDeadline(cn.deadlineAt()) // keep alive, as before parking
 	}
 	if rearm {
-		if cn.ctlFn == nil {
-			cn.ctlFn = cn.register
-		}
-		cn.ctlErr = nil
-		if err := cn.r.raw.Control(cn.ctlFn); err == nil && cn.ctlErr == nil {
+		if cn.control(false) == nil {
 			return nil
 		}
 		// Not armed: resume a reader, as if the socket were readable.
@@ -257,7 +274,7 @@ func (p *parker) push(cn *connection) {
 	if p.due[0] != cn || p.closed {
 		return
 	}
-	if d := time.Until(cn.deadline); p.timer == nil {
+	if d := time.Until(cn.deadlineAt()); p.timer == nil {
 		p.timer = time.AfterFunc(d, p.expire)
 	} else {
 		p.timer.Reset(d)
@@ -278,7 +295,7 @@ func (p *parker) drop(i int) {
 type dueHeap []*connection
 
 func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h dueHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
 func (h dueHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].due, h[j].due = int32(i+1), int32(j+1)
@@ -305,13 +322,13 @@ func (p *parker) expire() {
 	now := time.Now()
 	var ready []*connection
 	p.mu.Lock()
-	for len(p.due) > 0 && !p.due[0].deadline.After(now) {
+	for len(p.due) > 0 && !p.due[0].deadlineAt().After(now) {
 		cn := p.due[0]
 		p.drop(0)
 		ready = append(ready, cn)
 	}
 	if len(p.due) > 0 && !p.closed {
-		p.timer.Reset(time.Until(p.due[0].deadline))
+		p.timer.Reset(time.Until(p.due[0].deadlineAt()))
 	}
 	p.mu.Unlock()
 	for _, cn := range ready {
