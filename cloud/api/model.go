@@ -235,6 +235,10 @@ type DeviceSpec struct {
 	Model          string                     `json:"model"`
 	Desired        map[string]json.RawMessage `json:"desired,omitempty"`
 	DesiredVersion uint64                     `json:"desired_version"`
+	// Properties are the model's (the gateway checks reports and maps
+	// registers with them); Modbus is the device's endpoint, if it has one.
+	Properties []Property      `json:"properties,omitempty"`
+	Modbus     *ModbusEndpoint `json:"modbus,omitempty"`
 }
 
 // Desired is a node's desired state: the document the cloud sends and
@@ -612,6 +616,10 @@ type Property struct {
 	// Writable properties can be set from the cloud (desired values).
 	Writable bool   `json:"writable,omitempty"`
 	Unit     string `json:"unit,omitempty"`
+	// Modbus maps the property to a register or a bit of a Modbus TCP
+	// device (devices of the model with a Modbus endpoint are polled by
+	// their node's gateway; properties without a point are not read).
+	Modbus *ModbusPoint `json:"modbus,omitempty"`
 }
 
 // DeviceModel is a kind of device: its properties.
@@ -639,6 +647,11 @@ func (m *DeviceModel) Validate() error {
 		case PropInt, PropFloat, PropBool, PropString:
 		default:
 			errs = append(errs, fmt.Errorf("properties[%d].type: %q: int, float, bool or string", i, p.Type))
+		}
+		if p.Modbus != nil {
+			if err := p.Modbus.Validate(&m.Properties[i]); err != nil {
+				errs = append(errs, fmt.Errorf("properties[%d].modbus: %w", i, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -683,6 +696,10 @@ type Device struct {
 	Name  string `json:"name"`
 	Model string `json:"model"`
 	Node  string `json:"node"`
+	// Modbus: the device is a Modbus TCP server that its node's gateway
+	// polls (its model maps the registers); without it the device speaks
+	// MQTT to the node's local broker.
+	Modbus *ModbusEndpoint `json:"modbus,omitempty"`
 }
 
 // Shadow is a device's shadow: the property values the cloud wants

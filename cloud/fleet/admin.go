@@ -469,6 +469,21 @@ func (f *Fleet) PutDeviceModel(m api.DeviceModel, now time.Time) error {
 	f.models.Set(m.Name, &cp)
 	t.b.Put(keyModel+m.Name, &m)
 	t.event("devicemodel.put", "", "", "", m.Name)
+	// The model travels with its devices to their nodes.
+	var affected []*nodeRec
+	seen := map[string]bool{}
+	for _, d := range f.devices.Values() {
+		if d.Model != m.Name || seen[d.Node] {
+			continue
+		}
+		seen[d.Node] = true
+		if n, ok := f.nodes.Get(d.Node); ok {
+			affected = append(affected, n)
+		}
+	}
+	if err := f.recompute(t, affected); err != nil {
+		return t.abort(err)
+	}
 	return t.commit()
 }
 
@@ -499,7 +514,7 @@ func (f *Fleet) DeviceModels() []api.DeviceModel {
 
 // PutDevice creates or updates a device (bound to a node).
 func (f *Fleet) PutDevice(d api.Device, now time.Time) error {
-	if err := api.ValidName(d.Name); err != nil {
+	if err := d.Validate(); err != nil {
 		return invalid(err)
 	}
 	if _, ok := f.models.Get(d.Model); !ok {
