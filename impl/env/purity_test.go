@@ -28,11 +28,12 @@ var runtimePackages = []string{
 	"impl/console/browsertest", // test infrastructure: a headless browser process, screenshot files
 
 	// Edge and cloud runtimes (docs/EDGE.md).
-	"cloud/link",    // the MQTT link (paho autopaho) of the cloud and of edge agents
-	"cloud/service", // skybridge-cloud: API server, embedded broker, timers
-	"edge/runner",   // app processes, health probes, logs, rlimits and cgroups
-	"edge/service",  // skybridge-edge: timers, link, HTTPS calls, local broker, /proc samples
-	"edge/demo",     // the demo's heartbeat app (a program, not core)
+	"cloud/link",     // the MQTT link (paho autopaho) of the cloud and of edge agents
+	"cloud/service",  // skybridge-cloud: API server, embedded broker, timers
+	"edge/runner",    // app processes, health probes, logs, rlimits and cgroups
+	"edge/modbustcp", // the device gateway's Modbus TCP connections and workers (and its test server)
+	"edge/service",   // skybridge-edge: timers, link, HTTPS calls, local broker, /proc samples
+	"edge/demo",      // the demo's heartbeat app (a program, not core)
 }
 
 // bannedCalls lists package-level functions the core must not call, by import path.
