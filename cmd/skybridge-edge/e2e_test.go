@@ -80,11 +80,20 @@ type proc struct {
 
 func start(t *testing.T, logPath string, name string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, logPath, name, args...)
+}
+
+// startEnv starts a process with env added to the test's environment.
+func startEnv(t *testing.T, env []string, logPath string, name string, args ...string) *proc {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
