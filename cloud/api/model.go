@@ -330,6 +330,39 @@ type Status struct {
 	Outbox         OutboxStats `json:"outbox"`
 	CertExpires    time.Time   `json:"cert_expires,omitzero"`
 	Boot           time.Time   `json:"boot,omitzero"` // when the agent started
+	// Devices are the gateway's devices (state and reason), Gateway its
+	// counters (absent on a node without devices).
+	Devices []DeviceState `json:"devices,omitempty"`
+	Gateway *GatewayStats `json:"gateway,omitempty"`
+}
+
+// DeviceState is a device as its node's gateway sees it: "ok",
+// "connecting", "failing" (Reason says why; Failures in a row), "invalid"
+// (its model or endpoint cannot be used) or "mqtt" (an MQTT device).
+type DeviceState struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Failures int    `json:"failures,omitempty"`
+}
+
+// GatewayStats are a node's device gateway counters since the agent
+// started.
+type GatewayStats struct {
+	Polls          uint64 `json:"polls"`
+	PollFailures   uint64 `json:"poll_failures"`
+	Timeouts       uint64 `json:"timeouts,omitempty"`
+	ReadErrors     uint64 `json:"read_errors,omitempty"`   // blocks a device refused
+	DecodeErrors   uint64 `json:"decode_errors,omitempty"` // values that could not be decoded
+	Writes         uint64 `json:"writes"`
+	WriteFailures  uint64 `json:"write_failures,omitempty"`
+	WritesRefused  uint64 `json:"writes_refused,omitempty"` // desired values that cannot be written
+	Reports        uint64 `json:"reports"`
+	ReportsDropped uint64 `json:"reports_dropped,omitempty"`
+	MQTTReports    uint64 `json:"mqtt_reports,omitempty"`
+	MQTTRefused    uint64 `json:"mqtt_refused,omitempty"`
+	MQTTDropped    uint64 `json:"mqtt_props_dropped,omitempty"`
+	QueueDropped   uint64 `json:"queue_dropped,omitempty"` // Modbus operations refused by a full queue
 }
 
 // EdgeEvent is something that happened on a node (an app exited, a

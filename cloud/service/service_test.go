@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -409,4 +410,21 @@ func TestModbusDeviceInProcess(t *testing.T) {
 	if len(devs) != 1 || devs[0].State != "ok" || stats.Writes != 1 || stats.Polls < 3 {
 		t.Fatalf("gateway: %+v %+v", devs, stats)
 	}
+	// A device that does not answer: the node's status says which and why.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := ln.Addr().String()
+	ln.Close()
+	c.must("PUT", "/v1/devices/th2", api.Device{Model: "thermostat", Node: "n1",
+		Modbus: &api.ModbusEndpoint{Address: gone, Poll: api.Duration(100 * time.Millisecond), Timeout: api.Duration(time.Second)}}, nil)
+	var n api.Node
+	eventually(t, 20*time.Second, "the devices' states in the node's status", func() bool {
+		c.must("GET", "/v1/nodes/n1", nil, &n)
+		st := n.Status
+		return st != nil && st.Gateway != nil && st.Gateway.Writes == 1 && len(st.Devices) == 2 &&
+			st.Devices[0] == api.DeviceState{Name: "th1", State: "ok"} &&
+			st.Devices[1].State == "failing" && strings.Contains(st.Devices[1].Reason, "connect "+gone)
+	})
 }

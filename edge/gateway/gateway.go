@@ -104,15 +104,6 @@ type Stats struct {
 	DevicesRefused, ConfigureChanges uint64
 }
 
-// DeviceStatus is one device as the gateway sees it.
-type DeviceStatus struct {
-	Name     string `json:"name"`
-	Modbus   bool   `json:"modbus,omitempty"`
-	State    string `json:"state"` // "ok", "connecting", "failing", "invalid", "mqtt"
-	Reason   string `json:"reason,omitempty"`
-	Failures int    `json:"failures,omitempty"`
-}
-
 // device states.
 const (
 	stConnecting = "connecting"
@@ -171,14 +162,23 @@ func (g *Gateway) Ready() Ready {
 	return r
 }
 
-// Devices returns every device's status, in name order.
-func (g *Gateway) Devices() []DeviceStatus {
-	out := make([]DeviceStatus, 0, len(g.names))
+// Devices returns every device's state, in name order.
+func (g *Gateway) Devices() []api.DeviceState {
+	out := make([]api.DeviceState, 0, len(g.names))
 	for _, n := range g.names {
 		d := g.devices[n]
-		out = append(out, DeviceStatus{Name: n, Modbus: d.spec.Modbus != nil, State: d.state, Reason: d.reason, Failures: d.failures})
+		out = append(out, api.DeviceState{Name: n, State: d.state, Reason: d.reason, Failures: d.failures})
 	}
 	return out
+}
+
+// APIStats returns the counters as the node reports them.
+func (g *Gateway) APIStats() api.GatewayStats {
+	s := g.stats
+	return api.GatewayStats{Polls: s.Polls, PollFailures: s.PollFailures, Timeouts: s.Timeouts, ReadErrors: s.ReadErrors,
+		DecodeErrors: s.DecodeErrors, Writes: s.Writes, WriteFailures: s.WriteFailures, WritesRefused: s.WritesRefused,
+		Reports: s.Reports, ReportsDropped: s.ReportsDropped, MQTTReports: s.MQTTReports, MQTTRefused: s.MQTTRefused,
+		MQTTDropped: s.MQTTPropsDropped}
 }
 
 // Configure sets the node's devices (its desired state's, sorted or not).

@@ -320,8 +320,8 @@ func TestConfigureChanges(t *testing.T) {
 	if ops := g.Ready().Ops; len(ops) != 1 || ops[0].Device != "m2" || ops[0].Endpoint.Address != "10.0.0.9:502" {
 		t.Fatalf("ops %+v", ops)
 	}
-	if diff := cmp.Diff([]DeviceStatus{{Name: "m2", Modbus: true, State: "connecting"},
-		{Name: "m3", Modbus: true, State: "invalid", Reason: `model: properties[0].modbus: type "int12": bool, int16, uint16, int32, uint32, int64, uint64, float32, float64 or string`}}, g.Devices()); diff != "" {
+	if diff := cmp.Diff([]api.DeviceState{{Name: "m2", State: "connecting"},
+		{Name: "m3", State: "invalid", Reason: `model: properties[0].modbus: type "int12": bool, int16, uint16, int32, uint32, int64, uint64, float32, float64 or string`}}, g.Devices()); diff != "" {
 		t.Fatalf("devices (-want +got):\n%s", diff)
 	}
 }

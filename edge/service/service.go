@@ -484,6 +484,7 @@ func (s *Service) observe() {
 		usage := s.sys.usage()
 		apps := s.run.Usage()
 		s.with(func(a *agent.Agent) { a.Observe(s.sys.info(s.cfg.Version), usage, apps) })
+		s.observeDevices()
 		select {
 		case <-s.done:
 			return
@@ -567,6 +568,9 @@ func (s *Service) devices() {
 		for _, e := range r.Events {
 			s.log.Info("edge: device", "device", e.Device, "msg", e.Message)
 		}
+		if len(r.Events) > 0 || len(r.Reports) > 0 {
+			s.observeDevices() // a device changed state: the next status says so
+		}
 		for _, name := range r.Close {
 			s.modbus.Close(name)
 		}
@@ -597,8 +601,18 @@ func (s *Service) devices() {
 
 // Devices returns the gateway's view of the node's devices, and its
 // counters.
-func (s *Service) Devices() ([]gateway.DeviceStatus, gateway.Stats) {
+func (s *Service) Devices() ([]api.DeviceState, gateway.Stats) {
 	s.gwMu.Lock()
 	defer s.gwMu.Unlock()
 	return s.dev.Devices(), s.dev.Stats()
+}
+
+// observeDevices hands the gateway's view to the agent for its status
+// reports.
+func (s *Service) observeDevices() {
+	s.gwMu.Lock()
+	devs, stats := s.dev.Devices(), s.dev.APIStats()
+	s.gwMu.Unlock()
+	stats.QueueDropped = s.modbus.Stats().Dropped
+	s.with(func(a *agent.Agent) { a.ObserveDevices(devs, stats, time.Now()) })
 }
