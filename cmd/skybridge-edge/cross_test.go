@@ -282,8 +282,9 @@ func TestCrossEndToEnd(t *testing.T) {
 		if nd.Outbox.Gaps != 0 || nd.Outbox.Applied <= before[n.name] {
 			t.Errorf("%s: outbox cursor %+v (before the cut: %d applied)", n.name, nd.Outbox, before[n.name])
 		}
-		t.Logf("%s (%s under %s): outbox cursor %+v; agent process RSS %d kB (peak %d kB), qemu included",
-			n.name, n.tg.name, n.tg.qemu, nd.Outbox, procStatus(n.p.cmd.Process.Pid, "VmRSS"), procStatus(n.p.cmd.Process.Pid, "VmHWM"))
+		pid := n.p.cmd.Process.Pid
+		t.Logf("%s (%s under %s): outbox cursor %+v; RSS %d kB with qemu (peak %d kB), the guest's own %d kB (-1: a 64-bit guest, not told apart)",
+			n.name, n.tg.name, n.tg.qemu, nd.Outbox, procStatus(pid, "VmRSS"), procStatus(pid, "VmHWM"), guestRSS(pid, bin[n.tg.name]))
 	}
 	t.Logf("cross end to end in %v", time.Since(started).Round(time.Millisecond))
 }

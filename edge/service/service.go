@@ -578,12 +578,7 @@ func (s *Service) devices() {
 			s.modbus.Submit(op)
 		}
 		if len(r.Reports) > 0 {
-			s.with(func(a *agent.Agent) {
-				now := time.Now()
-				for _, rep := range r.Reports {
-					a.DeviceReported(rep, now)
-				}
-			})
+			s.with(func(a *agent.Agent) { a.DevicesReported(r.Reports, time.Now()) }) // one sync for all
 		}
 		wait := time.Minute
 		if !next.IsZero() {
