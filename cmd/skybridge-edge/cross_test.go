@@ -79,7 +79,7 @@ var crossBins struct {
 
 // crossEdge returns the edge agent for a target: the release binary of
 // SKYBRIDGE_RELEASE_DIR (make cross-e2e tests what make release wrote),
-// or one built here the same way (static, stripped).
+// or one built here (static, stripped).
 func crossEdge(t *testing.T, tg target) string {
 	t.Helper()
 	if dir := os.Getenv("SKYBRIDGE_RELEASE_DIR"); dir != "" {
@@ -95,7 +95,9 @@ func crossEdge(t *testing.T, tg target) string {
 		return p
 	}
 	p := filepath.Join(bins.dir, "skybridge-edge-linux-"+tg.name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", p, ".")
+	// Stripped as released; without -trimpath, so that the packages
+	// compiled for the target are shared with make cross-test's.
+	cmd := exec.Command("go", "build", "-ldflags=-s -w", "-o", p, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+tg.goarch, "GOARM="+tg.goarm, "GOMIPS="+tg.gomips)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build for %s: %v\n%s", tg.name, err, out)
