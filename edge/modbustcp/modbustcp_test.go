@@ -161,7 +161,10 @@ func TestAgainstServer(t *testing.T) {
 	}
 	defer srv2.Stop()
 	srv2.SetInput(1, 0, 99)
-	r.until(t, "the device back", func() bool { return r.latest("m1", "temp") == "9.9" && r.g.Devices()[0].State == "ok" })
+	r.until(t, "the devices back", func() bool {
+		d := r.g.Devices()
+		return r.latest("m1", "temp") == "9.9" && d[0].State == "ok" && d[1].State == "ok"
+	})
 	if st := r.d.Stats(); st.Dials < 4 { // two devices, each connected again
 		t.Fatalf("driver stats %+v: want new connections after the failure", st)
 	}
