@@ -503,7 +503,8 @@ func (g *Gateway) WriteDone(device string, id uint64, err error, now time.Time) 
 	if err != nil {
 		g.stats.WriteFailures++
 		var r *Refused
-		if errors.As(err, &r) {
+		if errors.As(err, &r) { // the device answered: it is reachable
+			g.succeed(d)
 			g.event(device, fmt.Sprintf("desired %s not written: %v", k, err))
 			delete(d.writes, k)
 		} else {

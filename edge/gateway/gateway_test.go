@@ -278,13 +278,22 @@ func TestRefusedWrite(t *testing.T) {
 	g.Configure([]api.DeviceSpec{meter("m1", 1, props("setpoint", "1"))}, t0)
 	g.Tick(t0)
 	op := g.Ready().Ops[0]
-	g.WriteDone("m1", op.ID, &Refused{Reason: "illegal data value"}, t0)
-	g.Tick(t0)
+	g.WriteDone("m1", op.ID, errors.New("connection reset"), t0)
+	g.Ready()
+	now := g.NextDeadline()
+	g.Tick(now)
+	op = g.Ready().Ops[0]
+	// The device answers, with a refusal: reachable again, the write given up.
+	g.WriteDone("m1", op.ID, &Refused{Reason: "illegal data value"}, now)
+	if st := g.Devices()[0]; st.State != "ok" {
+		t.Fatalf("after a refusal the device is %+v, want ok", st)
+	}
+	g.Tick(now)
 	r := g.Ready()
 	if len(r.Ops) != 1 || r.Ops[0].Write != nil {
 		t.Fatalf("after a refusal: %+v, want a poll", r.Ops)
 	}
-	if diff := cmp.Diff([]Event{{"m1", "desired setpoint not written: refused by the device: illegal data value"}}, r.Events); diff != "" {
+	if diff := cmp.Diff([]Event{{"m1", "reachable again"}, {"m1", "desired setpoint not written: refused by the device: illegal data value"}}, r.Events); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}
 }
