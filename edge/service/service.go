@@ -115,10 +115,6 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: log, sem: make(chan struct{}, 2), wake: make(chan struct{}, 1), done: make(chan struct{}),
 		devWake: make(chan struct{}, 1), dev: gateway.New(cfg.Gateway)}
-	mc := cfg.Modbus
-	mc.Logger = log
-	mc.Done = s.modbusDone
-	s.modbus = modbustcp.New(mc)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sys = newSampler(cfg.DataDir)
 	ac := cfg.Agent
@@ -135,6 +131,10 @@ func Start(cfg Config) (*Service, error) {
 		_ = a.Close()
 		return nil, err
 	}
+	mc := cfg.Modbus
+	mc.Logger = log
+	mc.Done = s.modbusDone
+	s.modbus = modbustcp.New(mc) // from here on, Close stops it
 	if !a.Activated() {
 		if cfg.Join == "" {
 			s.Close()
