@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -709,8 +710,21 @@ func (p *Property) CheckValue(v json.RawMessage) error {
 	ok := false
 	switch p.Type {
 	case PropInt:
+		// An integer of int64's range: exact digits (a float64 cannot
+		// tell 9223372036854775600 from 2^63), or an integral number
+		// such as 1e3.
 		f, isNum := x.(float64)
-		ok = isNum && f == float64(int64(f))
+		if !isNum {
+			break
+		}
+		var n json.Number
+		if json.Unmarshal(v, &n) == nil {
+			if _, err := n.Int64(); err == nil {
+				ok = true
+				break
+			}
+		}
+		ok = f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63
 	case PropFloat:
 		_, ok = x.(float64)
 	case PropBool:
