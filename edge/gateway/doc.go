@@ -35,6 +35,6 @@
 //     value at the first poll and every ReportEvery; values that cannot be
 //     decoded (a short read, a non-finite float, a value out of the
 //     property's range) are left out and counted, never guessed.
-//   - Nothing panics on bad input (fuzzed: FuzzDecode), and every queue is
+//   - Nothing panics on bad input (fuzzed: FuzzDecode, FuzzEncode), and every queue is
 //     bounded with a counter of what it dropped (MaxReports, MaxDevices).
 package gateway
