@@ -61,6 +61,11 @@ type Config struct {
 	// the CA key at rest; default DataDir/secret.key, created on first
 	// start (mode 0600).
 	SecretKeyFile string
+	// Console serves the web console at /console/ on the API listener
+	// (impl/console with its fleet pages). Its users log in with the admin
+	// token or as one of ConsoleUsers (user name → bcrypt hash).
+	Console      bool
+	ConsoleUsers map[string][]byte
 	// MaxArtifactBytes bounds one uploaded artifact (default 256 MiB).
 	MaxArtifactBytes int64
 	Fleet            fleet.Config

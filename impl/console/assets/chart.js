@@ -56,7 +56,8 @@ function drawChart(canvas, s, unit) {
   const t0 = s.t[0], t1 = s.t[s.t.length - 1];
   const x = (t) => left + (w - left - right) * (t - t0) / Math.max(1, t1 - t0);
   const y = (v) => top + (h - top - bottom) * (1 - v / max);
-  g.fillText(Math.round((t1 - t0) / 1000) + " s", w - right - 30, h - 4);
+  const span = (t1 - t0) / 1000;
+  g.fillText(span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s", w - right - 40, h - 4);
   s.v.forEach((a, i) => {
     g.strokeStyle = chartColors[i % chartColors.length];
     g.lineWidth = 2;
