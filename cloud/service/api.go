@@ -223,12 +223,19 @@ func (s *Service) startAPI() {
 		mux.Handle("/console/", c)
 		mux.Handle("/console", c)
 	}
+	// Go's TLS server shows the first certificate the client supports:
+	// nodes and ctl get the cloud CA's Ed25519 chain, browsers (which
+	// verify no Ed25519 signature) the console's ECDSA one.
+	certs := []tls.Certificate{s.serverCert}
+	if s.cfg.Console {
+		certs = append(certs, s.consoleCert)
+	}
 	pool := x509.NewCertPool()
 	pool.AddCert(s.f.CA().Cert())
 	s.api = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{s.serverCert}, ClientCAs: pool,
+		TLSConfig: &tls.Config{Certificates: certs, ClientCAs: pool,
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12},
 		ErrorLog: nil,
 	}

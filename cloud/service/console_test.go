@@ -2,6 +2,9 @@ package service
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -151,5 +154,54 @@ func TestConsoleOff(t *testing.T) {
 	c := newConsoleClient(t, s)
 	if st, _, _ := c.send("GET", "/console/", nil, nil); st != http.StatusNotFound {
 		t.Fatalf("GET /console/ with the console off: %d", st)
+	}
+}
+
+// Browsers verify no Ed25519 signature: with the console on, the API
+// listener also holds an ECDSA certificate, which a client without
+// Ed25519 gets, while Go clients (nodes, ctl) still get the cloud CA's
+// chain. The certificate is kept across restarts, and made again for new
+// public hosts.
+func TestConsoleCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	start := func(hosts ...string) *Service {
+		s, err := Start(Config{DataDir: dir, APIAddr: "127.0.0.1:0", BrokerAddr: "127.0.0.1:0", PublicHosts: hosts, Console: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start("127.0.0.1")
+	first := s.ConsoleCert()
+	leaf, err := x509.ParseCertificate(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || leaf.VerifyHostname("127.0.0.1") != nil {
+		t.Fatalf("console certificate: key %T, names %v %v", leaf.PublicKey, leaf.DNSNames, leaf.IPAddresses)
+	}
+	certs := s.api.TLSConfig.Certificates
+	browser := &tls.ClientHelloInfo{SupportedVersions: []uint16{tls.VersionTLS13}, ServerName: "127.0.0.1",
+		SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256, tls.PSSWithSHA256, tls.PKCS1WithSHA256}}
+	goClient := &tls.ClientHelloInfo{SupportedVersions: []uint16{tls.VersionTLS13}, ServerName: "127.0.0.1",
+		SignatureSchemes: []tls.SignatureScheme{tls.Ed25519, tls.ECDSAWithP256AndSHA256}}
+	if len(certs) != 2 || browser.SupportsCertificate(&certs[0]) == nil || browser.SupportsCertificate(&certs[1]) != nil ||
+		goClient.SupportsCertificate(&certs[0]) != nil {
+		t.Fatalf("%d certificates: a browser must skip the first (Ed25519) and take the second; a Go client takes the first", len(certs))
+	}
+	// Go clients verify the cloud CA's chain (the operator API works).
+	var nodes []api.Node
+	newClient(t, s).must("GET", "/v1/nodes", nil, &nodes)
+	s.Close()
+	s = start("127.0.0.1")
+	if !bytes.Equal(first, s.ConsoleCert()) {
+		t.Error("the console certificate changed across a restart")
+	}
+	s.Close()
+	s = start("cloud.example.net", "127.0.0.1")
+	defer s.Close()
+	if leaf, _ := x509.ParseCertificate(s.ConsoleCert()); leaf == nil || leaf.VerifyHostname("cloud.example.net") != nil {
+		t.Error("a new public host is not named by the console certificate")
 	}
 }

@@ -7,6 +7,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -99,6 +101,8 @@ func serve(args []string, stderr io.Writer) error {
 	secretKey := fs.String("secret-key-file", "", "file with the 32-byte key (hex) that seals secrets at rest (default DATA/secret.key, made on first start)")
 	consoleOn := fs.Bool("console", true, "serve the web console at https://API/console/ (log in with the admin token or a --console-users user)")
 	consoleUsers := fs.String("console-users", "", "file of console users besides the admin token: user:bcrypt-hash lines (skybridge-cloud passwd USER < password)")
+	consoleCert := fs.String("console-cert", "", "certificate (PEM chain) the API listener shows browsers (default: a self-signed ECDSA one in DATA/tls/console.crt)")
+	consoleKey := fs.String("console-key", "", "the key of --console-cert (PEM)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -120,13 +124,16 @@ func serve(args []string, stderr io.Writer) error {
 	s, err := service.Start(service.Config{DataDir: *data, APIAddr: *apiAddr, BrokerAddr: *brokerAddr, PublicHosts: hosts,
 		PublicAPI: *publicAPI, PublicBroker: *publicBroker, AdminToken: os.Getenv("SKYBRIDGE_CLOUD_TOKEN"), Logger: log,
 		SecretKeyFile: *secretKey, Console: *consoleOn, ConsoleUsers: users,
+		ConsoleCertFile: *consoleCert, ConsoleKeyFile: *consoleKey,
 		Fleet: fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
 	if err != nil {
 		return err
 	}
 	log.Info("ready", "api", s.APIAddr(), "broker", s.BrokerAddr(), "admin_token_file", *data+"/admin.token")
 	if *consoleOn {
-		log.Info("web console", "url", "https://"+s.APIAddr()+"/console/", "users", len(users))
+		sum := sha256.Sum256(s.ConsoleCert())
+		log.Info("web console", "url", "https://"+s.APIAddr()+"/console/", "users", len(users),
+			"certificate_sha256", hex.EncodeToString(sum[:]))
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
