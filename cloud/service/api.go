@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -237,7 +238,9 @@ func (s *Service) startAPI() {
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{Certificates: certs, ClientCAs: pool,
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12},
-		ErrorLog: nil,
+		// Browsers open and drop TLS connections as they please: the
+		// server's complaints (handshake errors) are debug noise.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.wg.Add(1)
 	go func() {

@@ -25,8 +25,9 @@ class Series {
 
 const chartColors = ["#2463d6", "#e07b24", "#1f9d55"];
 
-// drawChart draws s on canvas, scaled to its largest value.
-function drawChart(canvas, s, unit) {
+// drawChart draws s on canvas, scaled to its largest value; opts.integer
+// keeps the axis on whole numbers (counts).
+function drawChart(canvas, s, unit, opts) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   if (canvas.width !== w * dpr || canvas.height !== h * dpr) {
@@ -40,6 +41,7 @@ function drawChart(canvas, s, unit) {
   let max = 0;
   s.v.forEach((a) => a.forEach((x) => { if (x > max) max = x; }));
   max = niceMax(max);
+  if (opts && opts.integer) max = Math.max(4, Math.ceil(max / 4) * 4);
   g.font = "11px system-ui, sans-serif";
   g.fillStyle = "#6b7686";
   g.strokeStyle = "#e6e9ef";

@@ -189,9 +189,9 @@ async function renderFleetOverview(view) {
     setText("fl-devices", (devices || []).length);
     setText("fl-events", (events || []).filter((e) => now - Date.parse(e.at) < 3600 * 1000).length);
     const co = document.getElementById("chart-online");
-    if (co) drawChart(co, onlineHistory(nodes || [], events || [], now));
+    if (co) drawChart(co, onlineHistory(nodes || [], events || [], now), "", { integer: true });
     const ce = document.getElementById("chart-events");
-    if (ce) drawChart(ce, eventRate(events || [], now));
+    if (ce) drawChart(ce, eventRate(events || [], now), "", { integer: true });
     const box = document.getElementById("fl-latest");
     if (box) box.replaceChildren(eventsTable((events || []).slice(-10).reverse()));
   });
@@ -491,10 +491,10 @@ async function renderDevices(view) {
 }
 
 // propInput makes an input for a property's desired value.
-function propInput(p, value) {
+function propInput(p) {
   const id = "desired-" + p.name;
   if (p.type === "bool") return el("select", { id, name: p.name, "data-type": p.type }, el("option", { value: "" }, "(unchanged)"), el("option", { value: "true" }, "true"), el("option", { value: "false" }, "false"));
-  return el("input", { id, name: p.name, "data-type": p.type, placeholder: value === undefined ? "(not set)" : JSON.stringify(value) });
+  return el("input", { id, name: p.name, "data-type": p.type, placeholder: "(not set)" });
 }
 
 // propValue reads an input: undefined when left empty. Numbers that do not
@@ -544,6 +544,10 @@ async function renderDevice(view, name) {
   const load = async () => {
     const sh = await App.api("GET", `/v1/devices/${enc(name)}/shadow`);
     if (!document.body.contains(shadowBox)) return;
+    for (const input of form.querySelectorAll("input")) {
+      const v = (sh.desired || {})[input.name];
+      input.placeholder = v === undefined ? "(not set)" : "now " + JSON.stringify(v);
+    }
     const names = new Set([...model.properties.map((p) => p.name), ...Object.keys(sh.desired || {}), ...Object.keys(sh.reported || {})]);
     const props = [...names].map((n) => Object.assign({ name: n }, model.properties.find((p) => p.name === n) || {}));
     shadowBox.replaceChildren(
@@ -643,7 +647,7 @@ async function renderEvents(view) {
     box.replaceChildren(el("p", { class: "muted", id: "events-count" }, `${shown.length} of the last ${events.length} events`),
       eventsTable(shown.slice(-500).reverse()));
     const c = document.getElementById("chart-events-page");
-    if (c) drawChart(c, eventRate(shown, Date.now()));
+    if (c) drawChart(c, eventRate(shown, Date.now()), "", { integer: true });
   };
   for (const i of [type, node, text]) i.addEventListener("input", draw);
   view.append(el("h2", {}, "Events"),
