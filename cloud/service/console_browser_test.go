@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,17 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	const wait = 30 * time.Second
 
 	b := browsertest.Start(t, 4*time.Minute, browsertest.TrustCert(cloud.ConsoleCert()))
+	// fill sets an input and presses a button; refusedUnder waits for a
+	// refusal under a form's field.
+	fill := func(input, value, button string) {
+		t.Helper()
+		b.SetValue(input, value)
+		b.Do(fmt.Sprintf("%s %q, then %s", input, value, button), chromedp.Click(button))
+	}
+	refusedUnder := func(field, text string) {
+		t.Helper()
+		b.WaitFor("the refusal under "+field, fmt.Sprintf(`document.querySelector('[data-error-for=%q]').textContent.includes(%q)`, field, text), wait)
+	}
 	b.Do("open the console", chromedp.Navigate(console), chromedp.WaitVisible("#login-token"))
 	b.Screenshot("login")
 	b.SetValue("#login-token", cloud.AdminToken())
@@ -50,11 +62,9 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	// Activation tokens: a bad name is refused under its field; a good one
 	// shows its join string once; another is revoked from the list.
 	b.Do("open the tokens", chromedp.Navigate(console+"#/tokens"), chromedp.WaitVisible("#token-node"))
-	b.SetValue("#token-node", "Edge One")
-	b.Do("create a token with a bad name", chromedp.Click("#token-create"))
-	b.WaitFor("the refusal under the node field", `document.querySelector('[data-error-for="node"]').textContent.includes("only a-z")`, wait)
-	b.SetValue("#token-node", "edge-2")
-	b.Do("create a token for edge-2", chromedp.Click("#token-create"))
+	fill("#token-node", "Edge One", "#token-create")
+	refusedUnder("node", "only a-z")
+	fill("#token-node", "edge-2", "#token-create")
 	b.WaitFor("edge-2's join string", `(document.getElementById("token-join") || {}).textContent > ""`, wait)
 	b.SetValue("#token-node", "edge-1")
 	b.SetValue("#token-labels", "site=plant-2, role=gateway")
@@ -97,14 +107,12 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	b.Do("upload the artifact", chromedp.SetUploadFiles("#artifact-file", []string{script}), chromedp.Click("#artifact-upload"))
 	b.WaitFor("the artifact chosen", `document.getElementById("app-artifact").value.length === 64`, wait)
 	b.SetValue("#app-name", "collector")
-	b.SetValue("#app-selector", "role in (gateway")
-	b.Do("deploy with a bad selector", chromedp.Click("#app-deploy"))
-	b.WaitFor("the refusal under the selector", `document.querySelector('[data-error-for="selector"]').textContent.startsWith("selector:")`, wait)
+	fill("#app-selector", "role in (gateway", "#app-deploy")
+	refusedUnder("selector", "selector:")
 	if st := admin.do("GET", "/v1/apps/collector", nil, nil); st != 404 {
 		t.Fatalf("an app with a bad selector was recorded: %d", st)
 	}
-	b.SetValue("#app-selector", "role in (gateway,server),site=plant-2")
-	b.Do("deploy", chromedp.Click("#app-deploy"))
+	fill("#app-selector", "role in (gateway,server),site=plant-2", "#app-deploy")
 	b.WaitFor("collector running on edge-1", `!!document.querySelector('[data-placed="collector"] [data-node="edge-1"][data-state="running"]')`, wait)
 	var app api.App
 	admin.must("GET", "/v1/apps/collector", nil, &app)
@@ -116,8 +124,7 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	b.Screenshot("apps")
 	b.Do("edit the app", chromedp.Click(`[data-edit="collector"]`))
 	b.WaitFor("the form filled", `document.getElementById("app-selector").value === "`+app.Selector+`"`, wait)
-	b.SetValue("#app-args", "--interval\n10s")
-	b.Do("update", chromedp.Click("#app-deploy"))
+	fill("#app-args", "--interval\n10s", "#app-deploy")
 	b.WaitFor("revision 2 recorded", `document.querySelector("#apps tbody tr td:nth-child(2)").textContent === "2"`, wait)
 	b.WaitFor("revision 2 running on edge-1", `!!document.querySelector('[data-placed="collector"] [data-node="edge-1"][data-state="running"]')`, wait)
 	admin.must("GET", "/v1/apps/collector", nil, &app)
@@ -139,11 +146,9 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	b.WaitFor("t1 listed in sync", `(document.querySelector('[data-shadow="t1"]') || {}).textContent === "in sync"`, wait)
 	b.Screenshot("devices")
 	b.Do("open t1", chromedp.Navigate(console+"#/devices/t1"), chromedp.WaitVisible("#desired-setpoint"))
-	b.SetValue("#desired-setpoint", "warm")
-	b.Do("save a word as a float", chromedp.Click("#shadow-save"))
-	b.WaitFor("the refusal under setpoint", `document.querySelector('[data-error-for="setpoint"]').textContent.includes("want a value of type float")`, wait)
-	b.SetValue("#desired-setpoint", "21.5")
-	b.Do("save 21.5", chromedp.Click("#shadow-save"))
+	fill("#desired-setpoint", "warm", "#shadow-save")
+	refusedUnder("setpoint", "want a value of type float")
+	fill("#desired-setpoint", "21.5", "#shadow-save")
 	b.WaitFor("the desired value and its delta", `(document.querySelector('[data-desired="setpoint"]') || {}).textContent === "21.5" && !!document.querySelector('[data-delta="setpoint"]')`, wait)
 	var sh api.Shadow
 	admin.must("GET", "/v1/devices/t1/shadow", nil, &sh)
