@@ -140,7 +140,7 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	// A device's shadow: the desired value is set in the form, the device
 	// reports it through its node and the delta closes.
 	admin.must("PUT", "/v1/devicemodels/thermo", api.DeviceModel{Properties: []api.Property{
-		{Name: "temp", Type: api.PropInt, Unit: "°C"}, {Name: "setpoint", Type: api.PropFloat, Writable: true, Unit: "°C"}}}, nil)
+		{Name: "temp", Type: api.PropInt, Unit: `<b id="injected">°C</b>`}, {Name: "setpoint", Type: api.PropFloat, Writable: true, Unit: "°C"}}}, nil)
 	admin.must("PUT", "/v1/devices/t1", api.Device{Model: "thermo", Node: "edge-1"}, nil)
 	b.Do("open the devices", chromedp.Navigate(console+"#/devices"))
 	b.WaitFor("t1 listed in sync", `(document.querySelector('[data-shadow="t1"]') || {}).textContent === "in sync"`, wait)
@@ -162,6 +162,9 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	}
 	b.WaitFor("the report shown, no delta", `(document.querySelector('[data-reported="setpoint"]') || {}).textContent === "21.5" && !document.querySelector("[data-delta]")`, wait)
 	b.Screenshot("device")
+	if b.Text("#shadow") == "" || !b.Eval(`document.getElementById("injected") === null && document.getElementById("shadow").textContent.includes('<b id="injected">')`) {
+		t.Error("a unit holding markup was not shown as text")
+	}
 
 	// Events, filtered by node and by type.
 	b.Do("open the events", chromedp.Navigate(console+"#/events"), chromedp.WaitVisible("#events-node"))

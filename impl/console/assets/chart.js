@@ -49,7 +49,8 @@ function drawChart(canvas, s, unit, opts) {
   for (let i = 0; i <= 4; i++) {
     const y = top + (h - top - bottom) * (1 - i / 4);
     g.beginPath(); g.moveTo(left, y); g.lineTo(w - right, y); g.stroke();
-    g.fillText(formatNumber(max * i / 4) + (unit || ""), 4, y + 4);
+    const v = max * i / 4;
+    g.fillText((opts && opts.integer ? String(Math.round(v)) : formatNumber(v)) + (unit || ""), 4, y + 4);
   }
   if (s.t.length < 2) {
     g.fillText("collecting…", left + 8, top + 16);

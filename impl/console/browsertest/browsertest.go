@@ -144,6 +144,16 @@ func (b *Browser) WaitFor(what, expr string, timeout time.Duration) {
 	}
 }
 
+// Eval returns the value of a JavaScript expression that yields a boolean.
+func (b *Browser) Eval(expr string) bool {
+	b.t.Helper()
+	v, err := chromedp.Run(b.Ctx, chromedp.Evaluate[bool](expr))
+	if err != nil {
+		b.t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
+}
+
 // Screenshot saves the page as name.png among the test's artifacts.
 func (b *Browser) Screenshot(name string) {
 	b.t.Helper()
