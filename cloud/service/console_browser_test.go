@@ -122,6 +122,15 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 		t.Fatalf("the deployed app: %+v on %v", app, placed)
 	}
 	b.Screenshot("apps")
+	b.Do("a new app", chromedp.Click("#app-new"))
+	b.SetValue("#app-name", "collector")
+	fill("#app-selector", "site=elsewhere", "#app-deploy")
+	refusedUnder("name", "exists")
+	var same api.App
+	admin.must("GET", "/v1/apps/collector", nil, &same)
+	if same.Revision != 1 || same.Selector != app.Selector {
+		t.Fatalf("a new app of an existing name replaced it: %+v", same)
+	}
 	b.Do("edit the app", chromedp.Click(`[data-edit="collector"]`))
 	b.WaitFor("the form filled", `document.getElementById("app-selector").value === "`+app.Selector+`"`, wait)
 	fill("#app-args", "--interval\n10s", "#app-deploy")

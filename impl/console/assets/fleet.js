@@ -115,6 +115,17 @@ function appOnNode(app, node) {
   return { state: st.revision !== app.revision ? "updating" : st.state, st };
 }
 
+// confirmFirst makes a dangerous button ask for a second click within 5 s:
+// true when this click only armed it.
+function confirmFirst(button, question) {
+  if (button.dataset.armed) return false;
+  const label = button.textContent;
+  button.dataset.armed = "1";
+  button.textContent = question;
+  setTimeout(() => { delete button.dataset.armed; button.textContent = label; }, 5000);
+  return true;
+}
+
 function field(label, input, name) {
   return el("label", {}, label, input, el("div", { class: "field-error", "data-error-for": name }));
 }
@@ -241,11 +252,7 @@ async function renderNode(view, name) {
   });
   const revoke = el("button", { class: "danger", id: "node-revoke" }, "Revoke");
   revoke.addEventListener("click", async () => {
-    if (!revoke.dataset.armed) {
-      revoke.dataset.armed = "1";
-      revoke.textContent = "Click again to revoke " + name;
-      return;
-    }
+    if (confirmFirst(revoke, "Click again to revoke " + name)) return;
     try {
       await App.api("POST", `/v1/nodes/${enc(name)}/revoke`);
       App.toast(name + " revoked");
@@ -413,6 +420,10 @@ function appForm() {
         return { name: line.slice(0, j), value: line.slice(j + 1) };
       });
       if (!n) throw new Error("name: required");
+      if (!base && (await App.api("GET", "/v1/apps/" + enc(n)).catch(() => null))) {
+        // A PUT would replace it whole, dropping its mounts, health check and limits.
+        throw new Error(`name: an app called ${n} exists: update it with its Edit button`);
+      }
       if (!app.artifact.sha256) throw new Error("artifact: choose or upload one");
       app.restart = Object.assign({}, app.restart, { policy: restart.value });
       const saved = await App.api("PUT", "/v1/apps/" + enc(n), app);
@@ -430,11 +441,7 @@ async function renderApp(view, name) {
   const box = el("div", { id: "app" });
   const del = el("button", { class: "danger", id: "app-delete" }, "Delete");
   del.addEventListener("click", async () => {
-    if (!del.dataset.armed) {
-      del.dataset.armed = "1";
-      del.textContent = "Click again to remove " + name + " from every node";
-      return;
-    }
+    if (confirmFirst(del, "Click again to remove " + name + " from every node")) return;
     try {
       await App.api("DELETE", "/v1/apps/" + enc(name));
       App.toast(name + " deleted");
@@ -600,7 +607,9 @@ async function renderTokens(view) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const body = { node: node.value.trim(), labels: parseLabels(labels.value) };
+      // No labels typed: none sent, so a known node keeps its own.
+      const body = { node: node.value.trim() };
+      if (labels.value.trim()) body.labels = parseLabels(labels.value);
       if (ttl.value.trim()) body.ttl = ttl.value.trim();
       const r = await App.api("POST", "/v1/tokens", body);
       fieldErrors(form, null, error);
