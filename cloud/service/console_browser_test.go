@@ -143,6 +143,20 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	b.Do("open the node", chromedp.Navigate(console+"#/nodes/edge-1"), chromedp.WaitVisible("#node-facts"))
 	b.WaitFor("the app's state on the node page", `(document.querySelector('[data-app-state="collector"]') || {}).textContent === "running"`, wait)
 	b.Screenshot("node")
+	// Labels decide placement: edited on the node's page, the app leaves
+	// the node and comes back.
+	b.WaitFor("the labels form filled", `document.getElementById("node-labels").value === "role=gateway, site=plant-2"`, wait)
+	fill("#node-labels", "site", "#node-labels-save")
+	b.WaitFor("a label without a value refused", `document.getElementById("node-labels-error").textContent.includes("not key=value")`, wait)
+	fill("#node-labels", "site=plant-3, role=gateway", "#node-labels-save")
+	b.WaitFor("the app gone from the node", `document.getElementById("node-label-chips").textContent.includes("site=plant-3")
+		&& !document.querySelector('[data-app-state="collector"]')`, wait)
+	admin.must("GET", "/v1/apps/collector/nodes", nil, &placed)
+	if len(placed) != 0 {
+		t.Fatalf("collector still placed on %v after the labels changed", placed)
+	}
+	fill("#node-labels", "site=plant-2, role=gateway", "#node-labels-save")
+	b.WaitFor("the app back on the node", `(document.querySelector('[data-app-state="collector"]') || {}).textContent === "running"`, wait)
 	b.Do("open the app", chromedp.Navigate(console+"#/apps/collector"), chromedp.WaitVisible(`[data-app-on="edge-1"]`))
 	b.Screenshot("app")
 
@@ -188,5 +202,21 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	b.Do("open the overview", chromedp.Navigate(console+"#/fleet"))
 	b.WaitFor("one node online, one app", `document.getElementById("fl-online").textContent === "1" && document.getElementById("fl-apps").textContent === "1"`, wait)
 	b.Screenshot("overview")
+
+	// Removing the app and revoking the node take a second click.
+	b.Do("open the app", chromedp.Navigate(console+"#/apps/collector"), chromedp.WaitVisible("#app-delete"))
+	b.Do("delete the app", chromedp.Click("#app-delete"))
+	b.WaitFor("the confirmation asked", `document.getElementById("app-delete").textContent.startsWith("Click again")`, wait)
+	b.Do("confirm", chromedp.Click("#app-delete"))
+	b.WaitFor("back on the apps page", `location.hash === "#/apps" && !!document.querySelector("#apps tbody")
+		&& document.querySelector("#apps tbody").textContent.includes("No app yet")`, wait)
+	b.Do("open the node", chromedp.Navigate(console+"#/nodes/edge-1"), chromedp.WaitVisible("#node-revoke"))
+	b.Do("revoke", chromedp.Click("#node-revoke"), chromedp.Click("#node-revoke"))
+	b.WaitFor("the node shown revoked", `((document.getElementById("node-status") || {}).textContent || "").startsWith("revoked last heard")`, wait)
+	var n api.Node
+	admin.must("GET", "/v1/nodes/edge-1", nil, &n)
+	if st := admin.do("GET", "/v1/apps/collector", nil, nil); st != 404 || n.State != api.NodeRevoked {
+		t.Fatalf("after delete and revoke: app status %d, node %s", st, n.State)
+	}
 	b.Do("log out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-token"))
 }

@@ -273,7 +273,7 @@ async function renderNode(view, name) {
     box.replaceChildren(
       el("div", { class: "card" },
         el("div", { class: "kv", id: "node-facts" },
-          el("div", {}, "Status"), el("div", { id: "node-status" }, nodeBadge(n), " ", n.state, n.online ? "" : ", last heard " + (n.last_seen ? ago(n.last_seen) : "never")),
+          el("div", {}, "Status"), el("div", { id: "node-status" }, nodeBadge(n), n.online ? "" : " last heard " + (n.last_seen ? ago(n.last_seen) : "never")),
           el("div", {}, "Labels"), el("div", { id: "node-label-chips" }, labelChips(n.labels)),
           el("div", {}, "Applied / desired version"), el("div", {}, versionCell(n)),
           el("div", {}, "Last report"), el("div", {}, when(n.last_seen)),
