@@ -218,5 +218,12 @@ func TestFleetConsoleInTheBrowser(t *testing.T) {
 	if st := admin.do("GET", "/v1/apps/collector", nil, nil); st != 404 || n.State != api.NodeRevoked {
 		t.Fatalf("after delete and revoke: app status %d, node %s", st, n.State)
 	}
+	// A node that never joined (its token revoked above) is forgotten.
+	b.Do("open edge-2", chromedp.Navigate(console+"#/nodes/edge-2"), chromedp.WaitVisible("#node-delete"))
+	b.Do("delete edge-2", chromedp.Click("#node-delete"), chromedp.Click("#node-delete"))
+	b.WaitFor("the nodes without edge-2", `location.hash === "#/nodes" && !!document.querySelector('[data-status="edge-1"]') && !document.querySelector('[data-status="edge-2"]')`, wait)
+	if st := admin.do("GET", "/v1/nodes/edge-2", nil, nil); st != 404 {
+		t.Fatalf("edge-2 after its deletion: %d", st)
+	}
 	b.Do("log out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-token"))
 }

@@ -222,7 +222,7 @@ async function renderNodes(view) {
       { label: "Node", get: (n) => el("a", { href: "#/nodes/" + enc(n.name) }, n.name) },
       { label: "Status", get: (n) => el("span", { "data-status": n.name }, nodeBadge(n)) },
       { label: "Labels", get: (n) => labelChips(n.labels) },
-      { label: "Agent", get: (n) => (n.status && n.status.info.agent) || "" },
+      { label: "Agent", get: (n) => (n.status && n.status.info.agent) || el("span", { class: "muted" }, "–") },
       { label: "OS / arch", get: (n) => (n.status && n.status.info.os ? `${n.status.info.os}/${n.status.info.arch}` : "") },
       { label: "Applied / desired", get: versionCell },
       { label: "Apps", num: true, get: (n) => (n.status && n.status.apps ? n.status.apps.length : 0) },
@@ -259,6 +259,15 @@ async function renderNode(view, name) {
       load();
     } catch (e) { App.toast(e.message); }
   });
+  const remove = el("button", { class: "danger", id: "node-delete" }, "Delete");
+  remove.addEventListener("click", async () => {
+    if (confirmFirst(remove, "Click again to forget " + name)) return;
+    try {
+      await App.api("DELETE", "/v1/nodes/" + enc(name));
+      App.toast(name + " deleted");
+      location.hash = "#/nodes";
+    } catch (e) { App.toast(e.message); }
+  });
   const load = async () => {
     const [n, desired, devices, events] = await Promise.all([
       App.api("GET", `/v1/nodes/${enc(name)}`), App.api("GET", `/v1/nodes/${enc(name)}/desired`).catch(() => null),
@@ -286,7 +295,7 @@ async function renderNode(view, name) {
           el("div", {}, "Certificate"), el("div", {}, n.cert_serial ? `serial ${n.cert_serial}, expires ${until(n.cert_expires)}` : "none"),
           el("div", {}, "Outbox on the node"), el("div", {}, `${ob.pending || 0} pending (${formatBytes(ob.pending_bytes)}), ${ob.appended || 0} appended, ${ob.sent || 0} sent, ${ob.resent || 0} resent, dropped ${ob.dropped_full || 0} full / ${ob.dropped_age || 0} old`),
           el("div", {}, "Applied by the cloud"), el("div", {}, `up to ${n.outbox.applied} (store ${n.outbox.epoch}), ${n.outbox.gaps} lost in gaps, ${n.outbox.duplicates} duplicates ignored`)),
-        n.state === "active" ? el("div", { class: "toolbar" }, revoke) : null),
+        el("div", { class: "toolbar" }, n.state === "active" ? revoke : remove)),
       el("h3", {}, "Labels"), labelsForm,
       el("h3", {}, "Apps"),
       table([
