@@ -226,6 +226,8 @@ async function renderNodes(view) {
       { label: "OS / arch", get: (n) => (n.status && n.status.info.os ? `${n.status.info.os}/${n.status.info.arch}` : "") },
       { label: "Applied / desired", get: versionCell },
       { label: "Apps", num: true, get: (n) => (n.status && n.status.apps ? n.status.apps.length : 0) },
+      { label: "CPU", get: (n) => (n.status && n.status.usage.mem_total_bytes ? usage(n.status.usage.cpu_percent || 0, 100, Math.round(n.status.usage.cpu_percent || 0) + " %") : "") },
+      { label: "Memory", get: (n) => (n.status ? usage(n.status.usage.mem_used_bytes, n.status.usage.mem_total_bytes, Math.round(100 * n.status.usage.mem_used_bytes / (n.status.usage.mem_total_bytes || 1)) + " %") : "") },
       { label: "Last report", get: (n) => when(n.last_seen) },
     ], nodes, "No node yet: create an activation token."));
   });
