@@ -459,28 +459,33 @@ async function renderApp(view, name) {
       location.hash = "#/apps";
     } catch (e) { App.toast(e.message); }
   });
+  const spec = el("div", { class: "card", id: "app-spec" });
+  const where = el("div", { id: "app-where" });
+  box.append(spec, el("h3", {}, "Where it runs"), where);
   view.append(el("h2", {}, el("a", { href: "#/apps" }, "Apps"), " / ", name), box);
+  let shown = 0; // the revision on screen: the specification is redrawn only when it changes
   await refresh(box, 3000, async () => {
     const [a, placed, nodes] = await Promise.all([App.api("GET", "/v1/apps/" + enc(name)),
       App.api("GET", `/v1/apps/${enc(name)}/nodes`), App.api("GET", "/v1/nodes")]);
     const byName = new Map((nodes || []).map((n) => [n.name, n]));
     if (!document.body.contains(box)) return;
-    box.replaceChildren(
-      el("div", { class: "card" },
+    if (a.revision !== shown) {
+      shown = a.revision;
+      spec.replaceChildren(
         el("div", { class: "kv" },
           el("div", {}, "Revision"), el("div", {}, a.revision),
           el("div", {}, "Selector"), el("div", {}, el("code", {}, a.selector || "(every node)")),
           el("div", {}, "Artifact"), el("div", {}, `${a.artifact.name || ""} ${a.artifact.sha256} (${formatBytes(a.artifact.size)})`)),
-        el("h3", {}, "Specification"), el("pre", {}, JSON.stringify(a, null, 2)),
-        el("div", { class: "toolbar" }, del)),
-      el("h3", {}, "Where it runs"),
-      table([
-        { label: "Node", get: (nn) => el("a", { href: "#/nodes/" + enc(nn) }, nn) },
-        { label: "Node status", get: (nn) => (byName.get(nn) ? nodeBadge(byName.get(nn)) : "") },
-        { label: "App", get: (nn) => el("span", { "data-app-on": nn }, appStateBadge(appOnNode(a, byName.get(nn)).state)) },
-        { label: "Revision running", num: true, get: (nn) => { const { st } = appOnNode(a, byName.get(nn)); return st ? st.revision : "–"; } },
-        { label: "Restarts", num: true, get: (nn) => { const { st } = appOnNode(a, byName.get(nn)); return st ? st.restarts : ""; } },
-      ], placed || [], "No node matches its selector."));
+        el("h3", {}, "Specification"), el("pre", { class: "spec" }, JSON.stringify(a, null, 2)),
+        el("div", { class: "toolbar" }, del));
+    }
+    where.replaceChildren(table([
+      { label: "Node", get: (nn) => el("a", { href: "#/nodes/" + enc(nn) }, nn) },
+      { label: "Node status", get: (nn) => (byName.get(nn) ? nodeBadge(byName.get(nn)) : "") },
+      { label: "App", get: (nn) => el("span", { "data-app-on": nn }, appStateBadge(appOnNode(a, byName.get(nn)).state)) },
+      { label: "Revision running", num: true, get: (nn) => { const { st } = appOnNode(a, byName.get(nn)); return st ? st.revision : "–"; } },
+      { label: "Restarts", num: true, get: (nn) => { const { st } = appOnNode(a, byName.get(nn)); return st ? st.restarts : ""; } },
+    ], placed || [], "No node matches its selector."));
   });
 }
 
