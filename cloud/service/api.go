@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -238,9 +239,7 @@ func (s *Service) startAPI() {
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{Certificates: certs, ClientCAs: pool,
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12},
-		// Browsers open and drop TLS connections as they please: the
-		// server's complaints (handshake errors) are debug noise.
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog: log.New(serverLog{s.log}, "", 0),
 	}
 	s.wg.Add(1)
 	go func() {
@@ -249,6 +248,21 @@ func (s *Service) startAPI() {
 			s.log.Error("cloud api", "err", err)
 		}
 	}()
+}
+
+// serverLog takes the API server's complaints: TLS handshake errors at
+// debug (browsers open and drop connections as they please), the rest
+// (a handler's panic, say) as warnings.
+type serverLog struct{ log *slog.Logger }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	msg := "cloud api: " + strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		l.log.Debug(msg)
+	} else {
+		l.log.Warn(msg)
+	}
+	return len(p), nil
 }
 
 func (s *Service) isAdmin(r *http.Request) bool {

@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"log"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"strings"
@@ -203,5 +205,19 @@ func TestConsoleCertificate(t *testing.T) {
 	defer s.Close()
 	if leaf, _ := x509.ParseCertificate(s.ConsoleCert()); leaf == nil || leaf.VerifyHostname("cloud.example.net") != nil {
 		t.Error("a new public host is not named by the console certificate")
+	}
+}
+
+// The API server's complaints: a browser's dropped TLS handshake is
+// debug noise, anything else a warning.
+func TestServerLogLevels(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	l := log.New(serverLog{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}, "", 0)
+	l.Printf("http: TLS handshake error from 127.0.0.1:5: EOF")
+	l.Printf("http: panic serving 127.0.0.1:6: boom")
+	out := buf.String()
+	if !strings.Contains(out, `level=DEBUG msg="cloud api: http: TLS handshake error`) || !strings.Contains(out, `level=WARN msg="cloud api: http: panic serving`) {
+		t.Fatalf("log:\n%s", out)
 	}
 }
