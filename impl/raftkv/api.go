@@ -74,10 +74,11 @@ type Request struct {
 	Read  ReadMode
 	Ops   []Op
 	// Internal requests name their range and its generation.
-	Range RangeID
-	Gen   uint64
-	Into  RangeID
-	Nodes []NodeID
+	Range   RangeID
+	Gen     uint64
+	Into    RangeID
+	IntoGen uint64
+	Nodes   []NodeID
 	// A merge carries the right-hand range (local to the leader, never sent).
 	desc *Descriptor
 	data []KV
@@ -285,6 +286,7 @@ func (r *Request) encode(e *enc) {
 	e.u64(uint64(r.Range))
 	e.u64(r.Gen)
 	e.u64(uint64(r.Into))
+	e.u64(r.IntoGen)
 	e.u64(uint64(len(r.Nodes)))
 	for _, n := range r.Nodes {
 		e.u64(uint64(n))
@@ -300,6 +302,7 @@ func decodeRequest(d *dec) *Request {
 	r.Range = RangeID(d.u64())
 	r.Gen = d.u64()
 	r.Into = RangeID(d.u64())
+	r.IntoGen = d.u64()
 	k := d.count()
 	for range k {
 		r.Nodes = append(r.Nodes, NodeID(d.u64()))

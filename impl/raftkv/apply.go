@@ -63,6 +63,7 @@ func encodeAdmin(e *enc, req *Request) {
 	e.u64(uint64(req.Range))
 	e.u64(req.Gen)
 	e.u64(uint64(req.Into))
+	e.u64(req.IntoGen)
 	e.optBytes(req.Key)
 	e.optBytes(req.End)
 	e.bool(req.desc != nil)
@@ -73,7 +74,7 @@ func encodeAdmin(e *enc, req *Request) {
 }
 
 func decodeAdmin(d *dec) *Request {
-	req := &Request{Range: RangeID(d.u64()), Gen: d.u64(), Into: RangeID(d.u64()), Key: d.optBytes(), End: d.optBytes()}
+	req := &Request{Range: RangeID(d.u64()), Gen: d.u64(), Into: RangeID(d.u64()), IntoGen: d.u64(), Key: d.optBytes(), End: d.optBytes()}
 	if d.bool() {
 		req.desc = decodeDescriptor(d)
 	}
@@ -363,7 +364,13 @@ func (r *replica) applyAdmin(b *pebble.Batch, kind cmdKind, req *Request, mine b
 		}
 		return r.applySplit(b, req.Key, req.Into, fx)
 	case cmdFreeze:
-		r.state.Frozen, r.state.MergeInto = true, req.Into
+		// One merge at a time; the generation moves so that a late freeze
+		// from another neighbour is refused.
+		if r.state.Frozen || d.Joint() {
+			return fail("cannot freeze")
+		}
+		r.state.Frozen, r.state.MergeInto, r.state.MergeStart, r.state.MergeGen = true, req.Into, req.End, req.IntoGen
+		d.Gen++
 		resp := &Response{Succeeded: true, Desc: d.Clone()}
 		if mine {
 			data, err := spanData(b, d.Start, d.End)
@@ -374,7 +381,12 @@ func (r *replica) applyAdmin(b *pebble.Batch, kind cmdKind, req *Request, mine b
 		}
 		return resp, nil
 	case cmdUnfreeze:
-		r.state.Frozen, r.state.MergeInto = false, 0
+		if !r.state.Frozen {
+			return fail("not frozen")
+		}
+		r.state.Frozen, r.state.MergeInto, r.state.MergeStart, r.state.MergeGen = false, 0, nil, 0
+		d.Gen++
+		fx.then(r.n.spansChanged)
 		return &Response{Succeeded: true}, nil
 	case cmdMergeAbort:
 		if req.End != nil && d.Contains(req.End) {

@@ -126,9 +126,15 @@ func (bg *background) place(n *Node, r *replica) bool {
 	}
 	st := r.rn.Status()
 	last := r.st.last
+	// Caught up: replicating, close to the end of the log, and heard from
+	// lately (raft's own RecentActive is reset by every quorum check, on a
+	// period that can line up with this one).
 	caughtUp := func(id ReplicaID) bool {
 		pr, ok := st.Progress[uint64(id)]
-		return ok && pr.State == tracker.StateReplicate && pr.Match+uint64(n.cfg.LogKeep/10+1) >= last
+		rd, _ := d.Replica(id)
+		heard, seen := n.lastHeard[rd.Node]
+		return ok && seen && n.tick-heard <= int64(n.cfg.ElectionTicks) && pr.State == tracker.StateReplicate &&
+			pr.Match+uint64(n.cfg.LogKeep/10+1) >= last
 	}
 	isLive := func(node NodeID) bool { return slices.Contains(live, node) }
 
@@ -142,10 +148,18 @@ func (bg *background) place(n *Node, r *replica) bool {
 	}
 	// 2. Promote a caught-up learner on a wanted node, demoting or removing
 	// an unwanted voter in the same (joint) change.
+	// Unwanted voters, those on dead nodes first, the leader itself last
+	// (it hands leadership over before it goes).
 	var unwanted []ReplicaDesc
-	for _, rd := range d.Replicas {
-		if d.IsVoter(rd.ID) && !slices.Contains(want, rd.Node) {
-			unwanted = append(unwanted, rd)
+	for pass := range 3 {
+		for _, rd := range d.Replicas {
+			if !d.IsVoter(rd.ID) || slices.Contains(want, rd.Node) {
+				continue
+			}
+			self := rd.ID == r.replicaID
+			if pass == 0 && !self && !isLive(rd.Node) || pass == 1 && !self && isLive(rd.Node) || pass == 2 && self {
+				unwanted = append(unwanted, rd)
+			}
 		}
 	}
 	for _, node := range want {
@@ -195,12 +209,15 @@ func (bg *background) place(n *Node, r *replica) bool {
 	return false
 }
 
-// transfer hands leadership to the best wanted voter before this replica
-// is changed away.
+// transfer hands leadership to another caught-up voter (a wanted one if
+// possible) before this replica is changed away.
 func (bg *background) transfer(n *Node, r *replica, want []NodeID, caughtUp func(ReplicaID) bool) bool {
 	d := r.state.Desc
-	for _, node := range want {
-		if rd, ok := d.OnNode(node); ok && d.IsVoter(rd.ID) && rd.ID != r.replicaID && caughtUp(rd.ID) {
+	for pass := range 2 {
+		for _, rd := range d.Replicas {
+			if rd.ID == r.replicaID || !d.IsVoter(rd.ID) || !caughtUp(rd.ID) || (pass == 0 && !slices.Contains(want, rd.Node)) {
+				continue
+			}
 			r.rn.TransferLeader(uint64(rd.ID))
 			n.stats.LeaderTransfers++
 			return true
@@ -321,7 +338,7 @@ func (bg *background) merge(n *Node, r *replica) bool {
 	r.mergeBusy = true
 	gen := d.Gen
 	limit := n.cfg.MergeBytes - r.state.LiveBytes
-	freeze := &Request{Kind: reqFreeze, Key: rhs.Start, Range: rhs.RangeID, Gen: rhs.Gen, Into: r.id, Limit: int(limit)}
+	freeze := &Request{Kind: reqFreeze, Key: rhs.Start, Range: rhs.RangeID, Gen: rhs.Gen, Into: r.id, IntoGen: gen, End: d.Start, Limit: int(limit)}
 	n.internal(freeze, func(resp *Response) {
 		if resp.Err != nil || resp.Desc == nil || r.destroyed || r.state.Desc.Gen != gen || !r.isLeader() ||
 			!slices.Equal(resp.Desc.Nodes(), r.state.Desc.Nodes()) {
@@ -335,8 +352,12 @@ func (bg *background) merge(n *Node, r *replica) bool {
 }
 
 // frozen runs on the leader of a range frozen for a merge: after a while
-// without the merge it makes sure the merge can no longer happen (the left
-// range raises its generation) and unfreezes.
+// without the merge it makes sure the merge can no longer happen, then
+// unfreezes. The merge cannot happen once the left range's generation
+// moved past the one it froze us with without taking our span (it asks
+// that range to raise it), or once that range is gone (a later range owns
+// its start: it was merged away itself). If a later range owns our own
+// start, the merge happened: this replica goes (collect).
 func (bg *background) frozen(n *Node, r *replica) {
 	if r.frozenSince == 0 {
 		r.frozenSince = n.tick
@@ -344,23 +365,34 @@ func (bg *background) frozen(n *Node, r *replica) {
 	if r.abortBusy || n.tick-r.frozenSince < int64(3*n.cfg.ElectionTicks) {
 		return
 	}
-	lhs := n.meta().byID(r.state.MergeInto)
-	if lhs == nil {
+	view := n.meta()
+	d, st := r.state.Desc, r.state
+	if own := view.lookup(d.Start); own != nil && own.RangeID != r.id && own.Gen > d.Gen {
 		return
 	}
-	r.abortBusy = true
-	gen := r.state.Desc.Gen
-	n.internal(&Request{Kind: reqMergeAbort, Key: lhs.Start, End: r.state.Desc.Start, Range: lhs.RangeID},
-		func(resp *Response) {
-			if resp.Err != nil || resp.Int == 1 || r.destroyed {
-				r.abortBusy = false // merged (this replica goes with the merge) or ask again
-				return
-			}
-			r.exec(&Request{Kind: reqUnfreeze, Range: r.id, Gen: gen}, func(*Response) {
-				r.abortBusy = false
-				r.frozenSince = 0
-			})
+	unfreeze := func() {
+		r.exec(&Request{Kind: reqUnfreeze, Range: r.id, Gen: d.Gen}, func(*Response) {
+			r.abortBusy = false
+			r.frozenSince = 0
 		})
+	}
+	r.abortBusy = true
+	if lhs := view.byID(st.MergeInto); lhs != nil {
+		n.internal(&Request{Kind: reqMergeAbort, Key: lhs.Start, End: d.Start, Range: lhs.RangeID},
+			func(resp *Response) {
+				if resp.Err != nil || resp.Int == 1 || r.destroyed || r.state.Desc.Gen != d.Gen {
+					r.abortBusy = false // merged (this replica goes with it) or ask again
+					return
+				}
+				unfreeze()
+			})
+		return
+	}
+	if over := view.lookup(st.MergeStart); over != nil && over.RangeID != st.MergeInto && over.Gen > st.MergeGen {
+		unfreeze()
+		return
+	}
+	r.abortBusy = false
 }
 
 // liveness: the meta leader hears from every node (every node holds a meta
@@ -449,8 +481,10 @@ func (bg *background) collect(n *Node, r *replica) {
 		if !d.Initialized() {
 			return
 		}
+		// A range never changes its start key (splits cut its end, merges
+		// extend it): a later range owning our start means ours was merged.
 		over := view.lookup(d.Start)
-		if over == nil || over.RangeID == r.id || over.Gen <= d.Gen || !over.ContainsSpan(d.Start, d.End) {
+		if over == nil || over.RangeID == r.id || over.Gen <= d.Gen {
 			return
 		}
 	}

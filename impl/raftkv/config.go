@@ -72,7 +72,7 @@ type Knobs struct {
 	AckBeforeApply       bool // answer a write once proposed locally, before it commits
 	ReadWithoutReadIndex bool // leaders serve linearizable reads from local state directly
 	SnapshotNoClear      bool // applying a snapshot keeps the data the replica had
-	SnapshotStaleSpan    bool // a snapshot carries the span the replica was created with
+	SnapshotLiveData     bool // a snapshot's data is read when it is sent, not at its index
 	NoSync               bool // the raft log is written without sync
 	MergeDropsData       bool // a merge forgets the right-hand range's data
 }

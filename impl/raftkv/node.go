@@ -103,7 +103,7 @@ type readyPart struct {
 	rd         raft.Ready
 	truncIndex uint64
 	truncTerm  uint64
-	snapshot   bool
+	snapshot   *stagedSnap
 }
 
 // Commit commits the batch (a convenience for runtimes that commit inline).
@@ -561,10 +561,11 @@ func (n *Node) readyReplica(rd *Ready, r *replica) error {
 	}
 	b := rd.Batch
 	if !raft.IsEmptySnap(rrd.Snapshot) {
-		if err := r.writeSnapshot(b, rrd.Snapshot, rrd.HardState); err != nil {
+		s, err := r.writeSnapshot(b, rrd.Snapshot, rrd.HardState)
+		if err != nil {
 			return err
 		}
-		part.snapshot = true
+		part.snapshot = s
 	} else if r.staged != nil {
 		r.dropStaged() // raft refused it
 	}
@@ -603,7 +604,7 @@ func (n *Node) readyReplica(rd *Ready, r *replica) error {
 			return err
 		}
 	}
-	rd.Sync = rd.Sync || rrd.MustSync || part.snapshot || part.truncIndex > 0
+	rd.Sync = rd.Sync || rrd.MustSync || part.snapshot != nil || part.truncIndex > 0
 	rd.parts = append(rd.parts, part)
 	return nil
 }
@@ -671,8 +672,8 @@ func (n *Node) Advance(rd *Ready) error {
 	defer rd.Batch.Close()
 	for _, p := range rd.parts {
 		r := p.r
-		if p.snapshot {
-			r.snapshotApplied()
+		if p.snapshot != nil {
+			r.snapshotApplied(p.snapshot)
 		}
 		r.st.appended(p.rd.Entries)
 		if p.rd.HardState != nil && !raft.IsEmptyHardState(p.rd.HardState) {
@@ -832,4 +833,23 @@ func sortU64(s []uint64) { slices.Sort(s) }
 
 func sortReplicas(s []ReplicaDesc) {
 	slices.SortFunc(s, func(a, b ReplicaDesc) int { return cmpU64(uint64(a.ID), uint64(b.ID)) })
+}
+
+// Verify checks what every local replica claims about its data against the
+// data itself (key and byte counts, keys inside the span): a check the
+// simulator runs after reading, to catch state that went wrong where it
+// went wrong rather than when a client happens to read it.
+func (n *Node) Verify() error {
+	for _, r := range n.spans {
+		d := r.state.Desc
+		b, k, err := spanStats(n.db, d.Start, d.End)
+		if err != nil {
+			return err
+		}
+		if b != r.state.LiveBytes || k != r.state.LiveKeys {
+			return fmt.Errorf("r%d on n%d at applied %d: %d keys %d bytes stored, the range state says %d keys %d bytes",
+				r.id, n.cfg.ID, r.state.Index, k, b, r.state.LiveKeys, r.state.LiveBytes)
+		}
+	}
+	return nil
 }

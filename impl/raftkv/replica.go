@@ -18,10 +18,13 @@ type appliedState struct {
 	Desc                *Descriptor
 	Index, Term         uint64
 	LiveBytes, LiveKeys int64
-	// Frozen: the range is being merged into its left neighbour MergeInto;
+	// Frozen: the range is being merged into its left neighbour MergeInto
+	// (which started at MergeStart with generation MergeGen when it asked);
 	// it refuses every request until the merge completes or is abandoned.
-	Frozen    bool
-	MergeInto RangeID
+	Frozen     bool
+	MergeInto  RangeID
+	MergeStart []byte
+	MergeGen   uint64
 }
 
 func (s *appliedState) encode(e *enc) {
@@ -32,6 +35,8 @@ func (s *appliedState) encode(e *enc) {
 	e.i64(s.LiveKeys)
 	e.bool(s.Frozen)
 	e.u64(uint64(s.MergeInto))
+	e.optBytes(s.MergeStart)
+	e.u64(s.MergeGen)
 }
 
 func decodeAppliedState(b []byte) (appliedState, error) {
@@ -41,6 +46,8 @@ func decodeAppliedState(b []byte) (appliedState, error) {
 	s.LiveBytes, s.LiveKeys = d.i64(), d.i64()
 	s.Frozen = d.bool()
 	s.MergeInto = RangeID(d.u64())
+	s.MergeStart = d.optBytes()
+	s.MergeGen = d.u64()
 	return s, d.done()
 }
 
@@ -52,16 +59,12 @@ func (s *appliedState) bytes() []byte {
 
 // replica is the local member of one range's raft group.
 type replica struct {
-	n         *Node
-	id        RangeID
-	replicaID ReplicaID
-	rn        *raft.RawNode
-	st        *logStore
-	state     appliedState
-	// createdSpan is the span the replica had when it was loaded or
-	// created (only the SnapshotStaleSpan bug reads it).
-	createdStart, createdEnd []byte
-
+	n                                *Node
+	id                               RangeID
+	replicaID                        ReplicaID
+	rn                               *raft.RawNode
+	st                               *logStore
+	state                            appliedState
 	electionElapsed, electionTimeout int
 	leaderSince                      int64 // tick it became leader (0: not leader)
 
@@ -127,7 +130,6 @@ var discardLogger = &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
 func (n *Node) newReplica(id RangeID, rid ReplicaID, state appliedState, hs *pb.HardState, truncIndex, truncTerm, last uint64) (*replica, error) {
 	r := &replica{n: n, id: id, replicaID: rid, state: state,
 		proposals: map[uint64]*proposal{}, propByIndex: map[uint64]uint64{}, peers: map[ReplicaID]NodeID{}}
-	r.createdStart, r.createdEnd = state.Desc.Start, state.Desc.End
 	r.st = &logStore{db: n.db, r: r, hs: hs, first: truncIndex + 1, truncTerm: truncTerm, last: max(last, truncIndex)}
 	if err := r.startRaft(); err != nil {
 		return nil, err
@@ -292,7 +294,7 @@ func (r *replica) checkSpan(req *Request) *Error {
 	if !d.Initialized() {
 		return &Error{Code: ErrRangeMoved}
 	}
-	if r.state.Frozen && req.Kind != reqUnfreeze && req.Kind != reqFreeze {
+	if r.state.Frozen && req.Kind != reqUnfreeze && req.Kind != reqMergeAbort {
 		return &Error{Code: ErrRangeMoved, Msg: "range is merging"}
 	}
 	switch req.Kind {

@@ -1,6 +1,7 @@
 package raftkv
 
 import (
+	"fmt"
 	"slices"
 )
 
@@ -32,6 +33,9 @@ type call struct {
 	lastErr   *Error
 	hint      *Descriptor // a newer descriptor learned from RangeMoved
 	spread    int         // where to start among nodes tried in turn
+	local     bool        // executing on a local replica now
+	sentAt    int64       // when the current remote attempt was sent
+	sentTerm  uint64      // the local replica's term then (0: no local replica)
 	finished  bool
 }
 
@@ -85,7 +89,8 @@ func (rt *router) try(c *call) {
 	key := c.req.routingKey()
 	r := n.replicaFor(key)
 	if r != nil && (r.isLeader() || (!c.req.isWrite() && c.req.Read == Stale)) {
-		r.exec(c.req, func(resp *Response) { rt.result(c, resp) })
+		c.local = true
+		r.exec(c.req, func(resp *Response) { c.local = false; rt.result(c, resp) })
 		return
 	}
 	target := NodeID(0)
@@ -126,7 +131,10 @@ func (rt *router) try(c *call) {
 		return
 	}
 	id := n.nextSeq()
-	c.attempt, c.target = id, target
+	c.attempt, c.target, c.sentAt, c.sentTerm = id, target, n.tick, 0
+	if r != nil {
+		c.sentTerm = r.rn.BasicStatus().GetTerm()
+	}
 	rt.byID[id] = c
 	n.stats.RequestsForwarded++
 	n.out = append(n.out, &Message{Kind: MsgRequest, From: n.cfg.ID, To: target, ID: id, Hops: c.hops + 1, Req: c.req})
@@ -217,6 +225,33 @@ func (rt *router) result(c *call, resp *Response) {
 	c.retryAt = rt.n.tick + 1
 }
 
+// replaced reports that the local replica that named the leader the
+// current attempt went to has since seen a later term with another leader.
+func (rt *router) replaced(c *call) bool {
+	if c.sentTerm == 0 {
+		return false
+	}
+	r := rt.n.replicaFor(c.req.routingKey())
+	if r == nil {
+		return false
+	}
+	st := r.rn.BasicStatus()
+	lead := r.leaderNode()
+	return st.GetTerm() > c.sentTerm && lead != 0 && lead != c.target
+}
+
+// abandon gives up the current remote attempt.
+func (rt *router) abandon(c *call, why string) {
+	delete(rt.byID, c.attempt)
+	c.attempt = 0
+	if c.req.isWrite() {
+		rt.finish(c, &Response{Err: &Error{Code: ErrTimeout, Ambiguous: true, Msg: why}})
+		return
+	}
+	c.lastErr = &Error{Code: ErrTimeout, Msg: why}
+	rt.try(c)
+}
+
 // remote takes a request forwarded by another node.
 func (rt *router) remote(m *Message) {
 	n := rt.n
@@ -254,7 +289,7 @@ func (rt *router) tick() {
 		}
 		switch {
 		case now >= c.deadline:
-			amb := c.ambiguous || (c.attempt != 0 && c.req.isWrite())
+			amb := c.ambiguous || ((c.attempt != 0 || c.local) && c.req.isWrite())
 			e := &Error{Code: ErrTimeout, Ambiguous: amb && c.req.isWrite(), Msg: "no answer in time"}
 			if c.lastErr != nil && !amb {
 				e.Msg += " (last: " + c.lastErr.Error() + ")"
@@ -262,6 +297,15 @@ func (rt *router) tick() {
 			rt.finish(c, &Response{Err: e})
 		case c.retryAt != 0 && now >= c.retryAt:
 			rt.try(c)
+		case c.attempt != 0 && now-c.sentAt >= int64(rt.n.cfg.ElectionTicks) && rt.replaced(c):
+			// The node asked no longer leads (a local replica knows another
+			// leader) and has not answered: a read goes to the new one, a
+			// write's outcome is unknown (the old leader may have proposed
+			// it) and its caller decides, rather than wait out the deadline.
+			rt.abandon(c, fmt.Sprintf("n%d lost the leadership", c.target))
+		case c.attempt != 0 && !c.req.isWrite() && now-c.sentAt >= int64(rt.n.cfg.ElectionTicks/2):
+			// A read may be asked again elsewhere: the node may be cut off.
+			rt.abandon(c, fmt.Sprintf("n%d did not answer", c.target))
 		}
 		if !c.finished {
 			keep = append(keep, c)

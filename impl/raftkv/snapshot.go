@@ -44,10 +44,6 @@ func (r *replica) snapshot() (*pb.Snapshot, error) {
 	}
 	r.dropOut()
 	d := r.state.Desc
-	start, end := d.Start, d.End
-	if r.n.cfg.Knobs.SnapshotStaleSpan {
-		start, end = r.createdStart, r.createdEnd
-	}
 	meta := &pb.Snapshot{
 		Data: r.state.bytes(),
 		Metadata: &pb.SnapshotMetadata{
@@ -56,7 +52,7 @@ func (r *replica) snapshot() (*pb.Snapshot, error) {
 			Term:      new(r.state.Term),
 		},
 	}
-	r.out = &snapSource{ps: r.n.db.NewSnapshot(), index: r.state.Index, start: start, end: end, meta: meta, refs: 1}
+	r.out = &snapSource{ps: r.n.db.NewSnapshot(), index: r.state.Index, start: d.Start, end: d.End, meta: meta, refs: 1}
 	r.n.stats.SnapshotsMade++
 	return meta, nil
 }
@@ -87,7 +83,11 @@ func (s *SnapshotStream) Next(maxBytes int) ([]KV, error) {
 		return nil, s.err
 	}
 	if s.it == nil {
-		s.it, s.err = s.src.ps.NewIter(&pebble.IterOptions{LowerBound: dataKey(s.src.start), UpperBound: dataEnd(s.src.end)})
+		var rd pebble.Reader = s.src.ps
+		if s.n.cfg.Knobs.SnapshotLiveData {
+			rd = s.n.db // the planted bug: data of when it is sent, not of the snapshot's index
+		}
+		s.it, s.err = rd.NewIter(&pebble.IterOptions{LowerBound: dataKey(s.src.start), UpperBound: dataEnd(s.src.end)})
 		if s.err != nil {
 			return nil, s.err
 		}
@@ -183,49 +183,49 @@ func (r *replica) dropStaged() {
 	}
 }
 
-// writeSnapshot writes an accepted snapshot into the Ready's batch.
-func (r *replica) writeSnapshot(b *pebble.Batch, snap *pb.Snapshot, hs *pb.HardState) error {
+// writeSnapshot writes an accepted snapshot into the Ready's batch; the
+// staged data now belongs to the Ready (snapshotApplied finishes it).
+func (r *replica) writeSnapshot(b *pebble.Batch, snap *pb.Snapshot, hs *pb.HardState) (*stagedSnap, error) {
 	s := r.staged
 	idx := snap.GetMetadata().GetIndex()
 	if s == nil || s.index != idx {
-		return fmt.Errorf("raftkv: r%d raft accepted snapshot %d that was not staged", r.id, idx)
+		return nil, fmt.Errorf("raftkv: r%d raft accepted snapshot %d that was not staged", r.id, idx)
 	}
+	r.staged = nil
 	for _, x := range s.subsumed {
 		if err := writeDestroy(b, x.id, x.replicaID); err != nil {
-			return err
+			return nil, err
 		}
 		x.destroyed = true
 	}
 	if !r.n.cfg.Knobs.SnapshotNoClear {
 		if old := r.state.Desc; old.Initialized() {
 			if err := b.DeleteRange(dataKey(old.Start), dataEnd(old.End), nil); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if err := b.DeleteRange(dataKey(s.state.Desc.Start), dataEnd(s.state.Desc.End), nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, kv := range s.data {
 		if err := b.Set(dataKey(kv.Key), kv.Value, nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if hs == nil || raft.IsEmptyHardState(hs) {
 		hs = r.st.hs
 	}
-	return writeReplicaState(b, r.id, r.replicaID, hs, &s.state, s.index, s.term)
+	return s, writeReplicaState(b, r.id, r.replicaID, hs, &s.state, s.index, s.term)
 }
 
 // snapshotApplied updates the replica once the snapshot's batch committed.
-func (r *replica) snapshotApplied() {
-	s := r.staged
-	r.dropStaged()
+func (r *replica) snapshotApplied(s *stagedSnap) {
+	r.n.snapsIn--
 	for _, x := range s.subsumed {
 		r.n.dropReplica(x, "subsumed by a snapshot")
 	}
 	r.state = s.state
-	r.createdStart, r.createdEnd = s.state.Desc.Start, s.state.Desc.End
 	r.st.reset(s.index, s.term)
 	r.n.stats.SnapshotsApplied++
 	r.n.spansChanged()

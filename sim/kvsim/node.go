@@ -1,0 +1,389 @@
+package kvsim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
+	"github.com/skybridge-mq/skybridge/sim"
+)
+
+// Ports of a node's host.
+const (
+	portPeer   = 1
+	portClient = 2
+)
+
+// Frame types on the virtual connections: [u32 length][type][body].
+const (
+	frameNode  = 1 // a raftkv.Message
+	frameReq   = 2 // client request: id u64, raftkv.Request
+	frameResp  = 3 // client response: id u64, raftkv.Response
+	frameAdmin = 4 // declare a node dead: id u64, node u64
+)
+
+// connsPerPeer is how many connections a node keeps to each peer: raft
+// messages take one at random, so that they overtake each other (the
+// network delays connections independently); requests and responses take
+// the first, in order, as they would on one TCP stream.
+const connsPerPeer = 2
+
+// maxBuffered drops raft messages to a peer whose connection already has
+// this much unsent (a partitioned peer): the transport's bound.
+const maxBuffered = 1 << 20
+
+// nodeProc is the runtime of one raftkv node on the simulator: ticks are
+// events, each Ready's batch commits one fsync latency later (the disk of
+// the host: a crashable in-memory FS), messages travel over the virtual
+// network with the run's loss, duplication and reordering.
+type nodeProc struct {
+	w      *world
+	id     raftkv.NodeID
+	host   *sim.Host
+	disk   *vfs.MemFS
+	node   *raftkv.Node
+	up     bool
+	gone   bool // replaced: never restarts
+	joined bool // joined a running cluster (restarts as a joining node)
+
+	peers     map[raftkv.NodeID][]*sim.Endpoint // lookup only
+	tickEv    *sim.Event
+	commitEv  *sim.Event
+	rd        *raftkv.Ready
+	stalled   time.Time
+	clients   map[uint64]clientReply // Submit id → the client connection and its id; lookup only
+	admin     map[uint64]func(*raftkv.Response)
+	nextSubID uint64
+	incarn    int
+	stats     raftkv.Stats // totals of earlier incarnations
+	dropped   uint64       // raft messages the transport dropped (bound, fault)
+	dupd      uint64
+}
+
+type clientReply struct {
+	ep *sim.Endpoint
+	id uint64
+}
+
+func (w *world) newNode(id raftkv.NodeID, join bool) *nodeProc {
+	p := &nodeProc{w: w, id: id, disk: vfs.NewCrashableMem()}
+	p.host = w.net.AddHost(fmt.Sprintf("n%d", id))
+	w.nodes = append(w.nodes, p)
+	p.start(join)
+	return p
+}
+
+func (p *nodeProc) start(join bool) {
+	w := p.w
+	cfg := w.opts.Config
+	cfg.ID, cfg.FS, cfg.Dir = p.id, p.disk, "kv"
+	cfg.Rand = env.NewRand(w.s.Rand.Uint64())
+	cfg.Peers = w.initial
+	cfg.Join = join || p.joined
+	p.joined = cfg.Join
+	cfg.Addr = p.host.Name
+	n, err := raftkv.Open(cfg)
+	if err != nil {
+		w.fail("open", fmt.Sprintf("n%d: %v", p.id, err))
+		return
+	}
+	p.node, p.up = n, true
+	p.incarn++
+	p.peers = map[raftkv.NodeID][]*sim.Endpoint{}
+	p.clients = map[uint64]clientReply{}
+	p.admin = map[uint64]func(*raftkv.Response){}
+	p.host.Up()
+	p.host.Listen(portPeer, func(ep *sim.Endpoint) sim.Handler { return &peerConn{p: p} })
+	p.host.Listen(portClient, func(ep *sim.Endpoint) sim.Handler { return &serverConn{p: p} })
+	phase := w.s.Uniform(0, w.opts.Tick)
+	p.tickEv = w.s.After(phase, p.tick)
+	w.s.Note(sim.KindRestart, p.host.ID, 0, fmt.Sprintf("n%d up (incarnation %d)", p.id, p.incarn))
+}
+
+func (p *nodeProc) tick() {
+	if !p.up {
+		return
+	}
+	p.node.Tick()
+	p.after()
+	p.tickEv = p.w.s.After(p.w.opts.Tick, p.tick)
+}
+
+// after runs after every call into the node: send what it produced and
+// start a commit if there is something to persist.
+func (p *nodeProc) after() {
+	if !p.up {
+		return
+	}
+	p.flush()
+	if p.rd != nil || !p.node.HasReady() {
+		return
+	}
+	rd, err := p.node.Ready()
+	if err != nil {
+		p.w.fail("ready", fmt.Sprintf("n%d: %v", p.id, err))
+		return
+	}
+	p.rd = rd
+	p.flush()
+	var delay time.Duration
+	if rd.Sync && !rd.Batch.Empty() {
+		delay = p.w.s.Uniform(p.w.opts.FsyncMin, p.w.opts.FsyncMax)
+		if now := p.w.s.Now(); now.Before(p.stalled) {
+			delay += p.stalled.Sub(now)
+		}
+	}
+	p.commitEv = p.w.s.After(delay, p.commit)
+}
+
+// commit is the fsync completing: the batch is durable, the node advances.
+func (p *nodeProc) commit() {
+	p.commitEv = nil
+	if !p.up || p.rd == nil {
+		return
+	}
+	rd := p.rd
+	if err := rd.Commit(); err != nil {
+		p.w.fail("commit", fmt.Sprintf("n%d: %v", p.id, err))
+		return
+	}
+	p.w.s.Note(sim.KindCommit, p.host.ID, 0, "")
+	p.rd = nil
+	if err := p.node.Advance(rd); err != nil {
+		p.w.fail("advance", fmt.Sprintf("n%d: %v", p.id, err))
+		return
+	}
+	p.after()
+}
+
+// stall holds every fsync until the given instant.
+func (p *nodeProc) stall(until time.Time) {
+	if until.After(p.stalled) {
+		p.stalled = until
+	}
+	if p.commitEv != nil && p.rd != nil && p.rd.Sync {
+		p.w.s.Cancel(p.commitEv)
+		p.commitEv = p.w.s.At(p.stalled.Add(p.w.s.Uniform(p.w.opts.FsyncMin, p.w.opts.FsyncMax)), p.commit)
+	}
+}
+
+// flush sends the node's output.
+func (p *nodeProc) flush() {
+	out := p.node.TakeOutput()
+	for _, r := range out.Replies {
+		if f := p.admin[r.ID]; f != nil {
+			delete(p.admin, r.ID)
+			f(r.Resp)
+			continue
+		}
+		cr, ok := p.clients[r.ID]
+		if !ok {
+			continue
+		}
+		delete(p.clients, r.ID)
+		if cr.ep.IsClosed() {
+			continue
+		}
+		body := binary.BigEndian.AppendUint64(nil, cr.id)
+		body = append(body, raftkv.EncodeResponse(r.Resp)...)
+		cr.ep.Write(frame(frameResp, body))
+	}
+	for _, m := range out.Messages {
+		p.send(m)
+	}
+}
+
+func (p *nodeProc) send(m *raftkv.Message) {
+	w := p.w
+	if m.Snap != nil {
+		var data []raftkv.KV
+		for {
+			kvs, err := m.Snap.Next(64 << 10)
+			if err != nil || len(kvs) == 0 {
+				break
+			}
+			data = append(data, kvs...)
+		}
+		m.SnapData = data
+	}
+	b, err := raftkv.EncodeMessage(nil, m)
+	if err != nil {
+		w.fail("encode", err.Error())
+		return
+	}
+	f := frame(frameNode, b)
+	raft := m.Kind == raftkv.MsgRaft
+	copies := 1
+	if raft && w.s.Chance(w.loss) {
+		copies = 0
+		p.dropped++
+	} else if raft && w.s.Chance(w.dup) {
+		copies = 2
+		p.dupd++
+	}
+	ok := false
+	for range copies {
+		i := 0
+		if raft {
+			i = w.s.Rand.IntN(connsPerPeer)
+		}
+		ep := p.conn(m.To, i)
+		if ep == nil {
+			continue
+		}
+		if raft && ep.Buffered() > maxBuffered {
+			p.dropped++
+			continue
+		}
+		ep.Write(f)
+		ok = true
+	}
+	if m.Snap != nil {
+		p.node.SnapshotDone(m, ok)
+	}
+}
+
+// conn returns the i-th connection to a peer, dialling it if needed.
+func (p *nodeProc) conn(to raftkv.NodeID, i int) *sim.Endpoint {
+	eps := p.peers[to]
+	if eps == nil {
+		eps = make([]*sim.Endpoint, connsPerPeer)
+		p.peers[to] = eps
+	}
+	if ep := eps[i]; ep != nil && !ep.IsClosed() {
+		return ep
+	}
+	dst := p.w.nodeByID(to)
+	if dst == nil {
+		return nil
+	}
+	ep := p.host.Dial(dst.host.Name, portPeer, &peerConn{p: p})
+	eps[i] = ep
+	return ep
+}
+
+// adminWait arranges for f to get the reply to an admin call.
+func (p *nodeProc) adminWait(id uint64, f func(*raftkv.Response)) { p.admin[id] = f }
+
+// crash is a power loss: the host goes down, unsynced writes may be lost.
+func (p *nodeProc) crash() {
+	if !p.up {
+		return
+	}
+	w := p.w
+	p.up = false
+	p.host.Crash()
+	w.s.Cancel(p.tickEv)
+	w.s.Cancel(p.commitEv)
+	p.rd = nil
+	pct := 0
+	if w.s.Chance(0.5) {
+		pct = 1 + w.s.Rand.IntN(100)
+	}
+	clone := p.disk.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: newRNG(w.s.Rand.Uint64())})
+	p.stats.Add(p.node.Stats())
+	p.node.Close()
+	p.node = nil
+	p.disk = clone
+	w.s.Note(sim.KindCrash, p.host.ID, 0, fmt.Sprintf("n%d power loss (keep %d%% of unsynced)", p.id, pct))
+}
+
+// totals returns the node's counters over all its incarnations.
+func (p *nodeProc) totals() raftkv.Stats {
+	s := p.stats
+	if p.node != nil {
+		s.Add(p.node.Stats())
+	}
+	return s
+}
+
+func frame(kind byte, body []byte) []byte {
+	b := make([]byte, 0, 5+len(body))
+	b = binary.BigEndian.AppendUint32(b, uint32(1+len(body)))
+	b = append(b, kind)
+	return append(b, body...)
+}
+
+// framer splits a byte stream into frames.
+type framer struct{ buf []byte }
+
+func (f *framer) feed(b []byte, each func(kind byte, body []byte)) {
+	f.buf = append(f.buf, b...)
+	for len(f.buf) >= 4 {
+		k := int(binary.BigEndian.Uint32(f.buf))
+		if len(f.buf) < 4+k || k < 1 {
+			break
+		}
+		each(f.buf[4], f.buf[5:4+k])
+		f.buf = f.buf[4+k:]
+	}
+	if len(f.buf) == 0 {
+		f.buf = nil
+	}
+}
+
+// peerConn receives node messages.
+type peerConn struct {
+	p  *nodeProc
+	in framer
+}
+
+// Opened sends what was written while the connection was being set up.
+func (c *peerConn) Opened(ep *sim.Endpoint)    { ep.Write(nil) }
+func (c *peerConn) Writable(*sim.Endpoint)     {}
+func (c *peerConn) Closed(*sim.Endpoint, bool) {}
+func (c *peerConn) Data(ep *sim.Endpoint, b []byte) {
+	ep.Consume(len(b))
+	p := c.p
+	c.in.feed(b, func(kind byte, body []byte) {
+		if kind != frameNode || !p.up {
+			return
+		}
+		m, err := raftkv.DecodeMessage(body)
+		if err != nil {
+			p.w.fail("decode", fmt.Sprintf("n%d: %v", p.id, err))
+			return
+		}
+		p.node.Receive(m)
+	})
+	p.after()
+}
+
+// serverConn is a client's connection to a node.
+type serverConn struct {
+	p  *nodeProc
+	in framer
+}
+
+func (c *serverConn) Opened(*sim.Endpoint)       {}
+func (c *serverConn) Writable(*sim.Endpoint)     {}
+func (c *serverConn) Closed(*sim.Endpoint, bool) {}
+func (c *serverConn) Data(ep *sim.Endpoint, b []byte) {
+	ep.Consume(len(b))
+	p := c.p
+	c.in.feed(b, func(kind byte, body []byte) {
+		if !p.up || len(body) < 8 {
+			return
+		}
+		cid := binary.BigEndian.Uint64(body)
+		p.nextSubID++
+		sid := p.nextSubID
+		p.clients[sid] = clientReply{ep: ep, id: cid}
+		switch kind {
+		case frameReq:
+			req, err := raftkv.DecodeRequest(body[8:])
+			if err != nil {
+				p.w.fail("decode", err.Error())
+				return
+			}
+			p.node.Submit(sid, req)
+		case frameAdmin:
+			p.node.DeclareDead(sid, raftkv.NodeID(binary.BigEndian.Uint64(body[8:])))
+		}
+	})
+	p.after()
+}
