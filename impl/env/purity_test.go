@@ -21,10 +21,12 @@ var coreRoots = []string{"impl", "sim", "edge", "cloud"}
 // outside world. Keep this list short: every entry is a place where
 // determinism ends.
 var runtimePackages = []string{
-	"impl/env",     // the real implementations of Clock, Rand, FS, Network
-	"impl/server",  // production runtime: listeners, connection goroutines
-	"impl/bridge",  // runtime: MQTT client connections to two brokers, their goroutines
-	"impl/webhook", // runtime: HTTP calls to authentication/authorization/event endpoints, the event sink's sender
+	"impl/env",             // the real implementations of Clock, Rand, FS, Network
+	"impl/server",          // production runtime: listeners, connection goroutines
+	"impl/bridge",          // runtime: MQTT client connections to two brokers, their goroutines
+	"impl/webhook",         // runtime: HTTP calls to authentication/authorization/event endpoints, the event sink's sender
+	"impl/raftkv/kvserver", // runtime: raftkv nodes on TCP/TLS, their loop, committer and transport goroutines
+	"impl/raftkv/kvclient", // runtime: the Go client of raftkv over TCP/TLS
 }
 
 // bannedCalls lists package-level functions the core must not call, by import path.

@@ -240,3 +240,11 @@ func (n *Node) bootstrap(b *pebble.Batch) error {
 	}
 	return nil
 }
+
+// Addr returns the address meta records for a node ("" when unknown).
+func (n *Node) Addr(id NodeID) string {
+	if rec := n.meta().node(id); rec != nil {
+		return rec.Addr
+	}
+	return ""
+}

@@ -7,7 +7,7 @@ import (
 )
 
 // bugBound is how many seeds each planted bug may take to be caught.
-const bugBound = 50
+const bugBound = 100
 
 // TestPlantedBugsAreCaught plants each bug in turn and requires a check to
 // fail within bugBound seeds: a check that cannot fail proves nothing.

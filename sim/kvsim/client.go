@@ -1,7 +1,6 @@
 package kvsim
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"time"
@@ -56,7 +55,7 @@ type client struct {
 	host   *sim.Host
 	ep     *sim.Endpoint
 	node   *nodeProc // the node ep leads to
-	in     framer
+	in     raftkv.Framer
 	cur    *pendingOp
 	nextID uint64
 	seq    int
@@ -97,7 +96,7 @@ func (c *client) connect() bool {
 	p := cands[c.w.s.Rand.IntN(len(cands))]
 	c.ep = c.host.Dial(p.host.Name, portClient, c)
 	c.node = p
-	c.in = framer{}
+	c.in = raftkv.Framer{}
 	return true
 }
 
@@ -117,7 +116,7 @@ func (c *client) failover(p *nodeProc) {
 	}
 	c.ep = c.host.Dial(p.host.Name, portClient, c)
 	c.node = p
-	c.in = framer{}
+	c.in = raftkv.Framer{}
 }
 
 func (c *client) next() {
@@ -141,9 +140,7 @@ func (c *client) next() {
 	c.nextID++
 	op := &pendingOp{id: c.nextID, in: in, call: w.s.Now()}
 	c.cur = op
-	body := binary.BigEndian.AppendUint64(nil, op.id)
-	body = append(body, raftkv.EncodeRequest(toRequest(in))...)
-	c.ep.Write(frame(frameReq, body))
+	c.ep.Write(raftkv.AppendIDFrame(nil, raftkv.FrameRequest, op.id, raftkv.EncodeRequest(toRequest(in))))
 	c.timer = w.s.After(w.opts.ClientTimeout, c.timeout)
 	w.s.Note(sim.KindAction, c.host.ID, 0, fmt.Sprintf("c%d %s %s", c.id, opNames[in.kind], in.key))
 }
@@ -219,11 +216,12 @@ func (c *client) Data(ep *sim.Endpoint, b []byte) {
 	if ep != c.ep {
 		return
 	}
-	c.in.feed(b, func(kind byte, body []byte) {
-		if kind != frameResp || len(body) < 8 || c.cur == nil || binary.BigEndian.Uint64(body) != c.cur.id {
+	c.in.Feed(b, func(kind byte, body []byte) {
+		id, rest, ok := raftkv.SplitID(body)
+		if kind != raftkv.FrameResponse || !ok || c.cur == nil || id != c.cur.id {
 			return
 		}
-		resp, err := raftkv.DecodeResponse(body[8:])
+		resp, err := raftkv.DecodeResponse(rest)
 		if err != nil {
 			c.w.fail("decode", err.Error())
 			return

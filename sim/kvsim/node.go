@@ -18,14 +18,6 @@ const (
 	portClient = 2
 )
 
-// Frame types on the virtual connections: [u32 length][type][body].
-const (
-	frameNode  = 1 // a raftkv.Message
-	frameReq   = 2 // client request: id u64, raftkv.Request
-	frameResp  = 3 // client response: id u64, raftkv.Response
-	frameAdmin = 4 // declare a node dead: id u64, node u64
-)
-
 // connsPerPeer is how many connections a node keeps to each peer: raft
 // messages take one at random, so that they overtake each other (the
 // network delays connections independently); requests and responses take
@@ -188,9 +180,7 @@ func (p *nodeProc) flush() {
 		if cr.ep.IsClosed() {
 			continue
 		}
-		body := binary.BigEndian.AppendUint64(nil, cr.id)
-		body = append(body, raftkv.EncodeResponse(r.Resp)...)
-		cr.ep.Write(frame(frameResp, body))
+		cr.ep.Write(raftkv.AppendIDFrame(nil, raftkv.FrameResponse, cr.id, raftkv.EncodeResponse(r.Resp)))
 	}
 	for _, m := range out.Messages {
 		p.send(m)
@@ -215,7 +205,7 @@ func (p *nodeProc) send(m *raftkv.Message) {
 		w.fail("encode", err.Error())
 		return
 	}
-	f := frame(frameNode, b)
+	f := raftkv.AppendFrame(nil, raftkv.FrameNode, b)
 	raft := m.Kind == raftkv.MsgRaft
 	copies := 1
 	if raft && w.s.Chance(w.loss) {
@@ -301,35 +291,10 @@ func (p *nodeProc) totals() raftkv.Stats {
 	return s
 }
 
-func frame(kind byte, body []byte) []byte {
-	b := make([]byte, 0, 5+len(body))
-	b = binary.BigEndian.AppendUint32(b, uint32(1+len(body)))
-	b = append(b, kind)
-	return append(b, body...)
-}
-
-// framer splits a byte stream into frames.
-type framer struct{ buf []byte }
-
-func (f *framer) feed(b []byte, each func(kind byte, body []byte)) {
-	f.buf = append(f.buf, b...)
-	for len(f.buf) >= 4 {
-		k := int(binary.BigEndian.Uint32(f.buf))
-		if len(f.buf) < 4+k || k < 1 {
-			break
-		}
-		each(f.buf[4], f.buf[5:4+k])
-		f.buf = f.buf[4+k:]
-	}
-	if len(f.buf) == 0 {
-		f.buf = nil
-	}
-}
-
 // peerConn receives node messages.
 type peerConn struct {
 	p  *nodeProc
-	in framer
+	in raftkv.Framer
 }
 
 // Opened sends what was written while the connection was being set up.
@@ -339,8 +304,8 @@ func (c *peerConn) Closed(*sim.Endpoint, bool) {}
 func (c *peerConn) Data(ep *sim.Endpoint, b []byte) {
 	ep.Consume(len(b))
 	p := c.p
-	c.in.feed(b, func(kind byte, body []byte) {
-		if kind != frameNode || !p.up {
+	c.in.Feed(b, func(kind byte, body []byte) {
+		if kind != raftkv.FrameNode || !p.up {
 			return
 		}
 		m, err := raftkv.DecodeMessage(body)
@@ -356,7 +321,7 @@ func (c *peerConn) Data(ep *sim.Endpoint, b []byte) {
 // serverConn is a client's connection to a node.
 type serverConn struct {
 	p  *nodeProc
-	in framer
+	in raftkv.Framer
 }
 
 func (c *serverConn) Opened(*sim.Endpoint)       {}
@@ -365,24 +330,26 @@ func (c *serverConn) Closed(*sim.Endpoint, bool) {}
 func (c *serverConn) Data(ep *sim.Endpoint, b []byte) {
 	ep.Consume(len(b))
 	p := c.p
-	c.in.feed(b, func(kind byte, body []byte) {
-		if !p.up || len(body) < 8 {
+	c.in.Feed(b, func(kind byte, body []byte) {
+		cid, rest, ok := raftkv.SplitID(body)
+		if !p.up || !ok {
 			return
 		}
-		cid := binary.BigEndian.Uint64(body)
 		p.nextSubID++
 		sid := p.nextSubID
 		p.clients[sid] = clientReply{ep: ep, id: cid}
 		switch kind {
-		case frameReq:
-			req, err := raftkv.DecodeRequest(body[8:])
+		case raftkv.FrameRequest:
+			req, err := raftkv.DecodeRequest(rest)
 			if err != nil {
 				p.w.fail("decode", err.Error())
 				return
 			}
 			p.node.Submit(sid, req)
-		case frameAdmin:
-			p.node.DeclareDead(sid, raftkv.NodeID(binary.BigEndian.Uint64(body[8:])))
+		case raftkv.FrameAdmin:
+			if len(rest) == 8 {
+				p.node.DeclareDead(sid, raftkv.NodeID(binary.BigEndian.Uint64(rest)))
+			}
 		}
 	})
 	p.after()
