@@ -18,6 +18,7 @@ const (
 	reqMergeAbort // make sure a merge of a frozen range can never happen
 	reqUnfreeze   // the merge was abandoned
 	reqColocate   // move the range's replicas next to its left neighbour's, to merge
+	reqWatch      // register a watch part at a replica (watch.go)
 )
 
 // ReadMode says what a read promises.
@@ -79,6 +80,9 @@ type Request struct {
 	Into    RangeID
 	IntoGen uint64
 	Nodes   []NodeID
+	// A watch registration: whose and which.
+	WatchID uint64
+	Origin  NodeID
 	// A merge carries the right-hand range (local to the leader, never sent).
 	desc *Descriptor
 	data []KV
@@ -107,6 +111,7 @@ type Response struct {
 	// Internal answers.
 	Desc *Descriptor
 	Data []KV
+	Node NodeID // the node that executed the request
 }
 
 // ErrCode classifies an Error.
@@ -171,7 +176,7 @@ func errf(code ErrCode, format string, args ...any) *Error {
 
 // isWrite reports requests that change state (and so can be ambiguous).
 func (r *Request) isWrite() bool {
-	return r.Kind != ReqGet && r.Kind != ReqScan && r.Kind != reqColocate
+	return r.Kind != ReqGet && r.Kind != ReqScan && r.Kind != reqColocate && r.Kind != reqWatch
 }
 
 // span returns the keys the request touches: [start, end) with end nil
@@ -291,6 +296,8 @@ func (r *Request) encode(e *enc) {
 	for _, n := range r.Nodes {
 		e.u64(uint64(n))
 	}
+	e.u64(r.WatchID)
+	e.u64(uint64(r.Origin))
 }
 
 func decodeRequest(d *dec) *Request {
@@ -307,6 +314,8 @@ func decodeRequest(d *dec) *Request {
 	for range k {
 		r.Nodes = append(r.Nodes, NodeID(d.u64()))
 	}
+	r.WatchID = d.u64()
+	r.Origin = NodeID(d.u64())
 	return r
 }
 
@@ -368,6 +377,7 @@ func (r *Response) encode(e *enc) {
 		r.Desc.encode(e)
 	}
 	encodeKVs(e, r.Data)
+	e.u64(uint64(r.Node))
 }
 
 func decodeResponse(d *dec) *Response {
@@ -391,6 +401,7 @@ func decodeResponse(d *dec) *Response {
 		r.Desc = decodeDescriptor(d)
 	}
 	r.Data = decodeKVs(d)
+	r.Node = NodeID(d.u64())
 	return r
 }
 

@@ -96,6 +96,8 @@ func (r *replica) applyEntries(b *pebble.Batch, ents []*pb.Entry, fx *effects) e
 	if len(ents) == 0 {
 		return nil
 	}
+	r.fx = fx
+	defer func() { r.fx = nil }()
 	for _, e := range ents {
 		if r.destroyed {
 			return nil
@@ -293,6 +295,9 @@ func (r *replica) put(b *pebble.Batch, k, v []byte) error {
 	if r.id == MetaRangeID {
 		r.n.metaChanged()
 	}
+	if r.fx != nil {
+		r.notify(r.fx, k, nil, v, false)
+	}
 	return b.Set(dataKey(k), v, nil)
 }
 
@@ -306,6 +311,9 @@ func (r *replica) del(b *pebble.Batch, k []byte) error {
 	if r.id == MetaRangeID {
 		r.n.metaChanged()
 	}
+	if r.fx != nil {
+		r.notify(r.fx, k, nil, nil, true)
+	}
 	return b.Delete(dataKey(k), nil)
 }
 
@@ -318,6 +326,9 @@ func (r *replica) delRange(b *pebble.Batch, start, end []byte) error {
 	r.state.LiveKeys -= keys
 	if r.id == MetaRangeID {
 		r.n.metaChanged()
+	}
+	if r.fx != nil {
+		r.notify(r.fx, start, end, nil, true)
 	}
 	return b.DeleteRange(dataKey(start), dataEnd(end), nil)
 }
@@ -371,6 +382,7 @@ func (r *replica) applyAdmin(b *pebble.Batch, kind cmdKind, req *Request, mine b
 		}
 		r.state.Frozen, r.state.MergeInto, r.state.MergeStart, r.state.MergeGen = true, req.Into, req.End, req.IntoGen
 		d.Gen++
+		fx.then(r.resetWatchers)
 		resp := &Response{Succeeded: true, Desc: d.Clone()}
 		if mine {
 			data, err := spanData(b, d.Start, d.End)
@@ -429,6 +441,9 @@ func (r *replica) applySplit(b *pebble.Batch, key []byte, newID RangeID, fx *eff
 	r.state.LiveBytes -= rb
 	r.state.LiveKeys -= rk
 	r.n.stats.Splits++
+	if !r.n.cfg.Knobs.WatchKeepsSplit {
+		fx.then(r.resetWatchers)
+	}
 
 	// The right-hand replica on this node, if raft messages already made
 	// an uninitialized one, keeps its term and vote.
@@ -493,6 +508,7 @@ func (r *replica) applyMerge(b *pebble.Batch, rhs *Descriptor, data []KV, fx *ef
 	r.state.LiveBytes += addBytes
 	r.state.LiveKeys += addKeys
 	r.n.stats.Merges++
+	fx.then(r.resetWatchers)
 	// The right-hand range's local replica is gone with it.
 	if old := r.n.replicas[rhs.RangeID]; old != nil {
 		if err := writeDestroy(b, old.id, old.replicaID); err != nil {

@@ -29,6 +29,11 @@ func EncodeMessage(dst []byte, m *Message) ([]byte, error) {
 	case MsgResponse:
 		e.u64(m.ID)
 		m.Resp.encode(&e)
+	case MsgWatch:
+		e.u64(uint64(len(m.Watch)))
+		for i := range m.Watch {
+			m.Watch[i].encode(&e)
+		}
 	}
 	return e.b, nil
 }
@@ -55,6 +60,11 @@ func DecodeMessage(b []byte) (*Message, error) {
 	case MsgResponse:
 		m.ID = d.u64()
 		m.Resp = decodeResponse(&d)
+	case MsgWatch:
+		k := d.count()
+		for range k {
+			m.Watch = append(m.Watch, decodeWatchMsg(&d))
+		}
 	default:
 		return nil, errCorrupt
 	}

@@ -49,6 +49,7 @@ type Config struct {
 	MaxSnapshotsIn       int    // snapshots received and not yet applied
 	MaxSnapshotBytes     int64  // a snapshot larger than this is not sent
 	MaxUninitialized     int    // replicas created by messages and not yet given a range
+	MaxWatches           int    // client watches at this node, and watch parts at its replicas
 
 	// Ranges split above SplitBytes of data or SplitWrites writes per
 	// PlacementTicks, and merge with their right neighbour when both are
@@ -75,6 +76,7 @@ type Knobs struct {
 	SnapshotLiveData     bool // a snapshot's data is read when it is sent, not at its index
 	NoSync               bool // the raft log is written without sync
 	MergeDropsData       bool // a merge forgets the right-hand range's data
+	WatchKeepsSplit      bool // a split does not end the watch parts of the range that split
 }
 
 // Any reports whether a bug is planted.
@@ -101,6 +103,7 @@ func DefaultConfig() Config {
 		MaxSnapshotsIn:       2,
 		MaxSnapshotBytes:     256 << 20,
 		MaxUninitialized:     1024,
+		MaxWatches:           4096,
 
 		SplitBytes:  64 << 20,
 		SplitWrites: 0,
@@ -132,6 +135,7 @@ func (c Config) withDefaults() Config {
 	set(&c.MaxSnapshotsOut, d.MaxSnapshotsOut)
 	set(&c.MaxSnapshotsIn, d.MaxSnapshotsIn)
 	set(&c.MaxUninitialized, d.MaxUninitialized)
+	set(&c.MaxWatches, d.MaxWatches)
 	set(&c.LogKeep, d.LogKeep)
 	set(&c.LogMax, d.LogMax)
 	if c.MaxApplyBytes == 0 {

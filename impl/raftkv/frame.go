@@ -18,6 +18,9 @@ const (
 	FrameAdmin     = 4 // client to node: id (8 bytes), the node to declare dead (8 bytes)
 	FrameSnapChunk = 5 // node to node: a chunk of the snapshot after a MsgSnap (EncodeChunk)
 	FrameSnapEnd   = 6 // node to node: the snapshot's data is complete
+	FrameWatch     = 7 // client to node: id (8 bytes), the key prefix to watch
+	FrameUnwatch   = 8 // client to node: id (8 bytes)
+	FrameWatchEvt  = 9 // node to client: id (8 bytes), a WatchEvent (EncodeWatchEvent)
 )
 
 // MaxFrame bounds a frame (a snapshot travels in chunks well below it).

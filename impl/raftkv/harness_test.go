@@ -22,6 +22,7 @@ type tcluster struct {
 	disks   map[NodeID]*vfs.MemFS
 	inbox   []*Message
 	replies map[NodeID]map[uint64]*Response
+	events  map[NodeID][]WatchEvent
 	down    map[NodeID]bool
 	cut     map[[2]NodeID]bool
 	nextID  uint64
@@ -31,7 +32,8 @@ type tcluster struct {
 func newCluster(t testing.TB, n int, mod func(*Config)) *tcluster {
 	t.Helper()
 	c := &tcluster{t: t, nodes: map[NodeID]*Node{}, disks: map[NodeID]*vfs.MemFS{}, replies: map[NodeID]map[uint64]*Response{},
-		down: map[NodeID]bool{}, cut: map[[2]NodeID]bool{}, rand: env.NewRand(1)}
+		events: map[NodeID][]WatchEvent{},
+		down:   map[NodeID]bool{}, cut: map[[2]NodeID]bool{}, rand: env.NewRand(1)}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, NodeID(i))
 	}
@@ -125,6 +127,7 @@ func (c *tcluster) collect(id NodeID) {
 	for _, r := range out.Replies {
 		c.replies[id][r.ID] = r.Resp
 	}
+	c.events[id] = append(c.events[id], out.Watch...)
 	for _, m := range out.Messages {
 		if m.Snap != nil {
 			var data []KV

@@ -43,6 +43,13 @@ type Node struct {
 	metaCache  *metaView
 	background background
 
+	// Watches (watch.go): the clients' at this node, and the parts
+	// registered at its replicas.
+	watches      map[uint64]*watch // lookup only; watchOrder is the order
+	watchOrder   []uint64
+	watchOut     []WatchEvent
+	watcherCount int
+
 	sampleWrites bool
 	stats        Stats
 	closed       bool
@@ -56,6 +63,7 @@ const (
 	MsgRaft     MsgKind = iota + 1 // a raft message of one range
 	MsgRequest                     // a request forwarded to the node that can execute it
 	MsgResponse                    // its answer
+	MsgWatch                       // watch events, pings and pongs (watch.go)
 )
 
 // Message is what nodes send each other. A MsgRaft carrying a raft MsgSnap
@@ -72,6 +80,7 @@ type Message struct {
 	Hops     uint8
 	Req      *Request
 	Resp     *Response
+	Watch    []WatchMsg
 }
 
 // Reply answers a Submit.
@@ -84,6 +93,7 @@ type Reply struct {
 type Output struct {
 	Messages []*Message
 	Replies  []Reply
+	Watch    []WatchEvent
 }
 
 // Ready is one round of persistence: Batch holds the raft log entries,
@@ -313,6 +323,7 @@ func (n *Node) dropReplica(r *replica, why string) {
 	r.dropOut()
 	r.dropStaged()
 	r.failAll(&Error{Code: ErrRangeMoved, Msg: fmt.Sprintf("r%d replica %s", r.id, why)})
+	r.resetWatchers()
 	delete(n.replicas, r.id)
 	n.order = slices.DeleteFunc(n.order, func(x *replica) bool { return x == r })
 	n.tombstones[r.id] = max(n.tombstones[r.id], r.replicaID+1)
@@ -447,6 +458,7 @@ func (n *Node) Tick() {
 		}
 	}
 	n.router.tick()
+	n.watchTick()
 	n.background.tick(n)
 }
 
@@ -466,6 +478,8 @@ func (n *Node) Receive(m *Message) {
 		n.router.remote(m)
 	case MsgResponse:
 		n.router.response(m)
+	case MsgWatch:
+		n.receiveWatch(m)
 	}
 }
 
@@ -778,10 +792,24 @@ func (n *Node) Unreachable(node NodeID) {
 	}
 }
 
-// TakeOutput returns the messages to send and the replies to deliver.
+// TakeOutput returns the messages to send, the replies and the watch
+// events to deliver. Messages a node sends itself (watch pings of parts
+// on its own replicas) are handled here.
 func (n *Node) TakeOutput() Output {
-	o := Output{Messages: n.out, Replies: n.replies}
-	n.out, n.replies = nil, nil
+	var msgs []*Message
+	for len(n.out) > 0 {
+		out := n.out
+		n.out = nil
+		for _, m := range out {
+			if m.To == n.cfg.ID {
+				n.Receive(m)
+			} else {
+				msgs = append(msgs, m)
+			}
+		}
+	}
+	o := Output{Messages: msgs, Replies: n.replies, Watch: n.watchOut}
+	n.replies, n.watchOut = nil, nil
 	return o
 }
 

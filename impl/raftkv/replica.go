@@ -101,6 +101,9 @@ type replica struct {
 	colocate      []NodeID
 	colocateUntil int64
 	colocateBusy  bool
+
+	watchers []*watcher // watch parts registered here (watch.go)
+	fx       *effects   // the current apply's effects (set during applyEntries)
 }
 
 // exec is a request being executed on this node.
@@ -231,6 +234,10 @@ func (r *replica) exec(req *Request, done func(*Response)) {
 		done(&Response{Err: e})
 		return
 	}
+	if req.Kind == reqWatch {
+		done(r.registerWatcher(req))
+		return
+	}
 	if !req.isWrite() && req.Read == Stale {
 		done(r.read(req))
 		return
@@ -311,6 +318,10 @@ func (r *replica) checkSpan(req *Request) *Error {
 			if !ok {
 				return moved()
 			}
+		}
+	case reqWatch:
+		if !d.Contains(req.Key) {
+			return moved()
 		}
 	case reqFreeze, reqMergeAbort, reqUnfreeze, reqColocate:
 		if req.Range != r.id {

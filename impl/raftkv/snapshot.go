@@ -227,6 +227,7 @@ func (r *replica) snapshotApplied(s *stagedSnap) {
 	}
 	r.state = s.state
 	r.st.reset(s.index, s.term)
+	r.resetWatchers()
 	r.n.stats.SnapshotsApplied++
 	r.n.spansChanged()
 }

@@ -46,6 +46,9 @@ type Stats struct {
 	DescsPublished    uint64
 	NodesDeclaredDead uint64
 
+	WatchesRefused uint64 // refused: MaxWatches
+	WatchResets    uint64 // watch generations ended (a part lost events or went away)
+
 	ReplicasRemoved      uint64
 	ReplicasCollected    uint64
 	UninitializedRefused uint64 // refused: MaxUninitialized

@@ -49,6 +49,7 @@ type nodeProc struct {
 	stalled   time.Time
 	clients   map[uint64]clientReply // Submit id → the client connection and its id; lookup only
 	admin     map[uint64]func(*raftkv.Response)
+	watches   map[uint64]clientReply // node watch id → the client connection and its watch id; lookup only
 	nextSubID uint64
 	incarn    int
 	stats     raftkv.Stats // totals of earlier incarnations
@@ -88,9 +89,10 @@ func (p *nodeProc) start(join bool) {
 	p.peers = map[raftkv.NodeID][]*sim.Endpoint{}
 	p.clients = map[uint64]clientReply{}
 	p.admin = map[uint64]func(*raftkv.Response){}
+	p.watches = map[uint64]clientReply{}
 	p.host.Up()
 	p.host.Listen(portPeer, func(ep *sim.Endpoint) sim.Handler { return &peerConn{p: p} })
-	p.host.Listen(portClient, func(ep *sim.Endpoint) sim.Handler { return &serverConn{p: p} })
+	p.host.Listen(portClient, func(ep *sim.Endpoint) sim.Handler { return &serverConn{p: p, incarn: p.incarn} })
 	phase := w.s.Uniform(0, w.opts.Tick)
 	p.tickEv = w.s.After(phase, p.tick)
 	w.s.Note(sim.KindRestart, p.host.ID, 0, fmt.Sprintf("n%d up (incarnation %d)", p.id, p.incarn))
@@ -181,6 +183,13 @@ func (p *nodeProc) flush() {
 			continue
 		}
 		cr.ep.Write(raftkv.AppendIDFrame(nil, raftkv.FrameResponse, cr.id, raftkv.EncodeResponse(r.Resp)))
+	}
+	for _, ev := range out.Watch {
+		cr, ok := p.watches[ev.ID]
+		if !ok || cr.ep.IsClosed() {
+			continue
+		}
+		cr.ep.Write(raftkv.AppendIDFrame(nil, raftkv.FrameWatchEvt, cr.id, raftkv.EncodeWatchEvent(&ev)))
 	}
 	for _, m := range out.Messages {
 		p.send(m)
@@ -320,13 +329,27 @@ func (c *peerConn) Data(ep *sim.Endpoint, b []byte) {
 
 // serverConn is a client's connection to a node.
 type serverConn struct {
-	p  *nodeProc
-	in raftkv.Framer
+	p       *nodeProc
+	in      raftkv.Framer
+	watches []uint64 // node watch ids of this connection
+	incarn  int
 }
 
-func (c *serverConn) Opened(*sim.Endpoint)       {}
-func (c *serverConn) Writable(*sim.Endpoint)     {}
-func (c *serverConn) Closed(*sim.Endpoint, bool) {}
+func (c *serverConn) Opened(*sim.Endpoint)   {}
+func (c *serverConn) Writable(*sim.Endpoint) {}
+
+// Closed ends the connection's watches.
+func (c *serverConn) Closed(*sim.Endpoint, bool) {
+	p := c.p
+	if !p.up || p.incarn != c.incarn {
+		return
+	}
+	for _, id := range c.watches {
+		p.node.Unwatch(id)
+		delete(p.watches, id)
+	}
+	c.watches = nil
+}
 func (c *serverConn) Data(ep *sim.Endpoint, b []byte) {
 	ep.Consume(len(b))
 	p := c.p
@@ -350,6 +373,11 @@ func (c *serverConn) Data(ep *sim.Endpoint, b []byte) {
 			if len(rest) == 8 {
 				p.node.DeclareDead(sid, raftkv.NodeID(binary.BigEndian.Uint64(rest)))
 			}
+		case raftkv.FrameWatch:
+			delete(p.clients, sid)
+			p.watches[sid] = clientReply{ep: ep, id: cid}
+			c.watches = append(c.watches, sid)
+			p.node.Watch(sid, rest)
 		}
 	})
 	p.after()

@@ -1,6 +1,7 @@
 package kvsim
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
@@ -110,6 +111,7 @@ var Bugs = map[string]raftkv.Knobs{
 	"snapshot-live-data":      {SnapshotLiveData: true},
 	"no-sync":                 {NoSync: true},
 	"merge-drops-data":        {MergeDropsData: true},
+	"watch-keeps-split":       {WatchKeepsSplit: true},
 }
 
 // BugNames lists Bugs in order.
@@ -165,6 +167,7 @@ type world struct {
 	initial  []raftkv.NodeID
 	nextNode raftkv.NodeID
 	clients  []*client
+	watcher  *watcher
 	workload *workload
 	history  []porcupine.Operation
 	stale    []porcupine.Operation
@@ -231,6 +234,7 @@ func Run(o Options, seed uint64) (res *Result) {
 	for i := range o.Clients {
 		w.newClient(i)
 	}
+	w.newWatcher()
 	w.s.After(w.s.Exp(2*time.Second), w.fault)
 	w.s.After(time.Second, w.verify)
 	w.s.Run(sim.Epoch.Add(o.Duration))
@@ -490,7 +494,17 @@ func (w *world) finish() {
 				done = false
 			}
 		}
-		if done && w.converged() == "" {
+		if done && w.converged() == "" && w.watcher.idle() {
+			// Events still travelling reach the watcher; then, the
+			// replicas agreeing again, its cache must be the store's.
+			w.s.Run(w.s.Now().Add(2 * time.Second))
+			for range 10 {
+				if w.converged() == "" && w.watcher.idle() {
+					break
+				}
+				w.s.Run(w.s.Now().Add(time.Second))
+			}
+			w.checkCache()
 			return
 		}
 	}
@@ -506,6 +520,7 @@ func (w *world) finish() {
 	if why := w.converged(); why != "" {
 		w.fail("convergence", why+"\n"+w.dump())
 	}
+	w.checkCache()
 	w.verify()
 }
 
@@ -546,6 +561,23 @@ func (w *world) converged() string {
 	slices.Sort(ids)
 	if len(ids) == 0 {
 		return "no range has a leader"
+	}
+	// The leaders' spans must tile the key space: a range without a leader
+	// is a hole.
+	descs := make([]*raftkv.Descriptor, 0, len(ids))
+	for _, id := range ids {
+		descs = append(descs, leaders[id].lr.Desc)
+	}
+	slices.SortFunc(descs, func(a, b *raftkv.Descriptor) int { return bytes.Compare(a.Start, b.Start) })
+	at := []byte("")
+	for _, d := range descs {
+		if !bytes.Equal(d.Start, at) {
+			return fmt.Sprintf("no leader for the keys from %q to %q", at, d.Start)
+		}
+		at = d.End
+	}
+	if at != nil {
+		return fmt.Sprintf("no leader for the keys from %q", at)
 	}
 	for _, id := range ids {
 		l := leaders[id]

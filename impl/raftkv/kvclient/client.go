@@ -60,6 +60,7 @@ type conn struct {
 	out     chan []byte
 	mu      sync.Mutex
 	pending map[uint64]chan result
+	watches map[uint64]chan raftkv.WatchEvent
 	nextID  uint64
 	err     error
 	done    chan struct{}
@@ -89,7 +90,8 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 			last = err
 			continue
 		}
-		cn := &conn{c: nc, out: make(chan []byte, 4096), pending: map[uint64]chan result{}, done: make(chan struct{})}
+		cn := &conn{c: nc, out: make(chan []byte, 4096), pending: map[uint64]chan result{},
+			watches: map[uint64]chan raftkv.WatchEvent{}, done: make(chan struct{})}
 		go cn.read()
 		go cn.write()
 		c.cur = cn
@@ -111,13 +113,16 @@ func (cn *conn) fail(err error) {
 		return
 	}
 	cn.err = err
-	pend := cn.pending
-	cn.pending = nil
+	pend, watches := cn.pending, cn.watches
+	cn.pending, cn.watches = nil, nil
 	cn.mu.Unlock()
 	close(cn.done)
 	cn.c.Close()
 	for _, ch := range pend {
 		ch <- result{err: err}
+	}
+	for _, ch := range watches {
+		close(ch)
 	}
 }
 
@@ -132,6 +137,15 @@ func (cn *conn) read() {
 			return
 		}
 		id, rest, ok := raftkv.SplitID(body)
+		if kind == raftkv.FrameWatchEvt && ok {
+			ev, err := raftkv.DecodeWatchEvent(id, rest)
+			if err != nil {
+				cn.fail(err)
+				return
+			}
+			cn.watchEvent(ev)
+			continue
+		}
 		if kind != raftkv.FrameResponse || !ok {
 			cn.fail(errors.New("kvclient: unexpected frame"))
 			return
@@ -304,4 +318,69 @@ func (c *Client) DeclareDead(ctx context.Context, node raftkv.NodeID) error {
 	}
 	_, err := c.do(ctx, nil, raftkv.FrameAdmin, b[:], true)
 	return err
+}
+
+// watchEvent hands an event to its watch; a watcher that does not keep up
+// loses its watch (the channel closes: watch again, as after a Reset).
+func (cn *conn) watchEvent(ev raftkv.WatchEvent) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	ch := cn.watches[ev.ID]
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- ev:
+	default:
+		delete(cn.watches, ev.ID)
+		close(ch)
+		select {
+		case cn.out <- raftkv.AppendIDFrame(nil, raftkv.FrameUnwatch, ev.ID, nil):
+		default: // the node's watch then ends with the connection
+		}
+	}
+}
+
+// Watch watches the keys with a prefix. The first event is a Reset, and so
+// is any later one after which events may have been missed: read the
+// prefix again then (buffering the events that arrive meanwhile, applied
+// after the read). The channel closes when the connection ends, the
+// consumer falls more than buffer events behind, or ctx ends: watch again.
+func (c *Client) Watch(ctx context.Context, prefix []byte, buffer int) (<-chan raftkv.WatchEvent, error) {
+	cn, err := c.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan raftkv.WatchEvent, max(buffer, 1))
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		return nil, cn.err
+	}
+	cn.nextID++
+	id := cn.nextID
+	cn.watches[id] = ch
+	cn.mu.Unlock()
+	select {
+	case cn.out <- raftkv.AppendIDFrame(nil, raftkv.FrameWatch, id, prefix):
+	case <-cn.done:
+		return nil, cn.err
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			cn.mu.Lock()
+			if cn.watches[id] == ch {
+				delete(cn.watches, id)
+				close(ch)
+			}
+			cn.mu.Unlock()
+			select {
+			case cn.out <- raftkv.AppendIDFrame(nil, raftkv.FrameUnwatch, id, nil):
+			case <-cn.done:
+			}
+		case <-cn.done:
+		}
+	}()
+	return ch, nil
 }

@@ -14,11 +14,12 @@ import (
 // requests to the loop (waiting while the loop's queue is full), a writer
 // goroutine writes the replies queued for it in batches.
 type clientConn struct {
-	s    *Server
-	c    net.Conn
-	out  chan []byte
-	once sync.Once
-	gone chan struct{}
+	s       *Server
+	c       net.Conn
+	out     chan []byte
+	once    sync.Once
+	gone    chan struct{}
+	watches map[uint64]uint64 // the client's watch id → the node's; owned by the loop
 }
 
 func (s *Server) acceptClients() {
@@ -28,7 +29,7 @@ func (s *Server) acceptClients() {
 		if err != nil {
 			return
 		}
-		cc := &clientConn{s: s, c: c, out: make(chan []byte, s.cfg.ClientQueue), gone: make(chan struct{})}
+		cc := &clientConn{s: s, c: c, out: make(chan []byte, s.cfg.ClientQueue), gone: make(chan struct{}), watches: map[uint64]uint64{}}
 		s.conns.Store(cc, true)
 		s.wg.Add(2)
 		go cc.read()
@@ -44,11 +45,16 @@ func (cc *clientConn) close() {
 	})
 }
 
-// reply queues an answer; a client that does not read its answers is
-// disconnected rather than allowed to hold the loop.
+// reply queues an answer.
 func (cc *clientConn) reply(id uint64, resp *raftkv.Response) {
+	cc.send(raftkv.AppendIDFrame(nil, raftkv.FrameResponse, id, raftkv.EncodeResponse(resp)))
+}
+
+// send queues a frame; a client that does not read what it is sent is
+// disconnected rather than allowed to hold the loop.
+func (cc *clientConn) send(f []byte) {
 	select {
-	case cc.out <- raftkv.AppendIDFrame(nil, raftkv.FrameResponse, id, raftkv.EncodeResponse(resp)):
+	case cc.out <- f:
 	case <-cc.gone:
 	default:
 		cc.s.clientsDropped.Add(1)
@@ -59,6 +65,7 @@ func (cc *clientConn) reply(id uint64, resp *raftkv.Response) {
 func (cc *clientConn) read() {
 	defer cc.s.wg.Done()
 	defer cc.close()
+	defer cc.s.post(event{c: cc, gone: true})
 	r := bufio.NewReaderSize(cc.c, 64<<10)
 	var buf []byte
 	for {
@@ -85,6 +92,10 @@ func (cc *clientConn) read() {
 				return
 			}
 			ev.dead = raftkv.NodeID(binary.BigEndian.Uint64(rest))
+		case raftkv.FrameWatch:
+			ev.watch = append([]byte{}, rest...)
+		case raftkv.FrameUnwatch:
+			ev.unwatch = true
 		default:
 			return
 		}

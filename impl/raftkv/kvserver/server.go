@@ -86,6 +86,7 @@ type Server struct {
 	// Owned by the loop.
 	peers   map[raftkv.NodeID]*peer
 	waiting map[uint64]waiter
+	watches map[uint64]waiter // node watch id → client connection and its id
 	nextSub uint64
 
 	conns   sync.Map // client connections, for Close
@@ -104,6 +105,9 @@ type waiter struct {
 type event struct {
 	msg      *raftkv.Message
 	req      *raftkv.Request
+	watch    []byte // a prefix to watch
+	unwatch  bool
+	gone     bool // the client connection ended
 	dead     raftkv.NodeID
 	c        *clientConn
 	id       uint64
@@ -148,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.Node.ID), node: n,
 		events: make(chan event, cfg.Events), commit: make(chan *raftkv.Ready, 1), done: make(chan error, 1),
-		stop: make(chan struct{}), peers: map[raftkv.NodeID]*peer{}, waiting: map[uint64]waiter{}}
+		stop: make(chan struct{}), peers: map[raftkv.NodeID]*peer{}, waiting: map[uint64]waiter{}, watches: map[uint64]waiter{}}
 	st := n.Stats()
 	s.nodeStats.Store(&st)
 	if s.ln, err = listen(cfg.PeerListener, cfg.Listen, peerServerTLS(cfg.PeerTLS)); err != nil {
@@ -323,6 +327,23 @@ func (s *Server) handle(ev event) {
 		s.nextSub++
 		s.waiting[s.nextSub] = waiter{ev.c, ev.id}
 		s.node.Submit(s.nextSub, ev.req)
+	case ev.watch != nil:
+		s.nextSub++
+		s.watches[s.nextSub] = waiter{ev.c, ev.id}
+		ev.c.watches[ev.id] = s.nextSub
+		s.node.Watch(s.nextSub, ev.watch)
+	case ev.unwatch:
+		if id, ok := ev.c.watches[ev.id]; ok {
+			delete(ev.c.watches, ev.id)
+			delete(s.watches, id)
+			s.node.Unwatch(id)
+		}
+	case ev.gone:
+		for _, id := range ev.c.watches {
+			delete(s.watches, id)
+			s.node.Unwatch(id)
+		}
+		clear(ev.c.watches)
 	case ev.dead != 0:
 		s.nextSub++
 		s.waiting[s.nextSub] = waiter{ev.c, ev.id}
@@ -344,6 +365,11 @@ func (s *Server) flush() {
 		}
 		delete(s.waiting, r.ID)
 		w.c.reply(w.id, r.Resp)
+	}
+	for _, ev := range out.Watch {
+		if w, ok := s.watches[ev.ID]; ok {
+			w.c.send(raftkv.AppendIDFrame(nil, raftkv.FrameWatchEvt, w.id, raftkv.EncodeWatchEvent(&ev)))
+		}
 	}
 	for _, m := range out.Messages {
 		p := s.peer(m.To)

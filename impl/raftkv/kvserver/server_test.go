@@ -3,6 +3,8 @@ package kvserver
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
@@ -44,7 +46,8 @@ func startCluster(t *testing.T, n int) ([]*Server, []string) {
 	var wg sync.WaitGroup
 	for _, id := range ids {
 		cfg := Config{Node: raftkv.Config{ID: id, Dir: filepath.Join(dir, fmt.Sprint(id)), Peers: ids},
-			PeerAddrs: addrs, PeerListener: pls[id], ClientListener: cls[id], PeerTLS: pair, Tick: 20 * time.Millisecond}
+			PeerAddrs: addrs, PeerListener: pls[id], ClientListener: cls[id], PeerTLS: pair, Tick: 20 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		s, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -109,4 +112,55 @@ func TestClusterOverTLS(t *testing.T) {
 		total += s.Stats().Commits
 	}
 	t.Logf("commits %d; n1: %+v", total, servers[0].Stats())
+}
+
+func TestWatchOverTCP(t *testing.T) {
+	t.Parallel()
+	_, addrs := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := kvclient.New(addrs, nil)
+	defer c.Close()
+	if err := c.Put(ctx, []byte("w/before"), []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	events, err := c.Watch(ctx, []byte("w/"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-events; !ev.Reset {
+		t.Fatalf("first event %+v, want a Reset", ev)
+	}
+	writer := kvclient.New(addrs[1:], nil)
+	defer writer.Close()
+	for i := range 5 {
+		if err := writer.Put(ctx, []byte(fmt.Sprintf("w/%d", i)), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writer.Put(ctx, []byte("x/other"), []byte("not watched")); err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Delete(ctx, []byte("w/0")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 6 {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("watch ended")
+			}
+			if ev.Reset {
+				t.Fatalf("unexpected Reset after %v", got)
+			}
+			got = append(got, fmt.Sprintf("%s=%s del=%v", ev.Key, ev.Value, ev.Deleted))
+		case <-ctx.Done():
+			t.Fatalf("events so far: %v", got)
+		}
+	}
+	want := []string{"w/0=0 del=false", "w/1=1 del=false", "w/2=2 del=false", "w/3=3 del=false", "w/4=4 del=false", "w/0= del=true"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
 }
