@@ -17,7 +17,6 @@ const (
 	reqFreeze     // freeze the range for a merge into its left neighbour
 	reqMergeAbort // make sure a merge of a frozen range can never happen
 	reqUnfreeze   // the merge was abandoned
-	reqColocate   // move the range's replicas next to its left neighbour's, to merge
 	reqWatch      // register a watch part at a replica (watch.go)
 )
 
@@ -79,7 +78,6 @@ type Request struct {
 	Gen     uint64
 	Into    RangeID
 	IntoGen uint64
-	Nodes   []NodeID
 	// A watch registration: whose and which.
 	WatchID uint64
 	Origin  NodeID
@@ -176,7 +174,7 @@ func errf(code ErrCode, format string, args ...any) *Error {
 
 // isWrite reports requests that change state (and so can be ambiguous).
 func (r *Request) isWrite() bool {
-	return r.Kind != ReqGet && r.Kind != ReqScan && r.Kind != reqColocate && r.Kind != reqWatch
+	return r.Kind != ReqGet && r.Kind != ReqScan && r.Kind != reqWatch
 }
 
 // span returns the keys the request touches: [start, end) with end nil
@@ -292,10 +290,6 @@ func (r *Request) encode(e *enc) {
 	e.u64(r.Gen)
 	e.u64(uint64(r.Into))
 	e.u64(r.IntoGen)
-	e.u64(uint64(len(r.Nodes)))
-	for _, n := range r.Nodes {
-		e.u64(uint64(n))
-	}
 	e.u64(r.WatchID)
 	e.u64(uint64(r.Origin))
 }
@@ -310,10 +304,6 @@ func decodeRequest(d *dec) *Request {
 	r.Gen = d.u64()
 	r.Into = RangeID(d.u64())
 	r.IntoGen = d.u64()
-	k := d.count()
-	for range k {
-		r.Nodes = append(r.Nodes, NodeID(d.u64()))
-	}
 	r.WatchID = d.u64()
 	r.Origin = NodeID(d.u64())
 	return r

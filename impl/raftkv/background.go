@@ -117,12 +117,12 @@ func (bg *background) place(n *Node, r *replica) bool {
 	}
 	rank := ranked(r.id, live)
 	want := rank[:min(n.cfg.Replicas, len(rank))]
-	if r.colocateUntil > n.tick && len(r.colocate) == len(want) && allIn(r.colocate, live) {
-		want = ranked(r.id, r.colocate)
-	}
 	var wantLearners []NodeID
-	if r.id == MetaRangeID {
+	switch {
+	case r.id == MetaRangeID:
 		wantLearners = rank[len(want):]
+	case n.cfg.Learners > 0:
+		wantLearners = rank[len(want):min(len(rank), len(want)+n.cfg.Learners)]
 	}
 	st := r.rn.Status()
 	last := r.st.last
@@ -234,15 +234,6 @@ func retire(old ReplicaDesc, wantLearners []NodeID) *pb.ConfChangeSingle {
 	return change(pb.ConfChangeRemoveNode, old.ID)
 }
 
-func allIn(nodes, live []NodeID) bool {
-	for _, x := range nodes {
-		if !slices.Contains(live, x) {
-			return false
-		}
-	}
-	return true
-}
-
 func change(t pb.ConfChangeType, id ReplicaID) *pb.ConfChangeSingle {
 	return &pb.ConfChangeSingle{Type: t.Enum(), NodeId: new(uint64(id))}
 }
@@ -313,9 +304,11 @@ func (r *replica) middleKey() []byte {
 }
 
 // merge merges the right neighbour into this range when both are small
-// and quiet and their replicas are on the same nodes: freeze it (it stops
-// serving, its data is final), then propose the merge carrying its data.
-// If anything goes wrong the frozen range unfreezes itself (frozen).
+// and quiet: freeze it (it stops serving, its data is final), then propose
+// the merge carrying its data, so that every replica of this range can
+// apply it wherever the neighbour's replicas are (those go: a merge on a
+// node destroys the neighbour's replica there, collect the others). If
+// anything goes wrong the frozen range unfreezes itself (frozen).
 func (bg *background) merge(n *Node, r *replica) bool {
 	d := r.state.Desc
 	if n.cfg.MergeBytes == 0 || r.id == MetaRangeID || d.End == nil || r.mergeBusy || r.confBusy || d.Joint() ||
@@ -326,22 +319,12 @@ func (bg *background) merge(n *Node, r *replica) bool {
 	if rhs == nil || !bytes.Equal(rhs.Start, d.End) || rhs.Joint() {
 		return false
 	}
-	if !slices.Equal(rhs.Nodes(), d.Nodes()) {
-		// Ask the neighbour to move next to us first; merge on a later look.
-		if !r.colocateBusy && !d.Joint() && len(d.Learners) == 0 {
-			r.colocateBusy = true
-			n.internal(&Request{Kind: reqColocate, Key: rhs.Start, Range: rhs.RangeID, Nodes: d.Nodes()},
-				func(*Response) { r.colocateBusy = false })
-		}
-		return false
-	}
 	r.mergeBusy = true
 	gen := d.Gen
 	limit := n.cfg.MergeBytes - r.state.LiveBytes
 	freeze := &Request{Kind: reqFreeze, Key: rhs.Start, Range: rhs.RangeID, Gen: rhs.Gen, Into: r.id, IntoGen: gen, End: d.Start, Limit: int(limit)}
 	n.internal(freeze, func(resp *Response) {
-		if resp.Err != nil || resp.Desc == nil || r.destroyed || r.state.Desc.Gen != gen || !r.isLeader() ||
-			!slices.Equal(resp.Desc.Nodes(), r.state.Desc.Nodes()) {
+		if resp.Err != nil || resp.Desc == nil || r.destroyed || r.state.Desc.Gen != gen || !r.isLeader() {
 			r.mergeBusy = false // the frozen range will time out and unfreeze
 			return
 		}

@@ -27,6 +27,9 @@ type Config struct {
 	// fewer nodes are live). The meta range has that many voters and a
 	// learner on every other live node, so that every node can route.
 	Replicas int
+	// Learners is the number of non-voting replicas per range besides
+	// (they apply everything and serve Stale reads; they never vote).
+	Learners int
 
 	// Time, in ticks (the runtime ticks every TickInterval of its own).
 	ElectionTicks  int // a follower campaigns after [E, 2E) ticks without a leader
@@ -164,6 +167,8 @@ func (c *Config) Validate() error {
 		return errors.New("raftkv: Rand is required")
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("raftkv: Replicas is %d, must be 1 to 5", c.Replicas)
+	case c.Learners < 0 || c.Learners > 5:
+		return fmt.Errorf("raftkv: Learners is %d, must be 0 to 5", c.Learners)
 	case c.HeartbeatTicks < 1 || c.ElectionTicks <= c.HeartbeatTicks:
 		return fmt.Errorf("raftkv: ElectionTicks (%d) must exceed HeartbeatTicks (%d) >= 1", c.ElectionTicks, c.HeartbeatTicks)
 	case c.RequestTicks <= c.ElectionTicks:
@@ -183,7 +188,7 @@ func (c *Config) Validate() error {
 // String lists the settings, one per line, for logs and reports.
 func (c Config) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "id=%d addr=%q peers=%v join=%v replicas=%d\n", c.ID, c.Addr, c.Peers, c.Join, c.Replicas)
+	fmt.Fprintf(&b, "id=%d addr=%q peers=%v join=%v replicas=%d learners=%d\n", c.ID, c.Addr, c.Peers, c.Join, c.Replicas, c.Learners)
 	fmt.Fprintf(&b, "ticks: election=%d heartbeat=%d request=%d placement=%d dead-after=%d\n",
 		c.ElectionTicks, c.HeartbeatTicks, c.RequestTicks, c.PlacementTicks, c.DeadAfterTicks)
 	fmt.Fprintf(&b, "bounds: proposals=%d reads=%d requests=%d proposal-bytes=%d ready-bytes=%d apply-bytes=%d uncommitted=%d snapshots=%d/%d snapshot-bytes=%d uninitialized=%d\n",

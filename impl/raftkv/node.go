@@ -453,9 +453,6 @@ func (n *Node) Tick() {
 	for _, r := range n.order {
 		r.tick()
 		r.expire(n.tick)
-		if r.staged != nil && r.staged.expires <= n.tick {
-			r.dropStaged()
-		}
 	}
 	n.router.tick()
 	n.watchTick()

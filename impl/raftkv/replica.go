@@ -96,11 +96,6 @@ type replica struct {
 	mergeBusy   bool
 	abortBusy   bool
 	frozenSince int64
-	// colocate: the left neighbour wants to merge this range and asked for
-	// its replicas on these nodes (until colocateUntil).
-	colocate      []NodeID
-	colocateUntil int64
-	colocateBusy  bool
 
 	watchers []*watcher // watch parts registered here (watch.go)
 	fx       *effects   // the current apply's effects (set during applyEntries)
@@ -246,12 +241,6 @@ func (r *replica) exec(req *Request, done func(*Response)) {
 		done(&Response{Err: r.notLeader()})
 		return
 	}
-	if req.Kind == reqColocate {
-		// Not replicated: a placement preference of this leader, for a while.
-		r.colocate, r.colocateUntil = req.Nodes, r.n.tick+int64(20*r.n.cfg.PlacementTicks)
-		done(&Response{Succeeded: true})
-		return
-	}
 	x := &exec{req: req, done: done, deadline: r.n.tick + int64(r.n.cfg.RequestTicks)}
 	if !req.isWrite() {
 		if r.n.cfg.Knobs.ReadWithoutReadIndex {
@@ -323,7 +312,7 @@ func (r *replica) checkSpan(req *Request) *Error {
 		if !d.Contains(req.Key) {
 			return moved()
 		}
-	case reqFreeze, reqMergeAbort, reqUnfreeze, reqColocate:
+	case reqFreeze, reqMergeAbort, reqUnfreeze:
 		if req.Range != r.id {
 			return moved()
 		}

@@ -131,7 +131,6 @@ type stagedSnap struct {
 	state    appliedState
 	data     []KV
 	subsumed []*replica
-	expires  int64
 }
 
 // receiveSnapshot checks and stages an incoming snapshot, then steps it.
@@ -170,8 +169,10 @@ func (n *Node) receiveSnapshot(r *replica, m *pb.Message, data []KV) {
 		}
 	}
 	st.Index, st.Term = snap.GetMetadata().GetIndex(), snap.GetMetadata().GetTerm()
-	r.staged = &stagedSnap{index: st.Index, term: st.Term, state: st, data: keep, subsumed: subsumed,
-		expires: n.tick + int64(n.cfg.ElectionTicks)}
+	// It stays staged until the replica's next Ready: raft answers every
+	// snapshot (MsgAppResp), so that Ready either carries it or shows raft
+	// refused it — however long the disk takes before that Ready.
+	r.staged = &stagedSnap{index: st.Index, term: st.Term, state: st, data: keep, subsumed: subsumed}
 	n.snapsIn++
 	r.step(m)
 }

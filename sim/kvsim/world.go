@@ -95,6 +95,9 @@ func DefaultOptions(nodes int) Options {
 	cfg.MergeBytes = 3 << 10
 	cfg.LogKeep, cfg.LogMax = 10, 100
 	cfg.DeadAfterTicks = 150
+	if nodes >= 5 {
+		cfg.Learners = 1 // a non-voting replica per range, serving stale reads
+	}
 	return Options{
 		Nodes: nodes, Clients: 4, Duration: 20 * time.Second, Faults: AllFaults,
 		Tick: 100 * time.Millisecond, FsyncMin: 500 * time.Microsecond, FsyncMax: 4 * time.Millisecond,
