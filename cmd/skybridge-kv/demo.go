@@ -169,7 +169,7 @@ type demoReport struct {
 // -9 of one node a third of the way in, its restart another third later;
 // every acknowledged write is read back, and the cluster still serves
 // writes and reads afterwards.
-func runDemo(ctx context.Context, bin, dir string, duration time.Duration, workers int, logf func(string, ...any)) (*demoReport, error) {
+func runDemo(ctx context.Context, bin, dir string, duration time.Duration, workers, batch int, kill bool, logf func(string, ...any)) (*demoReport, error) {
 	c, err := newCluster(bin, dir, 3, true, logf)
 	if err != nil {
 		return nil, err
@@ -188,13 +188,16 @@ func runDemo(ctx context.Context, bin, dir string, duration time.Duration, worke
 	}
 	rep := &demoReport{victim: 2}
 	var killErr error
-	rep.load, err = runLoad(ctx, loadOpts{addrs: c.clients, duration: duration, workers: workers, conns: 3, batch: 1, prefix: "demo/"},
-		func(d time.Duration) {
-			time.Sleep(d / 3) // the load runs meanwhile; this is the schedule of the fault
-			c.kill(rep.victim)
-			time.Sleep(d / 3)
-			killErr = c.start(rep.victim)
-		})
+	schedule := func(d time.Duration) {
+		time.Sleep(d / 3) // the load runs meanwhile; this is the schedule of the fault
+		c.kill(rep.victim)
+		time.Sleep(d / 3)
+		killErr = c.start(rep.victim)
+	}
+	if !kill {
+		schedule, rep.victim = nil, 0
+	}
+	rep.load, err = runLoad(ctx, loadOpts{addrs: c.clients, duration: duration, workers: workers, conns: 3, batch: batch, prefix: "demo/"}, schedule)
 	if err != nil {
 		return rep, err
 	}
@@ -217,6 +220,8 @@ func demo(args []string) error {
 	dir := fs.String("dir", "", "data directory (default: a new temporary one, removed after)")
 	duration := fs.Duration("duration", 15*time.Second, "write load")
 	workers := fs.Int("workers", 32, "concurrent writers")
+	batch := fs.Int("batch", 1, "puts per request")
+	kill := fs.Bool("kill", true, "kill -9 a node a third of the way in, restart it a third later")
 	fs.Parse(args)
 	bin, err := os.Executable()
 	if err != nil {
@@ -233,9 +238,9 @@ func demo(args []string) error {
 	logf := func(f string, a ...any) {
 		fmt.Printf("%s  "+f+"\n", append([]any{time.Now().Format("15:04:05.000")}, a...)...)
 	}
-	rep, err := runDemo(context.Background(), bin, *dir, *duration, *workers, logf)
+	rep, err := runDemo(context.Background(), bin, *dir, *duration, *workers, *batch, *kill, logf)
 	if rep != nil && rep.load != nil {
-		fmt.Println("load with kill -9 of n2:", rep.load)
+		fmt.Printf("load (%d writers, %d puts per request, kill -9 of n%d): %s\n", *workers, *batch, rep.victim, rep.load)
 	}
 	if rep != nil && rep.after != nil {
 		fmt.Println("after the restart:", rep.after)

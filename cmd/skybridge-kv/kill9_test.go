@@ -23,7 +23,7 @@ func TestKill9ThreeProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	rep, err := runDemo(ctx, bin, dir, 6*time.Second, 16, t.Logf)
+	rep, err := runDemo(ctx, bin, dir, 6*time.Second, 16, 1, true, t.Logf)
 	if rep != nil && rep.load != nil {
 		t.Logf("load with kill -9 of n%d: %s", rep.victim, rep.load)
 	}

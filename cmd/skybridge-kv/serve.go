@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +34,18 @@ func serve(args []string) error {
 	listenFD := fs.Int("listen-fd", 0, "use this inherited file descriptor as the node listener (tests)")
 	clientFD := fs.Int("client-fd", 0, "use this inherited file descriptor as the client listener (tests)")
 	deadAfter := fs.Duration("dead-after", 0, "declare a node dead after this long unheard (0: only by declare-dead)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile here until the node stops")
 	fs.Parse(args)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *id == 0 || *dir == "" || *peers == "" {
 		return errors.New("serve needs --id, --dir and --peers")
 	}

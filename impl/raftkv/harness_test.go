@@ -20,6 +20,7 @@ type tcluster struct {
 	ids     []NodeID
 	nodes   map[NodeID]*Node
 	disks   map[NodeID]*vfs.MemFS
+	mkfs    func() *vfs.MemFS
 	inbox   []*Message
 	replies map[NodeID]map[uint64]*Response
 	events  map[NodeID][]WatchEvent
@@ -31,7 +32,14 @@ type tcluster struct {
 
 func newCluster(t testing.TB, n int, mod func(*Config)) *tcluster {
 	t.Helper()
-	c := &tcluster{t: t, nodes: map[NodeID]*Node{}, disks: map[NodeID]*vfs.MemFS{}, replies: map[NodeID]map[uint64]*Response{},
+	return newClusterFS(t, n, mod, vfs.NewCrashableMem)
+}
+
+// newClusterFS is newCluster on the file systems mkfs makes (benchmarks
+// use vfs.NewMem: the crashable one copies a file on every sync).
+func newClusterFS(t testing.TB, n int, mod func(*Config), mkfs func() *vfs.MemFS) *tcluster {
+	t.Helper()
+	c := &tcluster{t: t, mkfs: mkfs, nodes: map[NodeID]*Node{}, disks: map[NodeID]*vfs.MemFS{}, replies: map[NodeID]map[uint64]*Response{},
 		events: map[NodeID][]WatchEvent{},
 		down:   map[NodeID]bool{}, cut: map[[2]NodeID]bool{}, rand: env.NewRand(1)}
 	for i := 1; i <= n; i++ {
@@ -42,7 +50,7 @@ func newCluster(t testing.TB, n int, mod func(*Config)) *tcluster {
 		mod(&c.cfg)
 	}
 	for _, id := range c.ids {
-		c.disks[id] = vfs.NewCrashableMem()
+		c.disks[id] = c.mkfs()
 		c.start(id)
 	}
 	t.Cleanup(func() {
@@ -72,7 +80,7 @@ func (c *tcluster) start(id NodeID) {
 // add starts a new node that joins the cluster.
 func (c *tcluster) add(id NodeID) {
 	c.ids = append(c.ids, id)
-	c.disks[id] = vfs.NewCrashableMem()
+	c.disks[id] = c.mkfs()
 	c.start(id)
 }
 

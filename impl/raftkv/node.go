@@ -9,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -135,7 +136,13 @@ func Open(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db, err := pebble.Open(cfg.Dir, &pebble.Options{FS: cfg.FS, Logger: pebbleLogger{}})
+	// Bloom filters: every write reads the key's old value (the range's
+	// byte and key counts stay exact), and most written keys are new.
+	po := &pebble.Options{FS: cfg.FS, Logger: pebbleLogger{}}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(cfg.Dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("raftkv: open %s: %w", cfg.Dir, err)
 	}

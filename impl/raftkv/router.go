@@ -17,6 +17,7 @@ type router struct {
 	active  []*call            // creation order: the order ticks visit them
 	byID    map[uint64]*call   // attempt ID → call; lookup only
 	leaders map[RangeID]NodeID // leader hints; lookup only
+	open    int                // calls not finished (active keeps finished ones until the next tick)
 }
 
 type call struct {
@@ -49,17 +50,16 @@ func (rt *router) init(n *Node) {
 	rt.leaders = map[RangeID]NodeID{}
 }
 
-func (rt *router) pending() int { return len(rt.active) }
-
 // start routes a request; done runs exactly once.
 func (rt *router) start(req *Request, hops uint8, done func(*Response)) {
-	if len(rt.active) >= rt.n.cfg.MaxPendingRequests {
+	if rt.open >= rt.n.cfg.MaxPendingRequests {
 		rt.n.stats.RequestsRefused++
-		done(&Response{Err: errf(ErrBusy, "n%d: %d requests pending", rt.n.cfg.ID, len(rt.active))})
+		done(&Response{Err: errf(ErrBusy, "n%d: %d requests pending", rt.n.cfg.ID, rt.open)})
 		return
 	}
 	c := &call{req: req, done: done, deadline: rt.n.tick + int64(rt.n.cfg.RequestTicks), hops: hops}
 	rt.active = append(rt.active, c)
+	rt.open++
 	rt.n.stats.Requests++
 	rt.try(c)
 }
@@ -69,6 +69,7 @@ func (rt *router) finish(c *call, resp *Response) {
 		return
 	}
 	c.finished = true
+	rt.open--
 	if c.attempt != 0 {
 		delete(rt.byID, c.attempt)
 		c.attempt = 0
