@@ -509,8 +509,17 @@ func (r *replica) applyMerge(b *pebble.Batch, rhs *Descriptor, data []KV, fx *ef
 	r.state.LiveKeys += addKeys
 	r.n.stats.Merges++
 	fx.then(r.resetWatchers)
-	// The right-hand range's local replica is gone with it.
-	if old := r.n.replicas[rhs.RangeID]; old != nil {
+	// The right-hand range's local replica is gone with it, and so is any
+	// other local replica of its span: older ranges the right-hand one
+	// absorbed before, whose merges this node never applied (their data
+	// was just overwritten; destroying them later would clear it).
+	for _, old := range r.n.order {
+		if old == r || old.destroyed {
+			continue
+		}
+		if old.id != rhs.RangeID && !(old.state.Desc.Initialized() && old.state.Desc.Overlaps(rhs)) {
+			continue
+		}
 		if err := writeDestroy(b, old.id, old.replicaID); err != nil {
 			return nil, err
 		}

@@ -349,7 +349,7 @@ func (n *Node) destroy(r *replica, why string) error {
 		return err
 	}
 	if d := r.state.Desc; d.Initialized() {
-		if err := b.DeleteRange(dataKey(d.Start), dataEnd(d.End), nil); err != nil {
+		if err := n.clearUnowned(b, r, d.Start, d.End); err != nil {
 			return err
 		}
 	}
@@ -358,6 +358,32 @@ func (n *Node) destroy(r *replica, why string) error {
 	}
 	n.dropReplica(r, why)
 	return nil
+}
+
+// clearUnowned deletes the data in [start, end) except where another
+// local replica's span lies: local replicas never overlap, and this keeps
+// it so when one is destroyed.
+func (n *Node) clearUnowned(b *pebble.Batch, except *replica, start, end []byte) error {
+	at := start
+	for _, x := range n.spans {
+		d := x.state.Desc
+		if x == except || x.destroyed || !spansOverlap(at, end, d.Start, d.End) {
+			continue
+		}
+		if bytes.Compare(d.Start, at) > 0 {
+			if err := b.DeleteRange(dataKey(at), dataKey(d.Start), nil); err != nil {
+				return err
+			}
+		}
+		if d.End == nil {
+			return nil
+		}
+		at = d.End
+	}
+	if end != nil && bytes.Compare(at, end) >= 0 {
+		return nil
+	}
+	return b.DeleteRange(dataKey(at), dataEnd(end), nil)
 }
 
 // removeSelf runs when the local replica applied its own removal.

@@ -274,6 +274,13 @@ func (n *Node) receiveWatch(m *Message) {
 	}
 }
 
+// WatchReady reports whether a watch is registered everywhere it must be
+// (its Reset delivered, its events flowing).
+func (n *Node) WatchReady(id uint64) bool {
+	w := n.watches[id]
+	return w != nil && w.ready
+}
+
 // registerWatcher is reqWatch at a replica.
 func (r *replica) registerWatcher(req *Request) *Response {
 	n := r.n

@@ -21,6 +21,7 @@ type watcher struct {
 	w       *world
 	host    *sim.Host
 	ep      *sim.Endpoint
+	node    *nodeProc // the node ep leads to
 	in      raftkv.Framer
 	cache   map[string]string
 	reading bool                // a read after a Reset is under way
@@ -50,6 +51,7 @@ func (wt *watcher) connect() {
 	}
 	p := cands[wt.w.s.Rand.IntN(len(cands))]
 	wt.ep = wt.host.Dial(p.host.Name, portClient, wt)
+	wt.node = p
 	wt.in = raftkv.Framer{}
 	wt.reading, wt.buf = false, nil
 	wt.ep.Write(raftkv.AppendIDFrame(nil, raftkv.FrameWatch, 1, []byte(watchPrefix)))
@@ -167,8 +169,20 @@ func (wt *watcher) scanned(id uint64, resp *raftkv.Response) {
 	wt.reading, wt.buf = false, nil
 }
 
-// idle reports that the watcher has a cache to compare.
-func (wt *watcher) idle() bool { return wt.ep != nil && !wt.reading && wt.resets > 0 }
+// idle reports that the watcher has a cache to compare: it is not
+// reading, and its node has its watch registered (a node re-registering
+// a watch sends a Reset once done: until then the cache may be behind).
+func (wt *watcher) idle() bool {
+	if wt.ep == nil || wt.reading || wt.resets == 0 || wt.node == nil || !wt.node.up {
+		return false
+	}
+	for sid, cr := range wt.node.watches { // any order: one matches
+		if cr.ep.Conn == wt.ep.Conn {
+			return wt.node.node.WatchReady(sid)
+		}
+	}
+	return false
+}
 
 // checkCache compares the cache with the registers' content on the leaders.
 func (w *world) checkCache() {
