@@ -74,6 +74,7 @@ func simulate(args []string) error {
 				r := kvsim.Run(o, s)
 				mu.Lock()
 				st.OpsOK += r.Stats.OpsOK
+				st.Writes += r.Stats.Writes
 				st.Node.Add(r.Stats.Node)
 				st.Crashes += r.Stats.Crashes
 				st.Partitions += r.Stats.Partitions
@@ -98,6 +99,10 @@ func simulate(args []string) error {
 	fmt.Printf("%d seeds from %d in %v: %d failed; %d operations answered; %d partitions, %d power losses, %d nodes replaced; %d splits, %d merges, %d snapshots applied, %d membership changes; %d Porcupine checks inconclusive\n",
 		*seeds, *from, time.Since(start).Round(time.Millisecond), failed, st.OpsOK, st.Partitions, st.Crashes, st.Replacements,
 		st.Node.Splits, st.Node.Merges, st.Node.SnapshotsApplied, st.Node.ConfChanges, st.Inconclusive)
+	if st.Writes > 0 {
+		fmt.Printf("per acknowledged write, over every node (background work included): %.1f raft messages, %.2f synced batches (fsyncs), %.2f raft entries proposed\n",
+			float64(st.Node.RaftSent)/float64(st.Writes), float64(st.Node.Syncs)/float64(st.Writes), float64(st.Node.Proposals)/float64(st.Writes))
+	}
 	if failed > 0 {
 		os.Exit(1)
 	}

@@ -591,6 +591,9 @@ func (n *Node) Ready() (*Ready, error) {
 	}
 	n.rd = rd
 	n.stats.Readies++
+	if rd.Sync && !rd.Batch.Empty() {
+		n.stats.Syncs++
+	}
 	return rd, nil
 }
 

@@ -9,7 +9,8 @@ import (
 // Stats counts what a node did, including everything a bound refused or
 // dropped. Counters only grow.
 type Stats struct {
-	Readies       uint64 // Ready rounds (one synced batch each when anything must be durable)
+	Readies       uint64 // Ready rounds
+	Syncs         uint64 // Ready rounds whose batch had to be synced (one fsync each)
 	ReadyDeferred uint64 // replicas left for the next Ready by MaxReadyBytes
 
 	Requests          uint64 // requests routed (client, forwarded, internal)

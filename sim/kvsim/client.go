@@ -248,6 +248,9 @@ func (c *client) answer(resp *raftkv.Response) {
 			out.resume = string(resp.Resume)
 		}
 		w.stats.OpsOK++
+		if isWrite(op.in.kind) {
+			w.stats.Writes++
+		}
 		w.record(c.id, op.in, out, op.call, now)
 		if w.stopping && op.in.kind == opGet && len(c.final) > 0 && c.final[0] == op.in.key {
 			c.final = c.final[1:]

@@ -130,6 +130,7 @@ func BugNames() []string {
 // Stats counts what a run did.
 type Stats struct {
 	OpsOK, OpsFailed, OpsUnknown, ClientTimeouts uint64
+	Writes                                       uint64 // acknowledged writes
 	Partitions, Crashes, Stalls, Replacements    uint64
 	RaftDropped, RaftDuplicated                  uint64
 	Linearized, Inconclusive                     int
