@@ -92,35 +92,48 @@ func (fx *effects) then(f func()) { fx.after = append(fx.after, f) }
 // applyEntries applies committed entries into b (an indexed batch shared
 // by every replica of the Ready). Everything it decides depends only on
 // the entries and the replicated state, so every replica decides alike.
-func (r *replica) applyEntries(b *pebble.Batch, ents []*pb.Entry, fx *effects) error {
+// It stops after a split, a merge, a freeze or a membership change and
+// returns the entries left: their effects (a replica created or
+// destroyed, a span changed) must be in place before the next entry of
+// any replica applies (Advance commits the batch and goes on).
+func (r *replica) applyEntries(b *pebble.Batch, ents []*pb.Entry, fx *effects) ([]*pb.Entry, error) {
 	if len(ents) == 0 {
-		return nil
+		return nil, nil
 	}
 	r.fx = fx
 	defer func() { r.fx = nil }()
-	for _, e := range ents {
+	for i, e := range ents {
 		if r.destroyed {
-			return nil
+			return nil, nil
 		}
 		if e.GetIndex() != r.state.Index+1 {
-			return fmt.Errorf("raftkv: r%d applies entry %d after %d", r.id, e.GetIndex(), r.state.Index)
+			return nil, fmt.Errorf("raftkv: r%d applies entry %d after %d", r.id, e.GetIndex(), r.state.Index)
 		}
+		structural := false
 		switch e.GetType() {
 		case pb.EntryNormal:
 			if err := r.applyNormal(b, e, fx); err != nil {
-				return err
+				return nil, err
 			}
+			structural = len(e.GetData()) > 0 && cmdKind(e.GetData()[0]) != cmdBatch
 		case pb.EntryConfChange, pb.EntryConfChangeV2:
 			if err := r.applyConfChange(e, fx); err != nil {
-				return err
+				return nil, err
 			}
+			structural = true
 		}
 		r.state.Index, r.state.Term = e.GetIndex(), e.GetTerm()
+		if structural && i+1 < len(ents) {
+			if r.destroyed {
+				return nil, nil
+			}
+			return ents[i+1:], b.Set(rangeKey(r.id, sufState), r.state.bytes(), nil)
+		}
 	}
 	if r.destroyed {
-		return nil
+		return nil, nil
 	}
-	return b.Set(rangeKey(r.id, sufState), r.state.bytes(), nil)
+	return nil, b.Set(rangeKey(r.id, sufState), r.state.bytes(), nil)
 }
 
 func (r *replica) applyNormal(b *pebble.Batch, e *pb.Entry, fx *effects) error {
@@ -426,6 +439,7 @@ const (
 )
 
 func (r *replica) applySplit(b *pebble.Batch, key []byte, newID RangeID, fx *effects) (*Response, error) {
+	r.n.logf("r%d splits at %q into r%d (index %d)", r.id, key, newID, r.state.Index+1)
 	left := r.state.Desc.Clone()
 	right := r.state.Desc.Clone()
 	left.End, right.Start = bytes.Clone(key), bytes.Clone(key)
@@ -486,6 +500,7 @@ func writeReplicaState(b *pebble.Batch, id RangeID, rid ReplicaID, hs *pb.HardSt
 }
 
 func (r *replica) applyMerge(b *pebble.Batch, rhs *Descriptor, data []KV, fx *effects) (*Response, error) {
+	r.n.logf("r%d merges %v with %d keys (index %d)", r.id, rhs, len(data), r.state.Index+1)
 	if err := b.DeleteRange(dataKey(rhs.Start), dataEnd(rhs.End), nil); err != nil {
 		return nil, err
 	}

@@ -67,6 +67,10 @@ type Config struct {
 	LogKeep int
 	LogMax  int
 
+	// Log, when set, hears about the changes of the node's replicas
+	// (splits, merges, snapshots, replicas created and destroyed).
+	Log func(msg string)
+
 	// Knobs plants bugs, for the simulator's checks to find (never in production).
 	Knobs Knobs
 }

@@ -326,6 +326,7 @@ func (n *Node) dropReplica(r *replica, why string) {
 	if n.replicas[r.id] != r {
 		return
 	}
+	n.logf("drop r%d replica %d: %s", r.id, r.replicaID, why)
 	r.destroyed = true
 	r.dropOut()
 	r.dropStaged()
@@ -343,6 +344,7 @@ func (n *Node) dropReplica(r *replica, why string) {
 
 // destroy removes a replica and the data only it held, now.
 func (n *Node) destroy(r *replica, why string) error {
+	n.logf("destroy r%d %v: %s", r.id, r.state.Desc, why)
 	b := n.db.NewBatch()
 	defer b.Close()
 	if err := writeDestroy(b, r.id, r.replicaID); err != nil {
@@ -434,6 +436,7 @@ func (n *Node) createSplitReplica(id RangeID, rid ReplicaID, st appliedState, hs
 		n.dropReplica(old, "initialized by a split")
 		delete(n.tombstones, id)
 	}
+	n.logf("create r%d %v from a split", id, st.Desc)
 	r, err := n.newReplica(id, rid, st, proto.Clone(hs).(*pb.HardState), initialIndex, initialTerm, initialIndex)
 	if err != nil {
 		n.stats.StoreErrors++
@@ -736,24 +739,8 @@ func (n *Node) Advance(rd *Ready) error {
 			n.sendRaft(p.r, p.rd.Messages)
 		}
 	}
-	ab := n.db.NewIndexedBatch()
-	defer ab.Close()
-	var fx effects
-	for _, p := range rd.parts {
-		if p.r.destroyed {
-			continue
-		}
-		if err := p.r.applyEntries(ab, p.rd.CommittedEntries, &fx); err != nil {
-			return err
-		}
-	}
-	if !ab.Empty() {
-		if err := ab.Commit(pebble.NoSync); err != nil {
-			return err
-		}
-	}
-	for _, f := range fx.after {
-		f()
+	if err := n.apply(rd); err != nil {
+		return err
 	}
 	for _, p := range rd.parts {
 		if p.r.destroyed {
@@ -761,6 +748,52 @@ func (n *Node) Advance(rd *Ready) error {
 		}
 		p.r.rn.Advance(p.rd)
 		p.r.serveReads()
+	}
+	return nil
+}
+
+// apply applies the Ready's committed entries in rounds: a round ends
+// when a replica applies a structural entry (split, merge, membership),
+// so that its effects are in place before anything after it applies.
+func (n *Node) apply(rd *Ready) error {
+	type todo struct {
+		r    *replica
+		ents []*pb.Entry
+	}
+	var round []todo
+	for _, p := range rd.parts {
+		if len(p.rd.CommittedEntries) > 0 {
+			round = append(round, todo{p.r, p.rd.CommittedEntries})
+		}
+	}
+	for len(round) > 0 {
+		ab := n.db.NewIndexedBatch()
+		var fx effects
+		var next []todo
+		for _, t := range round {
+			if t.r.destroyed {
+				continue
+			}
+			rest, err := t.r.applyEntries(ab, t.ents, &fx)
+			if err != nil {
+				ab.Close()
+				return err
+			}
+			if len(rest) > 0 {
+				next = append(next, todo{t.r, rest})
+			}
+		}
+		if !ab.Empty() {
+			if err := ab.Commit(pebble.NoSync); err != nil {
+				ab.Close()
+				return err
+			}
+		}
+		ab.Close()
+		for _, f := range fx.after {
+			f()
+		}
+		round = next
 	}
 	return nil
 }
@@ -878,6 +911,13 @@ func (n *Node) RangeData(id RangeID) ([]KV, error) {
 		return nil, fmt.Errorf("raftkv: no initialized replica of r%d", id)
 	}
 	return spanData(n.db, r.state.Desc.Start, r.state.Desc.End)
+}
+
+// logf reports a replica change to Config.Log.
+func (n *Node) logf(format string, args ...any) {
+	if n.cfg.Log != nil {
+		n.cfg.Log(fmt.Sprintf(format, args...))
+	}
 }
 
 func cmpU64(a, b uint64) int {

@@ -222,6 +222,7 @@ func (r *replica) writeSnapshot(b *pebble.Batch, snap *pb.Snapshot, hs *pb.HardS
 
 // snapshotApplied updates the replica once the snapshot's batch committed.
 func (r *replica) snapshotApplied(s *stagedSnap) {
+	r.n.logf("r%d snapshot at %d applied: %v, %d keys, %d replicas subsumed (was %v)", r.id, s.index, s.state.Desc, len(s.data), len(s.subsumed), r.state.Desc)
 	r.n.snapsIn--
 	for _, x := range s.subsumed {
 		r.n.dropReplica(x, "subsumed by a snapshot")

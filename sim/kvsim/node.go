@@ -79,6 +79,13 @@ func (p *nodeProc) start(join bool) {
 	cfg.Join = join || p.joined
 	p.joined = cfg.Join
 	cfg.Addr = p.host.Name
+	host, id := p.host.ID, p.id
+	cfg.Log = func(msg string) {
+		w.s.Note(sim.KindAction, host, 0, msg)
+		if w.opts.Observe != nil {
+			w.opts.Observe(id, w.s.Elapsed(), msg)
+		}
+	}
 	n, err := raftkv.Open(cfg)
 	if err != nil {
 		w.fail("open", fmt.Sprintf("n%d: %v", p.id, err))

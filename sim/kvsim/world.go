@@ -83,6 +83,9 @@ type Options struct {
 	Keys               int // single-key registers
 	BulkValue          int // bytes of a bulk value
 	Config             raftkv.Config
+	// Observe, when set, hears every node's replica changes (splits,
+	// merges, snapshots, replicas created and destroyed): for debugging.
+	Observe func(node raftkv.NodeID, at time.Duration, msg string)
 }
 
 // DefaultOptions is the standard run: small ranges (they split and merge
