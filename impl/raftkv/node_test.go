@@ -157,3 +157,23 @@ func TestDeadNodeIsReplaced(t *testing.T) {
 	}
 	t.Logf("%s", st)
 }
+
+func TestFiveVotersSurviveTwoFailures(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 5, func(cfg *Config) { cfg.Replicas = 5 })
+	c.must(1, put("a", "1"))
+	for _, lr := range c.nodes[1].Ranges() {
+		if len(lr.Desc.Voters) != 5 {
+			t.Fatalf("r%d has %d voters, want 5: %v", lr.Desc.RangeID, len(lr.Desc.Voters), lr.Desc)
+		}
+	}
+	c.crash(4, true)
+	c.crash(5, true)
+	c.must(1, put("b", "2"))
+	if resp := c.must(2, get("a")); string(resp.Value) != "1" {
+		t.Fatalf("a: %+v", resp)
+	}
+	if resp := c.must(3, get("b")); string(resp.Value) != "2" {
+		t.Fatalf("b: %+v", resp)
+	}
+}
