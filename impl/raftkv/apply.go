@@ -3,7 +3,6 @@ package raftkv
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -641,5 +640,3 @@ func (r *replica) applyConfChange(e *pb.Entry, fx *effects) error {
 	}
 	return nil
 }
-
-var errStopped = errors.New("raftkv: node closed")

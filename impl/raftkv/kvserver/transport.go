@@ -25,6 +25,8 @@ type peer struct {
 	snaps chan *raftkv.Message
 	stop  chan struct{}
 	once  sync.Once
+	mu    sync.Mutex
+	conns map[net.Conn]bool // open connections, closed on stop
 }
 
 const (
@@ -44,7 +46,39 @@ func newPeer(s *Server, id raftkv.NodeID) *peer {
 	return p
 }
 
-func (p *peer) close() { p.once.Do(func() { close(p.stop) }) }
+func (p *peer) close() {
+	p.once.Do(func() {
+		close(p.stop)
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+}
+
+// track registers an open connection (closed on stop); untrack forgets it.
+func (p *peer) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stop:
+		return false
+	default:
+	}
+	if p.conns == nil {
+		p.conns = map[net.Conn]bool{}
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *peer) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	c.Close()
+}
 
 // send queues a frame, dropping it when the queue is full.
 func (p *peer) send(f []byte) {
@@ -120,8 +154,12 @@ func (p *peer) sender() {
 				continue // this frame is lost; raft and the router cope
 			}
 			backoff = 50 * time.Millisecond
+			if !p.track(c) {
+				c.Close()
+				return
+			}
 			p.write(c, f)
-			c.Close()
+			p.untrack(c)
 		}
 	}
 }
@@ -174,7 +212,11 @@ func (p *peer) stream(m *raftkv.Message) bool {
 	if err != nil {
 		return false
 	}
-	defer c.Close()
+	if !p.track(c) {
+		c.Close()
+		return false
+	}
+	defer p.untrack(c)
 	w := bufio.NewWriterSize(c, 256<<10)
 	head := *m
 	head.Snap = nil
@@ -222,7 +264,15 @@ func (s *Server) acceptPeers() {
 func (s *Server) readPeer(c net.Conn) {
 	defer s.wg.Done()
 	defer c.Close()
-	go func() { <-s.stop; c.Close() }()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-s.stop:
+			c.Close()
+		case <-done:
+		}
+	}()
 	r := bufio.NewReaderSize(c, 256<<10)
 	var buf []byte
 	var snap *raftkv.Message
