@@ -84,12 +84,7 @@ func (c *client) think() {
 
 // connect dials a node that is not known to be gone.
 func (c *client) connect() bool {
-	var cands []*nodeProc
-	for _, p := range c.w.nodes {
-		if !p.gone {
-			cands = append(cands, p)
-		}
-	}
+	cands := c.w.active()
 	if len(cands) == 0 {
 		return false
 	}

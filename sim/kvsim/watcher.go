@@ -43,12 +43,7 @@ func (w *world) newWatcher() {
 }
 
 func (wt *watcher) connect() {
-	var cands []*nodeProc
-	for _, p := range wt.w.nodes {
-		if !p.gone {
-			cands = append(cands, p)
-		}
-	}
+	cands := wt.w.active()
 	p := cands[wt.w.s.Rand.IntN(len(cands))]
 	wt.ep = wt.host.Dial(p.host.Name, portClient, wt)
 	wt.node = p

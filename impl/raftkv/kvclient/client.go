@@ -195,24 +195,37 @@ func (cn *conn) write() {
 	}
 }
 
-// roundTrip sends one frame and waits for its answer.
-func (cn *conn) roundTrip(ctx context.Context, kind byte, body []byte) (*raftkv.Response, error) {
-	ch := make(chan result, 1)
+// send numbers a frame, lets register record what waits for its id
+// (under the lock, so that an answer cannot overtake it), and queues it.
+func (cn *conn) send(ctx context.Context, kind byte, body []byte, register func(id uint64)) (uint64, error) {
 	cn.mu.Lock()
 	if cn.err != nil {
 		cn.mu.Unlock()
-		return nil, cn.err
+		return 0, cn.err
 	}
 	cn.nextID++
 	id := cn.nextID
-	cn.pending[id] = ch
+	register(id)
 	cn.mu.Unlock()
 	select {
 	case cn.out <- raftkv.AppendIDFrame(nil, kind, id, body):
+		return id, nil
 	case <-cn.done:
-		return nil, cn.err
+		return id, cn.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return id, ctx.Err()
+	}
+}
+
+// roundTrip sends one frame and waits for its answer.
+func (cn *conn) roundTrip(ctx context.Context, kind byte, body []byte) (*raftkv.Response, error) {
+	ch := make(chan result, 1)
+	id, err := cn.send(ctx, kind, body, func(id uint64) { cn.pending[id] = ch })
+	if err != nil {
+		cn.mu.Lock()
+		delete(cn.pending, id)
+		cn.mu.Unlock()
+		return nil, err
 	}
 	select {
 	case r := <-ch:
@@ -352,19 +365,12 @@ func (c *Client) Watch(ctx context.Context, prefix []byte, buffer int) (<-chan r
 		return nil, err
 	}
 	ch := make(chan raftkv.WatchEvent, max(buffer, 1))
-	cn.mu.Lock()
-	if cn.err != nil {
+	id, err := cn.send(ctx, raftkv.FrameWatch, prefix, func(id uint64) { cn.watches[id] = ch })
+	if err != nil {
+		cn.mu.Lock()
+		delete(cn.watches, id)
 		cn.mu.Unlock()
-		return nil, cn.err
-	}
-	cn.nextID++
-	id := cn.nextID
-	cn.watches[id] = ch
-	cn.mu.Unlock()
-	select {
-	case cn.out <- raftkv.AppendIDFrame(nil, raftkv.FrameWatch, id, prefix):
-	case <-cn.done:
-		return nil, cn.err
+		return nil, err
 	}
 	go func() {
 		select {
