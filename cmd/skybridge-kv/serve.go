@@ -35,6 +35,7 @@ func serve(args []string) error {
 	clientFD := fs.Int("client-fd", 0, "use this inherited file descriptor as the client listener (tests)")
 	deadAfter := fs.Duration("dead-after", 0, "declare a node dead after this long unheard (0: only by declare-dead)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile here until the node stops")
+	cacheMB := fs.Int64("cache-mb", 64, "Pebble block cache, MiB")
 	fs.Parse(args)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -55,7 +56,7 @@ func serve(args []string) error {
 	}
 	cfg := kvserver.Config{
 		Node: raftkv.Config{ID: raftkv.NodeID(*id), Dir: *dir, Peers: ids, Join: *join, Replicas: *replicas,
-			DeadAfterTicks: int(*deadAfter / *tick)},
+			DeadAfterTicks: int(*deadAfter / *tick), CacheBytes: *cacheMB << 20},
 		PeerAddrs: addrs, Listen: *listen, ClientListen: *client, Tick: *tick,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}

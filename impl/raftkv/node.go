@@ -37,6 +37,7 @@ type Node struct {
 	replies  []Reply
 	snapsOut int
 	snapsIn  int
+	streams  map[*SnapshotStream]bool // being sent; closed with the node (any order)
 
 	router     router
 	lastHeard  map[NodeID]int64 // lookup only
@@ -115,6 +116,7 @@ type readyPart struct {
 	truncIndex uint64
 	truncTerm  uint64
 	snapshot   *stagedSnap
+	sent       bool // the messages went out with the Ready (a leader's)
 }
 
 // Commit commits the batch (a convenience for runtimes that commit inline).
@@ -142,12 +144,17 @@ func Open(cfg Config) (*Node, error) {
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	if cfg.CacheBytes > 0 {
+		cache := pebble.NewCache(cfg.CacheBytes)
+		defer cache.Unref() // the store holds its own reference
+		po.Cache = cache
+	}
 	db, err := pebble.Open(cfg.Dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("raftkv: open %s: %w", cfg.Dir, err)
 	}
 	n := &Node{cfg: cfg, db: db, replicas: map[RangeID]*replica{}, tombstones: map[RangeID]ReplicaID{},
-		lastHeard: map[NodeID]int64{}}
+		lastHeard: map[NodeID]int64{}, streams: map[*SnapshotStream]bool{}}
 	n.sampleWrites = cfg.SplitWrites > 0
 	// Proposal sequence numbers are unique per incarnation, so that an entry
 	// proposed before a restart never answers a request made after it.
@@ -291,6 +298,9 @@ func (n *Node) Close() error {
 	n.closed = true
 	for _, r := range n.order {
 		r.dropOut()
+	}
+	for s := range n.streams {
+		s.close()
 	}
 	if n.rd != nil {
 		n.rd.Batch.Close()
@@ -655,6 +665,15 @@ func (n *Node) readyReplica(rd *Ready, r *replica) error {
 		}
 	}
 	rd.Sync = rd.Sync || rrd.MustSync || part.snapshot != nil || part.truncIndex > 0
+	// A leader sends its appends while it syncs them itself (raft counts
+	// its own copy only once the batch is durable, in Advance), unless the
+	// Ready also changes its term or vote: messages must never get ahead
+	// of a vote that is not yet on disk.
+	if r.isLeader() && part.snapshot == nil && (rrd.HardState == nil ||
+		rrd.HardState.GetTerm() == r.st.hs.GetTerm() && rrd.HardState.GetVote() == r.st.hs.GetVote()) {
+		n.sendRaft(r, rrd.Messages)
+		part.sent = true
+	}
 	rd.parts = append(rd.parts, part)
 	return nil
 }
@@ -735,7 +754,7 @@ func (n *Node) Advance(rd *Ready) error {
 		}
 	}
 	for _, p := range rd.parts {
-		if !p.r.destroyed {
+		if !p.r.destroyed && !p.sent {
 			n.sendRaft(p.r, p.rd.Messages)
 		}
 	}
@@ -823,6 +842,7 @@ func (n *Node) sendRaft(r *replica, msgs []*pb.Message) {
 			r.out.refs++
 			n.snapsOut++
 			out.Snap = &SnapshotStream{n: n, src: r.out, Range: r.id, To: rd.Node}
+			n.streams[out.Snap] = true
 			n.stats.SnapshotsSent++
 		}
 		n.stats.RaftSent++
@@ -835,6 +855,7 @@ func (n *Node) SnapshotDone(m *Message, ok bool) {
 	if m.Snap == nil || m.Snap.src == nil {
 		return
 	}
+	delete(n.streams, m.Snap)
 	m.Snap.close()
 	n.snapsOut--
 	if !ok {

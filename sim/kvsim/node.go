@@ -204,18 +204,40 @@ func (p *nodeProc) flush() {
 }
 
 func (p *nodeProc) send(m *raftkv.Message) {
-	w := p.w
 	if m.Snap != nil {
-		var data []raftkv.KV
-		for {
-			kvs, err := m.Snap.Next(64 << 10)
-			if err != nil || len(kvs) == 0 {
-				break
-			}
-			data = append(data, kvs...)
-		}
-		m.SnapData = data
+		p.stream(m)
+		return
 	}
+	p.write(m)
+}
+
+// stream reads a snapshot's data a chunk at a time, some milliseconds
+// apart, as a runtime streaming it while the node goes on applying would;
+// then it sends the whole as one message.
+func (p *nodeProc) stream(m *raftkv.Message) {
+	w := p.w
+	incarn := p.incarn
+	var step func()
+	step = func() {
+		if !p.up || p.incarn != incarn {
+			return // the node is gone, and its snapshot with it
+		}
+		kvs, err := m.Snap.Next(2 << 10)
+		if err == nil && len(kvs) > 0 {
+			m.SnapData = append(m.SnapData, kvs...)
+			w.s.After(w.s.Uniform(time.Millisecond, 5*time.Millisecond), step)
+			return
+		}
+		p.write(m)
+		p.after()
+	}
+	w.s.After(w.s.Uniform(time.Millisecond, 5*time.Millisecond), step)
+}
+
+// write encodes m and writes it to its peer (with the run's loss and
+// duplication for raft messages).
+func (p *nodeProc) write(m *raftkv.Message) {
+	w := p.w
 	b, err := raftkv.EncodeMessage(nil, m)
 	if err != nil {
 		w.fail("encode", err.Error())
