@@ -19,11 +19,13 @@ help:
 	@echo "make trace       spec statement coverage of the tests"
 	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
 	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
+	@echo "make demo-edge   a cloud and two edge nodes on this machine: deploy, cut, restart offline, converge"
+	@echo "make edge-soak   the edge/cloud simulation for more seeds (EDGE_SEEDS=500)"
 	@echo "make kv-sim      raftkv in the simulator: 200 seeds, planted bugs, determinism (also in test)"
 	@echo "make kv-soak     raftkv in the simulator: SEEDS seeds (default 1000)"
 	@echo "make kv-demo     a 3-process raftkv cluster on loopback survives kill -9 of one node under load"
 
-test: lint unit race conformance-mosquitto conformance-skybridge conformance-restricted trace sim kv-sim cross-test-if-qemu
+test: lint unit timing race conformance-mosquitto conformance-skybridge conformance-restricted trace sim kv-sim cross-test-if-qemu
 
 lint: fmt-check vet
 
@@ -34,13 +36,23 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# Screenshots and other outputs of the tests (the console's browser tests).
+export SKYBRIDGE_ARTIFACTS ?= $(CURDIR)/artifacts
+
 # Every package but the conformance suite (run below against each broker)
 # and the simulators (run below with their summaries).
 unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /conformance -e /sim$$ -e /sim/kvsim$$)
+	$(GO) test -count=1 -skip '$(TIMING_TESTS)' $$($(GO) list ./... | grep -v -e /conformance -e /sim$$ -e /sim/kvsim$$)
+
+# Tests whose assertion is a latency run alone, after the others, so that
+# another package's tests do not share the cores with them.
+TIMING_TESTS = ^TestLegitimateConnectDuringPasswordStorm$$
+.PHONY: timing
+timing:
+	set -o pipefail; $(GO) test -count=1 -run '$(TIMING_TESTS)' -v ./cmd/skybridge | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|CONNACK|storm'
 
 # Packages with concurrency run again under the race detector.
-RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/... ./impl/raftkv/...
+RACE_PKGS ?= ./impl/env/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/... ./impl/raftkv/... ./cloud/... ./edge/...
 race:
 	$(GO) test -count=1 -race $(RACE_PKGS)
 
@@ -68,13 +80,14 @@ conformance:
 
 
 
-# The deterministic simulator: every test of ./sim (200 seeds of the durable
-# broker with every fault including power loss, 100 of the in-memory one,
-# the planted bugs, determinism, raft), with a summary and, for a failure,
-# the command that replays it.
+# The deterministic simulator: every test of ./sim (100 one-minute seeds of
+# the durable broker with every fault including power loss, 30 of the
+# in-memory one, the regression seeds, the planted bugs, the mutants of
+# sim/mutants.go built with go build -overlay, determinism, raft), with a
+# summary and, for a failure, the command that replays it.
 .PHONY: sim sim-soak
 sim:
-	set -o pipefail; $(GO) test -count=1 -v ./sim | grep -E '^ *(--- |ok|FAIL)|seeds in|seeds twice|caught at|seeds \[|seed [0-9]+: |replay: '
+	set -o pipefail; $(GO) test -count=1 -timeout 30m -v ./sim | grep -E '^ *(--- |ok|FAIL)|seeds in|seeds twice|caught at|survived|mutants: |seeds \[|seed [0-9]+|replay: '
 
 # Long runs on demand: make sim-soak SEEDS=2000 DURATION=5m
 SEEDS ?= 1000
@@ -151,3 +164,13 @@ bench-compare:
 
 bench-smoke:
 	$(GO) test -count=1 -run 'TestSmokeScenarios|TestBrokerFailures' ./cmd/skybridge-bench
+
+# Edge and cloud (docs/EDGE.md). The simulation's seeds and the end-to-end
+# test of the binaries run in `unit`; these are for people.
+EDGE_SEEDS ?= 500
+.PHONY: demo-edge edge-soak
+demo-edge:
+	edge/demo/demo.sh
+
+edge-soak:
+	set -o pipefail; SKYBRIDGE_EDGESIM_SEEDS=$(EDGE_SEEDS) $(GO) test -count=1 -timeout 120m -v -run 'TestOutage|TestMass' ./sim/edgesim | grep -E '^ *(--- FAIL|ok|FAIL)|outage:|mass seed|seed [0-9]+: |replay: '

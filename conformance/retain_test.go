@@ -6,6 +6,8 @@ package conformance
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -156,6 +158,59 @@ func TestRetainZeroLeavesRetained(t *testing.T) {
 				// [v5 MQTT-3.3.1-8] [v3.1.1 MQTT-3.3.1-12] RETAIN 0 neither stores, replaces nor removes.
 				if diff := cmp.Diff(want, psPayloads(got)); diff != "" {
 					t.Fatalf("retained messages after RETAIN 0 publications (-want +got):\n%s%s", diff, psDescribeAll(got))
+				}
+			})
+		}
+	}
+}
+
+// TestRetainedAtGrantedQoS publishes retained messages at QoS 0, 1 and 2
+// and subscribes to them at each QoS: a retained message sent because of a
+// new subscription goes, like any other, at the lower of the QoS it was
+// published with and the QoS granted (the retained store keeps the
+// published QoS; it must not leak through).
+func TestRetainedAtGrantedQoS(t *testing.T) {
+	t.Parallel()
+	Require(t, features.RetainAvailable, "retained messages")
+	all := []packet.QoS{packet.QoS0, packet.QoS1, packet.QoS2}
+	for _, v := range pubsubVersions {
+		for _, ask := range all {
+			t.Run(fmt.Sprintf("%s/sub-qos%d", psV(v), ask), func(t *testing.T) {
+				t.Parallel()
+				base := Topic(t)
+				topics := map[string]packet.QoS{} // topic → published QoS
+				for _, q := range all {
+					topics[fmt.Sprintf("%s/q%d", base, q)] = psGranted(q)
+				}
+				CleanRetained(t, slices.Sorted(maps.Keys(topics))...)
+				pub := psConn(t, v, ConnectOpts{})
+				for topic, q := range topics {
+					psPub(t, pub, topic, q, true, topic)
+				}
+				sub := psConn(t, v, ConnectOpts{})
+				ack := psGrant(t, sub, packet.Subscription{Filter: []byte(base + "/+"), QoS: ask})
+				granted := packet.QoS(ack.ReasonCodes[0])
+				seen := map[string]int{}
+				for _, m := range psGather(t, sub) {
+					pq, ok := topics[string(m.Topic)]
+					if !ok || string(m.Payload) != string(m.Topic) || !m.Retain {
+						t.Fatalf("subscribing to %s/+ brought %s, want the retained messages of its topics", base, Describe(m))
+					}
+					seen[string(m.Topic)]++
+					want := min(pq, granted)
+					// [v5 MQTT-3.8.4-8] [v3.1.1 MQTT-3.8.4-6] at min(published QoS, granted QoS);
+					// 3.1.1 allows extra copies only when QoS 1 is downgraded to 0.
+					extra := seen[string(m.Topic)] > 1
+					if m.QoS != want || extra && (v == packet.V5 || pq != packet.QoS1 || want != packet.QoS0) {
+						t.Fatalf("retained message published at QoS %d, subscription granted QoS %d: got %s (copy %d), want one at QoS %d",
+							pq, granted, Describe(m), seen[string(m.Topic)], want)
+					}
+				}
+				for topic, q := range topics {
+					if seen[topic] == 0 && (v == packet.V5 || q > packet.QoS0) {
+						// 3.1.1 lets the broker drop a retained QoS 0 message at any time.
+						t.Fatalf("no retained message on %s (published at QoS %d) for a subscription granted QoS %d", topic, q, granted)
+					}
 				}
 			})
 		}

@@ -155,7 +155,9 @@ func (sc *srvConn) rewriteOutput(out []byte) []byte {
 	}
 	if drop >= 0 {
 		pid := publishPID(ps[drop].body)
-		sc.c.Handle(packet.FixedHeader{Type: packet.PUBACK, Remaining: 2}, []byte{byte(pid >> 8), byte(pid)})
+		ack := []byte{byte(pid >> 8), byte(pid)}
+		sc.received(packet.FixedHeader{Type: packet.PUBACK, Remaining: 2}, ack)
+		sc.c.Handle(packet.FixedHeader{Type: packet.PUBACK, Remaining: 2}, ack)
 	}
 	if bugs&BugCrossTenant != 0 {
 		for _, p := range ps {

@@ -24,6 +24,16 @@ type ClientSpec struct {
 	// ReadRate is how many bytes per second the client reads (0: as fast
 	// as they come): a slow reader.
 	ReadRate int64
+	// MaxQoS is the highest QoS the client publishes with: its tenant's
+	// maximum (set by newClient), which a 3.1.1 client cannot be told (a
+	// device configured for its tenant); a 5.0 client also takes the
+	// CONNACK's.
+	MaxQoS packet.QoS
+	// Packet identifiers: counted up from FirstPID (0: from 1), wrapping
+	// from 65535 to 1, or, with LowestFreePID, the lowest id not in use
+	// (a client that reuses an id as soon as its flow is complete).
+	FirstPID      uint16
+	LowestFreePID bool
 }
 
 // WillSpec is a client's will.
@@ -66,7 +76,11 @@ type Client struct {
 	readAt time.Time // a slow reader is busy until then
 
 	// Client session state.
-	inc        *Incarnation
+	inc *Incarnation
+	// deadInc is the incarnation of connection deadConn, opened before a
+	// crash that gave the client another one (Oracle.resurrect).
+	deadConn   uint64
+	deadInc    *Incarnation
 	hasSession bool // state the broker should also hold after a reconnect
 	nextPID    uint16
 	outq       []*outMsg // unacknowledged outgoing QoS 1/2, in send order
@@ -75,6 +89,10 @@ type Client struct {
 	pendSub    map[uint16]*SubOp
 	pendUnsub  map[uint16]*SubOp
 	subs       []clientSub // acknowledged filters, in subscription order
+	// What the broker announced in the CONNACK (5.0): the Receive Maximum
+	// the client keeps to, and the Maximum QoS.
+	srvRecvMax uint16
+	srvMaxQoS  packet.QoS
 
 	// Connection state.
 	sendSeq   uint64
@@ -90,6 +108,7 @@ type Client struct {
 
 	b       *behaviour
 	mb      *monitorBehaviour
+	fh      *firehose
 	probe   *probe
 	upSince time.Time  // when the current connection was acknowledged
 	connLog []*connRec // per connection attempt (1-based index - 1)
@@ -134,6 +153,10 @@ func newClient(w *World, h *Host, spec ClientSpec, index int) *Client {
 	c := &Client{w: w, Host: h, Spec: spec, Index: index,
 		outIdx: map[uint16]*outMsg{}, qos2In: map[uint16]inbound2{},
 		pendSub: map[uint16]*SubOp{}, pendUnsub: map[uint16]*SubOp{}}
+	if spec.FirstPID > 0 {
+		c.nextPID = spec.FirstPID - 1
+	}
+	c.Spec.MaxQoS = w.limits(spec.Tenant).maxQoS
 	return c
 }
 
@@ -298,12 +321,18 @@ func (c *Client) handle(p packet.Packet) {
 		}
 		delete(c.pendSub, p.PacketID)
 		c.processed(op.seq)
-		granted := len(p.ReasonCodes) == 1 && !p.ReasonCodes[0].IsError() && p.ReasonCodes[0] != 0x80
+		if len(p.ReasonCodes) != 1 {
+			o.fail(InvProtocol, c.Spec.ClientID+": SUBACK with a reason code count other than the filters'")
+			return
+		}
+		code := p.ReasonCodes[0]
+		granted := !code.IsError() && code != 0x80
 		if granted {
-			op.QoS = byte(p.ReasonCodes[0])
+			op.QoS = byte(code)
 			c.setSub(op.Raw, packet.QoS(op.QoS))
 		}
 		o.subAcked(c, op, granted)
+		o.checkGrant(c, op, code)
 	case *packet.Unsuback:
 		op := c.pendUnsub[p.PacketID]
 		if op == nil {
@@ -326,8 +355,10 @@ func (c *Client) handle(p packet.Packet) {
 			c.mb.pingAnswered(seq)
 		}
 	case *packet.Disconnect:
-		// The broker ends the connection (takeover, protocol error); the
-		// close follows.
+		// The broker ends the connection; the close follows. A good
+		// client is only ever taken over (another connection of its
+		// own resumed the session).
+		o.serverDisconnected(c, p.ReasonCode)
 	default:
 		o.fail(InvProtocol, c.Spec.ClientID+": unexpected "+p.Type().String()+" from the broker")
 	}
@@ -349,6 +380,16 @@ func (c *Client) handleConnack(p *packet.Connack) {
 	c.Stats.Connacks++
 	present := p.SessionPresent
 	o.clientConnack(c, present)
+	o.checkConnack(c, p)
+	c.srvRecvMax, c.srvMaxQoS = 65535, packet.QoS2
+	if pr := &p.Properties; c.Spec.Version == packet.V5 {
+		if pr.Has(packet.PropReceiveMaximum) {
+			c.srvRecvMax = pr.ReceiveMaximum
+		}
+		if pr.Has(packet.PropMaximumQoS) {
+			c.srvMaxQoS = packet.QoS(pr.MaximumQoS)
+		}
+	}
 	c.w.debugf("connack %s conn=%d present=%v", c.Spec.ClientID, c.connID, present)
 	if !present {
 		c.discardSession()
@@ -377,6 +418,9 @@ func (c *Client) handleConnack(p *packet.Connack) {
 	}
 	if c.mb != nil {
 		c.mb.connected(present)
+	}
+	if c.fh != nil {
+		c.fh.connected(c)
 	}
 }
 
@@ -509,15 +553,25 @@ func (c *Client) processed(seq uint64) {
 }
 
 func (c *Client) allocPID() uint16 {
+	inUse := func(id uint16) bool {
+		_, a := c.outIdx[id]
+		_, b := c.pendSub[id]
+		_, d := c.pendUnsub[id]
+		return a || b || d
+	}
+	if c.Spec.LowestFreePID {
+		id := uint16(1)
+		for inUse(id) {
+			id++
+		}
+		return id
+	}
 	for {
 		c.nextPID++
 		if c.nextPID == 0 {
 			c.nextPID = 1
 		}
-		_, a := c.outIdx[c.nextPID]
-		_, b := c.pendSub[c.nextPID]
-		_, d := c.pendUnsub[c.nextPID]
-		if !a && !b && !d {
+		if !inUse(c.nextPID) {
 			return c.nextPID
 		}
 	}
@@ -527,6 +581,10 @@ func (c *Client) allocPID() uint16 {
 func (c *Client) Publish(topic string, qos packet.QoS, retain bool, size int, empty bool) {
 	if c.state != cUp || c.silent {
 		return
+	}
+	qos = min(qos, c.Spec.MaxQoS, c.srvMaxQoS)
+	if qos > 0 && len(c.outq) >= int(c.srvRecvMax) {
+		return // the broker's Receive Maximum: wait for acknowledgements [MQTT-3.3.4-7]
 	}
 	m := c.w.Oracle.newMsg(c, topic, qos, retain, empty)
 	p := &packet.Publish{QoS: qos, Retain: retain, Topic: []byte(topic)}
@@ -677,6 +735,9 @@ func (c *Client) lost(why string) {
 	}
 	if c.mb != nil {
 		c.mb.disconnected()
+	}
+	if c.fh != nil {
+		c.fh.disconnected(c)
 	}
 }
 

@@ -30,6 +30,9 @@
 //     it, as goroutines do on the server), Output drained while the send
 //     buffer takes it, the read deadline (connect timeout, then 1.5x keep
 //     alive), the write timeout, Fail on *packet.Error, Closed exactly once.
+//     It also watches the broker's outbound flow on each connection: no
+//     more QoS 1/2 PUBLISHes in flight than the client's Receive Maximum,
+//     never packet id 0 or one still in flight (flow-control).
 //     Crash resets its connections and drops the broker; Restart starts a
 //     fresh one. The durable broker (BrokerSpec.Durable, the default) keeps
 //     its Pebble store on a crashable in-memory disk of its host, and the
@@ -37,14 +40,53 @@
 //     and the restarted broker Recovers from the disk. A panic of the broker
 //     core is a failure (no-panic), not the end of the sweep.
 //   - Client: a good MQTT 3.1.1 / 5.0 client on impl/packet (acks,
-//     retransmission with DUP, QoS 2 dedup by packet id, keep alive).
-//     Workloads drive clients; monitors (one per tenant, on the broker host)
-//     watch wills and probe the retained store.
+//     retransmission with DUP, QoS 2 dedup by packet id, keep alive). It
+//     keeps to what the broker announced (Receive Maximum, Maximum QoS; a
+//     3.1.1 client knows its tenant's maximum, as a configured device
+//     does), and allocates packet ids counting up, from just below the
+//     wrap, or reusing the lowest free one. A DISCONNECT from the broker
+//     other than a takeover is a protocol failure.
+//   - Workloads drive clients over the whole topic space: parent levels
+//     ("t/1", which "t/1/#" matches), '$' topics ("$d/1", which no filter
+//     starting with a wildcard matches, some retained), topics under the
+//     ACL's rules, four-level topics beyond a tight tenant's limit, '#';
+//     pipelined UNSUBSCRIBE and SUBSCRIBE of one filter; long absences
+//     (sessions expire, delayed wills go, some delayed beyond their
+//     session's end); slow readers; small Receive Maximums. In a third of
+//     the runs a firehose (firehose.go) makes one session's packet ids
+//     wrap. Monitors (one per tenant, on the broker host) watch wills and
+//     probe the retained store.
+//   - Tenants (tenants.go): the standard scenario's acme has deny rules
+//     (an ACL), globex tight settings (QoS 1, three topic levels, sessions
+//     of at most 20 s, Receive Maximum 8), served by a settings provider.
+//     The oracle derives what they require from the spec, not from the
+//     broker: its own filter overlap for the deny rules.
 //   - Oracle: records what clients did and saw and what the runtime saw, and
 //     checks the invariants (see Invariant). Histories of the retained store
-//     and of each session's subscriptions are checked with Porcupine.
+//     and of each session's subscriptions are checked with Porcupine. Among
+//     them (oracle_rules.go): no delivery, live or retained, above the QoS
+//     granted to a matching subscription (granted-qos); what the ACL denies
+//     is refused (0x87 to a 5.0 publisher) and delivered to nobody, what it
+//     allows is never refused (authorization); the CONNACK announces the
+//     tenant's Maximum QoS, Receive Maximum and capped Session Expiry, a
+//     SUBSCRIBE is granted min(asked, tenant maximum) and refused beyond
+//     the topic limits, a PUBLISH beyond them refused (tenant-settings).
 //   - Scenario: hosts, processes, links, workloads, faults, checks, as a Go
 //     value; Run(scenario, seed) → Result.
+//
+// # Checking the checker
+//
+// Planted bugs (bugs.go) are faults of the runtime or hooks the broker
+// offers for the purpose; mutants (mutants.go) are real source mutations
+// of the broker core. TestMutants builds skybridge-sim once per mutant with
+// the mutated file laid over the original (go build -overlay: the file is
+// never touched; the build cache keeps each build), runs seeds until one
+// fails, and requires an invariant the mutant expects on a seed that
+// passes unmutated. A mutant whose original snippet no longer occurs once
+// in its file fails the test, so the list follows the code. The
+// regression list (TestRegressions) keeps the seeds that found bugs; a
+// seed's history changes with any change to the simulator's draws, so a
+// bug also gets a test in the package it was fixed in.
 //
 // # What a crash may lose
 //
@@ -80,7 +122,8 @@
 //     packet the runtime hands over and after each PUBLISH is routed; a
 //     drop counted outside a PUBLISH, such as deliveries parked on a slow
 //     subscriber dropped when their wait ends, takes the session's most
-//     recent deliveries: oracle_durable.go).
+//     recent deliveries that the client never received live, matched at
+//     the end of the run: oracle_durable.go).
 //   - Held: at the end, a message still queued for the session on disk
 //     (a slow reader still draining). The end of a run first waits, up to
 //     two minutes, until no connected client's session holds messages.
@@ -91,7 +134,9 @@
 //     protocol failure.
 //   - Crash: a session a crash brought back although the client's state
 //     belongs to another one (its clean start was not yet durable, or it
-//     discarded its state): that incarnation is lenient.
+//     discarded its state): that incarnation is lenient. What the crashed
+//     broker wrote on the client's old connection and a partition held
+//     until after the restart is judged against the old session.
 //
 // A transmission the broker may never have read is an operation that may
 // not have happened (Porcupine's nondeterministic models): a retained

@@ -249,7 +249,7 @@ func (o *Oracle) checkRetainedLinearizable() {
 				h = append(h, o.retainedOps(m)...)
 			}
 			for _, pr := range o.probes {
-				if pr.c.Spec.Tenant != tenant {
+				if pr.c.Spec.Tenant != tenant || !topicMatch(probeFilter, topic) {
 					continue
 				}
 				h = append(h, porcupine.Operation{ClientId: pr.c.Index, Input: regIn{kind: regGet},
@@ -438,8 +438,8 @@ func (o *Oracle) checkSubscriptionsLinearizable() {
 		if inc.Ended {
 			end = inc.End
 		}
-		for _, m := range o.pubsDuring(inc.Start, end) {
-			if m.Tenant != inc.C.Spec.Tenant || m.QoS == 0 || m.Empty || m.Will || m.Refused || isSharedTopic(m.Topic) {
+		for _, m := range o.pubsDuring(inc.C.Spec.Tenant, inc.Start, end) {
+			if m.Tenant != inc.C.Spec.Tenant || m.QoS == 0 || m.Empty || m.Will || m.Refused || m.refuse != "" || isSharedTopic(m.Topic) {
 				continue
 			}
 			var match uint64

@@ -31,13 +31,18 @@ const (
 	InvProtocol                        // the broker speaks MQTT correctly to a good client
 	InvDurable                         // after a power loss the disk holds what was promised, and the broker recovers exactly it
 	InvNoPanic                         // the broker core never panics
+	InvGrantedQoS                      // no delivery exceeds the QoS granted to the subscription it came through (retained or live)
+	InvAuthorization                   // what the ACL denies is refused and never delivered; what it allows is not refused
+	InvTenantSettings                  // the tenant's settings hold: maximum QoS, topic limits, session expiry bound, as announced
+	InvFlowControl                     // the broker keeps within the client's Receive Maximum and never reuses a packet id in flight
 	numInvariants
 )
 
 var invNames = [numInvariants]string{"tenant-isolation", "delivery-subscribed", "qos2-exactly-once",
 	"order", "at-least-once", "session-present", "will-timing", "will-forbidden",
 	"retained-linearizable", "subscriptions-linearizable", "queue-bound", "output-bound",
-	"shared-once", "protocol", "durable-state", "no-panic"}
+	"shared-once", "protocol", "durable-state", "no-panic", "granted-qos", "authorization", "tenant-settings",
+	"flow-control"}
 
 func (i Invariant) String() string { return invNames[i] }
 
@@ -69,8 +74,12 @@ type Msg struct {
 	// rerouted: an unacknowledged QoS 2 message whose packet id was not on
 	// disk at a crash: its retransmission may be routed again (to another
 	// member of a shared group than a session the crash destroyed).
-	rerouted           bool
-	willMaybe          bool // a will whose session was resumed at its very instant
+	rerouted  bool
+	willMaybe bool // a will whose session was resumed at its very instant
+	// refuse says why the broker must refuse it (the tenant's ACL or topic
+	// limits; "" when it must route it), refuseCode with what (5.0).
+	refuse             string
+	refuseCode         packet.ReasonCode
 	Pub                *Client
 	Seq                uint64 // per publisher and topic, in publishing order
 	SendAt             time.Time
@@ -223,7 +232,8 @@ type SubOp struct {
 	Inc           *Incarnation
 	Raw           string
 	Unsub         bool
-	QoS           byte
+	QoS           byte // asked for, then (once acknowledged) granted
+	Asked         byte
 	SendAt, AckAt time.Time
 	Acked         bool
 	Granted       bool
@@ -270,7 +280,7 @@ type probe struct {
 type Oracle struct {
 	w        *World
 	msgs     []*Msg
-	pubs     []*Msg // published messages (no wills), in SendAt order
+	pubs     map[string][]*Msg // tenant → its published messages (no wills), in SendAt order
 	incs     []*Incarnation
 	sess     map[string]*sessModel
 	conns    map[uint64]*connRec
@@ -297,6 +307,7 @@ type Oracle struct {
 	// it kept from another session.
 	staleDropped map[dropKey]bool
 	routed       []routed // PUBLISHes the broker routed, in order
+	lateDrops    []lateDrop
 
 	Failure    *Failure
 	Checked    [numInvariants]uint64
@@ -317,7 +328,7 @@ type Oracle struct {
 }
 
 func newOracle(w *World) *Oracle {
-	return &Oracle{w: w, sess: map[string]*sessModel{}, conns: map[uint64]*connRec{},
+	return &Oracle{w: w, sess: map[string]*sessModel{}, conns: map[uint64]*connRec{}, pubs: map[string][]*Msg{},
 		pubSeq: map[orderKey]uint64{}, retTopic: map[string][]string{}, retSeen: map[string]bool{}, bsCur: map[string]*bsess{},
 		qfBase: map[string]uint64{}, qfDropped: map[dropKey]bool{}, clientByKey: map[string]*Client{},
 		staleDropped: map[dropKey]bool{},
@@ -360,8 +371,9 @@ func (o *Oracle) newMsg(c *Client, topic string, qos packet.QoS, retain, empty b
 	m := &Msg{ID: uint64(len(o.msgs) + 1), Tenant: c.Spec.Tenant, Topic: topic, QoS: byte(qos),
 		Retain: retain, Empty: empty, Pub: c, Seq: o.pubSeq[k], SendAt: o.now(), o: o}
 	m.lenient = c.inc != nil && c.inc.lenient
+	m.refuse, m.refuseCode = o.w.limits(c.Spec.Tenant).pubRefused(topic)
 	o.msgs = append(o.msgs, m)
-	o.pubs = append(o.pubs, m)
+	o.pubs[m.Tenant] = append(o.pubs[m.Tenant], m)
 	o.w.debugf("publish msg=%d (#%d %s qos=%d) by %s conn=%d", m.ID, m.Seq, topic, qos, c.Spec.ClientID, c.connID)
 	if retain && !o.retSeen[c.Spec.Tenant+"\x00"+topic] {
 		o.retSeen[c.Spec.Tenant+"\x00"+topic] = true
@@ -446,6 +458,7 @@ func (o *Oracle) acked(m *Msg, code packet.ReasonCode) {
 	m.Acked = true
 	m.Refused = code.IsError()
 	o.w.debugf("acked msg=%d code=%d", m.ID, code)
+	o.checkPubAck(m, code)
 	m.proven(o.now())
 	if m.ProcAt.IsZero() {
 		m.ProcAt = o.now()
@@ -475,7 +488,7 @@ func (inc *Incarnation) filter(raw string) *filterRec {
 }
 
 func (o *Oracle) newSubOp(c *Client, raw string, unsub bool, qos byte) *SubOp {
-	op := &SubOp{Inc: c.inc, Raw: raw, Unsub: unsub, QoS: qos, SendAt: o.now()}
+	op := &SubOp{Inc: c.inc, Raw: raw, Unsub: unsub, QoS: qos, Asked: qos, SendAt: o.now()}
 	fr := c.inc.filter(raw)
 	fr.ops = append(fr.ops, op)
 	return op
@@ -560,6 +573,12 @@ func (o *Oracle) delivered(c *Client, id uint64, p *packet.Publish) {
 			m.ID, c.Spec.ClientID, p.Topic, p.QoS, m.Topic, m.QoS))
 		return
 	}
+	if l := o.w.limits(c.Spec.Tenant); p.QoS > l.maxQoS {
+		o.Checked[InvTenantSettings]++
+		o.fail(InvTenantSettings, fmt.Sprintf("message %d delivered to %s (tenant %s, maximum QoS %d) at QoS %d",
+			m.ID, c.Spec.ClientID, c.Spec.Tenant, l.maxQoS, p.QoS))
+		return
+	}
 	if m.Will {
 		o.Checked[InvWillTiming]++
 		switch {
@@ -582,6 +601,9 @@ func (o *Oracle) delivered(c *Client, id uint64, p *packet.Publish) {
 		o.w.debugf("will %d delivered to %s", m.ID, c.Spec.ClientID)
 	}
 	inc := c.inc
+	if c.deadInc != nil && c.connID == c.deadConn {
+		inc = c.deadInc // written by the broker that crashed (see resurrect)
+	}
 	if pr := c.probe; pr != nil && p.Retain && m.Retain {
 		pr.got[m.Topic] = m.ID
 	}
@@ -589,6 +611,9 @@ func (o *Oracle) delivered(c *Client, id uint64, p *packet.Publish) {
 	if !inc.possiblyMatched(m.Topic, m.SendAt, now) {
 		o.fail(InvSubscribed, fmt.Sprintf("message %d (topic %s, sent %s) delivered to %s (incarnation %d) at %s "+
 			"with no matching subscription possibly active", m.ID, m.Topic, o.at(m.SendAt), c.Spec.ClientID, inc.ID, o.at(now)))
+		return
+	}
+	if o.checkDeliveryRules(c, inc, m, p, now); o.Failure != nil {
 		return
 	}
 	if o.w.Scenario.Debug != nil {
@@ -732,7 +757,7 @@ func (o *Oracle) serverConnect(connID uint64, cp *packet.Connect, from uint64) {
 	case cp.Version == packet.V5:
 		e := uint32(0)
 		if cp.Properties.Has(packet.PropSessionExpiry) {
-			e = min(cp.Properties.SessionExpiry, cfg.MaxSessionExpiry)
+			e = min(cp.Properties.SessionExpiry, o.w.limits(tenantOf(string(cp.Username))).maxExpiry)
 		}
 		s.expiry = secs(e)
 	case cp.CleanStart:
@@ -911,6 +936,7 @@ func (o *Oracle) probeEnd(c *Client, ok bool) {
 // finish runs the checks that need the whole history.
 func (o *Oracle) finish() {
 	o.beforeRoute() // drops since the last PUBLISH
+	o.resolveExcuses()
 	if o.Failure == nil {
 		o.checkAtLeastOnce()
 	}
@@ -932,8 +958,8 @@ func (o *Oracle) finish() {
 // a non-shared filter of inc matching its topic was surely subscribed with
 // QoS 1 or 2 during the whole window in which the broker routed it.
 func (o *Oracle) required(inc *Incarnation, m *Msg) bool {
-	if m.Tenant != inc.C.Spec.Tenant || m.QoS == 0 || !m.Acked || m.Refused || m.Empty || m.Will || m.lenient ||
-		inc.lenient || m.SendAt.Before(inc.Start) {
+	if m.Tenant != inc.C.Spec.Tenant || m.QoS == 0 || !m.Acked || m.Refused || m.refuse != "" || m.Empty || m.Will ||
+		m.lenient || inc.lenient || m.SendAt.Before(inc.Start) {
 		return false
 	}
 	mask := inc.mask(m.Topic)
@@ -962,14 +988,15 @@ func (o *Oracle) attached(c *Client) bool {
 	return s != nil && s.attached == c.connID
 }
 
-// pubsDuring returns the published messages sent in [from, to].
-func (o *Oracle) pubsDuring(from, to time.Time) []*Msg {
-	i := sort.Search(len(o.pubs), func(i int) bool { return !o.pubs[i].SendAt.Before(from) })
-	j := sort.Search(len(o.pubs), func(j int) bool { return o.pubs[j].SendAt.After(to) })
+// pubsDuring returns the messages published in tenant in [from, to].
+func (o *Oracle) pubsDuring(tenant string, from, to time.Time) []*Msg {
+	pubs := o.pubs[tenant]
+	i := sort.Search(len(pubs), func(i int) bool { return !pubs[i].SendAt.Before(from) })
+	j := sort.Search(len(pubs), func(j int) bool { return pubs[j].SendAt.After(to) })
 	if j < i {
 		j = i
 	}
-	return o.pubs[i:j]
+	return pubs[i:j]
 }
 
 func (o *Oracle) checkAtLeastOnce() {
@@ -978,7 +1005,7 @@ func (o *Oracle) checkAtLeastOnce() {
 			continue
 		}
 		inc := c.inc
-		for _, m := range o.pubsDuring(inc.Start, farFuture) {
+		for _, m := range o.pubsDuring(c.Spec.Tenant, inc.Start, farFuture) {
 			if !o.required(inc, m) {
 				continue
 			}
@@ -1016,10 +1043,10 @@ func (o *Oracle) checkAtLeastOnce() {
 // connection (after the broker detached it, before the next CONNECT) wait
 // in its queue, which holds at most MaxQueued.
 func (o *Oracle) checkQueueBound() {
-	limit := o.w.Broker.Spec.Config.Session.MaxQueued
 	type gap struct{ from, to time.Time }
 	for _, inc := range o.incs {
 		c := inc.C
+		limit := o.w.limits(c.Spec.Tenant).maxQueued
 		gaps := map[int]gap{}
 		for n := 2; n <= len(c.connLog); n++ {
 			prev, cur := c.connLog[n-2], c.connLog[n-1]
@@ -1035,9 +1062,9 @@ func (o *Oracle) checkQueueBound() {
 			continue
 		}
 		count := map[int]int{}
-		for _, m := range o.msgs {
-			g := inc.got[m.ID]
-			if g == nil || !g.Live || g.QoS == 0 || m.ProcAt.IsZero() {
+		for id, g := range inc.got { // counts only: the order does not matter
+			m := o.msg(id)
+			if m == nil || !g.Live || g.QoS == 0 || m.ProcAt.IsZero() {
 				continue
 			}
 			if gp, ok := gaps[g.ConnN]; ok && m.SendAt.After(gp.from) && m.ProcAt.Before(gp.to) {
@@ -1070,15 +1097,21 @@ func (o *Oracle) checkSharedOnce() {
 			if inc.C.Spec.Tenant != m.Tenant {
 				continue
 			}
-			if g := inc.got[m.ID]; g != nil && g.Live {
-				receivers++
-			}
+			plain := false // a non-shared filter may have brought it
 			for _, fr := range inc.filters {
-				if fr.shared && topicMatch(fr.inner, m.Topic) {
-					if p, _, _ := fr.activity(m.SendAt, m.procOrInf()); p {
+				if !topicMatch(fr.inner, m.Topic) {
+					continue
+				}
+				if p, _, _ := fr.activity(m.SendAt, m.procOrInf()); p {
+					if fr.shared {
 						groups[fr.raw] = true
+					} else {
+						plain = true
 					}
 				}
+			}
+			if g := inc.got[m.ID]; g != nil && g.Live && !plain {
+				receivers++
 			}
 		}
 		if receivers == 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/retain"
+	"github.com/skybridge-mq/skybridge/impl/tenant"
 )
 
 // Scenario is a simulation as a Go value: the hosts, the processes on
@@ -30,8 +31,11 @@ type Scenario struct {
 	Link      LinkSpec
 	Links     []LinkOverride
 	Workloads []WorkloadSpec
-	Faults    FaultSpec
-	Checks    CheckSpec
+	// Firehose, when its Prob is above 0, may add a fast stream that makes
+	// a session's packet identifiers wrap (firehose.go).
+	Firehose FirehoseSpec
+	Faults   FaultSpec
+	Checks   CheckSpec
 	// Bugs planted on purpose (tests of the checker).
 	Bugs Bug
 	// ProbeEvery is the mean interval of retained-store probes per tenant.
@@ -129,20 +133,38 @@ type CheckSpec struct {
 	Porcupine bool
 }
 
+// StandardTenants are the tenants of the standard scenario: acme with the
+// default settings and deny rules (no publishing under x/0, no
+// subscription that may reach x/1), globex with tight settings (QoS 1 at
+// most, three topic levels, sessions of at most 20 s, a Receive Maximum
+// of 8).
+func StandardTenants() []TenantSpec {
+	g := tenant.Default()
+	g.MaxQoS, g.MaxTopicLevels, g.MaxSessionExpiry, g.ReceiveMaximum = 1, 3, 20, 8
+	return []TenantSpec{
+		{Name: "acme", Settings: tenant.Default(), DenyPublish: []string{"x/0/#"}, DenySubscribe: []string{"x/1/#"}},
+		{Name: "globex", Settings: g},
+	}
+}
+
 // Standard returns the standard scenario: one broker host and two client
-// hosts with clients spread over them, the given faults, and every check.
+// hosts with clients spread over them, two tenants (StandardTenants), the
+// given faults, and every check.
 func Standard(duration time.Duration, clients int, faults FaultSpec) Scenario {
 	perHost := clients / 2
+	b := DefaultBrokerSpec()
+	b.Tenants = StandardTenants()
 	return Scenario{
 		Name: "standard", Duration: duration, Quiesce: 90 * time.Second,
 		Hosts:     []string{"broker", "edge-a", "edge-b"},
 		Processes: []ProcessSpec{{Name: "broker", Host: "broker", Kind: ProcBroker}},
-		Broker:    DefaultBrokerSpec(),
+		Broker:    b,
 		Link: LinkSpec{Latency: 2 * time.Millisecond, Jitter: 8 * time.Millisecond, SpikeProb: 0.01,
 			Spike: 200 * time.Millisecond, Bandwidth: 10 << 20},
 		Links: []LinkOverride{{A: "broker", B: "edge-b", Spec: LinkSpec{Latency: 20 * time.Millisecond,
 			Jitter: 30 * time.Millisecond, SpikeProb: 0.02, Spike: 500 * time.Millisecond, Bandwidth: 256 << 10}}},
 		Workloads: []WorkloadSpec{DefaultWorkload("edge-a", perHost), DefaultWorkload("edge-b", clients-perHost)},
+		Firehose:  DefaultFirehose(),
 		Faults:    faults, Checks: CheckSpec{Porcupine: true},
 		ProbeEvery: 10 * time.Second, TraceTail: 40,
 	}
@@ -159,6 +181,8 @@ type World struct {
 	Clients    []*Client
 	monitors   map[string]*Client
 	tenants    []string
+	limitsOf   map[string]*tenantLimits
+	firehose   *firehose
 	bugs       Bug
 	stopping   bool
 	partition  bool
@@ -187,12 +211,14 @@ type Result struct {
 	Messages      int
 	Deliveries    uint64
 	Faults        FaultStats
-	Checked       [numInvariants]uint64
-	Excused       Excused
-	Failure       *Failure
-	Tail          []string
-	Net           NetStats
-	Runtime       RuntimeStats
+	// Firehose says whether the run had one (FirehoseSpec).
+	Firehose bool
+	Checked  [numInvariants]uint64
+	Excused  Excused
+	Failure  *Failure
+	Tail     []string
+	Net      NetStats
+	Runtime  RuntimeStats
 	// BrokerIn, BrokerOut, BrokerDropped are the (last) broker's counters.
 	BrokerIn, BrokerOut, BrokerDropped uint64
 }
@@ -254,7 +280,8 @@ func build(sc *Scenario, seed uint64) *World {
 		sc.ProbeEvery = 10 * time.Second
 	}
 	s := New(seed, sc.TraceTail)
-	w := &World{Scenario: sc, Sim: s, Net: NewNetwork(s, sc.Link), monitors: map[string]*Client{}, bugs: sc.Bugs}
+	w := &World{Scenario: sc, Sim: s, Net: NewNetwork(s, sc.Link), monitors: map[string]*Client{}, bugs: sc.Bugs,
+		limitsOf: map[string]*tenantLimits{}}
 	w.Oracle = newOracle(w)
 	for _, h := range sc.Hosts {
 		w.Net.AddHost(h)
@@ -286,6 +313,9 @@ func build(sc *Scenario, seed uint64) *World {
 	}
 	for i := range sc.Workloads {
 		w.newWorkloadClients(&sc.Workloads[i])
+	}
+	if sc.Firehose.Prob > 0 && s.Chance(sc.Firehose.Prob) {
+		w.newFirehose(&sc.Firehose)
 	}
 	for _, c := range w.Clients {
 		w.Oracle.clientByKey[c.Spec.Tenant+"\x00"+c.Spec.ClientID] = c
@@ -459,7 +489,7 @@ func (w *World) result(seed uint64) *Result {
 	r := &Result{Scenario: w.Scenario.Name, Seed: seed, Virtual: w.Sim.Elapsed(),
 		Events: w.Sim.Trace.Count(), Steps: w.Sim.Steps(), Hash: w.Sim.Trace.Hash(),
 		Messages: o.Messages(), Deliveries: o.Deliveries, Faults: w.Faults, Checked: o.Checked,
-		Excused: o.Excused, Failure: o.Failure, Net: w.Net.Stats, Runtime: w.Broker.Stats}
+		Excused: o.Excused, Failure: o.Failure, Net: w.Net.Stats, Runtime: w.Broker.Stats, Firehose: w.firehose != nil}
 	if o.Failure != nil {
 		r.Tail = w.Sim.Trace.Tail()
 	}

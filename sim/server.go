@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"time"
@@ -30,6 +31,9 @@ type BrokerSpec struct {
 	// FsyncMin and FsyncMax bound the simulated latency of one group
 	// commit (a synced write), drawn from the seed for each.
 	FsyncMin, FsyncMax time.Duration
+	// Tenants with settings and authorization rules of their own
+	// (tenants.go); the others get the defaults and no rules.
+	Tenants []TenantSpec
 }
 
 // DefaultBrokerSpec is the broker the scenarios run: production defaults
@@ -41,6 +45,8 @@ func DefaultBrokerSpec() BrokerSpec {
 	cfg.Session.MaxOutput = 64 << 10
 	cfg.MaxPacketSize = 64 << 10
 	cfg.Session.MaxPacketSize = 64 << 10
+	// The simulated clients pick their tenant with a "tenant/user" name.
+	cfg.Authenticator = simAuth{}
 	return BrokerSpec{Config: cfg, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Port: 1883,
 		Durable: true, FsyncMin: 500 * time.Microsecond, FsyncMax: 5 * time.Millisecond}
 }
@@ -112,6 +118,66 @@ type srvConn struct {
 	dead       bool   // its process crashed
 	connect    packet.Connect
 	rewrite    rewriteState
+	// flow is the broker's outbound flow as its writer and reader see it
+	// (flow-control).
+	flow flowState
+}
+
+// flowState tracks the QoS 1/2 PUBLISHes the broker sent on a connection
+// and has not had completed (PUBACK, PUBCOMP, or a PUBREC with an error):
+// at most the client's Receive Maximum of them [MQTT-3.3.4-9], each with
+// its own non-zero packet identifier [MQTT-2.2.1-3].
+type flowState struct {
+	recvMax  int
+	inflight map[uint16]bool
+}
+
+// sent checks the PUBLISHes of one output batch.
+func (sc *srvConn) sent(out []byte) {
+	o := sc.p.w.Oracle
+	if o == nil || !sc.connected {
+		return
+	}
+	f := &sc.flow
+	for off := 0; off < len(out); {
+		h, hdr, total, st := nextFrame(out[off:], 0)
+		if st != frameWhole {
+			return
+		}
+		body := out[off+hdr : off+total]
+		off += total
+		if h.Type != packet.PUBLISH || (h.Flags>>1)&3 == 0 {
+			continue
+		}
+		pid := publishPID(body)
+		o.Checked[InvFlowControl]++
+		switch {
+		case pid == 0:
+			o.fail(InvProtocol, fmt.Sprintf("conn %d: a QoS %d PUBLISH with packet identifier 0", sc.ep.Conn.ID, (h.Flags>>1)&3))
+		case f.inflight[pid]:
+			o.fail(InvFlowControl, fmt.Sprintf("conn %d: a PUBLISH reuses packet identifier %d, still in flight", sc.ep.Conn.ID, pid))
+		case len(f.inflight) >= f.recvMax:
+			o.fail(InvFlowControl, fmt.Sprintf("conn %d: a QoS %d PUBLISH beyond the client's Receive Maximum %d (%d in flight)",
+				sc.ep.Conn.ID, (h.Flags>>1)&3, f.recvMax, len(f.inflight)))
+		}
+		if f.inflight == nil {
+			f.inflight = map[uint16]bool{}
+		}
+		f.inflight[pid] = true
+	}
+}
+
+// received notes an acknowledgement the broker is handed.
+func (sc *srvConn) received(h packet.FixedHeader, body []byte) {
+	if len(body) < 2 {
+		return
+	}
+	pid := uint16(body[0])<<8 | uint16(body[1])
+	switch {
+	case h.Type == packet.PUBACK, h.Type == packet.PUBCOMP,
+		h.Type == packet.PUBREC && len(body) > 2 && body[2] >= 0x80:
+		delete(sc.flow.inflight, pid)
+	}
 }
 
 func newBrokerProc(w *World, h *Host, spec BrokerSpec) *BrokerProc {
@@ -131,6 +197,9 @@ func (p *BrokerProc) Start() {
 	}
 	if p.w.bugs&BugAckBeforeDurable != 0 {
 		cfg.Hooks = &broker.Hooks{AckBeforeDurable: true}
+	}
+	if err := p.Spec.configure(&cfg); err != nil {
+		panic("sim: tenant settings: " + err.Error()) // a scenario's mistake, not a finding
 	}
 	p.droppedQF, p.messagesIn = 0, 0
 	if !p.Spec.Durable {
@@ -275,6 +344,9 @@ func (sc *srvConn) Data(ep *Endpoint, b []byte) {
 		case !sc.gotFirst:
 			sc.gotFirst = true
 			sc.handleFirst(h, body)
+		case h.Type == packet.PUBACK || h.Type == packet.PUBREC || h.Type == packet.PUBCOMP:
+			sc.received(h, body)
+			sc.c.Handle(h, body)
 		case o != nil && h.Type == packet.PUBLISH && (h.Flags>>1)&3 != 0:
 			sc.c.Handle(h, body)
 			o.afterRoute(sc.rewrite.tenant, h, body, sc.rewrite.version)
@@ -346,6 +418,10 @@ func (sc *srvConn) handleFirst(h packet.FixedHeader, body []byte) {
 	sc.c.Handle(h, body)
 	if isConnect && !sc.c.Closing() {
 		sc.connected = true
+		sc.flow.recvMax = 65535
+		if cp := &sc.connect.Properties; sc.connect.Version == packet.V5 && cp.Has(packet.PropReceiveMaximum) {
+			sc.flow.recvMax = int(cp.ReceiveMaximum)
+		}
 		sc.rewrite.tenant = tenantOf(string(sc.connect.Username))
 		sc.rewrite.version = sc.connect.Version
 		if o := sc.p.w.Oracle; o != nil {
@@ -380,9 +456,21 @@ func (sc *srvConn) deadlineFired() {
 		sc.p.Stats.ConnectTimeouts++
 	}
 	sc.p.w.Sim.Note(KindDeadline, sc.p.Host.ID, sc.ep.Conn.ID, "read deadline")
+	sc.c.Lost(timeoutError("read deadline"))
 	sc.readerDone = true
 	sc.flush()
 }
+
+var (
+	errReset = errors.New("connection reset by peer")
+	errEOF   = errors.New("EOF")
+)
+
+// timeoutError is a deadline's error, which reports Timeout as net's do.
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+func (timeoutError) Timeout() bool   { return true }
 
 // flush is the writer: it drains Output while the send buffer takes it.
 func (sc *srvConn) flush() {
@@ -401,6 +489,7 @@ func (sc *srvConn) flush() {
 			}
 			if o := sc.p.w.Oracle; o != nil {
 				o.serverBatch(len(out))
+				sc.sent(out)
 			}
 			data := out
 			if sc.p.w.bugs != 0 {
@@ -445,14 +534,20 @@ func (sc *srvConn) writeTimedOut() {
 	}
 	sc.p.Stats.WriteTimeouts++
 	sc.p.w.Sim.Note(KindDeadline, sc.p.Host.ID, sc.ep.Conn.ID, "write deadline")
+	sc.c.WriteFailed(timeoutError("write deadline"))
 	sc.ep.Abort()
 	sc.finish()
 }
 
 // Closed implements Handler: the peer closed or reset.
-func (sc *srvConn) Closed(*Endpoint, bool) {
+func (sc *srvConn) Closed(_ *Endpoint, reset bool) {
 	if sc.dead {
 		return
+	}
+	if reset {
+		sc.c.Lost(errReset)
+	} else {
+		sc.c.Lost(errEOF)
 	}
 	sc.readerDone = true
 	sc.blocked = false

@@ -132,6 +132,9 @@ func run(args []string, w io.Writer) int {
 	fmt.Fprintf(w, "seed %d: %s virtual in %s real (%.0fx real time)\n", r.Seed, r.Virtual, real.Round(time.Millisecond), r.Virtual.Seconds()/real.Seconds())
 	fmt.Fprintf(w, "  events %d (scheduler steps %d), trace %016x\n", r.Events, r.Steps, r.Hash)
 	fmt.Fprintf(w, "  messages %d, deliveries %d; broker in %d, out %d, dropped %d\n", r.Messages, r.Deliveries, r.BrokerIn, r.BrokerOut, r.BrokerDropped)
+	if r.Firehose {
+		fmt.Fprintln(w, "  with a firehose (a session's packet identifiers wrap)")
+	}
 	fmt.Fprintf(w, "  faults %d: partitions %d, resets %d, half-open %d, crashes %d, disk stalls %d\n", r.Faults.Total(), r.Faults.Partitions, r.Faults.Resets, r.Faults.HalfOpen, r.Faults.Crashes, r.Faults.DiskStalls)
 	fmt.Fprintf(w, "  network: %d connections, %d bytes, %d held by partitions; runtime: %d keep-alive and %d connect timeouts, %d write timeouts\n",
 		r.Net.Conns, r.Net.Bytes, r.Net.Held, r.Runtime.Timeouts, r.Runtime.ConnectTimeouts, r.Runtime.WriteTimeouts)

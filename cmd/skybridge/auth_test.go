@@ -62,7 +62,7 @@ listeners:
 `)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := startWithConfig(t, cfg, addr, dir)
+	b := startWithConfig(t, cfg, addr, filepath.Join(dir, "data")) // the store wants a directory of its own
 	host, port, _ := net.SplitHostPort(b.addr)
 	pub := func(args ...string) error {
 		return exec.Command("mosquitto_pub", append([]string{"-h", host, "-p", port, "-q", "1"}, args...)...).Run()

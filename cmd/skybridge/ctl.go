@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-const ctlUsage = `usage: skybridge ctl [--admin URL] [--token TOKEN] COMMAND
+const ctlUsage = `usage: skybridge ctl COMMAND [ARGS] [--admin URL] [--token TOKEN] [--tenant TENANT]
 commands:
   tenants                               tenants and their figures
   tenant TENANT                         one tenant
@@ -26,22 +26,33 @@ commands:
   subscriptions TENANT                  every subscription of a tenant
   retained TENANT [FILTER]              retained messages (default filter #)
   delete-retained TENANT TOPIC          delete a retained message
+Flags go before or after the command and its arguments; "--" ends them (for an
+argument that starts with a dash). --tenant T gives the TENANT argument as a flag.
 --admin defaults to $SKYBRIDGE_ADMIN or http://127.0.0.1:8081, --token to $SKYBRIDGE_ADMIN_TOKEN.`
 
 // ctl is the command-line client of the admin API (docs/ADMIN.md).
 func ctl(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, ctlUsage) }
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), ctlUsage) }
 	admin := fs.String("admin", envDefault("SKYBRIDGE_ADMIN", "http://127.0.0.1:8081"), "admin API base URL")
 	token := fs.String("token", os.Getenv("SKYBRIDGE_ADMIN_TOKEN"), "admin token")
-	if err := fs.Parse(args); err != nil {
+	tenant := fs.String("tenant", "", "the command's TENANT argument")
+	discard := fs.Bool("discard", false, "kick: end the session too")
+	if helpRequested(args) {
+		printHelp(fs, stdout)
+		return nil
+	}
+	a, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	a := fs.Args()
 	if len(a) == 0 {
 		fs.Usage()
 		return errors.New("no command")
+	}
+	if *tenant != "" && a[0] != "tenants" {
+		a = append([]string{a[0], *tenant}, a[1:]...)
 	}
 	need := func(n int) error {
 		if len(a) < n+1 {
@@ -92,7 +103,7 @@ func ctl(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		path = "/api/v1/tenants/" + esc(a[1]) + "/sessions/" + esc(a[2])
-		if len(a) > 3 && a[3] == "--discard" {
+		if *discard {
 			path += "?discard=true"
 		}
 		method = "DELETE"

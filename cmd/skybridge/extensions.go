@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"time"
 
@@ -32,6 +33,7 @@ type extensions struct {
 	eventCounts *event.Counter
 	passwd      *auth.PasswordFile
 	passwdPath  string
+	guard       *auth.Guard
 	closers     []func()
 }
 
@@ -46,8 +48,8 @@ type gate struct {
 
 func (g *gate) Authenticate(req *broker.AuthRequest) broker.AuthResult {
 	if g.chain == nil || len(g.chain.Deciders) == 0 {
-		// Nothing configured: open where anonymous access is allowed (the
-		// tenant from a "tenant/user" user name), closed elsewhere.
+		// Nothing configured: open where anonymous access is allowed (in the
+		// listener's default tenant), closed elsewhere.
 		if slices.Contains(g.anonymous, req.Listener) {
 			return broker.AllowAll{}.Authenticate(req)
 		}
@@ -62,12 +64,30 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 	for _, l := range f.Listeners {
 		if l.Anonymous() {
 			anon = append(anon, l.Name)
-			log.Warn("listener accepts anonymous clients", "listener", l.Name, "addr", l.Addr)
+			// Anonymous clients name no tenant anyone vouched for: a user
+			// name "acme/mallory" does not make its client a member of acme.
+			log.Warn("listener accepts anonymous clients; each goes to the listener's default tenant (a user name never picks a tenant without authentication)",
+				"listener", l.Name, "addr", l.Addr, "tenant", l.DefaultTenant)
 		}
 	}
 	chain := &auth.Chain{AllowAnonymous: anon}
 	methods := auth.Methods{}
 	a := &f.Auth
+	// The guard bounds what authentication costs (docs/AUTH.md, "Limits");
+	// its events go to the sinks built below.
+	workers := a.Limits.Workers
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	g, err := auth.NewGuard(auth.GuardOptions{Clock: e.Clock, Workers: workers, PerSource: a.Limits.PerSource,
+		Queue: a.Limits.Queue, FreeFailures: a.Limits.FreeFailures, Delay: a.Limits.Delay, MaxDelay: a.Limits.MaxDelay,
+		BanAfter: a.Limits.BanAfter, BanFor: a.Limits.BanFor, Forget: a.Limits.ForgetAfter, MaxTracked: a.Limits.MaxTracked,
+		RefusalDelay: a.Limits.RefusalDelay,
+		Events:       event.SinkFunc(func(ev event.Event) { x.events.Emit(ev) })})
+	if err != nil {
+		return nil, fmt.Errorf("auth.limits: %w", err)
+	}
+	x.guard = g
 	if a.Certs.Enabled {
 		chain.Deciders = append(chain.Deciders, &auth.CertAuth{UserAttr: a.Certs.UserAttr, TenantAttr: a.Certs.TenantAttr})
 	}
@@ -80,7 +100,7 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 			return nil, fmt.Errorf("auth.password_file %s: %w", a.PasswordFile, err)
 		}
 		x.passwdPath = a.PasswordFile
-		chain.Deciders = append(chain.Deciders, x.passwd)
+		chain.Deciders = append(chain.Deciders, g.Bounded(x.passwd)) // bcrypt: on the guard's workers
 		if a.SCRAM {
 			s, err := auth.NewSCRAM(x.passwd, crand.Reader)
 			if err != nil {
@@ -108,7 +128,8 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 			keys = append(keys, auth.JWTKey{PublicKeyPEM: pem})
 		}
 		j, err := auth.NewJWT(auth.JWTOptions{Keys: keys, Clock: e.Clock, TenantClaim: a.JWT.TenantClaim,
-			Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Method: a.JWT.Method})
+			Issuer: a.JWT.Issuer, Audience: a.JWT.Audience, Method: a.JWT.Method,
+			RequireExpiry: a.JWT.ExpRequired()})
 		if err != nil {
 			return nil, fmt.Errorf("auth.jwt: %w", err)
 		}
@@ -124,9 +145,9 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 		}
 		chain.Deciders = append(chain.Deciders, h)
 	}
-	x.authn = &gate{anonymous: anon, chain: chain}
+	x.authn = g.Authenticator(&gate{anonymous: anon, chain: chain})
 	if len(methods) > 0 {
-		x.enhanced = methods
+		x.enhanced = g.Enhanced(methods)
 	}
 
 	set, err := acl.NewSet(acl.Config{DefaultDeny: f.ACL.DefaultDeny, Global: f.ACL.Global, Tenants: f.ACL.Tenants})

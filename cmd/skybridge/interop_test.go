@@ -374,21 +374,31 @@ func TestCtlAgainstTheBinary(t *testing.T) {
 	if p, err := packet.NewDecoder(c, packet.V311).Next(); err != nil || p.Type() != packet.CONNACK {
 		t.Fatalf("CONNACK: %v %v", p, err)
 	}
+	// The broker runs without an auth section: the user name "shop/bob"
+	// does not make the client a member of tenant shop (nobody vouched for
+	// it); every anonymous client is in the listener's default tenant.
 	var out, errOut bytes.Buffer
 	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "sessions", "shop"}, &out, &errOut); err != nil {
+		t.Fatalf("ctl sessions: %v (%s)", err, errOut.String())
+	}
+	if strings.Contains(out.String(), `"client_id": "ctl-client"`) {
+		t.Fatalf("an anonymous client picked tenant shop with its user name:\n%s", out.String())
+	}
+	out.Reset()
+	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "sessions", "default"}, &out, &errOut); err != nil {
 		t.Fatalf("ctl sessions: %v (%s)", err, errOut.String())
 	}
 	if !strings.Contains(out.String(), `"client_id": "ctl-client"`) {
 		t.Fatalf("ctl sessions printed:\n%s", out.String())
 	}
 	out.Reset()
-	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "kick", "shop", "ctl-client"}, &out, &errOut); err != nil {
+	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "kick", "default", "ctl-client"}, &out, &errOut); err != nil {
 		t.Fatalf("ctl kick: %v", err)
 	}
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("the kicked 3.1.1 client is still connected")
 	}
-	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "session", "shop", "nobody"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "404") {
+	if err := run([]string{"ctl", "--admin", "http://" + b.admin, "session", "default", "nobody"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("ctl session of nobody = %v, want a 404 error", err)
 	}
 }

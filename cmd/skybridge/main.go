@@ -1,7 +1,9 @@
 // Command skybridge runs a Skybridge broker node.
 //
-//	skybridge serve [--config skybridge.yaml] [--listen HOST:PORT] [--ws HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
-//	skybridge version
+//	skybridge serve [--config skybridge.yaml] [-p PORT] [--listen [NAME=]HOST:PORT] [--ws HOST:PORT] [--admin HOST:PORT] [--log-level LEVEL]
+//	skybridge ctl COMMAND [ARGS] [--admin URL] [--token TOKEN]
+//	skybridge passwd [--scram] TENANT/USER < password
+//	skybridge version (or --version)
 package main
 
 import (
@@ -18,9 +20,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/config"
+	"github.com/skybridge-mq/skybridge/impl/console"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/store"
@@ -39,7 +44,8 @@ func usage(w io.Writer) {
   skybridge serve [flags]   run a broker node (see skybridge serve -h)
   skybridge ctl COMMAND     talk to a running broker's admin API (see skybridge ctl -h)
   skybridge passwd TENANT/USER   print a password-file line (bcrypt; --scram adds SCRAM credentials)
-  skybridge version         print the version`)
+  skybridge version         print the version (also --version)
+Flags may come before or after a command's arguments; -h or --help on any command prints its usage.`)
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -49,15 +55,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stderr)
-	case "version":
+		return serve(args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		if helpRequested(args[1:]) {
+			fmt.Fprintln(stdout, "usage: skybridge version   (or skybridge --version): print the version")
+			return nil
+		}
 		fmt.Fprintln(stdout, version())
 		return nil
 	case "ctl":
 		return ctl(args[1:], stdout, stderr)
 	case "passwd":
 		return passwd(args[1:], os.Stdin, stdout, stderr)
-	case "-h", "--help", "help":
+	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
 	}
@@ -72,48 +82,58 @@ func version() string {
 	return "skybridge (unknown version)"
 }
 
-func serve(args []string, stderr io.Writer) error {
+// serveOptions are serve's flags that are not configuration overrides.
+type serveOptions struct {
+	cfgPath    string
+	cpuProfile string
+}
+
+// serveConfig parses serve's flags and returns the configuration they and
+// the file give, validated. It returns flag.ErrHelp once it has printed
+// the usage on stdout for -h.
+func serveConfig(args []string, stdout, stderr io.Writer) (config.File, serveOptions, error) {
+	var o serveOptions
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "YAML configuration file (defaults apply when empty)")
-	listen := fs.String("listen", "", "override: address of the TCP listener (replaces the file's listeners)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: skybridge serve [flags]   (flags override the configuration file: docs/CONFIG.md)")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.cfgPath, "config", "", "YAML configuration file (defaults apply when empty)")
+	var listen listenFlag
+	fs.Var(&listen, "listen", "override: `[NAME=]HOST:PORT`; with NAME moves that listener and keeps the others, without replaces every listener with one TCP listener (repeatable)")
+	port := fs.String("p", "", "override: the `PORT` of the TCP listener (the one named tcp, else the first; its host kept), like mosquitto -p")
 	ws := fs.String("ws", "", "override: add a WebSocket listener on this address")
 	admin := fs.String("admin", "", "override: admin HTTP address (/metrics, /healthz, /readyz)")
 	logLevel := fs.String("log-level", "", "override: debug, info, warn or error")
 	dataDir := fs.String("data", "", "override: data directory of the pebble store")
 	storage := fs.String("storage", "", "override: pebble or memory")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the broker stops (for `go tool pprof`)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile to this file until the broker stops (for `go tool pprof`)")
+	if helpRequested(args) {
+		printHelp(fs, stdout)
+		return config.File{}, o, flag.ErrHelp
 	}
-	if *cpuProfile != "" {
-		pf, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			pf.Close()
-			return err
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			pf.Close()
-		}()
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return config.File{}, o, err
+	}
+	if len(rest) > 0 {
+		return config.File{}, o, fmt.Errorf("serve takes no arguments, got %q (see skybridge serve -h)", rest)
 	}
 	f := config.Default()
-	if *cfgPath != "" {
-		r, err := os.Open(*cfgPath)
+	if o.cfgPath != "" {
+		r, err := os.Open(o.cfgPath)
 		if err != nil {
-			return err
+			return f, o, err
 		}
 		f, err = config.Parse(r)
 		r.Close()
 		if err != nil {
-			return fmt.Errorf("%s: %w", *cfgPath, err)
+			return f, o, fmt.Errorf("%s: %w", o.cfgPath, err)
 		}
 	}
-	if *listen != "" {
-		f.Listeners = []config.Listener{{Name: "tcp", Type: "tcp", Addr: *listen}}
+	if err := applyListen(&f, listen, *port); err != nil {
+		return f, o, err
 	}
 	if *ws != "" {
 		f.Listeners = append(f.Listeners, config.Listener{Name: "ws", Type: "ws", Addr: *ws})
@@ -133,8 +153,39 @@ func serve(args []string, stderr io.Writer) error {
 	if tok := os.Getenv("SKYBRIDGE_ADMIN_TOKEN"); tok != "" {
 		f.Admin.Token = tok
 	}
-	if err := f.Validate(); err != nil {
+	if tok := os.Getenv("SKYBRIDGE_METRICS_TOKEN"); tok != "" {
+		f.Admin.MetricsToken = tok
+	}
+	return f, o, f.Validate()
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	f, o, err := serveConfig(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
 		return err
+	}
+	// Signals are caught from the start: a SIGTERM that arrives while the
+	// store opens or the listeners start waits for a clean shutdown
+	// instead of killing the process with the store open.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	if o.cpuProfile != "" {
+		pf, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
 	}
 	opts := &slog.HandlerOptions{Level: f.LogLevel()}
 	var h slog.Handler = slog.NewTextHandler(stderr, opts)
@@ -144,6 +195,16 @@ func serve(args []string, stderr io.Writer) error {
 	log := slog.New(h)
 
 	sc := f.Server(log)
+	sc.Version = version()
+	if p := f.Admin.ConsoleUsersFile; p != "" && f.Admin.Console {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("admin.console_users_file: %w", err)
+		}
+		if sc.ConsoleUsers, err = console.ParseUsers(data); err != nil {
+			return fmt.Errorf("admin.console_users_file %s: %w", p, err)
+		}
+	}
 	e := env.Real()
 	x, err := buildExtensions(&f, e, log)
 	if err != nil {
@@ -152,11 +213,12 @@ func serve(args []string, stderr io.Writer) error {
 	defer x.close()
 	sc.Broker.Authenticator, sc.Broker.EnhancedAuth = x.authn, x.enhanced
 	sc.Broker.Authorizer, sc.Broker.Events = x.authz, x.events
+	sc.AuthGuard = x.guard
 	var st store.Store = store.Memory{}
 	var pst *store.Pebble
 	if f.Storage.Type == "pebble" {
 		began := time.Now()
-		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{MinFreeBytes: f.Storage.MinFreeBytes})
+		pst, err = store.Open(e.FS, f.Storage.Dir, store.Options{MinFreeBytes: f.Storage.MinFreeBytes, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -171,7 +233,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	if pst != nil {
-		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "took", time.Since(began).String())
+		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "quarantined", pst.Quarantined(),
+			"took", time.Since(began).String())
+		sc.Collectors = append(sc.Collectors, storeCollector{pst})
 	}
 	// The bridges' collector is registered before the admin server starts;
 	// the bridges themselves start once the listeners are up.
@@ -196,12 +260,10 @@ func serve(args []string, stderr io.Writer) error {
 	defer b.StopSys()
 	log.Info("skybridge started", "version", version(), "storage", f.Storage.Type)
 
-	if *cfgPath != "" {
-		go watchSettings(*cfgPath, b.Settings(), x, log)
+	if o.cfgPath != "" {
+		go watchSettings(o.cfgPath, b.Settings(), x, log)
 	}
 
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -273,4 +335,16 @@ func watchSettings(path string, p *tenant.Provider, x *extensions, log *slog.Log
 		passwdPath, lastPasswd = f.Auth.PasswordFile, mtime(f.Auth.PasswordFile)
 		log.Info("settings reloaded", "file", path, "tenants", len(f.Tenants.Overrides))
 	}
+}
+
+// storeCollector exposes the durable store's own counters.
+type storeCollector struct{ p *store.Pebble }
+
+var storeQuarantined = prometheus.NewDesc("skybridge_store_quarantined_total",
+	"Records the store could not read at start and moved under its quarantine prefix.", nil, nil)
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- storeQuarantined }
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(storeQuarantined, prometheus.CounterValue, float64(c.p.Quarantined()))
 }

@@ -18,17 +18,24 @@ import (
 func passwd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("passwd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: skybridge passwd [--scram] [--cost N] TENANT/USER < password")
+		fmt.Fprintln(fs.Output(), "       skybridge passwd --console [--cost N] USER < password   (a line of admin.console_users_file)")
+		fs.PrintDefaults()
+	}
 	scram := fs.Bool("scram", false, "also print SCRAM-SHA-256 credentials (for auth.scram)")
+	forConsole := fs.Bool("console", false, "print a line of the web console's users file (USER, no tenant)")
 	cost := fs.Int("cost", 0, "bcrypt cost (default 10)")
-	if err := fs.Parse(args); err != nil {
+	if helpRequested(args) {
+		printHelp(fs, stdout)
+		return nil
+	}
+	a, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("usage: skybridge passwd [--scram] TENANT/USER < password")
-	}
-	tenant, user, ok := strings.Cut(fs.Arg(0), "/")
-	if !ok {
-		return fmt.Errorf("%q: want TENANT/USER", fs.Arg(0))
+	if len(a) != 1 {
+		return errors.New("usage: skybridge passwd [--scram] [--cost N] TENANT/USER < password")
 	}
 	line, err := bufio.NewReader(stdin).ReadString('\n')
 	if err != nil && line == "" {
@@ -37,6 +44,21 @@ func passwd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	pw := []byte(strings.TrimRight(line, "\r\n"))
 	if len(pw) == 0 {
 		return errors.New("empty password")
+	}
+	if *forConsole {
+		if a[0] == "" || strings.ContainsAny(a[0], ":\n") {
+			return fmt.Errorf("%q: a console user name holds no ':'", a[0])
+		}
+		hash, err := auth.HashPassword(pw, *cost)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s:%s\n", a[0], hash)
+		return nil
+	}
+	tenant, user, ok := strings.Cut(a[0], "/")
+	if !ok {
+		return fmt.Errorf("%q: want TENANT/USER", a[0])
 	}
 	hash, err := auth.HashPassword(pw, *cost)
 	if err != nil {

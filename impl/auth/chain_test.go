@@ -61,7 +61,11 @@ func TestChain(t *testing.T) {
 		}
 	}
 	// Identify on a plain Authenticator.
-	if id := Identify(broker.AllowAll{}, req("t/u", "")); id.Code != 0 || id.Tenant != "t" || id.User != "u" {
+	if id := Identify(broker.TenantFromUsername{}, req("t/u", "")); id.Code != 0 || id.Tenant != "t" || id.User != "u" {
+		t.Errorf("Identify(TenantFromUsername) = %+v", id)
+	}
+	// AllowAll vouches for nobody's tenant: the listener's default.
+	if id := Identify(broker.AllowAll{}, req("t/u", "")); id.Code != 0 || id.Tenant != "dflt" || id.User != "t/u" {
 		t.Errorf("Identify(AllowAll) = %+v", id)
 	}
 	if _, ok := (Methods{"x": nil}).Begin("x", &broker.AuthRequest{}); ok {

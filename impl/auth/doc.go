@@ -62,6 +62,15 @@
 //	0x8C Bad authentication method   SCRAM channel binding requested ("p=")
 //	0x82 Protocol Error              an exchange stepped after it ended
 //
+// # Limits
+//
+// Guard (guard.go) bounds what authentication costs: failure throttling
+// per source address and per user, decided before anything is hashed
+// (0x9F, then 0x8A for a source that keeps failing), and a bounded pool of
+// workers with a bounded queue (0x89 beyond) for the expensive
+// verifications. Wrap the chain with Guard.Authenticator, its expensive
+// members with Guard.Bounded, enhanced authentication with Guard.Enhanced.
+//
 // # Timing
 //
 // PasswordFile compares an unknown user's password against a real bcrypt

@@ -72,6 +72,7 @@ func (b *Broker) TenantInfo(name string) (TenantInfo, bool) {
 // SessionInfo describes one session.
 type SessionInfo struct {
 	ClientID      string         `json:"client_id"`
+	User          string         `json:"user,omitempty"` // the user the session belongs to
 	Connected     bool           `json:"connected"`
 	Remote        string         `json:"remote,omitempty"`
 	Version       string         `json:"protocol"`
@@ -106,7 +107,7 @@ type Subscription struct {
 
 func (e *entry) info(withSubs bool) SessionInfo {
 	s := e.s
-	si := SessionInfo{ClientID: s.ClientID, Connected: e.conn != nil, Version: s.Version().String(), Expiry: s.Expiry()}
+	si := SessionInfo{ClientID: s.ClientID, User: s.Owner, Connected: e.conn != nil, Version: s.Version().String(), Expiry: s.Expiry()}
 	if e.conn != nil {
 		si.Remote = e.conn.info.Remote
 	} else if off := s.Offline(); !off.IsZero() {
@@ -236,7 +237,8 @@ func (b *Broker) Retained(tenantName, filter string, limit int, withPayload bool
 
 // DeleteRetained removes a tenant's retained message on topic, durably.
 func (b *Broker) DeleteRetained(tenantName, name string) {
-	t := b.tenant(tenantName)
+	t := b.acquireTenant(tenantName)
+	defer b.releaseTenant(t)
 	m := &message.Message{Topic: []byte(name), Retain: true, Owned: true}
 	var rs routeScratch
 	b.setRetained(t, m, &rs)

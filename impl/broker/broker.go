@@ -36,6 +36,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/fifo"
 	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/retain"
 	"github.com/skybridge-mq/skybridge/impl/session"
 	"github.com/skybridge-mq/skybridge/impl/store"
@@ -151,6 +152,9 @@ type Broker struct {
 
 	// randMu guards env.Rand, which need not be safe for concurrent use.
 	randMu sync.Mutex
+	// retainMu orders durable retained changes: their effect on the
+	// retained store and their submission to the store (commitJob.commit).
+	retainMu sync.Mutex
 	// onlineFn is b.isOnline bound once, so that routing does not allocate
 	// a method value per message.
 	onlineFn func(topic.SubscriberID) bool
@@ -184,6 +188,8 @@ type Stats struct {
 	// DroppedBy[DropQueueFull]. Publishes whose acknowledgement waited for
 	// a slow subscriber are in Throttled[ThrottleSlowSubscriber].
 	Stalls atomic.Uint64
+	// TenantsFreed counts tenants removed because they held nothing.
+	TenantsFreed atomic.Uint64
 }
 
 const chunkSize = 4096
@@ -207,11 +213,23 @@ const (
 	DropTooLarge
 	DropExpired
 	DropNotAuthorized
+	DropRateLimited // a publisher over its tenant's publish or fan-out rate
+	DropQuota       // over a tenant limit: payload, user properties, topic, retained
 	numDropReasons
 )
 
 // DropReasons names the drop reasons, as metrics label them.
-var DropReasons = [numDropReasons]string{"queue_full", "output_full", "offline_qos0", "too_large", "expired", "not_authorized"}
+var DropReasons = [numDropReasons]string{"queue_full", "output_full", "offline_qos0", "too_large", "expired", "not_authorized",
+	"rate_limited", "quota_exceeded"}
+
+// refusalDrop is the drop reason of a PUBLISH the tenant's limits refused
+// with code.
+func refusalDrop(code packet.ReasonCode) int {
+	if code == packet.MessageRateTooHigh {
+		return DropRateLimited
+	}
+	return DropQuota
+}
 
 // tenant holds one tenant's sessions and routes.
 type tenant struct {
@@ -224,6 +242,11 @@ type tenant struct {
 	// filter; guarded by routesMu.
 	groupSize map[string]int
 	stats     tenantStats
+
+	// users counts holds taken by acquireTenant; freeTimer is the pending
+	// check of mayBeEmpty. Both guarded by Broker.mu.
+	users     int
+	freeTimer env.Timer
 
 	limits      atomic.Pointer[limits]
 	connected   atomic.Int64 // connected clients
@@ -322,8 +345,10 @@ func (b *Broker) newRoutes(tenant string) Routes {
 	return topic.NewTrie()
 }
 
-// tenant returns the named tenant, creating it on first use.
-func (b *Broker) tenant(name string) *tenant {
+// acquireTenant returns the named tenant, creating it on first use, and
+// holds it: it is not freed before releaseTenant, by which time what the
+// caller made (a session) keeps it.
+func (b *Broker) acquireTenant(name string) *tenant {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	t := b.tenants[name]
@@ -331,7 +356,52 @@ func (b *Broker) tenant(name string) *tenant {
 		t = &tenant{name: name, sessions: map[string]*entry{}, routes: b.newRoutes(name), groupSize: map[string]int{}}
 		b.tenants[name] = t
 	}
+	t.users++
 	return t
+}
+
+// tenantIdleTTL is how long a tenant that holds nothing is kept before it
+// is freed: long enough that its rate buckets would have refilled anyway.
+const tenantIdleTTL = time.Minute
+
+// releaseTenant ends a hold taken by acquireTenant and, if the tenant may
+// now hold nothing, schedules its freeing.
+func (b *Broker) releaseTenant(t *tenant) {
+	b.mu.Lock()
+	t.users--
+	b.mu.Unlock()
+	b.mayBeEmpty(t)
+}
+
+// mayBeEmpty schedules a check, tenantIdleTTL from now, that frees the
+// tenant if it then holds nothing: tenants are made by connections (any
+// name an authenticator returns), so they must not outlive what they hold.
+func (b *Broker) mayBeEmpty(t *tenant) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if t.freeTimer != nil || b.tenants[t.name] != t {
+		return
+	}
+	t.freeTimer = b.env.Clock.AfterFunc(tenantIdleTTL, func() { b.freeTenant(t) })
+}
+
+// freeTenant removes the tenant if it holds nothing: no session, no
+// connection or acceptance in progress, no retained message. Its counters
+// go with it (a tenant that comes back starts them at zero).
+func (b *Broker) freeTenant(t *tenant) {
+	t.regMu.Lock()
+	defer t.regMu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t.freeTimer = nil
+	if b.tenants[t.name] != t || len(t.sessions) > 0 || t.users > 0 || t.connected.Load() > 0 {
+		return
+	}
+	if n, _ := b.retained.Count(t.name); n > 0 {
+		return
+	}
+	delete(b.tenants, t.name)
+	b.stats.TenantsFreed.Add(1)
 }
 
 // newEntry allocates a session slot. The SubscriberID carries a generation

@@ -23,9 +23,19 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with a configuration changed by adjust.
+func newHarnessWith(t *testing.T, adjust func(*Config)) *harness {
+	t.Helper()
 	clock := env.NewManualClock(time.Unix(1_700_000_000, 0))
 	e := env.Env{Clock: clock, Rand: env.NewRand(1)}
-	return &harness{t: t, b: New(DefaultConfig(), e, nil), clock: clock}
+	cfg := DefaultConfig()
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	return &harness{t: t, b: New(cfg, e, nil), clock: clock}
 }
 
 // client is a test connection.
@@ -194,7 +204,9 @@ func TestSessionExpiry(t *testing.T) {
 		t.Fatalf("sessions after expiry = %d", n)
 	}
 	// The expired session's routes are gone too.
-	tn := h.b.tenant("t")
+	h.b.mu.Lock()
+	tn := h.b.tenants["t"]
+	h.b.mu.Unlock()
 	if n := tn.routes.Len(); n != 0 {
 		t.Fatalf("%d routes left", n)
 	}
@@ -221,7 +233,30 @@ func TestTenantsAreIsolated(t *testing.T) {
 	red.expect("SUBACK id=2 codes=[0x00]") // no retained message from blue
 	blue.send(sub(1, "a", 0))
 	blue.expect("SUBACK id=1 codes=[0x00]", `PUBLISH topic="a" qos=0 retain payload="blue"`)
-	// A user name "tenant/user" picks the tenant.
+	// Without an authenticator that vouches for it, a user name
+	// "tenant/user" does not pick the tenant: the client stays in the
+	// listener's default tenant.
+	green := h.dial("green", packet.V311, "default")
+	green.send(&packet.Connect{Version: packet.V311, ClientID: []byte("g"), CleanStart: true,
+		UsernameFlag: true, Username: []byte("red/mallory")})
+	green.expect("CONNACK code=0x00")
+	green.send(pub("b", "from green", 0, 0))
+	red.expect()
+	if got := h.b.Tenants(); !cmp.Equal(got, []string{"blue", "default", "red"}) {
+		t.Errorf("tenants = %v", got)
+	}
+}
+
+// An authenticator that vouches for "tenant/user" names (here the trusting
+// one of the tests) puts the client in the tenant its name claims.
+func TestTenantFromUsername(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, func(c *Config) { c.Authenticator = TenantFromUsername{} })
+	red := h.dial("red", packet.V311, "red")
+	red.connect("r", true, packet.Properties{})
+	red.expect("CONNACK code=0x00")
+	red.send(sub(1, "#", 0))
+	red.expect("SUBACK id=1 codes=[0x00]")
 	green := h.dial("green", packet.V311, "default")
 	green.send(&packet.Connect{Version: packet.V311, ClientID: []byte("g"), CleanStart: true,
 		UsernameFlag: true, Username: []byte("red/alice")})

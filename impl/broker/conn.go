@@ -20,7 +20,7 @@ import (
 // ConnInfo describes where a connection comes from.
 type ConnInfo struct {
 	Listener      string // listener name, for logs and authentication
-	DefaultTenant string // tenant of clients whose user name names none
+	DefaultTenant string // the listener's tenant (empty: DefaultTenant)
 	Remote        string // remote address
 	CertSubject   string // verified TLS client certificate subject, if any
 	// Redirect, when set, sends every client elsewhere: a 5.0 CONNACK with
@@ -90,6 +90,85 @@ type Conn struct {
 	closing  bool   // close the transport once everything is written
 	closed   bool   // Closed was called
 	attached bool
+	// Why the connection ends, for the disconnected event: the first cause
+	// noted wins (a client's DISCONNECT, a protocol error, a kick, the
+	// transport's failure).
+	endCode  packet.ReasonCode
+	endCause string
+	endNoted bool
+}
+
+// Causes of a connection's end, as the disconnected event's detail says them.
+const (
+	CauseClientDisconnect = "client_disconnect"
+	CauseProtocolError    = "protocol_error"
+	CauseMalformed        = "malformed_packet"
+	CauseKeepAlive        = "keep_alive_timeout"
+	CauseConnectionLost   = "connection_lost"
+	CauseWriteFailed      = "write_failed"
+	CauseTakenOver        = "session_taken_over"
+	CauseShutdown         = "server_shutting_down"
+	CauseNotAuthorized    = "not_authorized"
+	CauseRateLimited      = "rate_limited"
+	CauseQuota            = "quota_exceeded"
+	CauseAdministrative   = "administrative_action"
+	CauseKicked           = "kicked"
+)
+
+// DisconnectCauses lists the causes, for documentation and tests.
+var DisconnectCauses = []string{CauseClientDisconnect, CauseProtocolError, CauseMalformed, CauseKeepAlive,
+	CauseConnectionLost, CauseWriteFailed, CauseTakenOver, CauseShutdown, CauseNotAuthorized, CauseRateLimited,
+	CauseQuota, CauseAdministrative, CauseKicked}
+
+// noteEnd records why the connection ends, unless a cause is already known.
+func (c *Conn) noteEnd(code packet.ReasonCode, cause string) {
+	c.mu.Lock()
+	if !c.endNoted {
+		c.endCode, c.endCause, c.endNoted = code, cause, true
+	}
+	c.mu.Unlock()
+}
+
+// WriteFailed tells the broker that writing to the transport failed (err:
+// the write timeout of a client that stopped reading, a reset), before the
+// runtime calls Closed. Like Lost, it only names the cause.
+func (c *Conn) WriteFailed(err error) {
+	c.noteEnd(packet.UnspecifiedError, CauseWriteFailed+": "+err.Error())
+}
+
+// kickCause names the cause of an end the broker decided with code.
+func kickCause(code packet.ReasonCode) string {
+	switch code {
+	case packet.SessionTakenOver:
+		return CauseTakenOver
+	case packet.ServerShuttingDown:
+		return CauseShutdown
+	case packet.NotAuthorized:
+		return CauseNotAuthorized
+	case packet.MessageRateTooHigh:
+		return CauseRateLimited
+	case packet.QuotaExceeded:
+		return CauseQuota
+	case packet.AdministrativeAction:
+		return CauseAdministrative
+	}
+	return CauseKicked
+}
+
+// Lost tells the broker why the transport failed before the runtime calls
+// Closed: err is the read or write error (a timeout of the keep-alive read
+// deadline, a reset, EOF without DISCONNECT). It only names the cause of
+// the disconnected event; the session is detached by Closed.
+func (c *Conn) Lost(err error) {
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &te) && te.Timeout():
+		c.noteEnd(packet.KeepAliveTimeout, CauseKeepAlive)
+	case err == nil:
+		c.noteEnd(packet.UnspecifiedError, CauseConnectionLost)
+	default:
+		c.noteEnd(packet.UnspecifiedError, CauseConnectionLost+": "+err.Error())
+	}
 }
 
 // connRates are a connection's token buckets.
@@ -128,6 +207,10 @@ type routeScratch struct {
 // the runtime says it is idle (Idle), so that an idle connection holds none.
 var decoders = sync.Pool{New: func() any { return new(packet.Decoder) }}
 
+// maxPooledEntries bounds the slices (user properties, filters) a pooled
+// decoder keeps: an unusual packet does not make every decoder large.
+const maxPooledEntries = 64
+
 // connDecoder is a connection's packet decoder: the protocol version in
 // force, and a decoder borrowed from decoders while the connection is busy.
 // Only the reader uses it; other goroutines may read Version, which changes
@@ -156,6 +239,7 @@ func (cd *connDecoder) Decode(h packet.FixedHeader, body []byte) (packet.Packet,
 // release gives the decoder back.
 func (cd *connDecoder) release() {
 	if cd.d != nil {
+		cd.d.Shrink(maxPooledEntries)
 		decoders.Put(cd.d)
 		cd.d = nil
 	}
@@ -179,8 +263,14 @@ func (c *Conn) Idle() {
 // block (a buffered channel of one with a non-blocking send is the usual
 // implementation).
 func (b *Broker) NewConn(info ConnInfo, wake func()) *Conn {
+	if info.DefaultTenant == "" {
+		info.DefaultTenant = DefaultTenant
+	}
 	return &Conn{b: b, info: info, wake: wake}
 }
+
+// DefaultTenant is the tenant of clients whose listener names none.
+const DefaultTenant = "default"
 
 // wakeUp calls the runtime's wake function unless a wake is already
 // pending (called, and Output not yet run since).
@@ -334,18 +424,27 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 	if closing && r.Reason.IsError() {
 		c.b.stats.ProtocolError.Add(1)
 	}
+	if closing {
+		if _, ok := p.(*packet.Disconnect); ok {
+			c.noteEnd(r.Reason, CauseClientDisconnect)
+		} else {
+			c.noteEnd(r.Reason, CauseProtocolError)
+		}
+	}
 	// An acknowledgement from the client may have made room for
 	// deliveries parked on this session (backpressure.go).
 	rel, _ := c.b.unparkLocked(e, &at, c.relRead)
-	if len(rel) == 0 {
+	if len(rel) == 0 && !e.s.MustCommitNow() {
 		// What the packet journaled (an acknowledged delivery's removal, a
 		// QoS 2 step) stays in the session's journal: Output, which the
 		// runtime calls after every batch of packets, commits it with the
 		// rest of the batch — one commit for a stream of acknowledgements
 		// instead of one each. Output the change holds waits for that
-		// commit as it would for this one; and anything else that takes
-		// the session's ops (a delivery routed to it, its detach) takes
-		// these first, so the journal's order is kept.
+		// commit as it would for this one. A delivery routed to the
+		// session meanwhile may take these ops into a batch committed
+		// after the session's next ones; that is harmless for them, not
+		// for a subscription change or the session record (UNSUBSCRIBE,
+		// DISCONNECT), which are committed now (Session.MustCommitNow).
 		e.mu.Unlock()
 		if closing {
 			c.markClosing()
@@ -367,6 +466,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 func (c *Conn) Fail(err error) {
 	c.b.stats.ProtocolError.Add(1)
 	code := packet.CodeOf(err)
+	c.noteEnd(code, CauseMalformed)
 	e := c.entry()
 	if e == nil {
 		// Before CONNECT: a 5.0 CONNECT that failed to decode may be
@@ -451,7 +551,11 @@ func (c *Conn) Closed() {
 		return
 	}
 	now := c.b.env.Clock.Now()
-	c.b.emit(event.NewDisconnected(now, c.eventWho(), 0))
+	c.noteEnd(packet.UnspecifiedError, CauseConnectionLost) // the transport closed with no cause given
+	c.mu.Lock()
+	code, cause := c.endCode, c.endCause
+	c.mu.Unlock()
+	c.b.emit(event.NewDisconnected(now, c.eventWho(), code, cause))
 	e.mu.Lock()
 	if e.conn != c {
 		e.mu.Unlock()
@@ -475,6 +579,7 @@ func (c *Conn) Closed() {
 // (takeover, shutdown). The caller holds e.mu and e.conn == c. The final
 // DISCONNECT and any unwritten output move to the connection's own buffer.
 func (c *Conn) kick(e *entry, code packet.ReasonCode) *session.Result {
+	c.noteEnd(code, kickCause(code))
 	e.s.Kick(code)
 	out := e.s.TakeOutput(nil, c.b.env.Clock.Now())
 	r := e.s.Detach(c.b.env.Clock.Now())
@@ -564,7 +669,17 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		c.refuse(v, packet.ServerUnavailable)
 		return
 	}
-	t := b.tenant(ar.Tenant)
+	// Whatever authenticated the client, its identity must be one the
+	// broker can keep apart from every other (store keys, metrics, logs).
+	if err := validIdentity(&ar); err != nil {
+		ev := event.NewAuthFailed(now, event.Who{ClientID: string(conn.ClientID)}, packet.NotAuthorized, c.info.Listener, c.info.Remote)
+		ev.Detail = err.Error()
+		b.emit(ev)
+		c.refuse(v, packet.NotAuthorized)
+		return
+	}
+	t := b.acquireTenant(ar.Tenant)
+	defer b.releaseTenant(t) // the session made here holds it from then on
 	l := b.tenantLimits(t)
 	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: string(conn.ClientID), Extra: ar.ACL}
 	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
@@ -613,6 +728,18 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		// A session whose connection just ended with expiry 0 is about to
 		// be discarded: a client that reconnects at once must not find it.
 		ended := old.conn == nil && old.ending
+		if !ended && !mayTakeOver(l, old.s, ar.User) {
+			// Another user's session: no takeover, no resumption, no
+			// discarding it with a clean start.
+			old.mu.Unlock()
+			t.regMu.Unlock()
+			ev := event.NewAuthFailed(now, event.Who{Tenant: ar.Tenant, ClientID: clientID, User: ar.User},
+				packet.NotAuthorized, c.info.Listener, c.info.Remote)
+			ev.Detail = "client id in use by another user's session"
+			b.emit(ev)
+			c.refuse(v, packet.NotAuthorized)
+			return
+		}
 		if oc := old.conn; oc != nil {
 			// Session takeover [MQTT-3.1.4-2] [v5 MQTT-3.1.4-3].
 			r := oc.kick(old, packet.SessionTakenOver)
@@ -652,6 +779,16 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 		}
 	}
 	e.mu.Lock()
+	// The session belongs to whoever created it; one restored from a record
+	// that kept no owner goes to the first user that resumes it.
+	if !present || !e.s.OwnerKnown {
+		e.s.Owner, e.s.OwnerKnown = ar.User, true
+	}
+	var revoked []string
+	if present && b.cfg.Authorizer != nil {
+		who.ClientID = clientID
+		revoked = b.recheckLocked(e, &who, now)
+	}
 	e.gen++
 	e.stopTimers()
 	e.ending = false
@@ -675,6 +812,12 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	}
 	b.settle(e, ops, span, rel)
 	releaseAcks(droppedAcks)
+	if len(revoked) > 0 {
+		b.removeRoutes(t, e.id, revoked)
+		for _, f := range revoked {
+			b.emit(event.NewSubscriptionRefused(now, event.Who{Tenant: t.name, ClientID: clientID, User: ar.User}, f, packet.NotAuthorized))
+		}
+	}
 
 	who.ClientID = clientID
 	c.mu.Lock()
@@ -850,6 +993,7 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	}
 	b.removeRoutes(t, e.id, filters)
 	b.freeSlot(e)
+	b.mayBeEmpty(t)
 	b.stats.Expired.Add(1)
 	b.emit(event.NewSessionExpired(b.env.Clock.Now(), event.Who{Tenant: t.name, ClientID: e.s.ClientID}))
 	if will != nil {

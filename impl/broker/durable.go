@@ -32,6 +32,9 @@ type commitJob struct {
 	waiters []waiter
 	acks    []*heldAck  // all of one connection
 	done    func(error) // finish, bound once
+	// retained: the batch changes retained messages, which take effect
+	// in the retained store when it is committed (setRetained).
+	retained bool
 }
 
 var commitJobs sync.Pool
@@ -52,8 +55,24 @@ func (b *Broker) newCommitJob() *commitJob {
 	return j
 }
 
-// commit hands the job to the store.
-func (j *commitJob) commit() { j.b.st.Commit(&j.batch, j.done) }
+// commit hands the job to the store. A batch that changes retained
+// messages applies them to the retained store as it is handed over, under
+// retainMu, so that the store and the disk see them in the same order.
+func (j *commitJob) commit() {
+	b := j.b
+	if !j.retained {
+		b.st.Commit(&j.batch, j.done)
+		return
+	}
+	b.retainMu.Lock()
+	for i := range j.batch.Ops {
+		if op := &j.batch.Ops[i]; op.Kind == store.PutRetained || op.Kind == store.DeleteRetained {
+			b.retained.Set(op.Tenant, op.Message)
+		}
+	}
+	b.st.Commit(&j.batch, j.done) // j may be recycled once this returns
+	b.retainMu.Unlock()
+}
 
 // finish is the job's done: it releases the waiting sessions and the
 // acknowledgements, and recycles the job. The acknowledgements are all of
@@ -85,6 +104,7 @@ func (j *commitJob) recycle() {
 	clear(j.waiters)
 	clear(j.acks)
 	j.batch.Ops, j.waiters, j.acks = j.batch.Ops[:0], j.waiters[:0], j.acks[:0]
+	j.retained = false
 	if cap(j.batch.Ops) > 1024 {
 		j.batch.Ops = nil // a big fan-out's buffer is not kept
 	}
@@ -274,7 +294,8 @@ func (r *recovery) entry(tenant, clientID string) *entry {
 
 func (r *recovery) Session(tenant, clientID string, rec *store.SessionRecord) error {
 	b := r.b
-	t := b.tenant(tenant)
+	t := b.acquireTenant(tenant)
+	defer b.releaseTenant(t)
 	e := b.newEntry(t, clientID)
 	e.s = session.Restore(&b.tenantLimits(t).sess, e.id, tenant, clientID, rec)
 	e.counted = true

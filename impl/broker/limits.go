@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/event"
+	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
 	tenantpkg "github.com/skybridge-mq/skybridge/impl/tenant"
@@ -27,6 +28,7 @@ const (
 	ThrottleProtocol
 	ThrottleWill
 	ThrottleSlowSubscriber
+	ThrottleUserProperties
 	numThrottles
 )
 
@@ -34,7 +36,7 @@ const (
 var ThrottleReasons = [numThrottles]string{"connections", "connect_rate", "persistent_sessions",
 	"publish_rate", "payload_size", "topic_limits", "subscriptions", "shared_group_size",
 	"retained_quota", "persistent_fanout_rate", "bandwidth", "protocol_disabled", "will_size",
-	"slow_subscriber"}
+	"slow_subscriber", "user_properties"}
 
 // limits is what a tenant's settings mean for the broker, derived once per
 // settings version.
@@ -97,9 +99,13 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 	case c.Version == packet.V31 && !s.MQTT31, c.Version == packet.V311 && !s.MQTT311, c.Version == packet.V5 && !s.MQTT5:
 		b.throttle(t, ThrottleProtocol)
 		return packet.UnsupportedProtocolVersion
-	case s.MaxWillSize > 0 && c.WillFlag && len(c.WillPayload) > s.MaxWillSize:
+	case s.MaxWillSize > 0 && c.WillFlag && message.SizeOf(c.WillTopic, c.WillPayload, &c.WillProperties) > s.MaxWillSize:
+		// The whole will counts (topic, payload, properties), as it is kept.
 		b.throttle(t, ThrottleWill)
 		return packet.PacketTooLarge
+	case c.WillFlag && !userPropertiesWithin(s, &c.WillProperties):
+		b.throttle(t, ThrottleUserProperties)
+		return packet.QuotaExceeded
 	case c.WillFlag && c.Version == packet.V5 && c.WillQoS > l.sess.MaxQoS:
 		return packet.QoSNotSupported // [v5 MQTT-3.2.2-12]
 	case c.WillFlag && c.Version == packet.V5 && c.WillRetain && !l.sess.RetainAvailable:
@@ -120,6 +126,13 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 	return packet.Success
 }
 
+// userPropertiesWithin applies the tenant's caps on a message's user
+// properties: their number and their bytes.
+func userPropertiesWithin(s *tenantpkg.Settings, p *packet.Properties) bool {
+	return (s.MaxUserProperties <= 0 || len(p.User) <= s.MaxUserProperties) &&
+		(s.MaxUserPropertyBytes <= 0 || message.UserPropertyBytes(p) <= s.MaxUserPropertyBytes)
+}
+
 // persistent reports whether a CONNECT asks for a session that outlives
 // its connection.
 func persistent(c *packet.Connect) bool {
@@ -137,23 +150,27 @@ func checkTopic(l *limits, name []byte) bool {
 
 // admitPublish applies the tenant's publish limits before routing; a
 // non-zero code refuses the message (kick: the connection must go).
-func (c *Conn) admitPublish(l *limits, size, topicLen int, name []byte, retain bool, at *instant) (code packet.ReasonCode, kick bool) {
+func (c *Conn) admitPublish(l *limits, m *message.Message, at *instant) (code packet.ReasonCode, kick bool) {
 	b, t, s := c.b, c.t, l.s
 	if s.PublishRate > 0 && !c.rate().pubRate.Take(at.now(), float64(s.PublishRate), float64(max(s.PublishRate, 1)), 1) {
 		b.throttle(t, ThrottlePublishRate)
 		return packet.MessageRateTooHigh, true
 	}
-	if s.MaxPayloadSize > 0 && size > s.MaxPayloadSize {
+	if s.MaxPayloadSize > 0 && len(m.Payload) > s.MaxPayloadSize {
 		b.throttle(t, ThrottlePayload)
 		return packet.QuotaExceeded, false
 	}
-	if !checkTopic(l, name) {
+	if !userPropertiesWithin(s, &m.Properties) {
+		b.throttle(t, ThrottleUserProperties)
+		return packet.QuotaExceeded, false
+	}
+	if !checkTopic(l, m.Topic) {
 		b.throttle(t, ThrottleTopic)
 		return packet.TopicNameInvalid, false
 	}
-	if retain && size > 0 && (s.MaxRetained > 0 || s.MaxRetainedBytes > 0) {
+	if m.Retain && len(m.Payload) > 0 && (s.MaxRetained > 0 || s.MaxRetainedBytes > 0) {
 		n, bytes := b.retained.Count(t.name)
-		if s.MaxRetained > 0 && n >= s.MaxRetained || s.MaxRetainedBytes > 0 && bytes+size+topicLen > s.MaxRetainedBytes {
+		if s.MaxRetained > 0 && n >= s.MaxRetained || s.MaxRetainedBytes > 0 && bytes+m.Size() > s.MaxRetainedBytes {
 			b.throttle(t, ThrottleRetained)
 			return packet.QuotaExceeded, false
 		}

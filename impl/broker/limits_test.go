@@ -122,6 +122,12 @@ func TestTenantPublishRate(t *testing.T) {
 	}
 	p.send(pub("t", "x", 0, 0))
 	refused(t, p, "DISCONNECT code=0x96")
+	// Counted as rate_limited, not as not_authorized (the hardening
+	// issue's operator bug).
+	st := h.b.Stats()
+	if rl, na := st.DroppedBy[DropRateLimited].Load(), st.DroppedBy[DropNotAuthorized].Load(); rl != 1 || na != 0 {
+		t.Errorf("drops: rate_limited %d, not_authorized %d; want 1, 0", rl, na)
+	}
 }
 
 func TestTenantSubscriptionLimits(t *testing.T) {

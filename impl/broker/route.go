@@ -43,8 +43,8 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		return
 	}
 	l := b.tenantLimits(c.t)
-	if code, kick := c.admitPublish(l, len(m.Payload), len(m.Topic), m.Topic, m.Retain, at); code != packet.Success {
-		b.noteDrop(c.t, DropNotAuthorized, at.now())
+	if code, kick := c.admitPublish(l, m, at); code != packet.Success {
+		b.noteDrop(c.t, refusalDrop(code), at.now())
 		if kick || c.dec.Version != packet.V5 {
 			// A 3.1.1 publisher cannot be refused but by closing
 			// [MQTT-3.3.5-2]; a 5.0 one over its rate is disconnected 0x96.
@@ -148,7 +148,9 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		a.waits.Add(1)
 		j := rs.jobFor(b)
 		j.acks = append(j.acks, a)
-		if !c.info.IdleEndsBatch || len(j.batch.Ops) >= maxBatchOps || len(j.acks) >= maxBatchAcks {
+		if !c.info.IdleEndsBatch || len(j.batch.Ops) >= maxBatchOps || len(j.acks) >= maxBatchAcks || j.retained {
+			// (A retained message does not wait for the batch's end: the
+			// client's next packets, a SUBSCRIBE, must find it in place.)
 			rs.takeJob(b).commit()
 		}
 	} else {
@@ -183,10 +185,15 @@ func (c *Conn) complete(e *entry, pid uint16, qos packet.QoS, code packet.Reason
 }
 
 // setRetained makes m the retained message of its topic (an empty payload
-// deletes it) and, with a durable store, adds the change to the batch.
+// deletes it). With a durable store the change goes into the batch, and
+// takes effect in the retained store when the batch is committed
+// (commitJob.commit), so that the store and the disk see a topic's changes
+// in one order: applied at once and committed with the batch, two
+// publishers' changes reached the disk in the order their batches ended,
+// and a restart brought back the older message.
 func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
-	b.retained.Set(t.name, m)
 	if !b.persist {
+		b.retained.Set(t.name, m)
 		return
 	}
 	kind := store.PutRetained
@@ -194,6 +201,7 @@ func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
 		kind = store.DeleteRetained
 	}
 	rs.add(b, store.Op{Kind: kind, Tenant: t.name, Message: m})
+	rs.job.retained = true
 }
 
 // route delivers m to every session of t with a matching subscription and

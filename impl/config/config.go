@@ -15,11 +15,10 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/tenant"
@@ -57,6 +56,41 @@ type Auth struct {
 	JWT   JWT        `yaml:"jwt"`
 	HTTP  AuthHTTP   `yaml:"http"`
 	Certs CertConfig `yaml:"certificates"`
+	// Limits bound the work authentication costs: failure throttling and
+	// the verification pool (docs/AUTH.md, "Limits").
+	Limits AuthLimits `yaml:"limits"`
+}
+
+// AuthLimits configure the guard in front of authentication (auth.Guard).
+type AuthLimits struct {
+	// Workers bounds the bcrypt/SCRAM verifications running at once
+	// (0: GOMAXPROCS).
+	Workers int `yaml:"workers"`
+	// PerSource bounds those of one source address (0: half the workers,
+	// at least one).
+	PerSource int `yaml:"per_source"`
+	// Queue bounds the verifications waiting for a worker; beyond, CONNACK
+	// 0x89 Server busy.
+	Queue int `yaml:"queue"`
+	// FreeFailures are the failures per source and per user before
+	// throttling (0x9F) starts.
+	FreeFailures int `yaml:"free_failures"`
+	// Delay is the first throttle window, doubled by each further failure
+	// up to MaxDelay.
+	Delay    time.Duration `yaml:"delay"`
+	MaxDelay time.Duration `yaml:"max_delay"`
+	// BanAfter failures and refused attempts from one source ban it (0x8A)
+	// for BanFor; 0 never bans.
+	BanAfter int           `yaml:"ban_after"`
+	BanFor   time.Duration `yaml:"ban_for"`
+	// ForgetAfter drops what is known of a source or user with no failure
+	// for that long.
+	ForgetAfter time.Duration `yaml:"forget_after"`
+	// MaxTracked bounds the sources, and the users, remembered.
+	MaxTracked int `yaml:"max_tracked"`
+	// RefusalDelay holds the refusal of a throttled or banned source this
+	// long before answering (0: at once).
+	RefusalDelay time.Duration `yaml:"refusal_delay"`
 }
 
 // JWT configures token authentication (the password is a JWT).
@@ -71,7 +105,14 @@ type JWT struct {
 	// Method also offers the token as a 5.0 enhanced-authentication method
 	// of this name (for re-authentication with a fresh token), e.g. "JWT".
 	Method string `yaml:"method"`
+	// RequireExp refuses tokens without "exp" (0x86); default true. A
+	// token without exp never expires, so false is for tokens that are
+	// revoked some other way.
+	RequireExp *bool `yaml:"require_exp"`
 }
+
+// ExpRequired reports whether tokens must carry "exp" (the default).
+func (j *JWT) ExpRequired() bool { return j.RequireExp == nil || *j.RequireExp }
 
 // AuthHTTP is the authentication webhook.
 type AuthHTTP struct {
@@ -127,11 +168,27 @@ type Listener struct {
 // Admin is the admin HTTP server (metrics, health, admin API).
 type Admin struct {
 	Addr string `yaml:"addr"` // "" disables it
-	// Token guards the admin API; $SKYBRIDGE_ADMIN_TOKEN overrides it.
-	// Without one the API answers on loopback only.
+	// Token guards the admin API and /metrics; $SKYBRIDGE_ADMIN_TOKEN
+	// overrides it. Without one the API answers on loopback only.
 	Token string `yaml:"token"`
-	// MaxTenantLabels bounds the tenants with their own series in /metrics.
+	// MetricsToken is a token for /metrics only (for a Prometheus that
+	// should not hold the admin token); $SKYBRIDGE_METRICS_TOKEN overrides it.
+	MetricsToken string `yaml:"metrics_token"`
+	// Hosts are more names the admin server may be addressed by (the Host
+	// header), besides its own address, the machine's host name and, on
+	// loopback, localhost: requests for other names are refused (DNS
+	// rebinding).
+	Hosts []string `yaml:"hosts"`
+	// MaxTenantLabels bounds the tenants with their own series in /metrics
+	// (skybridge_tenant_* and skybridge_events_total); the others are summed
+	// under tenant="_other" (event.OtherTenant).
 	MaxTenantLabels int `yaml:"max_tenant_labels"`
+	// Console serves the web console at /console/ (docs/ADMIN.md).
+	Console bool `yaml:"console"`
+	// ConsoleUsersFile holds the console's users, a "user:bcrypt-hash"
+	// line each (skybridge passwd --console USER); besides them the admin
+	// token logs in.
+	ConsoleUsersFile string `yaml:"console_users_file"`
 }
 
 // Limits bound what clients may use.
@@ -209,28 +266,39 @@ func Default() File {
 			OutboundTopicAliases: boolp(true), SharedPolicy: "round_robin", SysInterval: 10 * time.Second},
 		Storage: Storage{Type: "pebble", Dir: "./data", MinFreeBytes: 64 << 20},
 		Log:     Log{Level: "info", Format: "text"},
+		Admin:   Admin{MaxTenantLabels: event.DefaultMaxTenants, Console: true},
 		Tenants: tenant.Config{Defaults: tenant.Default()},
+		Auth: Auth{Limits: AuthLimits{Queue: 256, FreeFailures: 5, Delay: time.Second, MaxDelay: 5 * time.Minute,
+			BanAfter: 100, BanFor: 10 * time.Minute, ForgetAfter: 15 * time.Minute, MaxTracked: 65536, RefusalDelay: time.Second}},
 	}
 }
 
 // Parse reads a YAML configuration over the defaults. Unknown fields are
-// errors, so that a typo does not silently fall back to a default.
+// errors, so that a typo does not silently fall back to a default. Every
+// error names the line and the YAML path of what is wrong (errors.go).
 func Parse(r io.Reader) (File, error) {
 	f := Default()
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return f, err
 	}
-	if len(bytes.TrimSpace(data)) > 0 {
-		// A file that lists listeners replaces the default list: the decoder
-		// builds a new slice for a sequence.
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&f); err != nil {
-			return f, fmt.Errorf("config: %w", err)
-		}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return f, f.Validate()
 	}
-	return f, f.Validate()
+	ix := indexDocument(data)
+	// A file that lists listeners replaces the default list: the decoder
+	// builds a new slice for a sequence.
+	if err := decodeStrict(data, &f); err != nil {
+		return f, fmt.Errorf("config: %w", ix.decodeError(err))
+	}
+	unknown := ix.checkOverrides(&f.Tenants)
+	if err := f.Validate(); err != nil || len(unknown) > 0 {
+		if err == nil {
+			err = errors.New("")
+		}
+		return f, fmt.Errorf("config: %w", ix.validationError(err, unknown))
+	}
+	return f, nil
 }
 
 // Validate checks every field and reports all problems, each naming its field.
@@ -328,6 +396,9 @@ func (f *File) Validate() error {
 	if lim.MaxSessionExpiry < 0 || lim.MaxSessionExpiry > math.MaxUint32 {
 		bad("limits.max_session_expiry", "must be between 0 and %d seconds", uint32(math.MaxUint32))
 	}
+	if f.Admin.MaxTenantLabels < 1 {
+		bad("admin.max_tenant_labels", "must be at least 1")
+	}
 	if f.MQTT.MaxQoS < 0 || f.MQTT.MaxQoS > 2 {
 		bad("mqtt.max_qos", "must be 0, 1 or 2")
 	}
@@ -348,6 +419,33 @@ func (f *File) Validate() error {
 	}
 	if int64(f.Limits.MaxQueued)+int64(f.Limits.MaxInflight) >= 65535 {
 		bad("limits.max_queued", "max_queued + max_inflight must stay below 65535 (each message a session holds needs its own packet identifier)")
+	}
+	al := &f.Auth.Limits
+	for _, c := range []struct {
+		field string
+		v     int
+	}{{"workers", al.Workers}, {"per_source", al.PerSource}, {"queue", al.Queue}, {"free_failures", al.FreeFailures}, {"ban_after", al.BanAfter}} {
+		if c.v < 0 {
+			bad("auth.limits."+c.field, "cannot be negative")
+		}
+	}
+	if al.Delay <= 0 {
+		bad("auth.limits.delay", "must be positive")
+	}
+	if al.MaxDelay < al.Delay {
+		bad("auth.limits.max_delay", "must be at least auth.limits.delay (%v)", al.Delay)
+	}
+	if al.BanAfter > 0 && al.BanFor <= 0 {
+		bad("auth.limits.ban_for", "must be positive (or ban_after 0: no bans)")
+	}
+	if al.ForgetAfter < al.MaxDelay {
+		bad("auth.limits.forget_after", "must be at least auth.limits.max_delay (%v)", al.MaxDelay)
+	}
+	if al.MaxTracked < 1 {
+		bad("auth.limits.max_tracked", "must be at least 1")
+	}
+	if al.RefusalDelay < 0 {
+		bad("auth.limits.refusal_delay", "cannot be negative")
 	}
 	if _, err := f.Tenants.Resolve(); err != nil {
 		errs = append(errs, err)
@@ -418,7 +516,10 @@ func (f *File) Server(log *slog.Logger) server.Config {
 	}
 	sc.AdminAddr = f.Admin.Addr
 	sc.AdminToken = f.Admin.Token
+	sc.MetricsToken = f.Admin.MetricsToken
+	sc.AdminHosts = f.Admin.Hosts
 	sc.MaxTenantLabels = f.Admin.MaxTenantLabels
+	sc.Console = f.Admin.Console
 	sc.ConnectTimeout = f.Limits.ConnectTimeout
 	sc.WriteTimeout = f.Limits.WriteTimeout
 	sc.MaxConnections = f.Limits.MaxConnections

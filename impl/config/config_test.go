@@ -56,8 +56,12 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"listeners: []\n", "listeners: at least one"},
 		{"limits:\n  max_inflight: 0\n", "limits.max_inflight"},
 		{"limits:\n  max_packet_size: 10\n", "limits.max_packet_size"},
-		{"limits:\n  recieve_maximum: 5\n", "field recieve_maximum not found"},
+		{"limits:\n  recieve_maximum: 5\n", "limits.recieve_maximum: unknown field"},
 		{"log:\n  level: loud\n", "log.level"},
+		{"auth:\n  limits:\n    max_delay: 1ms\n", "auth.limits.max_delay: must be at least auth.limits.delay"},
+		{"auth:\n  limits:\n    queue: -1\n", "auth.limits.queue: cannot be negative"},
+		{"auth:\n  limits:\n    forget_after: 1m\n", "auth.limits.forget_after"},
+		{"auth:\n  limits:\n    max_tracked: 0\n", "auth.limits.max_tracked"},
 		{"mqtt:\n  shared_policy: fair\n", "mqtt.shared_policy"},
 		{"storage:\n  type: floppy\n", "storage.type"},
 		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n", "bridges[0]"},
@@ -80,5 +84,17 @@ func TestBridgesGetTheirDefaults(t *testing.T) {
 	}
 	if b := f.Bridges[0]; b.Queue.Dir == "" || b.MaxInflight == 0 || b.Remote.ClientID == "" {
 		t.Fatalf("bridge defaults not filled in: %+v", b)
+	}
+}
+
+func TestAdminSectionReachesTheServer(t *testing.T) {
+	t.Parallel()
+	f, err := Parse(strings.NewReader("admin:\n  addr: 127.0.0.1:0\n  token: a\n  metrics_token: m\n  hosts: [broker.lan]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := f.Server(nil)
+	if sc.AdminToken != "a" || sc.MetricsToken != "m" || !cmp.Equal(sc.AdminHosts, []string{"broker.lan"}) {
+		t.Errorf("server config: token %q, metrics token %q, hosts %q", sc.AdminToken, sc.MetricsToken, sc.AdminHosts)
 	}
 }

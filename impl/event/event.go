@@ -16,7 +16,7 @@ type Type uint8
 // and User are listed with it.
 const (
 	Connected           Type = iota + 1 // Listener, Remote, Detail (protocol version)
-	Disconnected                        // Reason
+	Disconnected                        // Reason, Detail (cause: client_disconnect, keep_alive_timeout, ...)
 	AuthFailed                          // Reason, Listener, Remote
 	MessageDropped                      // Detail (drop reason), Count
 	Throttled                           // Detail (what)
@@ -202,9 +202,9 @@ func NewConnected(at time.Time, w Who, listener, remote, version string) Event {
 
 // NewDisconnected is a Disconnected event with the reason the connection
 // ended with.
-func NewDisconnected(at time.Time, w Who, reason packet.ReasonCode) Event {
+func NewDisconnected(at time.Time, w Who, reason packet.ReasonCode, cause string) Event {
 	e := w.event(Disconnected, at)
-	e.Reason = reason
+	e.Reason, e.Detail = reason, cause
 	return e
 }
 

@@ -25,7 +25,7 @@ func TestConstructors(t *testing.T) {
 		want string
 	}{
 		{NewConnected(t0, alice, "tcp", "127.0.0.1:5", "5.0"), "connected tenant=acme client=c1 user=alice detail=5.0"},
-		{NewDisconnected(t0, alice, packet.KeepAliveTimeout), "disconnected tenant=acme client=c1 user=alice reason=0x8d"},
+		{NewDisconnected(t0, alice, packet.KeepAliveTimeout, "keep_alive_timeout"), "disconnected tenant=acme client=c1 user=alice reason=0x8d detail=keep_alive_timeout"},
 		{NewAuthFailed(t0, Who{Tenant: "acme"}, packet.BadUserNameOrPassword, "tcp", "r"), "auth_failed tenant=acme reason=0x86"},
 		{NewMessageDropped(t0, alice, "queue_full", 7), "message_dropped tenant=acme client=c1 user=alice detail=queue_full count=7"},
 		{NewThrottled(t0, alice, "connect_rate"), "throttled tenant=acme client=c1 user=alice detail=connect_rate"},
@@ -106,14 +106,14 @@ func TestLog(t *testing.T) {
 	var buf bytes.Buffer
 	h := slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})
 	l := NewLog(slog.New(h), LogOptions{MaxPerSecond: 2, Levels: map[Type]slog.Level{SessionExpired: slog.LevelDebug}})
-	l.Emit(NewDisconnected(t0, alice, packet.KeepAliveTimeout))
+	l.Emit(NewDisconnected(t0, alice, packet.KeepAliveTimeout, "keep_alive_timeout"))
 	l.Emit(NewSessionExpired(t0, alice))
 	l.Emit(NewConnected(t0, alice, "tcp", "r", "5.0")) // over the limit
 	l.Emit(NewConnected(t0, alice, "tcp", "r", "5.0")) // over the limit
 	l.Emit(NewConnected(t0.Add(time.Second), alice, "tcp", "r", "3.1.1"))
 	got := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	want := []string{
-		`time=2026-01-02T03:04:05.000Z level=WARN msg="event disconnected" tenant=acme client_id=c1 user=alice reason=0x8d reason_name="Keep Alive timeout"`,
+		`time=2026-01-02T03:04:05.000Z level=WARN msg="event disconnected" tenant=acme client_id=c1 user=alice reason=0x8d reason_name="Keep Alive timeout" detail=keep_alive_timeout`,
 		`time=2026-01-02T03:04:05.000Z level=DEBUG msg="event session_expired" tenant=acme client_id=c1 user=alice`,
 		`time=2026-01-02T03:04:06.000Z level=WARN msg="events suppressed" count=2 max_per_second=2`,
 		`time=2026-01-02T03:04:06.000Z level=INFO msg="event connected" tenant=acme client_id=c1 user=alice listener=tcp remote=r detail=3.1.1`,

@@ -146,8 +146,13 @@ func (l *Log) Emit(e Event) {
 // --- Counter ---
 
 // OtherTenant is the label events of tenants beyond a Counter's cap are
-// counted under. (A tenant really named "other" shares it.)
-const OtherTenant = "other"
+// counted under, and the one /metrics sums the tenants beyond
+// admin.max_tenant_labels under. (A tenant really named "_other" shares it.)
+const OtherTenant = "_other"
+
+// DefaultMaxTenants is the tenants a Counter keeps apart by default, as
+// admin.max_tenant_labels.
+const DefaultMaxTenants = 100
 
 type counts struct {
 	events [numTypes]atomic.Uint64
@@ -167,10 +172,10 @@ type Counter struct {
 }
 
 // NewCounter returns a Counter that keeps up to maxTenants tenants apart
-// (0 or less: 1000).
+// (0 or less: DefaultMaxTenants).
 func NewCounter(maxTenants int) *Counter {
 	if maxTenants <= 0 {
-		maxTenants = 1000
+		maxTenants = DefaultMaxTenants
 	}
 	return &Counter{max: maxTenants, tenants: map[string]*counts{}}
 }

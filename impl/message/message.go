@@ -26,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/topic"
@@ -103,14 +104,43 @@ func (m *Message) RemainingExpiry(now time.Time) (uint32, bool) {
 	return uint32((d + time.Second - 1) / time.Second), true
 }
 
-// Size returns the number of bytes the message holds, for quotas.
+// Size returns what the message costs in memory, for quotas (inbox bytes,
+// retained bytes, fan-out rates): its bytes (topic, payload, every
+// property) and what each user property costs beyond its bytes. An empty
+// user property is 5 bytes on the wire and a slice-header pair in memory,
+// so counting bytes alone let 200,000 of them pass as nothing.
 func (m *Message) Size() int {
-	n := len(m.Topic) + len(m.Payload) + len(m.Properties.ContentType) +
-		len(m.Properties.ResponseTopic) + len(m.Properties.CorrelationData)
-	for _, u := range m.Properties.User {
+	return SizeOf(m.Topic, m.Payload, &m.Properties)
+}
+
+// SizeOf is Size for a message not yet made: a PUBLISH's or a will's parts.
+func SizeOf(topic, payload []byte, p *packet.Properties) int {
+	return len(topic) + len(payload) + propertyBytes(p) + len(p.User)*UserPropertyOverhead
+}
+
+// UserPropertyOverhead is the memory a user property takes beyond its key
+// and value: its packet.UserProperty (two slice headers).
+const UserPropertyOverhead = int(unsafe.Sizeof(packet.UserProperty{}))
+
+// UserPropertyBytes returns the bytes of p's user properties (keys and
+// values).
+func UserPropertyBytes(p *packet.Properties) int {
+	n := 0
+	for _, u := range p.User {
 		n += len(u.Key) + len(u.Value)
 	}
 	return n
+}
+
+// propertyBytes returns the bytes of the variable-length properties a
+// message carries.
+func propertyBytes(p *packet.Properties) int {
+	return len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData) + UserPropertyBytes(p)
+}
+
+// byteLen returns the bytes a copy of the message needs in its arena.
+func (m *Message) byteLen() int {
+	return len(m.Topic) + len(m.Payload) + propertyBytes(&m.Properties)
 }
 
 // Own returns an owned message with the same content: m itself when it is
@@ -125,12 +155,12 @@ func (m *Message) Own() *Message {
 // copy returns an owned copy of m that is not counted.
 func (m *Message) copy() *Message {
 	c := &Message{}
-	m.copyTo(c, make([]byte, 0, m.Size()), nil)
+	m.copyTo(c, make([]byte, 0, m.byteLen()), nil)
 	return c
 }
 
 // copyTo makes c an owned copy of m, its bytes in arena (of capacity at
-// least m.Size()) and its user properties in users.
+// least m.byteLen()) and its user properties in users.
 func (m *Message) copyTo(c *Message, arena []byte, users []packet.UserProperty) {
 	c.QoS, c.Retain, c.Expiry, c.Publisher, c.PublisherKey, c.Owned =
 		m.QoS, m.Retain, m.Expiry, m.Publisher, m.PublisherKey, true
@@ -189,7 +219,7 @@ func (m *Message) Share() *Message {
 	if m.Owned {
 		return m.Ref()
 	}
-	size := m.Size()
+	size := m.byteLen()
 	class := classOf(size)
 	if class == 0 {
 		return m.Own()
@@ -233,7 +263,15 @@ func (m *Message) Release() {
 		panic(fmt.Sprintf("message: Release of a message with %d references", n+1))
 	}
 	// Not cleared: what it holds points into its own arena, and Share
-	// writes every field again.
+	// writes every field again. A user-property slice grown by an unusual
+	// message is not kept in the pool.
+	if cap(m.Properties.User) > maxPooledUserProperties {
+		m.Properties.User = nil
+	}
 	poison(m.arena[:cap(m.arena)])
 	pools[m.class].Put(m)
 }
+
+// maxPooledUserProperties bounds the user-property slice a pooled message
+// keeps for reuse.
+const maxPooledUserProperties = 64

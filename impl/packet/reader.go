@@ -230,3 +230,32 @@ func (d *Decoder) Decode(h FixedHeader, body []byte) (Packet, error) {
 func Encode(p Packet, v Version) ([]byte, error) {
 	return p.Append(make([]byte, 0, p.Size(v)), v)
 }
+
+// Shrink lets go of the slices an unusual packet grew beyond max entries
+// (a PUBLISH with thousands of user properties, a SUBSCRIBE with thousands
+// of filters), so that a decoder kept for reuse holds little. Decoding
+// grows them again when needed.
+func (d *Decoder) Shrink(max int) {
+	for _, p := range [...]*Properties{&d.connect.Properties, &d.connect.WillProperties, &d.connack.Properties,
+		&d.publish.Properties, &d.ack.Properties, &d.subscribe.Properties, &d.suback.Properties,
+		&d.unsubscribe.Properties, &d.unsuback.Properties, &d.disconnect.Properties, &d.auth.Properties} {
+		if cap(p.User) > max {
+			p.User = nil
+		}
+		if cap(p.SubscriptionIDs) > max {
+			p.SubscriptionIDs = nil
+		}
+	}
+	if cap(d.subscribe.Subscriptions) > max {
+		d.subscribe.Subscriptions = nil
+	}
+	if cap(d.unsubscribe.Filters) > max {
+		d.unsubscribe.Filters = nil
+	}
+	if cap(d.suback.ReasonCodes) > max {
+		d.suback.ReasonCodes = nil
+	}
+	if cap(d.unsuback.ReasonCodes) > max {
+		d.unsuback.ReasonCodes = nil
+	}
+}

@@ -8,16 +8,23 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
 // The admin API (docs/ADMIN.md): JSON over HTTP under /api/v1, guarded by
 // a bearer token.
 
-func (s *Server) apiHandler() http.Handler {
+// apiMux is the API without authentication: the admin listener wraps it
+// in the token check, the console in its sessions.
+func (s *Server) apiMux() http.Handler {
 	mux := http.NewServeMux()
 	b := s.b
+	mux.HandleFunc("GET /api/v1/broker", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.brokerInfo())
+	})
 	mux.HandleFunc("GET /api/v1/tenants", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.TenantInfos())
 	})
@@ -52,6 +59,20 @@ func (s *Server) apiHandler() http.Handler {
 		limit, err := strconv.Atoi(r.URL.Query().Get("limit"))
 		if err != nil || limit <= 0 || limit > 10000 {
 			limit = 1000
+		}
+		if q := r.URL.Query().Get("q"); q != "" {
+			// A search: the sessions whose client id holds q, paged.
+			all, _ := b.Sessions(r.PathValue("tenant"), 0, 0)
+			var found []broker.SessionInfo
+			for _, si := range all {
+				if strings.Contains(si.ClientID, q) {
+					found = append(found, si)
+				}
+			}
+			total := len(found)
+			found = found[min(max(offset, 0), total):min(max(offset, 0)+limit, total)]
+			writeJSON(w, http.StatusOK, map[string]any{"total": total, "offset": offset, "sessions": found})
+			return
 		}
 		list, total := b.Sessions(r.PathValue("tenant"), max(offset, 0), limit)
 		writeJSON(w, http.StatusOK, map[string]any{"total": total, "offset": offset, "sessions": list})
@@ -100,6 +121,10 @@ func (s *Server) apiHandler() http.Handler {
 		if err != nil || limit <= 0 {
 			limit = 1000
 		}
+		if topic.ValidFilter([]byte(filter)) != nil {
+			writeError(w, http.StatusBadRequest, "filter: not a valid topic filter")
+			return
+		}
 		writeJSON(w, http.StatusOK, b.Retained(r.PathValue("tenant"), filter, limit, r.URL.Query().Get("payload") == "true"))
 	})
 	mux.HandleFunc("DELETE /api/v1/tenants/{tenant}/retained", func(w http.ResponseWriter, r *http.Request) {
@@ -111,17 +136,46 @@ func (s *Server) apiHandler() http.Handler {
 		b.DeleteRetained(r.PathValue("tenant"), name)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return s.requireToken(mux)
+	return mux
 }
 
-// requireToken lets a request through with "Authorization: Bearer TOKEN".
-// Without a configured token the API answers only on a loopback address.
-func (s *Server) requireToken(next http.Handler) http.Handler {
-	token := []byte(s.cfg.AdminToken)
+// BrokerInfo is the broker-wide figures of GET /api/v1/broker.
+type BrokerInfo struct {
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	Connections   int64   `json:"connections"`
+	Sessions      int64   `json:"sessions"`
+	Tenants       int     `json:"tenants"`
+	ConnectsTotal uint64  `json:"connects_total"`
+	Refused       uint64  `json:"refused"`
+	MessagesIn    uint64  `json:"messages_in"`
+	MessagesOut   uint64  `json:"messages_out"`
+	BytesIn       uint64  `json:"bytes_in"`
+	Dropped       uint64  `json:"dropped"`
+}
+
+func (s *Server) brokerInfo() BrokerInfo {
+	st := s.b.Stats()
+	return BrokerInfo{Version: s.cfg.Version, UptimeSeconds: time.Since(s.started).Seconds(),
+		Connections: st.Connections.Load(), Sessions: st.Sessions.Load(), Tenants: len(s.b.Tenants()),
+		ConnectsTotal: st.ConnectsTotal.Load(), Refused: st.Refused.Load(), MessagesIn: st.MessagesIn.Load(),
+		MessagesOut: st.MessagesOut.Load(), BytesIn: st.BytesIn.Load(), Dropped: st.Dropped.Load()}
+}
+
+// requireToken lets a request through with "Authorization: Bearer TOKEN"
+// for one of tokens (the empty ones do not count). Without any token,
+// everyone passes, or, with loopbackOnly, clients on a loopback address.
+func requireToken(next http.Handler, loopbackOnly bool, tokens ...string) http.Handler {
+	var want [][]byte
+	for _, t := range tokens {
+		if t != "" {
+			want = append(want, []byte(t))
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(token) == 0 {
+		if len(want) == 0 {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)
-			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			if ip := net.ParseIP(host); loopbackOnly && (ip == nil || !ip.IsLoopback()) {
 				writeError(w, http.StatusForbidden, "the admin API without a token answers on loopback only")
 				return
 			}
@@ -129,9 +183,13 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), token) != 1 {
+		match := 0
+		for _, t := range want {
+			match |= subtle.ConstantTimeCompare([]byte(got), t)
+		}
+		if !ok || match != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="skybridge"`)
-			writeError(w, http.StatusUnauthorized, "a valid admin token is required")
+			writeError(w, http.StatusUnauthorized, "a valid token is required")
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -100,7 +100,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("bad settings: %d %s", code, body)
 	}
 	// /metrics has the tenant's series.
-	_, body = apiDo(t, "GET", api+"/metrics", "", "")
+	_, body = apiDo(t, "GET", api+"/metrics", "s3cret", "") // behind the admin token
 	if !strings.Contains(body, `skybridge_tenant_connections{tenant="acme"} 1`) {
 		t.Fatalf("metrics lack the tenant's connections:\n%s", grep(body, "skybridge_tenant"))
 	}

@@ -60,6 +60,10 @@ type connection struct {
 	// counted: the connection holds a count of the server's WaitGroup,
 	// released by finish (it may outlive the goroutine that took it).
 	counted bool
+	// started is set once the first byte was looked at (garbage.go),
+	// handled once the first packet was handled.
+	started, handled bool
+	lis              *listenerLog
 
 	// Parking (readers only, in turn).
 	park       atomic.Uint32
@@ -120,6 +124,7 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 	cn.c = s.b.NewConn(info, cn.wakeUp)
 	s.mu.Lock()
 	s.conns[cn] = struct{}{}
+	cn.lis = s.notMQTT[lc.Name]
 	s.mu.Unlock()
 	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
 	return cn
@@ -175,6 +180,13 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 			r.parkOK = false
 			continue
 		}
+		if err == nil && !cn.started {
+			cn.started = true
+			if !firstByteOK(r.buf[r.r]) {
+				s.refuseNotMQTT(cn, r.buf[r.r:r.w])
+				return false
+			}
+		}
 		var h packet.FixedHeader
 		var body []byte
 		if err == nil {
@@ -187,8 +199,12 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 		control = control && isControl(h.Type)
 		cn.c.Handle(h, body)
 		if cn.c.Closing() {
+			if !cn.handled {
+				s.holdRefusal(cn) // a refused CONNECT
+			}
 			return false
 		}
+		cn.handled = true
 		read += h.Size() + h.Remaining
 		if r.Buffered() == 0 {
 			cn.c.Idle() // packet boundary: the broker gives back its decoder
@@ -316,9 +332,12 @@ func (s *Server) readFailed(cn *connection, err error) {
 	var pe *packet.Error
 	if errors.As(err, &pe) {
 		cn.c.Fail(err) // malformed header or packet too large
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		s.timeouts.Add(1)
 	}
+	cn.c.Lost(err) // keep-alive timeout, reset, EOF: the disconnected event says which
 }
 
 // wakeUp is the broker's wake function: it starts a writer unless one runs
@@ -461,6 +480,7 @@ func (cn *connection) writeOut(pending []byte, inline bool) {
 func (cn *connection) write(out []byte) bool {
 	_ = cn.nc.SetWriteDeadline(time.Now().Add(cn.s.cfg.WriteTimeout))
 	if _, err := cn.nc.Write(out); err != nil {
+		cn.c.WriteFailed(err)
 		cn.closeTransport()
 		return false
 	}

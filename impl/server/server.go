@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
@@ -92,9 +93,27 @@ type Config struct {
 	// AdminToken guards the admin API (/api/v1): requests carry
 	// "Authorization: Bearer TOKEN". Empty: the API answers on loopback only.
 	AdminToken string
+	// MetricsToken, when set, is also accepted for /metrics; without it
+	// /metrics needs AdminToken when that is set.
+	MetricsToken string
+	// AdminHosts are more names the admin server may be addressed by (the
+	// Host header) besides its own address, the machine's host name and,
+	// on loopback, localhost (admin.go: DNS rebinding).
+	AdminHosts []string
 	// MaxTenantLabels bounds the tenants with series of their own in
-	// /metrics; the rest are summed under tenant="_other". 0: 100.
+	// /metrics; the rest are summed under tenant="_other". 0: 100
+	// (event.DefaultMaxTenants).
 	MaxTenantLabels int
+	// Version is the broker's version, as the admin API reports it.
+	Version string
+	// Console serves the web console at /console/ on the admin listener;
+	// ConsoleUsers are its users (name → bcrypt hash) besides the admin
+	// token.
+	Console      bool
+	ConsoleUsers map[string][]byte
+	// AuthGuard, when set, is the guard in front of authentication: its
+	// counters are exported as skybridge_auth_* (admin.go).
+	AuthGuard *auth.Guard
 	// Collectors are more Prometheus collectors for /metrics (for example
 	// the bridges', which the runtime around the server owns).
 	Collectors []prometheus.Collector
@@ -115,22 +134,32 @@ func DefaultConfig() Config {
 
 // Server runs a broker on real sockets.
 type Server struct {
-	cfg    Config
-	b      *broker.Broker
-	log    *slog.Logger
-	mu     sync.Mutex
-	lns    map[string]net.Listener
-	https  []*http.Server
-	conns  map[*connection]struct{}
-	bufs   *bufPool // read buffers
-	parker *parker  // idle TCP connections without a goroutine (nil: none)
-	wg     sync.WaitGroup
-	open   atomic.Int64
-	closed atomic.Bool
+	cfg     Config
+	b       *broker.Broker
+	started time.Time
+	log     *slog.Logger
+	mu      sync.Mutex
+	lns     map[string]net.Listener
+	https   []*http.Server
+	conns   map[*connection]struct{}
+	// notMQTT bounds the log lines about connections that are not MQTT,
+	// per listener (garbage.go).
+	notMQTT map[string]*listenerLog
+	bufs    *bufPool // read buffers
+	parker  *parker  // idle TCP connections without a goroutine (nil: none)
+	wg      sync.WaitGroup
+	open    atomic.Int64
+	closed  atomic.Bool
 	// Counters of the runtime itself.
 	rejected  atomic.Uint64 // connections refused at MaxConnections
 	timeouts  atomic.Uint64 // connections closed for no CONNECT in time or keep alive
 	tlsFailed atomic.Uint64
+	// Refusals held (authhold.go): now, in all, and not held at the bound.
+	holding  atomic.Int64
+	held     atomic.Uint64
+	notHeld  atomic.Uint64
+	quit     chan struct{} // closed when the server stops
+	quitOnce sync.Once
 	// parkedHook, for tests, is called when a connection has parked.
 	parkedHook func()
 }
@@ -150,8 +179,8 @@ func New(cfg Config, b *broker.Broker) *Server {
 	if cfg.ReadBufferSize <= 0 {
 		cfg.ReadBufferSize = 16 << 10
 	}
-	return &Server{cfg: cfg, b: b, log: log, lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
-		bufs: newBufPool(cfg.ReadBufferSize)}
+	return &Server{cfg: cfg, b: b, log: log, started: time.Now(), lns: map[string]net.Listener{}, conns: map[*connection]struct{}{},
+		notMQTT: map[string]*listenerLog{}, bufs: newBufPool(cfg.ReadBufferSize), quit: make(chan struct{})}
 }
 
 // Broker returns the broker the server runs.
@@ -250,6 +279,7 @@ func (s *Server) listen(lc ListenerConfig) error {
 	}
 	s.mu.Lock()
 	s.lns[lc.Name] = ln
+	s.notMQTT[lc.Name] = &listenerLog{name: lc.Name, rateLog: rateLog{every: notMQTTEvery}}
 	s.mu.Unlock()
 	s.log.Info("listening", "listener", lc.Name, "type", lc.Type, "addr", ln.Addr().String())
 	switch lc.Type {
@@ -354,6 +384,7 @@ func (s *Server) handshake(nc net.Conn, tcfg *tls.Config) (net.Conn, string, boo
 // Close stops accepting, closes every connection at once and waits for
 // their goroutines. Use Shutdown for a graceful stop.
 func (s *Server) Close() {
+	s.quitOnce.Do(func() { close(s.quit) })
 	if s.closed.Swap(true) {
 		return
 	}
@@ -378,6 +409,7 @@ func (s *Server) Close() {
 // 5.0 clients, lets every connection flush its output and close, and waits
 // until they have or ctx ends; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.quitOnce.Do(func() { close(s.quit) }) // held refusals go now
 	s.mu.Lock()
 	for _, ln := range s.lns {
 		ln.Close()

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -22,9 +23,11 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
 
@@ -44,6 +47,8 @@ func start(t *testing.T, cfg Config) *Server {
 func testConfig(listeners ...ListenerConfig) Config {
 	cfg := DefaultConfig()
 	cfg.Listeners = listeners
+	// The tests' clients pick their tenant with a "tenant/user" name.
+	cfg.Broker.Authenticator = broker.TenantFromUsername{}
 	return cfg
 }
 
@@ -136,7 +141,7 @@ func (a *recordingAuth) Authenticate(req *broker.AuthRequest) broker.AuthResult 
 	a.mu.Lock()
 	a.reqs = append(a.reqs, *req)
 	a.mu.Unlock()
-	return broker.AllowAll{}.Authenticate(req)
+	return broker.TenantFromUsername{}.Authenticate(req)
 }
 
 func (a *recordingAuth) last() broker.AuthRequest {
@@ -329,5 +334,51 @@ func TestGracefulShutdownTellsClients(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// The runtime tells the broker why a connection ended: the disconnected
+// event of a client that went silent says keep_alive_timeout (0x8d), of
+// one that closed its socket without DISCONNECT connection_lost.
+func TestDisconnectReasonFromTheTransport(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(ListenerConfig{Name: "tcp", Type: TCP, Addr: "127.0.0.1:0"})
+	ring := event.NewRing(20)
+	cfg.Broker.Events = ring
+	s := start(t, cfg)
+	silent, err := net.Dial("tcp", s.Addr("tcp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	b, _ := packet.Encode(&packet.Connect{Version: packet.V5, ClientID: []byte("silent"), CleanStart: true, KeepAlive: 1}, packet.V5)
+	if _, err := silent.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := net.Dial("tcp", s.Addr("tcp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mqttConnect(t, gone, packet.V311, "gone")
+	gone.Close()
+	want := map[string]string{"silent": "0x8d keep_alive_timeout", "gone": "0x80 connection_lost: EOF"}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := map[string]string{}
+		for _, e := range ring.Events() {
+			if e.Type == event.Disconnected {
+				got[e.ClientID] = fmt.Sprintf("0x%02x %s", byte(e.Reason), e.Detail)
+			}
+		}
+		if len(got) == len(want) {
+			if d := cmp.Diff(want, got); d != "" {
+				t.Fatalf("disconnected events (-want +got):\n%s", d)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disconnected events %v, want %v", got, want)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 }

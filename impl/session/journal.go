@@ -35,6 +35,10 @@ func (s *Session) journal(op store.Op, gating bool) {
 	}
 	op.Tenant, op.ClientID, op.Epoch = s.Tenant, s.ClientID, s.epoch
 	s.ops = append(s.ops, op)
+	switch op.Kind {
+	case store.PutSub, store.DeleteSub, store.PutSession, store.DeleteSession:
+		s.ordered = true
+	}
 	if op.Kind == store.DeleteSession {
 		// What the session journals from now on belongs to a new
 		// incarnation, which the removal does not end.
@@ -61,6 +65,24 @@ func (s *Session) releasable() int {
 	return len(s.out)
 }
 
+// MustCommitNow reports whether the journal holds a change that the
+// broker must take and commit in the call that journaled it (under the
+// same hold of the session's lock), rather than leave for the next
+// TakeOps: a subscription change or the session record. A client may
+// change either again without waiting for an answer (an UNSUBSCRIBE and a
+// SUBSCRIBE of one filter, pipelined; a DISCONNECT and the end of the
+// connection), and the store applies batches in the order they come. Ops
+// left in the journal may be taken into a batch committed later than the
+// session's next change — a publisher's batch that routing adds the
+// session's deliveries to (AppendOps) is committed when that publisher's
+// read batch ends — and the older change would overwrite the newer one
+// on disk (found by the simulator: a SUBACKed subscription missing after
+// a power loss). Queue entries and QoS 2 packet ids may wait: the store
+// never writes a queue entry's put after its removal (the removal marks
+// the record), and every other change of either waits for the client's
+// answer to output that waits for the first change.
+func (s *Session) MustCommitNow() bool { return s.ordered }
+
 // Span is the part of a session's journal that a set of ops covers: the
 // gating changes numbered Lo+1 to Hi (none when Hi == Lo). The broker
 // reports it back with Committed once those ops are durable.
@@ -78,7 +100,7 @@ func (s *Session) take() Span {
 // are the caller's.
 func (s *Session) TakeOps() ([]store.Op, Span) {
 	ops := s.ops
-	s.ops = nil
+	s.ops, s.ordered = nil, false
 	return ops, s.take()
 }
 
@@ -93,7 +115,7 @@ func (s *Session) AppendOps(dst []store.Op) (out []store.Op, sp Span, ok bool) {
 	}
 	dst = append(dst, s.ops...)
 	clear(s.ops)
-	s.ops = s.ops[:0]
+	s.ops, s.ordered = s.ops[:0], false
 	return dst, s.take(), true
 }
 
@@ -143,7 +165,7 @@ func (s *Session) Offline() time.Time { return s.offline }
 // Record returns the session's durable record as of now.
 func (s *Session) Record(offlineSince time.Time) *store.SessionRecord {
 	return &store.SessionRecord{Version: byte(s.version), Expiry: s.expiry, OfflineSince: offlineSince,
-		Will: s.will, WillDelay: s.willDelay}
+		Will: s.will, WillDelay: s.willDelay, Owner: s.Owner, OwnerKnown: s.OwnerKnown}
 }
 
 // journalRecord journals the session record, or the removal of a stored
@@ -212,6 +234,7 @@ func Restore(cfg *Config, id topic.SubscriberID, tenant, clientID string, r *sto
 	s := New(cfg, id, tenant, clientID, true)
 	s.version, s.expiry, s.will, s.willDelay = packet.Version(r.Version), r.Expiry, r.Will, r.WillDelay
 	s.offline, s.stored = r.OfflineSince, true
+	s.Owner, s.OwnerKnown = r.Owner, r.OwnerKnown
 	return s
 }
 
@@ -263,4 +286,49 @@ func (s *Session) ExpireAfter() time.Duration {
 		return Forever
 	}
 	return time.Duration(s.expiry) * time.Second
+}
+
+// DropSubscription removes a subscription without a client's UNSUBSCRIBE
+// (the broker revoked it: the session's user may no longer read it) and
+// journals the removal. It reports whether there was one.
+func (s *Session) DropSubscription(filter string) bool {
+	if s.subs == nil {
+		return false
+	}
+	if _, ok := s.subs.Delete(filter); !ok {
+		return false
+	}
+	if s.durable() {
+		s.journal(store.Op{Kind: store.DeleteSub, Filter: filter}, false)
+	}
+	return true
+}
+
+// QueuedTopics calls visit with the topic of each delivery waiting in the
+// queue (not yet sent), in queue order; visit must not keep the bytes.
+func (s *Session) QueuedTopics(visit func(topic []byte)) {
+	for i, n := 0, s.queue.Len(); i < n; i++ {
+		d := s.queue.Pop()
+		if d.msg != nil {
+			visit(d.msg.Topic)
+		}
+		s.queue.Push(d)
+	}
+}
+
+// DropQueued removes the deliveries waiting in the queue (not yet sent)
+// for which drop reports true, keeping the order of the rest, journals
+// their removal and returns how many it removed.
+func (s *Session) DropQueued(drop func(m *message.Message) bool) int {
+	dropped := 0
+	for i, n := 0, s.queue.Len(); i < n; i++ {
+		d := s.queue.Pop()
+		if d.msg != nil && drop(d.msg) {
+			s.forget(d)
+			dropped++
+			continue
+		}
+		s.queue.Push(d)
+	}
+	return dropped
 }

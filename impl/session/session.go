@@ -20,6 +20,12 @@ type Session struct {
 	ID       topic.SubscriberID
 	Tenant   string
 	ClientID string
+	// Owner is the user name of the identity that created the session
+	// (empty for an anonymous client); OwnerKnown is false only for a
+	// session restored from a record written before owners were kept.
+	// The broker sets them; the session stores them with its record.
+	Owner      string
+	OwnerKnown bool
 
 	// Session state: survives connections while the session lives.
 	version packet.Version
@@ -55,6 +61,7 @@ type Session struct {
 	persist   bool // the broker has a durable store
 	stored    bool // a record of the session is in the store
 	ops       []store.Op
+	ordered   bool         // ops holds a change the broker commits at once (MustCommitNow)
 	epoch     *store.Epoch // the incarnation the journal's ops belong to (store.Op.Epoch)
 	jseq      uint64       // journal sequence of the last gating change
 	taken     uint64       // the last gating change handed out (TakeOps, AppendOps)

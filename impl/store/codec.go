@@ -10,15 +10,21 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
-// Key schema (docs/STORAGE.md). Tenants, client identifiers and topics
-// are MQTT strings, which never contain U+0000, so 0x00 separates them.
+// Key schema (docs/STORAGE.md). 0x00 ends the tenant and the client
+// identifier. Topics and filters are MQTT strings, which never contain
+// U+0000, and come last. Tenant names and client identifiers are escaped
+// (esc) so that no name, whatever an authenticator let through, can hold
+// a 0x00 and reach into another key range; names that are valid UTF-8
+// without U+0000 escape to themselves, so keys written before escaping
+// read the same.
 //
-//	"\x00format"                              format version
-//	"s" tenant 00 clientID 00 01              session record
-//	"s" tenant 00 clientID 00 02 pid(2)       QoS 2 packet id awaiting PUBREL
-//	"s" tenant 00 clientID 00 03 seq(8)       queued / in-flight delivery
-//	"s" tenant 00 clientID 00 04 filter       subscription
-//	"r" tenant 00 topic                       retained message
+//	"\x00format"                                format version
+//	"s" esc(tenant) 00 esc(clientID) 00 01      session record
+//	"s" esc(tenant) 00 esc(clientID) 00 02 pid  QoS 2 packet id awaiting PUBREL
+//	"s" esc(tenant) 00 esc(clientID) 00 03 seq  queued / in-flight delivery
+//	"s" esc(tenant) 00 esc(clientID) 00 04 filter  subscription
+//	"r" esc(tenant) 00 topic                    retained message
+//	"q" key                                     a quarantined record (Load)
 const (
 	kindSession  = 0x01
 	kindInbound  = 0x02
@@ -33,11 +39,58 @@ const formatVersion = "skybridge-store/1"
 
 // The key builders append to dst, so that the committer reuses one buffer.
 
+// Escaping: 0x00 becomes FF 01 and 0xFF becomes FF 02. 0xFF never
+// occurs in UTF-8, so an escaped name holds no 0x00 and valid UTF-8 is
+// unchanged.
+const escByte = 0xFF
+
+func appendEscaped(dst []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
+		case 0:
+			dst = append(dst, escByte, 1)
+		case escByte:
+			dst = append(dst, escByte, 2)
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// unescape reverses appendEscaped; ok is false for a byte sequence it
+// cannot have written.
+func unescape(b []byte) (string, bool) {
+	if indexByte(b, escByte) < 0 {
+		return string(b), true
+	}
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != escByte {
+			out = append(out, b[i])
+			continue
+		}
+		if i+1 == len(b) {
+			return "", false
+		}
+		i++
+		switch b[i] {
+		case 1:
+			out = append(out, 0)
+		case 2:
+			out = append(out, escByte)
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
+}
+
 func sessionPrefix(dst []byte, tenant, clientID string) []byte {
 	dst = append(dst, 's')
-	dst = append(dst, tenant...)
+	dst = appendEscaped(dst, tenant)
 	dst = append(dst, 0)
-	dst = append(dst, clientID...)
+	dst = appendEscaped(dst, clientID)
 	return append(dst, 0)
 }
 
@@ -59,7 +112,7 @@ func subKey(dst []byte, tenant, clientID, filter string) []byte {
 
 func retainedKey(dst []byte, tenant string, t []byte) []byte {
 	dst = append(dst, 'r')
-	dst = append(dst, tenant...)
+	dst = appendEscaped(dst, tenant)
 	dst = append(dst, 0)
 	return append(dst, t...)
 }
@@ -82,16 +135,24 @@ func parseKey(k []byte) (key, error) {
 	if i < 0 {
 		return key{}, fmt.Errorf("%w: key %q", ErrCorrupt, k)
 	}
+	tenant, ok := unescape(body[:i])
+	if !ok {
+		return key{}, fmt.Errorf("%w: key %q: bad escape in the tenant", ErrCorrupt, k)
+	}
 	switch k[0] {
 	case 'r':
-		return key{retained: true, tenant: string(body[:i]), rest: body[i+1:]}, nil
+		return key{retained: true, tenant: tenant, rest: body[i+1:]}, nil
 	case 's':
 		tail := body[i+1:]
 		j := indexByte(tail, 0)
 		if j < 0 || j+1 >= len(tail) {
 			return key{}, fmt.Errorf("%w: key %q", ErrCorrupt, k)
 		}
-		return key{tenant: string(body[:i]), clientID: string(tail[:j]), kind: tail[j+1], rest: tail[j+2:]}, nil
+		clientID, ok := unescape(tail[:j])
+		if !ok {
+			return key{}, fmt.Errorf("%w: key %q: bad escape in the client id", ErrCorrupt, k)
+		}
+		return key{tenant: tenant, clientID: clientID, kind: tail[j+1], rest: tail[j+2:]}, nil
 	}
 	return key{}, fmt.Errorf("%w: key %q", ErrCorrupt, k)
 }
@@ -110,6 +171,7 @@ type enc struct{ b []byte }
 
 func (e *enc) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
 func (e *enc) bytes(v []byte)   { e.uvarint(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *enc) str(v string)     { e.uvarint(uint64(len(v))); e.b = append(e.b, v...) }
 func (e *enc) byte(v byte)      { e.b = append(e.b, v) }
 func (e *enc) time(t time.Time) {
 	if t.IsZero() {
@@ -250,6 +312,11 @@ func encodeSession(dst []byte, r *SessionRecord) []byte {
 	} else {
 		e.byte(0)
 	}
+	// The owner came later: a record that ends before it has none.
+	if r.OwnerKnown {
+		e.byte(1)
+		e.str(r.Owner)
+	}
 	return e.b
 }
 
@@ -261,6 +328,14 @@ func decodeSession(v []byte) (*SessionRecord, error) {
 	r := &SessionRecord{Version: d.byte(), Expiry: uint32(d.uvarint()), OfflineSince: d.time(), WillDelay: uint32(d.uvarint())}
 	if d.byte() == 1 {
 		r.Will = decodeMessage(&d)
+	}
+	if d.err == nil && len(d.b) > 0 {
+		switch d.byte() {
+		case 1:
+			r.Owner, r.OwnerKnown = string(d.bytes()), true
+		default:
+			d.err = fmt.Errorf("%w: session record owner", ErrCorrupt)
+		}
 	}
 	return r, d.err
 }

@@ -5,12 +5,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/impl/env"
 )
 
 // Options configure a Pebble store.
@@ -26,6 +32,8 @@ type Options struct {
 	// fail with ErrDiskFull instead of running into a full disk, which
 	// Pebble cannot survive. 0: 64 MiB.
 	MinFreeBytes uint64
+	// Logger receives a line for each record Load quarantines; nil: none.
+	Logger *slog.Logger
 }
 
 // ErrDiskFull is the error of a commit refused because the disk is nearly full.
@@ -41,6 +49,7 @@ var ErrClosed = errors.New("store: closed")
 // runtime calls in a loop (Run) and the simulator calls as an event.
 type Pebble struct {
 	db   *pebble.DB
+	lock *pebble.Lock // the directory's lock, released after the database closes
 	fs   vfs.FS
 	dir  string
 	opts Options
@@ -68,8 +77,10 @@ type Pebble struct {
 	failed    atomic.Uint64 // batches whose commit failed
 	busy      atomic.Uint64 // batches refused with ErrBusy
 	cancelled atomic.Uint64 // ops never written: a fresh delivery done within its group
-	key, val  []byte        // scratch of applyOp (Step runs one at a time)
-	run       removals      // apply's open run of removals
+	// quarantined counts the records Load could not read and moved aside.
+	quarantined atomic.Uint64
+	key, val    []byte   // scratch of applyOp (Step runs one at a time)
+	run         removals // apply's open run of removals
 }
 
 type pendingBatch struct {
@@ -128,9 +139,17 @@ func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fatalError{fmt.Sprintf(format, args...)})
 }
 
-// Open opens (creating if needed) the store in dir on fs. A directory
-// written by an incompatible version is refused with ErrFormat; a damaged
-// one with the error Pebble reports. Both name the directory.
+// ErrNotAStore is the error of Open on a non-empty directory that holds no
+// Pebble database: it is somebody else's, and the store writes nothing
+// into it.
+var ErrNotAStore = errors.New("not a Skybridge store")
+
+// Open opens (creating if needed) the store in dir on fs. A directory in
+// use by another process (or already open in this one) is refused as such;
+// a non-empty directory without a Pebble database with ErrNotAStore, before
+// anything is written into it; one written by an incompatible version with
+// ErrFormat; a damaged one with the error Pebble reports. Each names the
+// directory.
 func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 1 << 16
@@ -138,20 +157,81 @@ func Open(fs vfs.FS, dir string, opts Options) (*Pebble, error) {
 	if opts.MinFreeBytes == 0 {
 		opts.MinFreeBytes = 64 << 20
 	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	// The entries leading to the directory are synced too: Pebble syncs
+	// only its own, and a store made just before a power loss would
+	// otherwise vanish whole, acknowledged messages with it.
+	if err := env.MkdirAllDurable(fs, dir); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	po := &pebble.Options{FS: fs, Logger: quietLogger{}, DisableAutomaticCompactions: opts.DisableCompactions}
+	if err := checkDirectory(fs, dir); err != nil {
+		return nil, err
+	}
+	lock, err := pebble.LockDirectory(dir, fs)
+	if err != nil {
+		return nil, lockError(dir, err)
+	}
+	po := &pebble.Options{FS: fs, Logger: quietLogger{}, DisableAutomaticCompactions: opts.DisableCompactions, Lock: lock}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: cannot open (%w); if the directory holds data from another program or was damaged, move it aside to start empty", dir, err)
+		lock.Close()
+		return nil, fmt.Errorf("store %s: cannot open (%w); if the directory was damaged, move it aside to start empty", dir, err)
 	}
-	p := &Pebble{db: db, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1), runDone: make(chan struct{})}
+	p := &Pebble{db: db, lock: lock, fs: fs, dir: dir, opts: opts, wake: make(chan struct{}, 1), runDone: make(chan struct{})}
 	if err := p.checkFormat(); err != nil {
 		db.Close()
+		lock.Close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// lockError explains a failure to take the directory's lock: Pebble locks
+// its LOCK file (fcntl on Unix), so a store running in another process
+// holds it. A failure to create the file at all is reported as it is.
+func lockError(dir string, err error) error {
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
+		return fmt.Errorf("store %s: cannot create its lock file: %w", dir, err)
+	case strings.Contains(err.Error(), "held by current process"):
+		return fmt.Errorf("store %s: already open in this process (%v)", dir, err)
+	}
+	return fmt.Errorf("store %s: in use by another process (its LOCK file is locked: %v); stop that process, or give this one another directory", dir, err)
+}
+
+// checkDirectory refuses a non-empty directory that holds no Pebble files
+// (lost+found, which a file system puts at its root, does not count).
+func checkDirectory(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", dir, err)
+	}
+	var foreign []string
+	for _, n := range names {
+		if isPebbleFile(n) {
+			return nil
+		}
+		if n != "lost+found" {
+			foreign = append(foreign, n)
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	slices.Sort(foreign)
+	const show = 5
+	list := strings.Join(foreign[:min(len(foreign), show)], ", ")
+	if len(foreign) > show {
+		list += fmt.Sprintf(" and %d more", len(foreign)-show)
+	}
+	return fmt.Errorf("store %s: %w: the directory is not empty and holds no database (%s); give the store an empty or new directory", dir, ErrNotAStore, list)
+}
+
+// isPebbleFile reports whether name is one of the files only a Pebble
+// database has (an empty database already has all but the tables).
+func isPebbleFile(name string) bool {
+	return name == "CURRENT" || name == "LOCK" || strings.HasPrefix(name, "MANIFEST-") ||
+		strings.HasPrefix(name, "OPTIONS-") || strings.HasPrefix(name, "marker.")
 }
 
 func (p *Pebble) checkFormat() error {
@@ -496,7 +576,11 @@ func (p *Pebble) Close() error {
 	if fatal != nil {
 		return fatal // Pebble cannot be closed cleanly after a fatal error
 	}
-	return p.db.Close()
+	err := p.db.Close()
+	if lerr := p.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
 }
 
 // applyOp adds op to pb. Keys and values are built in the store's scratch
@@ -540,33 +624,99 @@ func (p *Pebble) applyOp(pb *pebble.Batch, op *Op) error {
 	return fmt.Errorf("store: unknown op kind %d", op.Kind)
 }
 
-// Load implements Store.
+// quarantinePrefix starts the key under which Load keeps a record it could
+// not read: the original key follows, the value is kept as it was.
+const quarantinePrefix = 'q'
+
+// maxQuarantineLines bounds the log lines of one Load; the count says the rest.
+const maxQuarantineLines = 20
+
+// Load implements Store. A record it cannot read (ErrCorrupt: a damaged
+// value, a key no version wrote) does not stop the broker from starting:
+// it is moved under the quarantine prefix, logged and counted
+// (Quarantined), and the rest loads. Other errors (the disk's) end Load.
 func (p *Pebble) Load(v Visitor) error {
 	it, err := p.db.NewIter(nil)
 	if err != nil {
 		return fmt.Errorf("store %s: %w", p.dir, err)
 	}
-	defer it.Close()
+	type record struct {
+		k, v []byte
+		err  error
+	}
+	var bad []record
+	// A session's records follow its session record (kind 01 sorts
+	// first): records under a prefix whose session record is missing or
+	// went to quarantine are orphans, quarantined too, so that a new
+	// session of the same client never inherits them.
+	var session []byte // the prefix of the last session record loaded
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
-		if bytes.Equal(k, formatKey) {
+		if bytes.Equal(k, formatKey) || len(k) > 0 && k[0] == quarantinePrefix {
 			continue
 		}
-		if err := p.visit(v, k, bytes.Clone(it.Value())); err != nil {
-			return fmt.Errorf("store %s: key %q: %w", p.dir, k, err)
+		pk, err := parseKey(k)
+		if err == nil && !pk.retained {
+			prefix := k[:len(k)-len(pk.rest)-1]
+			switch {
+			case pk.kind == kindSession:
+				session = session[:0]
+				if err = p.visit(v, pk, bytes.Clone(it.Value())); err == nil {
+					session = append(session, prefix...)
+				}
+			case len(session) == 0 || !bytes.Equal(prefix, session):
+				err = fmt.Errorf("%w: orphan: its session record is missing or unreadable", ErrCorrupt)
+			default:
+				err = p.visit(v, pk, bytes.Clone(it.Value()))
+			}
+		} else if err == nil {
+			err = p.visit(v, pk, bytes.Clone(it.Value()))
+		}
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				it.Close()
+				return fmt.Errorf("store %s: key %q: %w", p.dir, k, err)
+			}
+			bad = append(bad, record{bytes.Clone(k), bytes.Clone(it.Value()), err})
 		}
 	}
-	if err := it.Error(); err != nil {
+	err = it.Error()
+	it.Close()
+	if err != nil {
 		return fmt.Errorf("store %s: %w", p.dir, err)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	b := p.db.NewBatch()
+	defer b.Close()
+	for i, r := range bad {
+		if err := b.Set(append([]byte{quarantinePrefix}, r.k...), r.v, nil); err != nil {
+			return fmt.Errorf("store %s: quarantine: %w", p.dir, err)
+		}
+		if err := b.Delete(r.k, nil); err != nil {
+			return fmt.Errorf("store %s: quarantine: %w", p.dir, err)
+		}
+		if l := p.opts.Logger; l != nil && i < maxQuarantineLines {
+			l.Error("store: unreadable record quarantined", "dir", p.dir, "key", fmt.Sprintf("%q", r.k), "error", r.err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store %s: quarantine: %w", p.dir, err)
+	}
+	p.quarantined.Add(uint64(len(bad)))
+	if l := p.opts.Logger; l != nil {
+		l.Error("store: records quarantined at start; the broker runs without them",
+			"dir", p.dir, "count", len(bad), "key_prefix", string(rune(quarantinePrefix)))
 	}
 	return nil
 }
 
-func (p *Pebble) visit(v Visitor, k, val []byte) error {
-	pk, err := parseKey(k)
-	if err != nil {
-		return err
-	}
+// Quarantined returns the number of records Load moved aside because it
+// could not read them.
+func (p *Pebble) Quarantined() uint64 { return p.quarantined.Load() }
+
+func (p *Pebble) visit(v Visitor, pk key, val []byte) error {
 	if pk.retained {
 		m, err := decodeRetained(val)
 		if err != nil {

@@ -99,6 +99,10 @@ type SessionRecord struct {
 	Will         *message.Message
 	// WillDelay is the Will Delay Interval in seconds.
 	WillDelay uint32
+	// Owner is the user name of the identity the session belongs to;
+	// OwnerKnown is false in records written before owners were kept.
+	Owner      string
+	OwnerKnown bool
 }
 
 // Delivery states that are stored. Whether a queued message was already

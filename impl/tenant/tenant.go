@@ -77,7 +77,29 @@ type Settings struct {
 	// publisher's PUBACK/PUBREC, before it is dropped for that subscriber
 	// (counted as queue_full). 0: no waiting, drop at once.
 	SlowSubscriberWaitMs int `yaml:"slow_subscriber_wait_ms" json:"slow_subscriber_wait_ms"`
+
+	// SessionTakeover says who may connect with a client identifier whose
+	// session exists: "same_user" (default) only the user the session
+	// belongs to — anyone else is refused with 0x87 Not authorized, so
+	// that nobody takes over another user's session or reads its queued
+	// messages; "any" every client of the tenant (the MQTT default, for
+	// tenants whose devices share credentials).
+	SessionTakeover string `yaml:"session_takeover" json:"session_takeover"`
+
+	// Per-message caps on what user properties may cost (MQTT 5.0): their
+	// number and their bytes (keys and values), in a PUBLISH or a will. A
+	// message over either is refused: PUBACK/PUBREC 0x97 Quota exceeded
+	// (a QoS 0 one is dropped and counted), a will's CONNECT with CONNACK
+	// 0x97. 0: no cap.
+	MaxUserProperties    int `yaml:"max_user_properties" json:"max_user_properties"`
+	MaxUserPropertyBytes int `yaml:"max_user_property_bytes" json:"max_user_property_bytes"`
 }
+
+// Session takeover policies (Settings.SessionTakeover).
+const (
+	TakeoverSameUser = "same_user"
+	TakeoverAny      = "any"
+)
 
 // Default returns the settings of a tenant nobody configured: every
 // protocol and feature on, generous limits, no rates.
@@ -91,6 +113,8 @@ func Default() Settings {
 		MaxSessionExpiry: math.MaxUint32,
 		InboxSize:        10000, InboxBytes: 64 << 20, MaxSubscriptions: 1000,
 		SlowSubscriberWaitMs: 5000,
+		SessionTakeover:      TakeoverSameUser,
+		MaxUserProperties:    64, MaxUserPropertyBytes: 16 << 10,
 	}
 }
 
@@ -130,6 +154,9 @@ func (s *Settings) Validate(prefix string) error {
 	if s.MinKeepAlive < 0 || s.MinKeepAlive > 65535 {
 		bad("min_keepalive", "must be between 0 and 65535")
 	}
+	if s.SessionTakeover != TakeoverSameUser && s.SessionTakeover != TakeoverAny {
+		bad("session_takeover", "must be %q or %q, got %q", TakeoverSameUser, TakeoverAny, s.SessionTakeover)
+	}
 	if s.InboxSize < 1 || s.InboxSize > 60000 {
 		bad("inbox_size", "must be between 1 and 60000 (each message held needs a packet identifier)")
 	}
@@ -143,7 +170,8 @@ func (s *Settings) Validate(prefix string) error {
 		{"connect_rate", s.ConnectRate}, {"inbound_bytes_rate", s.InboundBytesRate},
 		{"max_persistent_sessions", s.MaxPersistent}, {"max_tenant_subscriptions", s.MaxTenantSubs},
 		{"max_retained", s.MaxRetained}, {"max_retained_bytes", s.MaxRetainedBytes},
-		{"persistent_fanout_bytes_rate", s.PersistentFanoutBPS}, {"slow_subscriber_wait_ms", s.SlowSubscriberWaitMs}} {
+		{"persistent_fanout_bytes_rate", s.PersistentFanoutBPS}, {"slow_subscriber_wait_ms", s.SlowSubscriberWaitMs},
+		{"max_user_properties", s.MaxUserProperties}, {"max_user_property_bytes", s.MaxUserPropertyBytes}} {
 		if f.v < 0 {
 			bad(f.name, "must not be negative (0 means no limit)")
 		}
@@ -167,6 +195,10 @@ func (c *Config) Resolve() (map[string]*Settings, error) {
 		errs = append(errs, err)
 	}
 	for name, node := range c.Overrides {
+		if err := ValidName(name); err != nil {
+			errs = append(errs, fmt.Errorf("tenants.tenants.%s: %w", name, err))
+			continue
+		}
 		s := c.Defaults
 		if err := node.Decode(&s); err != nil {
 			errs = append(errs, fmt.Errorf("tenants.tenants.%s: %w", name, err))
@@ -214,6 +246,9 @@ func (p *Provider) Replace(c Config) error {
 
 // Set replaces one tenant's settings (the admin API's route).
 func (p *Provider) Set(tenant string, s Settings) error {
+	if err := ValidName(tenant); err != nil {
+		return err
+	}
 	if err := s.Validate("tenants.tenants." + tenant + "."); err != nil {
 		return err
 	}

@@ -1,0 +1,416 @@
+// Package service is skybridge-cloud's production runtime: it runs the
+// fleet core (cloud/fleet) on the disk, the embedded broker (impl/broker
+// behind impl/server's mutual-TLS listener, nodes authenticated by their
+// certificates and confined to their own topics), the cloud's own MQTT
+// link to it, the timers, and the HTTPS REST API.
+//
+// The core is not safe for concurrent use: every call into it holds one
+// mutex, and what it asks for (Ready) is carried out after the call.
+package service
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skybridge-mq/skybridge/cloud/api"
+	"github.com/skybridge-mq/skybridge/cloud/blob"
+	"github.com/skybridge-mq/skybridge/cloud/ca"
+	"github.com/skybridge-mq/skybridge/cloud/fleet"
+	"github.com/skybridge-mq/skybridge/cloud/link"
+	"github.com/skybridge-mq/skybridge/impl/acl"
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/env"
+	"github.com/skybridge-mq/skybridge/impl/server"
+)
+
+// Config configures the cloud.
+type Config struct {
+	// DataDir holds the database, the artifacts, the secret key, the admin
+	// token and the TLS files of the broker.
+	DataDir string
+	// APIAddr and BrokerAddr are the listen addresses of the HTTPS API and
+	// of the broker's mutual-TLS listener (port 0 picks a free port).
+	APIAddr, BrokerAddr string
+	// PublicHosts are the names and addresses nodes reach the cloud by
+	// (the server certificate's names); default localhost and 127.0.0.1.
+	PublicHosts []string
+	// PublicAPI and PublicBroker are what join tokens and activations tell
+	// nodes (default: the first public host and the listening ports).
+	PublicAPI, PublicBroker string
+	// AdminToken guards the operator API ("Authorization: Bearer ...");
+	// empty: read DataDir/admin.token, created on first start.
+	AdminToken string
+	// SecretKeyFile holds the 32-byte key (hex) that encrypts secrets and
+	// the CA key at rest; default DataDir/secret.key, created on first
+	// start (mode 0600).
+	SecretKeyFile string
+	// MaxArtifactBytes bounds one uploaded artifact (default 256 MiB).
+	MaxArtifactBytes int64
+	Fleet            fleet.Config
+	Logger           *slog.Logger
+}
+
+// Service is a running cloud.
+type Service struct {
+	cfg   Config
+	log   *slog.Logger
+	mu    sync.Mutex // guards f
+	f     *fleet.Fleet
+	blobs *blob.Store
+	srv   *server.Server
+	b     *broker.Broker
+	link  *link.Link
+	api   *http.Server
+	apiLn net.Listener
+	admin string
+	tlsCA []byte
+
+	serverCert tls.Certificate
+	cloudCert  tls.Certificate
+
+	wake    chan struct{}
+	done    chan struct{}
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+// Start opens the data directory and starts everything.
+func Start(cfg Config) (*Service, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("service: DataDir is required")
+	}
+	if len(cfg.PublicHosts) == 0 {
+		cfg.PublicHosts = []string{"localhost", "127.0.0.1"}
+	}
+	if cfg.MaxArtifactBytes <= 0 {
+		cfg.MaxArtifactBytes = 256 << 20
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	key, err := s.secretKey()
+	if err != nil {
+		return nil, err
+	}
+	if s.admin, err = s.adminToken(); err != nil {
+		return nil, err
+	}
+	// Listeners first: their ports go into what nodes are told.
+	apiLn, err := net.Listen("tcp", orDefault(cfg.APIAddr, ":8443"))
+	if err != nil {
+		return nil, fmt.Errorf("api listener: %w", err)
+	}
+	s.apiLn = apiLn
+	brokerAddr := orDefault(cfg.BrokerAddr, ":8883")
+	if strings.HasSuffix(brokerAddr, ":0") { // pick the port now, so nodes can be told it
+		ln, err := net.Listen("tcp", brokerAddr)
+		if err != nil {
+			return nil, fmt.Errorf("broker listener: %w", err)
+		}
+		brokerAddr = ln.Addr().String()
+		_ = ln.Close()
+	}
+	_, apiPort, _ := net.SplitHostPort(apiLn.Addr().String())
+	_, brokerPort, _ := net.SplitHostPort(brokerAddr)
+	fc := cfg.Fleet
+	fc.SecretKey = key
+	fc.API = orDefault(cfg.PublicAPI, "https://"+net.JoinHostPort(cfg.PublicHosts[0], apiPort))
+	fc.Broker = orDefault(cfg.PublicBroker, net.JoinHostPort(cfg.PublicHosts[0], brokerPort))
+	now := time.Now()
+	f, err := fleet.Open(fc, env.NewLockedRand(env.SystemSeed()), vfs.Default, filepath.Join(cfg.DataDir, "db"), now)
+	if err != nil {
+		return nil, err
+	}
+	s.f = f
+	if s.blobs, err = blob.Open(vfs.Default, filepath.Join(cfg.DataDir, "artifacts")); err != nil {
+		return nil, err
+	}
+	s.blobs.MaxSize = cfg.MaxArtifactBytes
+	if err := s.certificates(now); err != nil {
+		return nil, err
+	}
+	if err := s.startBroker(brokerAddr); err != nil {
+		return nil, err
+	}
+	if err := s.startLink(); err != nil {
+		return nil, err
+	}
+	s.startAPI()
+	s.wg.Add(1)
+	go s.loop()
+	ok = true
+	log.Info("skybridge-cloud started", "api", s.APIAddr(), "broker", s.BrokerAddr(), "public_api", fc.API, "public_broker", fc.Broker)
+	return s, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// secretKey reads the key that encrypts what is at rest, or makes one.
+func (s *Service) secretKey() ([]byte, error) {
+	path := orDefault(s.cfg.SecretKeyFile, filepath.Join(s.cfg.DataDir, "secret.key"))
+	if b, err := os.ReadFile(path); err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) != 32 {
+			return nil, fmt.Errorf("secret key %s: 64 hex digits expected", path)
+		}
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := crand.Read(key); err != nil {
+		return nil, err
+	}
+	return key, writeFileSync(path, []byte(hex.EncodeToString(key)+"\n"), 0o600)
+}
+
+func (s *Service) adminToken() (string, error) {
+	if s.cfg.AdminToken != "" {
+		return s.cfg.AdminToken, nil
+	}
+	path := filepath.Join(s.cfg.DataDir, "admin.token")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 24)
+	if _, err := crand.Read(b); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(b)
+	return tok, writeFileSync(path, []byte(tok+"\n"), 0o600)
+}
+
+// writeFileSync writes a file and syncs it.
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// certificates issues this run's server certificate (broker and API) and
+// the cloud's own client certificate, with fresh keys.
+func (s *Service) certificates(now time.Time) error {
+	issue := func(server bool) (tls.Certificate, error) {
+		pub, priv, err := ed25519.GenerateKey(crand.Reader)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		var der []byte
+		if server {
+			der, err = s.f.IssueServerCert(pub, s.cfg.PublicHosts, now)
+		} else {
+			der, err = s.f.IssueCloudCert(pub, now)
+		}
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		// The chain carries the CA: a node pins it by its hash when it
+		// activates, before it trusts anything else.
+		return tls.Certificate{Certificate: [][]byte{der, s.f.CA().CertDER()}, PrivateKey: priv}, nil
+	}
+	var err error
+	if s.serverCert, err = issue(true); err != nil {
+		return err
+	}
+	if s.cloudCert, err = issue(false); err != nil {
+		return err
+	}
+	// impl/server reads PEM files.
+	dir := filepath.Join(s.cfg.DataDir, "tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	keyPEM, err := ca.KeyPEM(s.serverCert.PrivateKey.(ed25519.PrivateKey))
+	if err != nil {
+		return err
+	}
+	certPEM := append(ca.PEM("CERTIFICATE", s.serverCert.Certificate[0]), ca.PEM("CERTIFICATE", s.f.CA().CertDER())...)
+	s.tlsCA = ca.PEM("CERTIFICATE", s.f.CA().CertDER())
+	for name, data := range map[string][]byte{"server.crt": certPEM, "server.key": keyPEM, "ca.crt": s.tlsCA} {
+		if err := writeFileSync(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// brokerTenant is the tenant of the embedded broker's clients.
+const brokerTenant = "fleet"
+
+func (s *Service) startBroker(addr string) error {
+	acls, err := acl.NewSet(fleet.BrokerACL())
+	if err != nil {
+		return err
+	}
+	bc := broker.DefaultConfig()
+	bc.Authenticator = fleet.NodeAuth{Check: func(node string, serial uint64) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.f.CertValid(node, serial)
+	}}
+	bc.Authorizer = acls
+	bc.Logger = s.log
+	s.b = broker.New(bc, env.Real(), nil) // in memory: nodes use clean sessions, the outbox recovers losses
+	dir := filepath.Join(s.cfg.DataDir, "tls")
+	sc := server.DefaultConfig()
+	sc.Broker = bc
+	sc.Logger = s.log
+	sc.Listeners = []server.ListenerConfig{{Name: "mqtts", Type: server.TLS, Addr: addr, DefaultTenant: brokerTenant,
+		CertFile: filepath.Join(dir, "server.crt"), KeyFile: filepath.Join(dir, "server.key"),
+		ClientCAFile: filepath.Join(dir, "ca.crt"), RequireClientCert: true}}
+	s.srv = server.New(sc, s.b)
+	return s.srv.Start()
+}
+
+// startLink connects the cloud to its broker, as the user fleet.CloudUser.
+func (s *Service) startLink() error {
+	pool := x509.NewCertPool()
+	pool.AddCert(s.f.CA().Cert())
+	_, port, _ := net.SplitHostPort(s.srv.Addr("mqtts").String())
+	l, err := link.Start(link.Config{
+		Broker:   net.JoinHostPort("127.0.0.1", port),
+		ClientID: "skybridge-cloud",
+		Filter:   api.UpFilter,
+		TLS: func() (*tls.Config, error) {
+			return &tls.Config{Certificates: []tls.Certificate{s.cloudCert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, nil
+		},
+		QueueLen:   1 << 16,
+		BackoffMin: 100 * time.Millisecond, BackoffMax: 5 * time.Second,
+		OnMessage: func(topic string, payload []byte) {
+			s.mu.Lock()
+			err := s.f.HandleUp(topic, payload, time.Now())
+			s.mu.Unlock()
+			if err != nil {
+				s.log.Error("cloud: handling a node's message", "topic", topic, "err", err)
+			}
+			s.kick()
+		},
+		Logger: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.link = l
+	return nil
+}
+
+// kick wakes the loop (something may be Ready, a deadline may be nearer).
+func (s *Service) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop carries out what the core asks for and runs its timers.
+func (s *Service) loop() {
+	defer s.wg.Done()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		if err := s.f.Tick(now); err != nil {
+			s.log.Error("cloud: tick", "err", err)
+		}
+		out := s.f.Ready()
+		next := s.f.NextDeadline()
+		s.mu.Unlock()
+		for _, p := range out.Publish {
+			s.link.Publish(p.Topic, p.Payload)
+		}
+		for _, n := range out.Kick {
+			_ = s.b.KickSession(brokerTenant, n, true)
+		}
+		wait := time.Minute
+		if !next.IsZero() {
+			wait = min(wait, max(time.Until(next), 10*time.Millisecond))
+		}
+		t.Reset(wait)
+		select {
+		case <-s.done:
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// APIAddr returns the API's listening address.
+func (s *Service) APIAddr() string { return s.apiLn.Addr().String() }
+
+// BrokerAddr returns the broker's listening address.
+func (s *Service) BrokerAddr() string { return s.srv.Addr("mqtts").String() }
+
+// AdminToken returns the operator token.
+func (s *Service) AdminToken() string { return s.admin }
+
+// CAPEM returns the CA certificate (PEM).
+func (s *Service) CAPEM() []byte { return bytes.Clone(s.tlsCA) }
+
+// Close stops everything.
+func (s *Service) Close() {
+	s.closeMu.Do(func() {
+		close(s.done)
+		if s.api != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = s.api.Shutdown(ctx)
+			cancel()
+		} else if s.apiLn != nil {
+			_ = s.apiLn.Close()
+		}
+		if s.link != nil {
+			_ = s.link.Close()
+		}
+		if s.srv != nil {
+			s.srv.Close()
+		}
+		s.wg.Wait()
+		if s.f != nil {
+			s.mu.Lock()
+			_ = s.f.Close()
+			s.mu.Unlock()
+		}
+	})
+}

@@ -1,0 +1,117 @@
+// Command skybridge-cloud manages a fleet of Skybridge edge nodes.
+//
+//	skybridge-cloud serve [--data DIR] [--api ADDR] [--broker ADDR] [--host NAME]...   run the cloud
+//	skybridge-cloud ctl COMMAND ...                                                       talk to its API
+//	skybridge-cloud version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/cloud/fleet"
+	"github.com/skybridge-mq/skybridge/cloud/service"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "skybridge-cloud:", err)
+		os.Exit(1)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, `usage:
+  skybridge-cloud serve [flags]   run the cloud: API, embedded broker, fleet (skybridge-cloud serve -h)
+  skybridge-cloud ctl COMMAND     operate it through its API (skybridge-cloud ctl help)
+  skybridge-cloud version`)
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return errors.New("no command")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "ctl":
+		return ctl(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return nil
+	case "-h", "--help", "help":
+		usage(stdout)
+		return nil
+	}
+	usage(stderr)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return "skybridge-cloud " + bi.Main.Version
+	}
+	return "skybridge-cloud (unknown version)"
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var hosts listFlag
+	data := fs.String("data", "skybridge-cloud-data", "data directory (database, artifacts, keys)")
+	apiAddr := fs.String("api", ":8443", "HTTPS API listen address")
+	brokerAddr := fs.String("broker", ":8883", "embedded broker's mutual-TLS listen address")
+	fs.Var(&hosts, "host", "a name or address nodes reach the cloud by (repeatable; default localhost and 127.0.0.1)")
+	publicAPI := fs.String("public-api", "", "API URL given to nodes (default https://FIRST-HOST:API-PORT)")
+	publicBroker := fs.String("public-broker", "", "broker address given to nodes (default FIRST-HOST:BROKER-PORT)")
+	certLife := fs.Duration("cert-lifetime", 7*24*time.Hour, "lifetime of node certificates (renewed at 2/3)")
+	grace := fs.Duration("renew-grace", 30*24*time.Hour, "how long after expiry a node may still renew")
+	lease := fs.Duration("lease", 3*time.Minute, "a node unheard for this long is offline")
+	drain := fs.Float64("drain-rate", 200, "upstream batches per second admitted from nodes draining their outboxes")
+	secretKey := fs.String("secret-key-file", "", "file with the 32-byte key (hex) that seals secrets at rest (default DATA/secret.key, made on first start)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	s, err := service.Start(service.Config{DataDir: *data, APIAddr: *apiAddr, BrokerAddr: *brokerAddr, PublicHosts: hosts,
+		PublicAPI: *publicAPI, PublicBroker: *publicBroker, AdminToken: os.Getenv("SKYBRIDGE_CLOUD_TOKEN"), Logger: log,
+		SecretKeyFile: *secretKey,
+		Fleet:         fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
+	if err != nil {
+		return err
+	}
+	log.Info("ready", "api", s.APIAddr(), "broker", s.BrokerAddr(), "admin_token_file", *data+"/admin.token")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	log.Info("stopping")
+	s.Close()
+	return nil
+}
