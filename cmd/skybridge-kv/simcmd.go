@@ -28,6 +28,8 @@ func simulate(args []string) error {
 	clients := fs.Int("clients", 4, "clients")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "seeds run at once")
 	verbose := fs.Bool("v", false, "print every seed")
+	splitBytes := fs.Int64("split-bytes", 0, "ranges split above this many bytes (0: the simulator's default, 6 KiB; merges below half)")
+	keys := fs.Int("keys", 0, "single-key registers the clients use (0: the default, 8)")
 	fs.Parse(args)
 	f, err := kvsim.ParseFaults(*faults)
 	if err != nil {
@@ -43,6 +45,12 @@ func simulate(args []string) error {
 		}
 		o := kvsim.DefaultOptions(n)
 		o.Duration, o.Faults, o.Bug, o.Clients = *duration, f, *bug, *clients
+		if *splitBytes > 0 {
+			o.Config.SplitBytes, o.Config.MergeBytes = *splitBytes, *splitBytes/2
+		}
+		if *keys > 0 {
+			o.Keys = *keys
+		}
 		return o
 	}
 	if *seed != 0 {
@@ -76,6 +84,8 @@ func simulate(args []string) error {
 				st.OpsOK += r.Stats.OpsOK
 				st.Writes += r.Stats.Writes
 				st.Node.Add(r.Stats.Node)
+				st.RangeSeconds += r.Stats.RangeSeconds
+				st.Seconds += r.Stats.Seconds
 				st.Crashes += r.Stats.Crashes
 				st.Partitions += r.Stats.Partitions
 				st.Replacements += r.Stats.Replacements
@@ -102,6 +112,9 @@ func simulate(args []string) error {
 	if st.Writes > 0 {
 		fmt.Printf("per acknowledged write, over every node (background work included): %.1f raft messages, %.2f synced batches (fsyncs), %.2f raft entries proposed\n",
 			float64(st.Node.RaftSent)/float64(st.Writes), float64(st.Node.Syncs)/float64(st.Writes), float64(st.Node.Proposals)/float64(st.Writes))
+	}
+	if st.Seconds > 0 {
+		fmt.Printf("user ranges: %.1f on average over the runs' seconds\n", float64(st.RangeSeconds)/float64(st.Seconds))
 	}
 	if failed > 0 {
 		os.Exit(1)

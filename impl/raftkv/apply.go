@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -470,7 +471,17 @@ func (r *replica) applySplit(b *pebble.Batch, key []byte, newID RangeID, fx *eff
 			return nil, err
 		}
 		rid := r.replicaID
-		fx.then(func() { r.n.createSplitReplica(newID, rid, rstate, hs) })
+		fx.then(func() {
+			r.n.createSplitReplica(newID, rid, rstate, hs)
+			// The left half's leader campaigns for the right half at once
+			// rather than after an election timeout (1–2 s at the default
+			// tick, with the right half's keys unavailable): its log is as
+			// long as any replica's, so it wins unless it lost the left's
+			// leadership meanwhile.
+			if nr := r.n.replicas[newID]; nr != nil && nr.state.Desc.Initialized() && r.rn.BasicStatus().RaftState == raft.StateLeader {
+				_ = nr.rn.Campaign()
+			}
+		})
 	}
 	fx.then(r.n.spansChanged)
 	return &Response{Succeeded: true, Desc: right.Clone()}, nil

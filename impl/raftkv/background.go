@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 
+	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
 )
@@ -284,23 +285,25 @@ func (bg *background) split(n *Node, r *replica) bool {
 	return true
 }
 
-// middleKey returns the key at half the range's bytes.
+// middleKey returns the key at half the range's bytes. It streams the
+// range (LiveBytes is exact: Verify checks it), so a split of a large
+// range neither holds its data in memory nor reads it twice.
 func (r *replica) middleKey() []byte {
-	kvs, err := spanData(r.n.db, r.state.Desc.Start, r.state.Desc.End)
-	if err != nil || len(kvs) < 2 {
+	d := r.state.Desc
+	it, err := r.n.db.NewIter(&pebble.IterOptions{LowerBound: dataKey(d.Start), UpperBound: dataEnd(d.End)})
+	if err != nil {
 		return nil
 	}
-	var total, acc int64
-	for _, kv := range kvs {
-		total += int64(len(kv.Key) + len(kv.Value))
-	}
-	for i, kv := range kvs {
-		acc += int64(len(kv.Key) + len(kv.Value))
+	defer it.Close()
+	total := r.state.LiveBytes
+	var acc int64
+	for ok, i := it.First(), 0; ok; ok, i = it.Next(), i+1 {
+		acc += int64(len(it.Key()) - 1 + len(it.Value()))
 		if acc*2 >= total && i > 0 {
-			return kv.Key
+			return bytes.Clone(it.Key()[1:])
 		}
 	}
-	return kvs[len(kvs)/2].Key
+	return nil
 }
 
 // merge merges the right neighbour into this range when both are small

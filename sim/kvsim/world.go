@@ -138,6 +138,10 @@ type Stats struct {
 	RaftDropped, RaftDuplicated                  uint64
 	Linearized, Inconclusive                     int
 	Node                                         raftkv.Stats
+	// RangeSeconds sums, over the seconds of the run, the ranges that
+	// existed (the user ranges any running node held): divided by
+	// Seconds, the mean number of ranges.
+	RangeSeconds, Seconds uint64
 }
 
 // Result is the outcome of one run.
@@ -263,11 +267,19 @@ func (w *world) result() *Result {
 // verify checks every running node's replicas against their data, every
 // second of virtual time.
 func (w *world) verify() {
+	ranges := map[raftkv.RangeID]bool{}
 	for _, p := range w.up() {
 		if err := p.node.Verify(); err != nil {
 			w.fail("replica-state", err.Error())
 		}
+		for _, lr := range p.node.Ranges() {
+			if lr.Desc.RangeID != raftkv.MetaRangeID {
+				ranges[lr.Desc.RangeID] = true
+			}
+		}
 	}
+	w.stats.RangeSeconds += uint64(len(ranges))
+	w.stats.Seconds++
 	if !w.stopping {
 		w.s.After(time.Second, w.verify)
 	}
