@@ -282,31 +282,46 @@ func (r *Runner) start(a *app, gen uint64, spec api.AppSpec) {
 	if shim := limitArgs(spec.Limits, r.cg != nil); len(shim) > 0 && len(r.cfg.Shim) > 0 {
 		args = append(append(append([]string{}, r.cfg.Shim...), shim...), append([]string{"--"}, args...)...)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	if len(args) == len(spec.Args)+1 {
-		cmd.Args[0] = argv0
-	}
-	cmd.Dir = dir
-	cmd.Env = append(append([]string{}, r.cfg.Env...), "SKYBRIDGE_APP="+a.name, "SKYBRIDGE_APP_REVISION="+strconv.FormatUint(spec.Revision, 10))
-	for _, e := range spec.Env {
-		cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
-	}
-	cmd.Stdout, cmd.Stderr = lw, lw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cgFD := -1
-	if r.cg != nil {
-		if fd, err := r.cg.prepare(a.name, spec.Limits); err == nil {
-			cgFD = fd
-			setCgroup(cmd.SysProcAttr, fd)
-		} else {
-			r.log.Warn("runner: no cgroup for the app, rlimits only", "app", a.name, "err", err)
+	newCmd := func() *exec.Cmd {
+		cmd := exec.Command(args[0], args[1:]...)
+		if len(args) == len(spec.Args)+1 {
+			cmd.Args[0] = argv0
 		}
+		cmd.Dir = dir
+		cmd.Env = append(append([]string{}, r.cfg.Env...), "SKYBRIDGE_APP="+a.name, "SKYBRIDGE_APP_REVISION="+strconv.FormatUint(spec.Revision, 10))
+		for _, e := range spec.Env {
+			cmd.Env = append(cmd.Env, e.Name+"="+e.Value)
+		}
+		cmd.Stdout, cmd.Stderr = lw, lw
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		return cmd
 	}
-	err = cmd.Start()
-	if cgFD >= 0 {
-		_ = syscall.Close(cgFD)
-	}
-	if err != nil {
+	var cmd *exec.Cmd
+	// ETXTBSY: a process forked elsewhere in this one (another app's
+	// start) may briefly hold a just-written artifact open for writing,
+	// until its exec closes it; the exec succeeds a moment later.
+	for attempt := 0; ; attempt++ {
+		cmd = newCmd()
+		cgFD := -1
+		if r.cg != nil {
+			if fd, err := r.cg.prepare(a.name, spec.Limits); err == nil {
+				cgFD = fd
+				setCgroup(cmd.SysProcAttr, fd)
+			} else if attempt == 0 {
+				r.log.Warn("runner: no cgroup for the app, rlimits only", "app", a.name, "err", err)
+			}
+		}
+		err = cmd.Start()
+		if cgFD >= 0 {
+			_ = syscall.Close(cgFD)
+		}
+		if err == nil {
+			break
+		}
+		if errors.Is(err, syscall.ETXTBSY) && attempt < 8 {
+			time.Sleep(time.Duration(5<<attempt) * time.Millisecond)
+			continue
+		}
 		_ = lw.Close()
 		fail("exec: " + err.Error())
 		return

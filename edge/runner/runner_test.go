@@ -36,6 +36,7 @@ type event struct {
 	gen  uint64
 	code int
 	ok   bool
+	why  string
 }
 
 type recorder struct {
@@ -59,13 +60,14 @@ func (r *recorder) Exited(n string, g uint64, code int) {
 	r.add(event{kind: "exited", name: n, gen: g, code: code})
 }
 func (r *recorder) Failed(n string, g uint64, why string) {
-	r.add(event{kind: "failed", name: n, gen: g})
+	r.add(event{kind: "failed", name: n, gen: g, why: why})
 }
 func (r *recorder) Health(n string, g uint64, ok bool) {
 	r.add(event{kind: "health", name: n, gen: g, ok: ok})
 }
 
-// wait returns the next event of kind for name, or fails after 10s.
+// wait returns the next event of kind for name, or fails after 10s, or
+// at once when the app failed to start while another event was awaited.
 func (r *recorder) wait(t *testing.T, kind, name string) event {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
@@ -74,6 +76,9 @@ func (r *recorder) wait(t *testing.T, kind, name string) event {
 		case e := <-r.ch:
 			if e.kind == kind && e.name == name {
 				return e
+			}
+			if e.kind == "failed" && e.name == name {
+				t.Fatalf("waiting for %s of %s: it failed to start: %s", kind, name, e.why)
 			}
 		case <-deadline:
 			t.Fatalf("no %s event for %s", kind, name)
