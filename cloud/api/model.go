@@ -795,6 +795,16 @@ type Event struct {
 	Message string    `json:"message,omitempty"`
 }
 
+// TokenInfo is an outstanding activation token as the operator API lists
+// it: its identifier (the part of the token before the dot), never its
+// secret.
+type TokenInfo struct {
+	ID      string            `json:"id"`
+	Node    string            `json:"node"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Expires time.Time         `json:"expires"`
+}
+
 // ActivateRequest is a node's first request: its one-time token and a
 // certificate signing request for the key it generated.
 type ActivateRequest struct {

@@ -84,6 +84,34 @@ func (f *Fleet) CreateToken(node string, labels map[string]string, ttl time.Dura
 	return join, token, nil
 }
 
+// Tokens returns the activation tokens not used and not expired at now,
+// by identifier. The secret half of a token is never kept, so it is never
+// shown: a token's identifier names it for revocation.
+func (f *Fleet) Tokens(now time.Time) []api.TokenInfo {
+	out := []api.TokenInfo{}
+	f.tokens.Scan(func(_ string, tr *tokenRec) bool {
+		if now.Before(tr.Expires) {
+			out = append(out, api.TokenInfo{ID: tr.ID, Node: tr.Node, Labels: maps.Clone(tr.Labels), Expires: tr.Expires})
+		}
+		return true
+	})
+	return out
+}
+
+// RevokeToken deletes an activation token before it is used. A pending
+// node registered by it stays registered (a new token lets it in).
+func (f *Fleet) RevokeToken(id string, now time.Time) error {
+	tr, ok := f.tokens.Get(id)
+	if !ok || !now.Before(tr.Expires) {
+		return notFound("activation token", id)
+	}
+	t := f.begin(now)
+	f.tokens.Delete(id)
+	t.b.Delete(keyToken + id)
+	t.event("token.revoked", tr.Node, "", "", "token "+id)
+	return t.commit()
+}
+
 func publicNode(n *nodeRec) api.Node {
 	out := n.Node
 	out.Labels = maps.Clone(n.Labels)
@@ -637,6 +665,15 @@ func (f *Fleet) SetShadowDesired(device string, props map[string]json.RawMessage
 		return api.Shadow{}, err
 	}
 	return f.Shadow(device)
+}
+
+// LastEvents returns the newest n events (at most), oldest first.
+func (f *Fleet) LastEvents(n int) []api.Event {
+	out := f.events
+	if n >= 0 && len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return slices.Clone(out)
 }
 
 // Events returns up to limit events with a sequence number above since,

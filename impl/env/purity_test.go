@@ -26,6 +26,8 @@ var runtimePackages = []string{
 	"impl/bridge",              // runtime: MQTT client connections to two brokers, their goroutines
 	"impl/webhook",             // runtime: HTTP calls to authentication/authorization/event endpoints, the event sink's sender
 	"impl/console/browsertest", // test infrastructure: a headless browser process, screenshot files
+	"impl/raftkv/kvserver",     // runtime: raftkv nodes on TCP/TLS, their loop, committer and transport goroutines
+	"impl/raftkv/kvclient",     // runtime: the Go client of raftkv over TCP/TLS
 
 	// Edge and cloud runtimes (docs/EDGE.md).
 	"cloud/link",     // the MQTT link (paho autopaho) of the cloud and of edge agents
