@@ -167,6 +167,9 @@ func TestPropertyCheck(t *testing.T) {
 	}{
 		{PropInt, "3", true}, {PropInt, "3.5", false}, {PropFloat, "3.5", true}, {PropBool, "true", true},
 		{PropBool, "1", false}, {PropString, `"x"`, true}, {PropString, "x", false},
+		// int64's range, exactly (found by the gateway's FuzzDecode).
+		{PropInt, "9223372036854775600", true}, {PropInt, "9223372036854775807", true}, {PropInt, "-9223372036854775808", true},
+		{PropInt, "9223372036854775808", false}, {PropInt, "1e3", true}, {PropInt, "1e19", false}, {PropInt, `"3"`, false},
 	}
 	for _, tc := range tests {
 		p := Property{Name: "p", Type: tc.typ}

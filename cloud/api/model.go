@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -235,6 +236,10 @@ type DeviceSpec struct {
 	Model          string                     `json:"model"`
 	Desired        map[string]json.RawMessage `json:"desired,omitempty"`
 	DesiredVersion uint64                     `json:"desired_version"`
+	// Properties are the model's (the gateway checks reports and maps
+	// registers with them); Modbus is the device's endpoint, if it has one.
+	Properties []Property      `json:"properties,omitempty"`
+	Modbus     *ModbusEndpoint `json:"modbus,omitempty"`
 }
 
 // Desired is a node's desired state: the document the cloud sends and
@@ -326,6 +331,39 @@ type Status struct {
 	Outbox         OutboxStats `json:"outbox"`
 	CertExpires    time.Time   `json:"cert_expires,omitzero"`
 	Boot           time.Time   `json:"boot,omitzero"` // when the agent started
+	// Devices are the gateway's devices (state and reason), Gateway its
+	// counters (absent on a node without devices).
+	Devices []DeviceState `json:"devices,omitempty"`
+	Gateway *GatewayStats `json:"gateway,omitempty"`
+}
+
+// DeviceState is a device as its node's gateway sees it: "ok",
+// "connecting", "failing" (Reason says why; Failures in a row), "invalid"
+// (its model or endpoint cannot be used) or "mqtt" (an MQTT device).
+type DeviceState struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Reason   string `json:"reason,omitempty"`
+	Failures int    `json:"failures,omitempty"`
+}
+
+// GatewayStats are a node's device gateway counters since the agent
+// started.
+type GatewayStats struct {
+	Polls          uint64 `json:"polls"`
+	PollFailures   uint64 `json:"poll_failures"`
+	Timeouts       uint64 `json:"timeouts,omitempty"`
+	ReadErrors     uint64 `json:"read_errors,omitempty"`   // blocks a device refused
+	DecodeErrors   uint64 `json:"decode_errors,omitempty"` // values that could not be decoded
+	Writes         uint64 `json:"writes"`
+	WriteFailures  uint64 `json:"write_failures,omitempty"`
+	WritesRefused  uint64 `json:"writes_refused,omitempty"` // desired values that cannot be written
+	Reports        uint64 `json:"reports"`
+	ReportsDropped uint64 `json:"reports_dropped,omitempty"`
+	MQTTReports    uint64 `json:"mqtt_reports,omitempty"`
+	MQTTRefused    uint64 `json:"mqtt_refused,omitempty"`
+	MQTTDropped    uint64 `json:"mqtt_props_dropped,omitempty"`
+	QueueDropped   uint64 `json:"queue_dropped,omitempty"` // Modbus operations refused by a full queue
 }
 
 // EdgeEvent is something that happened on a node (an app exited, a
@@ -612,6 +650,10 @@ type Property struct {
 	// Writable properties can be set from the cloud (desired values).
 	Writable bool   `json:"writable,omitempty"`
 	Unit     string `json:"unit,omitempty"`
+	// Modbus maps the property to a register or a bit of a Modbus TCP
+	// device (devices of the model with a Modbus endpoint are polled by
+	// their node's gateway; properties without a point are not read).
+	Modbus *ModbusPoint `json:"modbus,omitempty"`
 }
 
 // DeviceModel is a kind of device: its properties.
@@ -640,6 +682,11 @@ func (m *DeviceModel) Validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("properties[%d].type: %q: int, float, bool or string", i, p.Type))
 		}
+		if p.Modbus != nil {
+			if err := p.Modbus.Validate(&m.Properties[i]); err != nil {
+				errs = append(errs, fmt.Errorf("properties[%d].modbus: %w", i, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -663,8 +710,21 @@ func (p *Property) CheckValue(v json.RawMessage) error {
 	ok := false
 	switch p.Type {
 	case PropInt:
+		// An integer of int64's range: exact digits (a float64 cannot
+		// tell 9223372036854775600 from 2^63), or an integral number
+		// such as 1e3.
 		f, isNum := x.(float64)
-		ok = isNum && f == float64(int64(f))
+		if !isNum {
+			break
+		}
+		var n json.Number
+		if json.Unmarshal(v, &n) == nil {
+			if _, err := n.Int64(); err == nil {
+				ok = true
+				break
+			}
+		}
+		ok = f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63
 	case PropFloat:
 		_, ok = x.(float64)
 	case PropBool:
@@ -683,6 +743,10 @@ type Device struct {
 	Name  string `json:"name"`
 	Model string `json:"model"`
 	Node  string `json:"node"`
+	// Modbus: the device is a Modbus TCP server that its node's gateway
+	// polls (its model maps the registers); without it the device speaks
+	// MQTT to the node's local broker.
+	Modbus *ModbusEndpoint `json:"modbus,omitempty"`
 }
 
 // Shadow is a device's shadow: the property values the cloud wants
@@ -729,6 +793,16 @@ type Event struct {
 	App     string    `json:"app,omitempty"`
 	Device  string    `json:"device,omitempty"`
 	Message string    `json:"message,omitempty"`
+}
+
+// TokenInfo is an outstanding activation token as the operator API lists
+// it: its identifier (the part of the token before the dot), never its
+// secret.
+type TokenInfo struct {
+	ID      string            `json:"id"`
+	Node    string            `json:"node"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Expires time.Time         `json:"expires"`
 }
 
 // ActivateRequest is a node's first request: its one-time token and a

@@ -84,6 +84,34 @@ func (f *Fleet) CreateToken(node string, labels map[string]string, ttl time.Dura
 	return join, token, nil
 }
 
+// Tokens returns the activation tokens not used and not expired at now,
+// by identifier. The secret half of a token is never kept, so it is never
+// shown: a token's identifier names it for revocation.
+func (f *Fleet) Tokens(now time.Time) []api.TokenInfo {
+	out := []api.TokenInfo{}
+	f.tokens.Scan(func(_ string, tr *tokenRec) bool {
+		if now.Before(tr.Expires) {
+			out = append(out, api.TokenInfo{ID: tr.ID, Node: tr.Node, Labels: maps.Clone(tr.Labels), Expires: tr.Expires})
+		}
+		return true
+	})
+	return out
+}
+
+// RevokeToken deletes an activation token before it is used. A pending
+// node registered by it stays registered (a new token lets it in).
+func (f *Fleet) RevokeToken(id string, now time.Time) error {
+	tr, ok := f.tokens.Get(id)
+	if !ok || !now.Before(tr.Expires) {
+		return notFound("activation token", id)
+	}
+	t := f.begin(now)
+	f.tokens.Delete(id)
+	t.b.Delete(keyToken + id)
+	t.event("token.revoked", tr.Node, "", "", "token "+id)
+	return t.commit()
+}
+
 func publicNode(n *nodeRec) api.Node {
 	out := n.Node
 	out.Labels = maps.Clone(n.Labels)
@@ -469,6 +497,21 @@ func (f *Fleet) PutDeviceModel(m api.DeviceModel, now time.Time) error {
 	f.models.Set(m.Name, &cp)
 	t.b.Put(keyModel+m.Name, &m)
 	t.event("devicemodel.put", "", "", "", m.Name)
+	// The model travels with its devices to their nodes.
+	var affected []*nodeRec
+	seen := map[string]bool{}
+	for _, d := range f.devices.Values() {
+		if d.Model != m.Name || seen[d.Node] {
+			continue
+		}
+		seen[d.Node] = true
+		if n, ok := f.nodes.Get(d.Node); ok {
+			affected = append(affected, n)
+		}
+	}
+	if err := f.recompute(t, affected); err != nil {
+		return t.abort(err)
+	}
 	return t.commit()
 }
 
@@ -499,7 +542,7 @@ func (f *Fleet) DeviceModels() []api.DeviceModel {
 
 // PutDevice creates or updates a device (bound to a node).
 func (f *Fleet) PutDevice(d api.Device, now time.Time) error {
-	if err := api.ValidName(d.Name); err != nil {
+	if err := d.Validate(); err != nil {
 		return invalid(err)
 	}
 	if _, ok := f.models.Get(d.Model); !ok {
@@ -622,6 +665,15 @@ func (f *Fleet) SetShadowDesired(device string, props map[string]json.RawMessage
 		return api.Shadow{}, err
 	}
 	return f.Shadow(device)
+}
+
+// LastEvents returns the newest n events (at most), oldest first.
+func (f *Fleet) LastEvents(n int) []api.Event {
+	out := f.events
+	if n >= 0 && len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return slices.Clone(out)
 }
 
 // Events returns up to limit events with a sequence number above since,

@@ -28,7 +28,10 @@ func (f *Fleet) desiredFor(n *nodeRec) api.Desired {
 	})
 	f.devices.Scan(func(_ string, dev *api.Device) bool {
 		if dev.Node == n.Name {
-			ds := api.DeviceSpec{Name: dev.Name, Model: dev.Model}
+			ds := api.DeviceSpec{Name: dev.Name, Model: dev.Model, Modbus: dev.Modbus}
+			if m, ok := f.models.Get(dev.Model); ok {
+				ds.Properties = m.Properties
+			}
 			if sh, ok := f.shadows.Get(dev.Name); ok {
 				ds.Desired, ds.DesiredVersion = sh.Desired, sh.DesiredVersion
 			}

@@ -163,6 +163,54 @@ func TestActivation(t *testing.T) {
 	}
 }
 
+// Outstanding tokens are listed without their secrets; a revoked one no
+// longer activates, survives no crash, and used or expired ones are not
+// listed.
+func TestTokensListAndRevoke(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	_, used, _ := h.f.CreateToken("used", nil, time.Hour, t0)
+	_, gone, _ := h.f.CreateToken("gone", map[string]string{"site": "b"}, time.Hour, t0)
+	_, kept, _ := h.f.CreateToken("kept", map[string]string{"site": "a"}, time.Hour, t0)
+	h.f.CreateToken("short", nil, time.Minute, t0)
+	key, _, _ := ca.NewKey(h.rnd)
+	csr, _ := ca.CSR(key, "x")
+	if _, err := h.f.Activate(api.ActivateRequest{Token: used, CSR: csr}, t0); err != nil {
+		t.Fatal(err)
+	}
+	idOf := func(tok string) string { id, _, _ := strings.Cut(tok, "."); return id }
+	if err := h.f.RevokeToken(idOf(gone), t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.RevokeToken(idOf(gone), t0.Add(time.Second)); StatusOf(err) != http.StatusNotFound {
+		t.Errorf("revoking twice: %v", err)
+	}
+	last := h.f.LastEvents(2)
+	if len(last) != 2 || last[1].Type != "token.revoked" || last[1].Node != "gone" || last[0].Seq+1 != last[1].Seq {
+		t.Errorf("last events: %+v", last)
+	}
+	h.crash(t0.Add(2 * time.Second))
+	got := h.f.Tokens(t0.Add(2 * time.Minute)) // "short" has expired
+	want := []api.TokenInfo{{ID: idOf(kept), Node: "kept", Labels: map[string]string{"site": "a"}, Expires: t0.Add(time.Hour)}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("tokens (-want +got):\n%s", diff)
+	}
+	for _, tk := range got {
+		if strings.Contains(kept, "."+tk.ID) || tk.ID == kept {
+			t.Errorf("a listed token carries its secret: %+v", tk)
+		}
+	}
+	if _, err := h.f.Activate(api.ActivateRequest{Token: gone, CSR: csr}, t0.Add(3*time.Second)); StatusOf(err) != http.StatusForbidden {
+		t.Errorf("a revoked token activated: %v", err)
+	}
+	if n, err := h.f.Node("gone"); err != nil || n.State != api.NodePending {
+		t.Errorf("the revoked token's node: %+v %v", n, err)
+	}
+	if all := h.f.LastEvents(1 << 20); len(all) != len(h.f.Events(0, 0)) {
+		t.Errorf("LastEvents beyond the log: %d events, the log has %d", len(all), len(h.f.Events(0, 0)))
+	}
+}
+
 func TestSchedulingAndVersions(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

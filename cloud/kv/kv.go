@@ -65,6 +65,7 @@ func Open(fs vfs.FS, dir string, o Options) (*DB, error) {
 	}
 	cache := pebble.NewCache(o.CacheSize)
 	po := &pebble.Options{FS: fs, Logger: quietLogger{}, MemTableSize: uint64(o.MemTableSize), Cache: cache}
+	po.Experimental.CompactionScheduler = newScheduler()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		cache.Unref()

@@ -1,8 +1,11 @@
 package kv
 
 import (
+	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/go-cmp/cmp"
@@ -115,5 +118,44 @@ func TestNewDatabaseSurvivesPowerLoss(t *testing.T) {
 	var r rec
 	if ok, _ := db.Get("k", &r); !ok || r.N != 1 {
 		t.Fatal("the committed record is gone after a power loss")
+	}
+}
+
+// TestCompactionsWithoutTicker: with our compaction scheduler (no
+// periodic wake-up) a churning database still compacts, and stays small.
+func TestCompactionsWithoutTicker(t *testing.T) {
+	t.Parallel()
+	fs := vfs.NewMem()
+	d, err := Open(fs, "db", Options{MemTableSize: 256 << 10, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := bytes.Repeat([]byte("x"), 200)
+	for round := range 30 {
+		b := d.Batch()
+		for i := range 1000 {
+			b.PutRaw(fmt.Sprintf("out/%08d", round*1000+i), val)
+		}
+		if round > 0 { // an outbox: the previous round is acknowledged
+			b.DeleteRange(fmt.Sprintf("out/%08d", (round-1)*1000), fmt.Sprintf("out/%08d", round*1000))
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m := d.db.Metrics()
+		if m.Compact.Count > 0 && m.Levels[0].TablesCount < 12 {
+			t.Logf("%d compactions, %d tables in L0", m.Compact.Count, m.Levels[0].TablesCount)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no compaction after 30 flushes: %d compactions, %d tables in L0", m.Compact.Count, m.Levels[0].TablesCount)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline (compactions run in Pebble's goroutines)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

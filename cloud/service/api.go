@@ -1,6 +1,8 @@
 package service
 
 import (
+	"context"
+	crand "crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +19,8 @@ import (
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
 	"github.com/skybridge-mq/skybridge/cloud/fleet"
+	"github.com/skybridge-mq/skybridge/impl/console"
+	"github.com/skybridge-mq/skybridge/impl/env"
 )
 
 //go:embed openapi.json
@@ -71,6 +77,12 @@ var routes = []route{
 		s.answer(w, func(f *fleet.Fleet) (any, error) { return nil, f.DeleteNode(r.PathValue("name"), time.Now()) })
 	}},
 	{"POST", "/v1/tokens", admin, (*Service).createToken},
+	{"GET", "/v1/tokens", admin, func(s *Service, w http.ResponseWriter, _ *http.Request) {
+		reply(w, s.locked(func(f *fleet.Fleet) any { return f.Tokens(time.Now()) }))
+	}},
+	{"DELETE", "/v1/tokens/{id}", admin, func(s *Service, w http.ResponseWriter, r *http.Request) {
+		s.answer(w, func(f *fleet.Fleet) (any, error) { return nil, f.RevokeToken(r.PathValue("id"), time.Now()) })
+	}},
 
 	{"GET", "/v1/apps", admin, func(s *Service, w http.ResponseWriter, _ *http.Request) {
 		reply(w, s.locked(func(f *fleet.Fleet) any { return f.Apps() }))
@@ -169,7 +181,8 @@ var routes = []route{
 	{"GET", "/v1/events", admin, (*Service).events},
 }
 
-func (s *Service) startAPI() {
+// apiMux serves the routes, each behind its access check.
+func (s *Service) apiMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	for _, rt := range routes {
 		rt := rt
@@ -189,14 +202,44 @@ func (s *Service) startAPI() {
 			rt.handle(s, w, r)
 		})
 	}
+	return mux
+}
+
+// consoleUser marks a request the web console hands over: the console has
+// checked its session (and, for a change, its CSRF token), so it acts as
+// the operator. Only a context value set in process carries it.
+type consoleUser struct{}
+
+func (s *Service) startAPI() {
+	api := s.apiMux()
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	if s.cfg.Console {
+		// The console asks for /api/v1/...; the API's paths are /v1/....
+		toAPI := http.StripPrefix("/api", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			api.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), consoleUser{}, true)))
+		}))
+		c := console.New(console.Config{Title: "Skybridge cloud", Sections: []console.Section{console.SectionFleet},
+			API: toAPI, Token: s.admin, Users: s.cfg.ConsoleUsers, Clock: env.Real().Clock, Rand: crand.Reader,
+			Secure: true, Log: s.log})
+		mux.Handle("/console/", c)
+		mux.Handle("/console", c)
+	}
+	// Go's TLS server shows the first certificate the client supports:
+	// nodes and ctl get the cloud CA's Ed25519 chain, browsers (which
+	// verify no Ed25519 signature) the console's ECDSA one.
+	certs := []tls.Certificate{s.serverCert}
+	if s.cfg.Console {
+		certs = append(certs, s.consoleCert)
+	}
 	pool := x509.NewCertPool()
 	pool.AddCert(s.f.CA().Cert())
 	s.api = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{s.serverCert}, ClientCAs: pool,
+		TLSConfig: &tls.Config{Certificates: certs, ClientCAs: pool,
 			ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12},
-		ErrorLog: nil,
+		ErrorLog: log.New(serverLog{s.log}, "", 0),
 	}
 	s.wg.Add(1)
 	go func() {
@@ -207,7 +250,25 @@ func (s *Service) startAPI() {
 	}()
 }
 
+// serverLog takes the API server's complaints: TLS handshake errors at
+// debug (browsers open and drop connections as they please), the rest
+// (a handler's panic, say) as warnings.
+type serverLog struct{ log *slog.Logger }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	msg := "cloud api: " + strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		l.log.Debug(msg)
+	} else {
+		l.log.Warn(msg)
+	}
+	return len(p), nil
+}
+
 func (s *Service) isAdmin(r *http.Request) bool {
+	if by, _ := r.Context().Value(consoleUser{}).(bool); by {
+		return true
+	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.admin)) == 1
 }
@@ -404,9 +465,21 @@ func (s *Service) getArtifact(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, f)
 }
 
+// events answers the events after since (at most limit), or with last
+// the newest last events.
 func (s *Service) events(w http.ResponseWriter, r *http.Request) {
-	since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
-	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	q := r.URL.Query()
+	if v := q.Get("last"); v != "" {
+		last, err := strconv.Atoi(v)
+		if err != nil || last < 1 || last > 10000 {
+			fail(w, http.StatusBadRequest, "last: a number from 1 to 10000")
+			return
+		}
+		reply(w, s.locked(func(f *fleet.Fleet) any { return f.LastEvents(last) }))
+		return
+	}
+	since, _ := strconv.ParseUint(q.Get("since"), 10, 64)
+	limit, _ := strconv.Atoi(q.Get("limit"))
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}

@@ -11,14 +11,18 @@ package service
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	crand "crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -61,6 +65,19 @@ type Config struct {
 	// the CA key at rest; default DataDir/secret.key, created on first
 	// start (mode 0600).
 	SecretKeyFile string
+	// Console serves the web console at /console/ on the API listener
+	// (impl/console with its fleet pages). Its users log in with the admin
+	// token or as one of ConsoleUsers (user name → bcrypt hash).
+	Console      bool
+	ConsoleUsers map[string][]byte
+	// ConsoleCertFile and ConsoleKeyFile are the certificate (PEM chain)
+	// and key the API listener shows browsers. Browsers verify no Ed25519
+	// signature, so they cannot use the cloud CA's chain that nodes and
+	// ctl get; each TLS client gets the first of the two it supports.
+	// Empty: a self-signed ECDSA P-256 certificate for PublicHosts, kept
+	// in DataDir/tls/console.crt (made again when missing, expiring within
+	// a day, or not naming every public host).
+	ConsoleCertFile, ConsoleKeyFile string
 	// MaxArtifactBytes bounds one uploaded artifact (default 256 MiB).
 	MaxArtifactBytes int64
 	Fleet            fleet.Config
@@ -82,8 +99,9 @@ type Service struct {
 	admin string
 	tlsCA []byte
 
-	serverCert tls.Certificate
-	cloudCert  tls.Certificate
+	serverCert  tls.Certificate
+	cloudCert   tls.Certificate
+	consoleCert tls.Certificate // for browsers (Config.Console)
 
 	wake    chan struct{}
 	done    chan struct{}
@@ -156,6 +174,11 @@ func Start(cfg Config) (*Service, error) {
 	s.blobs.MaxSize = cfg.MaxArtifactBytes
 	if err := s.certificates(now); err != nil {
 		return nil, err
+	}
+	if cfg.Console {
+		if s.consoleCert, err = s.consoleCertificate(now); err != nil {
+			return nil, fmt.Errorf("console certificate: %w", err)
+		}
 	}
 	if err := s.startBroker(brokerAddr); err != nil {
 		return nil, err
@@ -273,6 +296,74 @@ func (s *Service) certificates(now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// consoleCertificate returns the certificate browsers get from the API
+// listener: Config.ConsoleCertFile, or the self-signed one in DataDir/tls.
+func (s *Service) consoleCertificate(now time.Time) (tls.Certificate, error) {
+	if s.cfg.ConsoleCertFile != "" || s.cfg.ConsoleKeyFile != "" {
+		return tls.LoadX509KeyPair(s.cfg.ConsoleCertFile, s.cfg.ConsoleKeyFile)
+	}
+	dir := filepath.Join(s.cfg.DataDir, "tls")
+	certPath, keyPath := filepath.Join(dir, "console.crt"), filepath.Join(dir, "console.key")
+	if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil &&
+		now.Add(24*time.Hour).Before(c.Leaf.NotAfter) && namesAll(c.Leaf, s.cfg.PublicHosts) {
+		return c, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := crand.Int(crand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "skybridge-cloud console"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true}
+	for _, h := range s.cfg.PublicHosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM, keyPEM := ca.PEM("CERTIFICATE", der), ca.PEM("PRIVATE KEY", keyDER)
+	if err := writeFileSync(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writeFileSync(certPath, certPEM, 0o600); err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// namesAll reports whether the certificate names every host.
+func namesAll(c *x509.Certificate, hosts []string) bool {
+	for _, h := range hosts {
+		if c.VerifyHostname(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// ConsoleCert returns the certificate browsers get (DER; nil without the
+// console).
+func (s *Service) ConsoleCert() []byte {
+	if len(s.consoleCert.Certificate) == 0 {
+		return nil
+	}
+	return bytes.Clone(s.consoleCert.Certificate[0])
 }
 
 // brokerTenant is the tenant of the embedded broker's clients.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/skybridge-mq/skybridge/cloud/ca"
 	"github.com/skybridge-mq/skybridge/cloud/fleet"
 	"github.com/skybridge-mq/skybridge/edge/agent"
+	"github.com/skybridge-mq/skybridge/edge/modbustcp/modbustest"
 	edgesvc "github.com/skybridge-mq/skybridge/edge/service"
 )
 
@@ -105,14 +107,7 @@ func TestCloudAndEdgeInProcess(t *testing.T) {
 	t.Parallel()
 	cloud := startCloud(t)
 	c := newClient(t, cloud)
-	var tok tokenReply
-	c.must("POST", "/v1/tokens", tokenBody{Node: "n1", Labels: map[string]string{"site": "a"}}, &tok)
-	edge, err := edgesvc.Start(edgesvc.Config{DataDir: t.TempDir(), Join: tok.Join, LocalBroker: "127.0.0.1:0",
-		Agent: agent.Config{ResyncJitter: 50 * time.Millisecond, ReportEvery: time.Second, ReportDelay: 50 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer edge.Close()
+	edge := startEdge(t, c, "n1", map[string]string{"site": "a"})
 	var n api.Node
 	eventually(t, 20*time.Second, "n1 online", func() bool {
 		c.must("GET", "/v1/nodes/n1", nil, &n)
@@ -151,6 +146,20 @@ func TestCloudAndEdgeInProcess(t *testing.T) {
 			t.Errorf("no %s event in %v", want, types)
 		}
 	}
+}
+
+// startEdge activates an in-process edge agent with quick timers.
+func startEdge(t *testing.T, c *client, node string, labels map[string]string) *edgesvc.Service {
+	t.Helper()
+	var tok tokenReply
+	c.must("POST", "/v1/tokens", tokenBody{Node: node, Labels: labels}, &tok)
+	edge, err := edgesvc.Start(edgesvc.Config{DataDir: t.TempDir(), Join: tok.Join, LocalBroker: "127.0.0.1:0",
+		Agent: agent.Config{ResyncJitter: 50 * time.Millisecond, ReportEvery: time.Second, ReportDelay: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(edge.Close)
+	return edge
 }
 
 func localClient(t *testing.T, addr string) *autopaho.ConnectionManager {
@@ -349,5 +358,73 @@ func TestRenewalInProcess(t *testing.T) {
 			serials[n.CertSerial] = true
 		}
 		return len(serials) >= 3 && n.Online && n.Status != nil && time.Since(n.LastSeen) < time.Second
+	})
+}
+
+// TestModbusDeviceInProcess: an operator defines a Modbus model and a
+// device in the cloud; the node's gateway polls the device (a Modbus TCP
+// server of the test) and its values reach the shadow; a desired value
+// reaches the device's register and is read back into the shadow.
+func TestModbusDeviceInProcess(t *testing.T) {
+	t.Parallel()
+	dev, err := modbustest.Start(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Stop()
+	dev.SetInput(1, 0, 215)   // temp 21.5
+	dev.SetHolding(1, 10, 50) // setpoint 5.0
+	cloud := startCloud(t)
+	c := newClient(t, cloud)
+	edge := startEdge(t, c, "n1", map[string]string{"site": "a"})
+	model := api.DeviceModel{Properties: []api.Property{
+		{Name: "temp", Type: api.PropFloat, Unit: "°C", Modbus: &api.ModbusPoint{Table: "input", Address: 0, Type: "int16", Scale: 0.1}},
+		{Name: "setpoint", Type: api.PropFloat, Writable: true, Modbus: &api.ModbusPoint{Table: "holding", Address: 10, Type: "int16", Scale: 0.1}},
+	}}
+	// A model the cloud refuses: a read-only table for a writable property.
+	bad := model
+	bad.Properties = []api.Property{{Name: "x", Type: api.PropInt, Writable: true, Modbus: &api.ModbusPoint{Table: "input", Type: "uint16"}}}
+	if st := c.do("PUT", "/v1/devicemodels/bad", bad, nil); st != http.StatusBadRequest {
+		t.Fatalf("a writable property on input registers: status %d, want 400", st)
+	}
+	c.must("PUT", "/v1/devicemodels/thermostat", model, nil)
+	c.must("PUT", "/v1/devices/th1", api.Device{Model: "thermostat", Node: "n1",
+		Modbus: &api.ModbusEndpoint{Address: dev.Addr(), Unit: 1, Poll: api.Duration(100 * time.Millisecond), Timeout: api.Duration(time.Second)}}, nil)
+	shadow := func() api.Shadow {
+		var sh api.Shadow
+		c.must("GET", "/v1/devices/th1/shadow", nil, &sh)
+		return sh
+	}
+	eventually(t, 20*time.Second, "the device's registers in its shadow", func() bool {
+		sh := shadow()
+		return string(sh.Reported["temp"]) == "21.5" && string(sh.Reported["setpoint"]) == "5"
+	})
+	dev.SetInput(1, 0, 0xffec) // -2.0
+	eventually(t, 20*time.Second, "a change in the shadow", func() bool { return string(shadow().Reported["temp"]) == "-2" })
+	c.must("PUT", "/v1/devices/th1/shadow/desired", map[string]any{"setpoint": 22.5}, nil)
+	eventually(t, 20*time.Second, "the desired value written and read back", func() bool {
+		sh := shadow()
+		return dev.Holding(1, 10) == 225 && string(sh.Reported["setpoint"]) == "22.5" && len(sh.Delta) == 0
+	})
+	devs, stats := edge.Devices()
+	if len(devs) != 1 || devs[0].State != "ok" || stats.Writes != 1 || stats.Polls < 3 {
+		t.Fatalf("gateway: %+v %+v", devs, stats)
+	}
+	// A device that does not answer: the node's status says which and why.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := ln.Addr().String()
+	ln.Close()
+	c.must("PUT", "/v1/devices/th2", api.Device{Model: "thermostat", Node: "n1",
+		Modbus: &api.ModbusEndpoint{Address: gone, Poll: api.Duration(100 * time.Millisecond), Timeout: api.Duration(time.Second)}}, nil)
+	var n api.Node
+	eventually(t, 20*time.Second, "the devices' states in the node's status", func() bool {
+		c.must("GET", "/v1/nodes/n1", nil, &n)
+		st := n.Status
+		return st != nil && st.Gateway != nil && st.Gateway.Writes == 1 && len(st.Devices) == 2 &&
+			st.Devices[0] == api.DeviceState{Name: "th1", State: "ok"} &&
+			st.Devices[1].State == "failing" && strings.Contains(st.Devices[1].Reason, "connect "+gone)
 	})
 }

@@ -28,6 +28,7 @@ const ctlUsage = `usage: skybridge-cloud ctl [--api URL] [--token T] [--data DIR
   nodes                            list nodes
   node NAME                        one node (status, last report, outbox cursor)
   token NODE [k=v ...] [--ttl D]   a one-time activation token; prints the join string
+  tokens | revoke-token ID         outstanding tokens (never their secrets); revoke one
   label NODE [k=v ...]             replace a node's labels
   revoke NODE | delete-node NODE
   push FILE [--name N]             upload an artifact; prints its sha256
@@ -256,6 +257,22 @@ func (c *ctlClient) command(cmd string, args []string) error {
 		}
 		fmt.Fprintln(c.out, out.Join)
 		return nil
+	case "tokens":
+		var tokens []api.TokenInfo
+		if err := c.call("GET", "/v1/tokens", nil, "", &tokens); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNODE\tLABELS\tEXPIRES")
+		for _, tk := range tokens {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", tk.ID, tk.Node, labelString(tk.Labels), tk.Expires.UTC().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	case "revoke-token":
+		if err := need(args, 1, "revoke-token ID"); err != nil {
+			return err
+		}
+		return c.call("DELETE", "/v1/tokens/"+esc(args[0]), nil, "", nil)
 	case "label":
 		if err := need(args, 1, "label NODE [k=v ...]"); err != nil {
 			return err

@@ -2,10 +2,13 @@
 //
 //	skybridge-cloud serve [--data DIR] [--api ADDR] [--broker ADDR] [--host NAME]...   run the cloud
 //	skybridge-cloud ctl COMMAND ...                                                       talk to its API
+//	skybridge-cloud passwd USER < password                                                a console users file line
 //	skybridge-cloud version
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/cloud/fleet"
 	"github.com/skybridge-mq/skybridge/cloud/service"
+	"github.com/skybridge-mq/skybridge/impl/console"
 )
 
 func main() {
@@ -33,6 +37,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `usage:
   skybridge-cloud serve [flags]   run the cloud: API, embedded broker, fleet (skybridge-cloud serve -h)
   skybridge-cloud ctl COMMAND     operate it through its API (skybridge-cloud ctl help)
+  skybridge-cloud passwd USER < password   a line of the web console's users file (serve --console-users)
   skybridge-cloud version`)
 }
 
@@ -46,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return serve(args[1:], stderr)
 	case "ctl":
 		return ctl(args[1:], stdout, stderr)
+	case "passwd":
+		return passwd(args[1:], os.Stdin, stdout)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil
@@ -92,6 +99,10 @@ func serve(args []string, stderr io.Writer) error {
 	lease := fs.Duration("lease", 3*time.Minute, "a node unheard for this long is offline")
 	drain := fs.Float64("drain-rate", 200, "upstream batches per second admitted from nodes draining their outboxes")
 	secretKey := fs.String("secret-key-file", "", "file with the 32-byte key (hex) that seals secrets at rest (default DATA/secret.key, made on first start)")
+	consoleOn := fs.Bool("console", true, "serve the web console at https://API/console/ (log in with the admin token or a --console-users user)")
+	consoleUsers := fs.String("console-users", "", "file of console users besides the admin token: user:bcrypt-hash lines (skybridge-cloud passwd USER < password)")
+	consoleCert := fs.String("console-cert", "", "certificate (PEM chain) the API listener shows browsers (default: a self-signed ECDSA one in DATA/tls/console.crt)")
+	consoleKey := fs.String("console-key", "", "the key of --console-cert (PEM)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -100,14 +111,30 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var users map[string][]byte
+	if *consoleUsers != "" {
+		data, err := os.ReadFile(*consoleUsers)
+		if err != nil {
+			return fmt.Errorf("--console-users: %w", err)
+		}
+		if users, err = console.ParseUsers(data); err != nil {
+			return fmt.Errorf("--console-users %s: %w", *consoleUsers, err)
+		}
+	}
 	s, err := service.Start(service.Config{DataDir: *data, APIAddr: *apiAddr, BrokerAddr: *brokerAddr, PublicHosts: hosts,
 		PublicAPI: *publicAPI, PublicBroker: *publicBroker, AdminToken: os.Getenv("SKYBRIDGE_CLOUD_TOKEN"), Logger: log,
-		SecretKeyFile: *secretKey,
-		Fleet:         fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
+		SecretKeyFile: *secretKey, Console: *consoleOn, ConsoleUsers: users,
+		ConsoleCertFile: *consoleCert, ConsoleKeyFile: *consoleKey,
+		Fleet: fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
 	if err != nil {
 		return err
 	}
 	log.Info("ready", "api", s.APIAddr(), "broker", s.BrokerAddr(), "admin_token_file", *data+"/admin.token")
+	if *consoleOn {
+		sum := sha256.Sum256(s.ConsoleCert())
+		log.Info("web console", "url", "https://"+s.APIAddr()+"/console/", "users", len(users),
+			"certificate_sha256", hex.EncodeToString(sum[:]))
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig

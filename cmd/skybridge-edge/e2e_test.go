@@ -80,11 +80,20 @@ type proc struct {
 
 func start(t *testing.T, logPath string, name string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, logPath, name, args...)
+}
+
+// startEnv starts a process with env added to the test's environment.
+func startEnv(t *testing.T, env []string, logPath string, name string, args ...string) *proc {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -275,6 +284,49 @@ func alive(t *testing.T, dir, app string, logs ...*proc) (int, string) {
 
 func processGone(pid int) bool { return syscall.Kill(pid, 0) != nil }
 
+// cloudRig is a skybridge-cloud process with its nodes' way to it
+// through two proxies the test can cut.
+type cloudRig struct {
+	p                     *proc
+	api                   *cloudAPI
+	data                  string
+	apiProxy, brokerProxy *proxy
+}
+
+// ctl runs skybridge-cloud ctl against the rig's cloud.
+func (r *cloudRig) ctl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bins.cloud, append([]string{"ctl", "--data", r.data, "--api", r.api.base}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctl %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// startCloud starts a cloud (lease 6s) in dir/cloud.
+func startCloud(t *testing.T, dir string) *cloudRig {
+	t.Helper()
+	r := &cloudRig{data: filepath.Join(dir, "cloud"), apiProxy: newProxy(t), brokerProxy: newProxy(t)}
+	r.p = start(t, filepath.Join(dir, "cloud.log"), bins.cloud, "serve", "--data", r.data,
+		"--api", "127.0.0.1:0", "--broker", "127.0.0.1:0", "--host", "127.0.0.1",
+		"--public-api", "https://"+r.apiProxy.addr(), "--public-broker", r.brokerProxy.addr(), "--lease", "6s", "--log-level", "debug")
+	ready := regexp.MustCompile(`msg=ready api=(\S+) broker=(\S+)`)
+	var m []string
+	eventually(t, 30*time.Second, "the cloud to start", func() bool {
+		m = ready.FindStringSubmatch(r.p.output())
+		return m != nil
+	}, r.p)
+	r.apiProxy.target.Store(m[1])
+	r.brokerProxy.target.Store(m[2])
+	tok, _ := os.ReadFile(filepath.Join(r.data, "admin.token"))
+	caPEM, _ := os.ReadFile(filepath.Join(r.data, "tls", "ca.crt"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	r.api = &cloudAPI{t: t, base: "https://" + m[1], token: strings.TrimSpace(string(tok)),
+		hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
+	return r
+}
+
 // TestEndToEnd runs the real binaries: a cloud, two edge agents behind a
 // proxy that the test can cut; an app deployed by label; the link cut; an
 // agent killed and restarted while offline (its app runs again from local
@@ -287,33 +339,9 @@ func TestEndToEnd(t *testing.T) {
 	build(t)
 	started := time.Now()
 	dir := t.TempDir()
-	apiProxy, brokerProxy := newProxy(t), newProxy(t)
-	cloudData := filepath.Join(dir, "cloud")
-	cloud := start(t, filepath.Join(dir, "cloud.log"), bins.cloud, "serve", "--data", cloudData,
-		"--api", "127.0.0.1:0", "--broker", "127.0.0.1:0", "--host", "127.0.0.1",
-		"--public-api", "https://"+apiProxy.addr(), "--public-broker", brokerProxy.addr(), "--lease", "6s", "--log-level", "debug")
-	ready := regexp.MustCompile(`msg=ready api=(\S+) broker=(\S+)`)
-	var m []string
-	eventually(t, 30*time.Second, "the cloud to start", func() bool {
-		m = ready.FindStringSubmatch(cloud.output())
-		return m != nil
-	}, cloud)
-	apiProxy.target.Store(m[1])
-	brokerProxy.target.Store(m[2])
-	tok, _ := os.ReadFile(filepath.Join(cloudData, "admin.token"))
-	caPEM, _ := os.ReadFile(filepath.Join(cloudData, "tls", "ca.crt"))
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	c := &cloudAPI{t: t, base: "https://" + m[1], token: strings.TrimSpace(string(tok)),
-		hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
-	ctl := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(bins.cloud, append([]string{"ctl", "--data", cloudData, "--api", "https://" + m[1]}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ctl %v: %v\n%s", args, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	cl := startCloud(t, dir)
+	cloud, c, apiProxy, brokerProxy := cl.p, cl.api, cl.apiProxy, cl.brokerProxy
+	ctl := func(args ...string) string { t.Helper(); return cl.ctl(t, args...) }
 
 	// Two nodes, activated through the proxy.
 	type edgeNode struct {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	crand "crypto/rand"
 	"errors"
 	"flag"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/skybridge-mq/skybridge/impl/auth"
+	"github.com/skybridge-mq/skybridge/impl/console"
 )
 
 // passwd prints password-file lines for a user: a bcrypt line, and with
@@ -37,23 +37,16 @@ func passwd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(a) != 1 {
 		return errors.New("usage: skybridge passwd [--scram] [--cost N] TENANT/USER < password")
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && line == "" {
-		return errors.New("no password on standard input")
-	}
-	pw := []byte(strings.TrimRight(line, "\r\n"))
-	if len(pw) == 0 {
-		return errors.New("empty password")
+	pw, err := auth.ReadPassword(stdin)
+	if err != nil {
+		return err
 	}
 	if *forConsole {
-		if a[0] == "" || strings.ContainsAny(a[0], ":\n") {
-			return fmt.Errorf("%q: a console user name holds no ':'", a[0])
-		}
-		hash, err := auth.HashPassword(pw, *cost)
+		l, err := console.UserLine(a[0], pw, *cost)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s:%s\n", a[0], hash)
+		fmt.Fprintln(stdout, l)
 		return nil
 	}
 	tenant, user, ok := strings.Cut(a[0], "/")

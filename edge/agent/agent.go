@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -252,6 +253,9 @@ type Agent struct {
 
 	desired *api.Desired
 	applied uint64
+	// the device gateway's last view (reported in the status)
+	devices []api.DeviceState
+	gateway *api.GatewayStats
 	apps    map[string]*app // lookups; order comes from names()
 	fetches map[string]*fetch
 	devSent map[string]uint64 // device → desired version handed to the gateway
@@ -443,6 +447,20 @@ func (a *Agent) Observe(info api.NodeInfo, usage api.Usage, apps map[string]api.
 		if ap := a.apps[name]; ap != nil {
 			ap.rss, ap.cpu = u.RSSBytes, u.CPUPercent
 		}
+	}
+}
+
+// ObserveDevices gives the agent the device gateway's view for the
+// status reports; a device changing state is reported soon.
+func (a *Agent) ObserveDevices(devs []api.DeviceState, stats api.GatewayStats, now time.Time) {
+	if !slices.Equal(devs, a.devices) {
+		a.noteChange(now)
+	}
+	a.devices = slices.Clone(devs)
+	if len(devs) > 0 || stats != (api.GatewayStats{}) {
+		a.gateway = &stats
+	} else {
+		a.gateway = nil
 	}
 }
 

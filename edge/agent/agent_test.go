@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"testing"
@@ -388,6 +389,17 @@ func TestOutboxEffectivelyOnce(t *testing.T) {
 
 func TestOutboxBoundDropsOldest(t *testing.T) {
 	t.Parallel()
+	// 25 reports one by one, and in batches (one synced batch each), one
+	// of them larger than the bound: the batch's own earlier records go.
+	for _, batches := range [][]int{{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {7, 18}, {25}} {
+		t.Run(fmt.Sprint(len(batches), " batches"), func(t *testing.T) {
+			t.Parallel()
+			outboxBound(t, batches)
+		})
+	}
+}
+
+func outboxBound(t *testing.T, batches []int) {
 	w := newWorld(t)
 	cfg := w.config()
 	cfg.Outbox.MaxRecords = 10
@@ -395,12 +407,24 @@ func TestOutboxBoundDropsOldest(t *testing.T) {
 	n := w.join("a", nil, cfg)
 	w.advance(time.Minute)
 	w.setLink(n, false)
-	for i := 0; i < 25; i++ {
-		n.a.DeviceReported(api.DeviceReport{Device: "d"}, w.now)
+	before := n.a.OutboxStats()
+	for _, size := range batches {
+		rs := make([]api.DeviceReport, size)
+		for i := range rs {
+			rs[i] = api.DeviceReport{Device: "d"}
+		}
+		n.a.DevicesReported(rs, w.now)
 	}
 	st := n.a.OutboxStats()
-	if st.Pending != 10 || st.DroppedFull < 15 {
-		t.Errorf("outbox %+v: want 10 pending, 15+ dropped", st)
+	if st.Pending != 10 || st.DroppedFull < 15 || st.Appended-before.Appended != 25 {
+		t.Errorf("outbox %+v: want 10 pending, 15+ dropped, 25 appended", st)
+	}
+	// What is kept is the newest, in sequence.
+	last := n.obs.appended[len(n.obs.appended)-10:]
+	for i := 1; i < len(last); i++ {
+		if last[i] != last[i-1]+1 {
+			t.Fatalf("appended %v: not contiguous", n.obs.appended)
+		}
 	}
 	w.setLink(n, true)
 	w.advance(time.Minute)

@@ -341,6 +341,16 @@ func (a *Agent) sendDevices() {
 // DeviceReported: a device reported property values (the gateway read
 // them); they go upstream to its shadow.
 func (a *Agent) DeviceReported(r api.DeviceReport, now time.Time) {
-	a.appendRecord(api.KindDevice, r, now)
+	a.DevicesReported([]api.DeviceReport{r}, now)
+}
+
+// DevicesReported: several reports at once, appended to the outbox in one
+// synced batch.
+func (a *Agent) DevicesReported(rs []api.DeviceReport, now time.Time) {
+	bodies := make([]any, len(rs))
+	for i := range rs {
+		bodies[i] = rs[i]
+	}
+	a.appendRecords(api.KindDevice, bodies, now)
 	a.pump(now)
 }

@@ -20,46 +20,86 @@ func (a *Agent) floor() uint64 {
 // appendRecord adds a record, synced before it returns; records beyond
 // the bounds are dropped oldest first, in the same batch.
 func (a *Agent) appendRecord(kind string, body any, now time.Time) {
-	if a.id == nil {
+	a.appendRecords(kind, []any{body}, now)
+}
+
+// appendRecords adds records in one synced batch (one sync for many
+// device reports); records beyond the bounds are dropped oldest first —
+// older ones of the outbox, then earlier ones of the batch — in the same
+// batch.
+func (a *Agent) appendRecords(kind string, bodies []any, now time.Time) {
+	if a.id == nil || len(bodies) == 0 {
 		return // nobody to send it to: the node is not registered yet
 	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		a.Stats.Outbox.AppendFailures++
-		return
+	type step struct {
+		rec     *api.Record // appended, or
+		dropped uint64      // the sequence number dropped
 	}
-	rec := api.Record{Seq: a.nextSeq, At: now, Kind: kind, Body: raw}
-	enc, _ := json.Marshal(&rec) // plain data
 	lim := a.cfg.Outbox
 	b := a.db.Batch()
-	// Drop from the head until the new record fits.
 	count, bytes := a.index.Len(), a.bytes
-	var dropped []outEntry
-	for count > 0 && (count+1 > lim.MaxRecords || bytes+len(enc) > lim.MaxBytes) {
-		e := a.index.Pop()
-		dropped = append(dropped, e)
-		b.Delete(seqKey(e.seq))
-		count--
-		bytes -= e.size
+	popped := 0 // entries of the index dropped (its head)
+	var added []outEntry
+	var steps []step
+	seq := a.nextSeq
+	for _, body := range bodies {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			a.Stats.Outbox.AppendFailures++
+			continue
+		}
+		rec := &api.Record{Seq: seq, At: now, Kind: kind, Body: raw}
+		enc, _ := json.Marshal(rec) // plain data
+		// Drop from the head until the new record fits.
+		for count > 0 && (count+1 > lim.MaxRecords || bytes+len(enc) > lim.MaxBytes) {
+			var e outEntry
+			if popped < a.index.Len() {
+				e = *a.index.At(popped)
+				popped++
+			} else {
+				e, added = added[0], added[1:]
+			}
+			b.Delete(seqKey(e.seq))
+			steps = append(steps, step{dropped: e.seq})
+			count--
+			bytes -= e.size
+		}
+		b.PutRaw(seqKey(rec.Seq), enc)
+		added = append(added, outEntry{seq: rec.Seq, size: len(enc), at: now})
+		steps = append(steps, step{rec: rec})
+		count++
+		bytes += len(enc)
+		seq++
 	}
-	b.PutRaw(seqKey(rec.Seq), enc)
-	b.Put(keySeq, rec.Seq+1)
-	if err := b.Commit(); err != nil {
-		a.reindex() // nothing was deleted: the dropped entries are still there
-		a.Stats.Outbox.AppendFailures++
-		a.Stats.StoreErrors++
+	if seq == a.nextSeq {
 		return
 	}
-	a.bytes = bytes + len(enc)
-	a.index.Push(outEntry{seq: rec.Seq, size: len(enc), at: now})
-	a.nextSeq = rec.Seq + 1
-	a.Stats.Outbox.Appended++
-	a.Stats.Outbox.DroppedFull += uint64(len(dropped))
-	if o := a.cfg.Observer; o != nil {
-		for _, e := range dropped {
-			o.Dropped(a.id.Node, a.epoch, e.seq)
+	b.Put(keySeq, seq)
+	if err := b.Commit(); err != nil {
+		a.Stats.Outbox.AppendFailures += seq - a.nextSeq
+		a.Stats.StoreErrors++
+		return // nothing was written: the index is as it was
+	}
+	for range popped {
+		a.index.Pop()
+	}
+	for _, e := range added {
+		a.index.Push(e)
+	}
+	a.bytes = bytes
+	a.Stats.Outbox.Appended += seq - a.nextSeq
+	a.nextSeq = seq
+	for _, st := range steps {
+		if st.rec == nil {
+			a.Stats.Outbox.DroppedFull++
 		}
-		o.Appended(a.id.Node, a.epoch, &rec)
+		if o := a.cfg.Observer; o != nil {
+			if st.rec != nil {
+				o.Appended(a.id.Node, a.epoch, st.rec)
+			} else {
+				o.Dropped(a.id.Node, a.epoch, st.dropped)
+			}
+		}
 	}
 }
 

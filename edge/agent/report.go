@@ -32,7 +32,8 @@ func (a *Agent) report(now time.Time) {
 // Status returns the node's status as it reports it.
 func (a *Agent) Status(now time.Time) api.Status {
 	s := api.Status{AppliedVersion: a.applied, DesiredVersion: a.desiredVersion(), Apps: []api.AppStatus{},
-		Info: a.info, Usage: a.usage, Outbox: a.OutboxStats(), CertExpires: a.CertExpires(), Boot: a.boot}
+		Info: a.info, Usage: a.usage, Outbox: a.OutboxStats(), CertExpires: a.CertExpires(), Boot: a.boot,
+		Devices: a.devices, Gateway: a.gateway}
 	for _, name := range a.names() {
 		ap := a.apps[name]
 		st := api.AppStatus{Name: name, Revision: ap.spec.Revision, State: ap.state, Restarts: ap.restarts,

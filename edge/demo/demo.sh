@@ -28,6 +28,7 @@ go build -o "$DIR/bin/" ./cmd/skybridge-cloud ./cmd/skybridge-edge ./edge/demo/h
 say "starting the cloud: API https://$API, broker mqtts://$BROKER (data in $DIR/cloud)"
 start cloud "$DIR/bin/skybridge-cloud" serve --data "$DIR/cloud" --api "$API" --broker "$BROKER" --host 127.0.0.1 --lease 15s
 until_ok 30 grep -q 'msg=ready' "$DIR/cloud.log"
+echo "web console while the demo runs: https://$API/console/ (token in $DIR/cloud/admin.token; a self-signed certificate, its sha256 in $DIR/cloud.log)"
 
 say "two nodes: a one-time token each, with labels"
 for i in 1 2; do

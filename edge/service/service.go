@@ -1,11 +1,13 @@
 // Package service is skybridge-edge's production runtime: it drives the
 // agent core (edge/agent) with real time, runs what it asks for (the MQTT
 // link to the cloud's broker, HTTPS calls to the cloud's API, artifact
-// downloads, the app runner), samples the machine, and embeds a local
-// Skybridge broker for the node's devices and apps, with a small device
-// gateway on it (devices/<name>/reported in, devices/<name>/desired out).
+// downloads, the app runner), samples the machine, embeds a local
+// Skybridge broker for the node's devices and apps, and drives the device
+// gateway core (edge/gateway): MQTT devices on the local broker
+// (devices/<name>/reported in, devices/<name>/desired out) and Modbus TCP
+// devices polled through edge/modbustcp.
 //
-// The core is not safe for concurrent use: every call into it holds one
+// The cores are not safe for concurrent use: every call into one holds its
 // mutex; its Ready is carried out outside the lock.
 package service
 
@@ -35,6 +37,8 @@ import (
 	"github.com/skybridge-mq/skybridge/cloud/api"
 	"github.com/skybridge-mq/skybridge/cloud/link"
 	"github.com/skybridge-mq/skybridge/edge/agent"
+	"github.com/skybridge-mq/skybridge/edge/gateway"
+	"github.com/skybridge-mq/skybridge/edge/modbustcp"
 	"github.com/skybridge-mq/skybridge/edge/runner"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/env"
@@ -59,29 +63,41 @@ type Config struct {
 	// ObserveEvery is the period of resource samples (default 15s).
 	ObserveEvery time.Duration
 	Agent        agent.Config
-	Logger       *slog.Logger
+	// Gateway configures the device gateway's core, Modbus its Modbus
+	// TCP driver (Done is set by the service).
+	Gateway gateway.Config
+	Modbus  modbustcp.Config
+	Logger  *slog.Logger
 	// Version is the agent's version (reported).
 	Version string
 }
 
 // Service is a running edge agent.
 type Service struct {
-	cfg    Config
-	log    *slog.Logger
-	mu     sync.Mutex // guards a
-	a      *agent.Agent
-	run    *runner.Runner
-	link   *link.Link
-	local  *server.Server
-	gw     *link.Link
-	sem    chan struct{} // bounds concurrent downloads
-	ctx    context.Context
-	cancel context.CancelFunc
-	wake   chan struct{}
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed sync.Once
-	sys    *sampler
+	cfg   Config
+	log   *slog.Logger
+	mu    sync.Mutex // guards a
+	a     *agent.Agent
+	run   *runner.Runner
+	link  *link.Link
+	local *server.Server
+	gw    *link.Link
+	// The device gateway: its core (under gwMu), the Modbus driver, and
+	// the desired version whose devices it was given.
+	gwMu    sync.Mutex
+	dev     *gateway.Gateway
+	modbus  *modbustcp.Driver
+	devWake chan struct{}
+	devVer  uint64
+	devSet  bool
+	sem     chan struct{} // bounds concurrent downloads
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wake    chan struct{}
+	done    chan struct{}
+	wg      sync.WaitGroup
+	closed  sync.Once
+	sys     *sampler
 }
 
 // Start opens the data directory and starts the agent: the apps of the
@@ -97,7 +113,8 @@ func Start(cfg Config) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, log: log, sem: make(chan struct{}, 2), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Service{cfg: cfg, log: log, sem: make(chan struct{}, 2), wake: make(chan struct{}, 1), done: make(chan struct{}),
+		devWake: make(chan struct{}, 1), dev: gateway.New(cfg.Gateway)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sys = newSampler(cfg.DataDir)
 	ac := cfg.Agent
@@ -114,6 +131,10 @@ func Start(cfg Config) (*Service, error) {
 		_ = a.Close()
 		return nil, err
 	}
+	mc := cfg.Modbus
+	mc.Logger = log
+	mc.Done = s.modbusDone
+	s.modbus = modbustcp.New(mc) // from here on, Close stops it
 	if !a.Activated() {
 		if cfg.Join == "" {
 			s.Close()
@@ -137,9 +158,10 @@ func Start(cfg Config) (*Service, error) {
 			return nil, err
 		}
 	}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.loop()
 	go s.observe()
+	go s.devices()
 	log.Info("skybridge-edge started", "node", a.Node(), "activated", a.Activated(), "local_broker", cfg.LocalBroker)
 	return s, nil
 }
@@ -181,7 +203,15 @@ func (s *Service) loop() {
 		s.a.Tick(time.Now())
 		r := s.a.Ready()
 		next := s.a.NextDeadline()
+		var devs []api.DeviceSpec
+		changed := false
+		if d := s.a.Desired(); d != nil && (!s.devSet || d.Version != s.devVer) {
+			devs, s.devVer, s.devSet, changed = d.Devices, d.Version, true, true
+		}
 		s.mu.Unlock()
+		if changed {
+			s.withGateway(func(g *gateway.Gateway) { g.Configure(devs, time.Now()) })
+		}
 		s.carryOut(r)
 		wait := time.Minute
 		if !next.IsZero() {
@@ -429,11 +459,7 @@ func (s *Service) startLocalBroker() error {
 		BackoffMin: 100 * time.Millisecond, BackoffMax: 5 * time.Second,
 		OnMessage: func(topic string, payload []byte) {
 			dev := strings.TrimSuffix(strings.TrimPrefix(topic, "devices/"), "/reported")
-			var props map[string]json.RawMessage
-			if api.ValidName(dev) != nil || json.Unmarshal(payload, &props) != nil {
-				return // not a device report: ignored
-			}
-			s.with(func(a *agent.Agent) { a.DeviceReported(api.DeviceReport{Device: dev, Props: props}, time.Now()) })
+			s.withGateway(func(g *gateway.Gateway) { g.MQTTReport(dev, payload) })
 		},
 		Logger: s.log,
 	})
@@ -458,6 +484,7 @@ func (s *Service) observe() {
 		usage := s.sys.usage()
 		apps := s.run.Usage()
 		s.with(func(a *agent.Agent) { a.Observe(s.sys.info(s.cfg.Version), usage, apps) })
+		s.observeDevices()
 		select {
 		case <-s.done:
 			return
@@ -495,9 +522,92 @@ func (s *Service) Close() {
 			s.local.Close()
 		}
 		s.wg.Wait()
+		s.modbus.Shutdown()
 		s.run.Close()
 		s.mu.Lock()
 		_ = s.a.Close()
 		s.mu.Unlock()
 	})
+}
+
+// withGateway calls into the gateway core under its lock and wakes its
+// loop.
+func (s *Service) withGateway(fn func(g *gateway.Gateway)) {
+	s.gwMu.Lock()
+	fn(s.dev)
+	s.gwMu.Unlock()
+	select {
+	case s.devWake <- struct{}{}:
+	default:
+	}
+}
+
+// modbusDone hands a Modbus operation's answer to the gateway core.
+func (s *Service) modbusDone(op gateway.Op, res []gateway.ReadResult, err error) {
+	s.withGateway(func(g *gateway.Gateway) {
+		if op.Write != nil {
+			g.WriteDone(op.Device, op.ID, err, time.Now())
+		} else {
+			g.PollDone(op.Device, op.ID, res, err, time.Now())
+		}
+	})
+}
+
+// devices runs the gateway core's timers and carries out its Ready:
+// Modbus operations to the driver, reports to the agent's outbox.
+func (s *Service) devices() {
+	defer s.wg.Done()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	for {
+		s.gwMu.Lock()
+		s.dev.Tick(time.Now())
+		r := s.dev.Ready()
+		next := s.dev.NextDeadline()
+		s.gwMu.Unlock()
+		for _, e := range r.Events {
+			s.log.Info("edge: device", "device", e.Device, "msg", e.Message)
+		}
+		if len(r.Events) > 0 || len(r.Reports) > 0 {
+			s.observeDevices() // a device changed state: the next status says so
+		}
+		for _, name := range r.Close {
+			s.modbus.Close(name)
+		}
+		for _, op := range r.Ops {
+			s.modbus.Submit(op)
+		}
+		if len(r.Reports) > 0 {
+			s.with(func(a *agent.Agent) { a.DevicesReported(r.Reports, time.Now()) }) // one sync for all
+		}
+		wait := time.Minute
+		if !next.IsZero() {
+			wait = min(wait, max(time.Until(next), time.Millisecond))
+		}
+		t.Reset(wait)
+		select {
+		case <-s.done:
+			return
+		case <-s.devWake:
+		case <-t.C:
+		}
+	}
+}
+
+// Devices returns the gateway's view of the node's devices, and its
+// counters.
+func (s *Service) Devices() ([]api.DeviceState, gateway.Stats) {
+	s.gwMu.Lock()
+	defer s.gwMu.Unlock()
+	return s.dev.Devices(), s.dev.Stats()
+}
+
+// observeDevices hands the gateway's view to the agent for its status
+// reports.
+func (s *Service) observeDevices() {
+	s.gwMu.Lock()
+	devs, stats := s.dev.Devices(), s.dev.APIStats()
+	s.gwMu.Unlock()
+	stats.QueueDropped = s.modbus.Stats().Dropped
+	s.with(func(a *agent.Agent) { a.ObserveDevices(devs, stats, time.Now()) })
 }

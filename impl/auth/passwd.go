@@ -1,9 +1,11 @@
 package auth
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 
@@ -193,6 +195,20 @@ func HashPassword(pw []byte, cost int) ([]byte, error) {
 		return nil, fmt.Errorf("auth: bcrypt cost %d outside %d..%d", cost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	return bcrypt.GenerateFromPassword(pw, cost)
+}
+
+// ReadPassword reads a password for a tool (`skybridge passwd`): one line
+// of r, without its line ending; an empty one is refused.
+func ReadPassword(r io.Reader) ([]byte, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && line == "" {
+		return nil, errors.New("no password on standard input")
+	}
+	pw := []byte(strings.TrimRight(line, "\r\n"))
+	if len(pw) == 0 {
+		return nil, errors.New("empty password")
+	}
+	return pw, nil
 }
 
 // Line formats a password file entry.

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/skybridge-mq/skybridge/impl/auth"
 	"github.com/skybridge-mq/skybridge/impl/env"
 )
 
@@ -419,6 +420,20 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// UserLine returns a users file line for user with password (bcrypt, cost
+// 0: the default), as `skybridge passwd --console` and `skybridge-cloud
+// passwd` print it.
+func UserLine(user string, password []byte, cost int) (string, error) {
+	if user == "" || strings.ContainsAny(user, ":\n\r") || strings.TrimSpace(user) != user {
+		return "", fmt.Errorf("%q: a console user name holds no ':' and no surrounding spaces", user)
+	}
+	hash, err := auth.HashPassword(password, cost)
+	if err != nil {
+		return "", err
+	}
+	return user + ":" + string(hash), nil
 }
 
 // ParseUsers reads a users file: "user:bcrypt-hash" lines; blank lines and

@@ -26,13 +26,16 @@ var runtimePackages = []string{
 	"impl/bridge",              // runtime: MQTT client connections to two brokers, their goroutines
 	"impl/webhook",             // runtime: HTTP calls to authentication/authorization/event endpoints, the event sink's sender
 	"impl/console/browsertest", // test infrastructure: a headless browser process, screenshot files
+	"impl/raftkv/kvserver",     // runtime: raftkv nodes on TCP/TLS, their loop, committer and transport goroutines
+	"impl/raftkv/kvclient",     // runtime: the Go client of raftkv over TCP/TLS
 
 	// Edge and cloud runtimes (docs/EDGE.md).
-	"cloud/link",    // the MQTT link (paho autopaho) of the cloud and of edge agents
-	"cloud/service", // skybridge-cloud: API server, embedded broker, timers
-	"edge/runner",   // app processes, health probes, logs, rlimits and cgroups
-	"edge/service",  // skybridge-edge: timers, link, HTTPS calls, local broker, /proc samples
-	"edge/demo",     // the demo's heartbeat app (a program, not core)
+	"cloud/link",     // the MQTT link (paho autopaho) of the cloud and of edge agents
+	"cloud/service",  // skybridge-cloud: API server, embedded broker, timers
+	"edge/runner",    // app processes, health probes, logs, rlimits and cgroups
+	"edge/modbustcp", // the device gateway's Modbus TCP connections and workers (and its test server)
+	"edge/service",   // skybridge-edge: timers, link, HTTPS calls, local broker, /proc samples
+	"edge/demo",      // the demo's heartbeat app (a program, not core)
 }
 
 // bannedCalls lists package-level functions the core must not call, by import path.

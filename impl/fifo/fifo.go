@@ -30,6 +30,15 @@ func (q *Queue[T]) Peek() *T {
 	return nil
 }
 
+// At returns the i-th item from the head (0 is the head) in place, or nil
+// when there is none. The pointer is valid until the next Push or Pop.
+func (q *Queue[T]) At(i int) *T {
+	if i < 0 || i >= q.Len() {
+		return nil
+	}
+	return &q.items[q.head+i]
+}
+
 // Last returns the tail item in place, or nil when the queue is empty. The
 // pointer is valid until the next Push or Pop.
 func (q *Queue[T]) Last() *T {

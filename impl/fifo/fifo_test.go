@@ -64,6 +64,23 @@ func TestPopReleases(t *testing.T) {
 	}
 }
 
+func TestAt(t *testing.T) {
+	t.Parallel()
+	var q Queue[int]
+	for i := range 5 {
+		q.Push(i)
+	}
+	q.Pop()
+	for i := range 4 {
+		if p := q.At(i); p == nil || *p != i+1 {
+			t.Fatalf("At(%d) = %v, want %d", i, p, i+1)
+		}
+	}
+	if q.At(4) != nil || q.At(-1) != nil {
+		t.Fatal("At past the ends is not nil")
+	}
+}
+
 func BenchmarkPushPop(b *testing.B) {
 	var q Queue[*int]
 	v := new(int)

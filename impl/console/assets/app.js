@@ -14,7 +14,10 @@ const App = {
   async api(method, path, body) {
     const opts = { method, headers: {}, credentials: "same-origin" };
     if (method !== "GET" && method !== "HEAD") opts.headers["X-CSRF-Token"] = this.session ? this.session.csrf : "";
-    if (body !== undefined) {
+    if (body instanceof Blob) { // a file, sent as it is
+      opts.headers["Content-Type"] = "application/octet-stream";
+      opts.body = body;
+    } else if (body !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
     }

@@ -25,8 +25,9 @@ class Series {
 
 const chartColors = ["#2463d6", "#e07b24", "#1f9d55"];
 
-// drawChart draws s on canvas, scaled to its largest value.
-function drawChart(canvas, s, unit) {
+// drawChart draws s on canvas, scaled to its largest value; opts.integer
+// keeps the axis on whole numbers (counts).
+function drawChart(canvas, s, unit, opts) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   if (canvas.width !== w * dpr || canvas.height !== h * dpr) {
@@ -40,6 +41,7 @@ function drawChart(canvas, s, unit) {
   let max = 0;
   s.v.forEach((a) => a.forEach((x) => { if (x > max) max = x; }));
   max = niceMax(max);
+  if (opts && opts.integer) max = Math.max(4, Math.ceil(max / 4) * 4);
   g.font = "11px system-ui, sans-serif";
   g.fillStyle = "#6b7686";
   g.strokeStyle = "#e6e9ef";
@@ -47,7 +49,8 @@ function drawChart(canvas, s, unit) {
   for (let i = 0; i <= 4; i++) {
     const y = top + (h - top - bottom) * (1 - i / 4);
     g.beginPath(); g.moveTo(left, y); g.lineTo(w - right, y); g.stroke();
-    g.fillText(formatNumber(max * i / 4) + (unit || ""), 4, y + 4);
+    const v = max * i / 4;
+    g.fillText((opts && opts.integer ? String(Math.round(v)) : formatNumber(v)) + (unit || ""), 4, y + 4);
   }
   if (s.t.length < 2) {
     g.fillText("collecting…", left + 8, top + 16);
@@ -56,7 +59,8 @@ function drawChart(canvas, s, unit) {
   const t0 = s.t[0], t1 = s.t[s.t.length - 1];
   const x = (t) => left + (w - left - right) * (t - t0) / Math.max(1, t1 - t0);
   const y = (v) => top + (h - top - bottom) * (1 - v / max);
-  g.fillText(Math.round((t1 - t0) / 1000) + " s", w - right - 30, h - 4);
+  const span = (t1 - t0) / 1000;
+  g.fillText(span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s", w - right - 40, h - 4);
   s.v.forEach((a, i) => {
     g.strokeStyle = chartColors[i % chartColors.length];
     g.lineWidth = 2;

@@ -7,6 +7,9 @@ package browsertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,11 +41,29 @@ func chromium() string {
 	return ""
 }
 
+// Option adjusts the browser Start starts.
+type Option func(*[]chromedp.ExecAllocatorOption)
+
+// TrustCert makes the browser accept TLS servers whose chain holds cert
+// (DER), such as skybridge-cloud's own CA, and no other certificate it
+// could not verify: Chromium ignores certificate errors for the public
+// keys listed in --ignore-certificate-errors-spki-list.
+func TrustCert(der []byte) Option {
+	return func(opts *[]chromedp.ExecAllocatorOption) {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			panic("browsertest: TrustCert: " + err.Error()) // a test's own certificate
+		}
+		sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+		*opts = append(*opts, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(sum[:])))
+	}
+}
+
 // Start starts a headless browser for t, stopped when t ends. Without a
 // browser on the machine the test is skipped, unless
 // SKYBRIDGE_REQUIRE_BROWSER is set (CI sets it: there a missing browser
 // is a failure, not a skip).
-func Start(t testing.TB, timeout time.Duration) *Browser {
+func Start(t testing.TB, timeout time.Duration, options ...Option) *Browser {
 	t.Helper()
 	path := chromium()
 	if path == "" {
@@ -64,6 +85,9 @@ func Start(t testing.TB, timeout time.Duration) *Browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 	)
+	for _, o := range options {
+		o(&opts)
+	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
@@ -118,6 +142,16 @@ func (b *Browser) WaitFor(what, expr string, timeout time.Duration) {
 		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(timeout))); err != nil {
 		b.t.Fatalf("waiting for %s (%s): %v", what, expr, err)
 	}
+}
+
+// Eval returns the value of a JavaScript expression that yields a boolean.
+func (b *Browser) Eval(expr string) bool {
+	b.t.Helper()
+	v, err := chromedp.Run(b.Ctx, chromedp.Evaluate[bool](expr))
+	if err != nil {
+		b.t.Fatalf("evaluating %s: %v", expr, err)
+	}
+	return v
 }
 
 // Screenshot saves the page as name.png among the test's artifacts.

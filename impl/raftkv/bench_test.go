@@ -1,0 +1,112 @@
+package raftkv
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// BenchmarkProposeApply measures the core's write path: requests submitted
+// at the leader's node, proposed in batched raft entries, replicated,
+// committed, applied and answered, with every message through the wire
+// codec and every batch committed to Pebble on an in-memory file system
+// (so this is CPU, not fsync). One op is one acknowledged put; inflight
+// puts are outstanding at a time.
+func BenchmarkProposeApply(b *testing.B) {
+	for _, bc := range []struct{ nodes, inflight, ops int }{{1, 256, 1}, {3, 1, 1}, {3, 256, 1}, {3, 16, 100}} {
+		b.Run(fmt.Sprintf("replicas=%d/inflight=%d/ops=%d", bc.nodes, bc.inflight, bc.ops), func(b *testing.B) {
+			c := newClusterFS(b, bc.nodes, nil, vfs.NewMem)
+			c.must(1, put("warm", "up"))
+			lead := c.leaders()[firstUserRangeID]
+			val := make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			sent, done := 0, 0
+			for done < b.N {
+				for sent-done < bc.inflight && sent < b.N {
+					c.nextID++
+					req := &Request{Kind: ReqWrite}
+					for j := range bc.ops {
+						req.Ops = append(req.Ops, Op{Kind: OpPut, Key: []byte(fmt.Sprintf("k%09d-%03d", sent, j)), Value: val})
+					}
+					c.nodes[lead].Submit(c.nextID, req)
+					sent++
+				}
+				c.step()
+				for id, r := range c.replies[lead] {
+					if r.Err != nil {
+						b.Fatalf("put: %v", r.Err)
+					}
+					delete(c.replies[lead], id)
+					done++
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*bc.ops)/b.Elapsed().Seconds(), "puts/s")
+		})
+	}
+}
+
+// BenchmarkSplit measures a split of a range of 3 replicas that has just
+// passed SplitBytes: from the acknowledged write that crossed the
+// threshold until both halves have a leader and take a write. It reports
+// the ticks that took (the runtime ticks every 100 ms by default, and a
+// leader looks for splits every PlacementTicks) and the CPU time the
+// nodes spent meanwhile (all three on the benchmark's goroutine, Pebble
+// on an in-memory file system): the split's own cost, without the wait
+// for the next placement tick.
+func BenchmarkSplit(b *testing.B) {
+	for _, size := range []int64{1 << 20, 8 << 20, 32 << 20} {
+		b.Run(fmt.Sprintf("bytes=%dMiB", size>>20), func(b *testing.B) {
+			var ticks, work time.Duration
+			for range b.N {
+				b.StopTimer()
+				c := newClusterFS(b, 3, func(cfg *Config) { cfg.SplitBytes, cfg.MergeBytes = size, 0 }, vfs.NewMem)
+				c.must(1, put("warm", "up"))
+				lead := c.leaders()[firstUserRangeID]
+				val := make([]byte, 1000)
+				// Fill to just below the threshold in batches, then cross it.
+				var n int
+				for written := int64(0); written+int64(len(val))*200 < size; written += int64(len(val)) * 100 {
+					req := &Request{Kind: ReqWrite}
+					for range 100 {
+						req.Ops = append(req.Ops, Op{Kind: OpPut, Key: fmt.Appendf(nil, "k%09d", n), Value: val})
+						n++
+					}
+					c.must(lead, req)
+				}
+				ranges := func() int { return len(c.leaders()) }
+				before := ranges()
+				req := &Request{Kind: ReqWrite}
+				for range 300 {
+					req.Ops = append(req.Ops, Op{Kind: OpPut, Key: fmt.Appendf(nil, "k%09d", n), Value: val})
+					n++
+				}
+				c.must(lead, req)
+				b.StartTimer()
+				start := time.Now()
+				t := 0
+				split := func() bool { return ranges() > before }
+				for ; !split() && t < 1000; t++ {
+					c.tick()
+				}
+				if !split() {
+					b.Fatalf("no split after %d ticks:\n%s", t, c.dump())
+				}
+				// The right half takes a write (its leader is elected).
+				c.must(lead, put(fmt.Sprintf("k%09d", n-1), "after"))
+				work += time.Since(start)
+				b.StopTimer()
+				ticks += time.Duration(t)
+				for _, nd := range c.nodes {
+					nd.Close()
+				}
+				c.nodes = map[NodeID]*Node{}
+			}
+			b.ReportMetric(float64(ticks)/float64(b.N), "ticks/split")
+			b.ReportMetric(float64(work.Milliseconds())/float64(b.N), "cpu-ms/split")
+		})
+	}
+}
