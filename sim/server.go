@@ -46,7 +46,7 @@ func DefaultBrokerSpec() BrokerSpec {
 	cfg.MaxPacketSize = 64 << 10
 	cfg.Session.MaxPacketSize = 64 << 10
 	// The simulated clients pick their tenant with a "tenant/user" name.
-	cfg.Authenticator = simAuth{}
+	cfg.Authenticator = broker.TenantFromUsername{}
 	return BrokerSpec{Config: cfg, ConnectTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, Port: 1883,
 		Durable: true, FsyncMin: 500 * time.Microsecond, FsyncMax: 5 * time.Millisecond}
 }

@@ -156,18 +156,6 @@ func filtersOverlap(a, b string) bool {
 	}
 }
 
-// simAuth accepts every client into the tenant its user name names
-// ("tenant/user"): the simulator's clients are who they say they are.
-type simAuth struct{}
-
-func (simAuth) Authenticate(req *broker.AuthRequest) broker.AuthResult {
-	t, u := tenantOf(req.Username), req.Username
-	if _, rest, ok := strings.Cut(u, "/"); ok {
-		u = rest
-	}
-	return broker.AuthResult{Code: packet.Success, Tenant: t, User: u}
-}
-
 // configure gives the broker configuration the scenario's tenants: a
 // settings provider for their settings and an ACL for their rules.
 // The authenticator is the spec's own (a harness may bring one, as the

@@ -81,15 +81,7 @@ func simulate(args []string) error {
 				o := opts(s)
 				r := kvsim.Run(o, s)
 				mu.Lock()
-				st.OpsOK += r.Stats.OpsOK
-				st.Writes += r.Stats.Writes
-				st.Node.Add(r.Stats.Node)
-				st.RangeSeconds += r.Stats.RangeSeconds
-				st.Seconds += r.Stats.Seconds
-				st.Crashes += r.Stats.Crashes
-				st.Partitions += r.Stats.Partitions
-				st.Replacements += r.Stats.Replacements
-				st.Inconclusive += r.Stats.Inconclusive
+				st.Add(r.Stats)
 				if *verbose {
 					fmt.Printf("seed %d (%d nodes): %d events, %v virtual, hash %016x, %d ops answered, %d failures\n",
 						s, r.Nodes, r.Events, r.Virtual, r.Hash, r.Stats.OpsOK, len(r.Failures))

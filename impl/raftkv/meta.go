@@ -2,6 +2,7 @@ package raftkv
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"slices"
 	"sort"
@@ -173,7 +174,7 @@ func ranked(id RangeID, nodes []NodeID) []NodeID {
 		case sa < sb:
 			return 1
 		}
-		return cmpU64(uint64(a), uint64(b))
+		return cmp.Compare(a, b)
 	})
 	return out
 }

@@ -2,6 +2,7 @@ package raftkv
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -323,7 +324,7 @@ func (n *Node) nextSeq() uint64 {
 // addReplica registers r.
 func (n *Node) addReplica(r *replica) {
 	n.replicas[r.id] = r
-	i, _ := slices.BinarySearchFunc(n.order, r.id, func(x *replica, id RangeID) int { return cmpU64(uint64(x.id), uint64(id)) })
+	i, _ := slices.BinarySearchFunc(n.order, r.id, func(x *replica, id RangeID) int { return cmp.Compare(x.id, id) })
 	n.order = slices.Insert(n.order, i, r)
 	if !r.state.Desc.Initialized() {
 		n.uninit++
@@ -941,20 +942,8 @@ func (n *Node) logf(format string, args ...any) {
 	}
 }
 
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func sortU64(s []uint64) { slices.Sort(s) }
-
 func sortReplicas(s []ReplicaDesc) {
-	slices.SortFunc(s, func(a, b ReplicaDesc) int { return cmpU64(uint64(a.ID), uint64(b.ID)) })
+	slices.SortFunc(s, func(a, b ReplicaDesc) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // Verify checks what every local replica claims about its data against the

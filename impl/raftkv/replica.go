@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3"
@@ -504,7 +505,7 @@ func (r *replica) expire(now int64) {
 			expired = append(expired, seq)
 		}
 	}
-	sortU64(expired)
+	slices.Sort(expired)
 	for _, seq := range expired {
 		p := r.proposals[seq]
 		r.finishProposal(p, func(x *exec) *Response {
@@ -545,7 +546,7 @@ func (r *replica) failAll(e *Error) {
 	for seq := range r.proposals {
 		seqs = append(seqs, seq)
 	}
-	sortU64(seqs)
+	slices.Sort(seqs)
 	amb := *e
 	amb.Ambiguous = true
 	for _, seq := range seqs {

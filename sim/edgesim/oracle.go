@@ -1,6 +1,7 @@
 package edgesim
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -345,9 +346,9 @@ func (o *Oracle) finish() {
 			return c
 		}
 		if a.epoch != b.epoch {
-			return cmpU(a.epoch, b.epoch)
+			return cmp.Compare(a.epoch, b.epoch)
 		}
-		return cmpU(a.seq, b.seq)
+		return cmp.Compare(a.seq, b.seq)
 	})
 	for _, k := range keys {
 		st := o.recs[k]
@@ -368,14 +369,4 @@ func (o *Oracle) epochLive(k recKey) bool {
 		}
 	}
 	return false
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -56,20 +56,16 @@ func nodesFor(seed uint64) int {
 func TestSweep(t *testing.T) {
 	start := time.Now()
 	res := sweep(DefaultOptions, 1, *seedsFlag, false)
-	var ops, failed uint64
+	var failed uint64
 	var st Stats
 	for _, r := range res {
-		ops += r.Stats.OpsOK
-		st.Node.Add(r.Stats.Node)
-		st.Crashes += r.Stats.Crashes
-		st.Partitions += r.Stats.Partitions
-		st.Replacements += r.Stats.Replacements
+		st.Add(r.Stats)
 		if r.Failed() {
 			failed++
 			report(t, DefaultOptions(r.Nodes), r)
 		}
 	}
 	t.Logf("%d seeds in %v: %d failed; %d operations answered; %d partitions, %d power losses, %d nodes replaced; %d splits, %d merges, %d snapshots, %d membership changes",
-		len(res), time.Since(start).Round(time.Millisecond), failed, ops, st.Partitions, st.Crashes, st.Replacements,
+		len(res), time.Since(start).Round(time.Millisecond), failed, st.OpsOK, st.Partitions, st.Crashes, st.Replacements,
 		st.Node.Splits, st.Node.Merges, st.Node.SnapshotsApplied, st.Node.ConfChanges)
 }

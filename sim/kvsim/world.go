@@ -144,6 +144,26 @@ type Stats struct {
 	RangeSeconds, Seconds uint64
 }
 
+// Add adds another run's counts (a sweep's totals).
+func (s *Stats) Add(o Stats) {
+	s.OpsOK += o.OpsOK
+	s.OpsFailed += o.OpsFailed
+	s.OpsUnknown += o.OpsUnknown
+	s.ClientTimeouts += o.ClientTimeouts
+	s.Writes += o.Writes
+	s.Partitions += o.Partitions
+	s.Crashes += o.Crashes
+	s.Stalls += o.Stalls
+	s.Replacements += o.Replacements
+	s.RaftDropped += o.RaftDropped
+	s.RaftDuplicated += o.RaftDuplicated
+	s.Linearized += o.Linearized
+	s.Inconclusive += o.Inconclusive
+	s.Node.Add(o.Node)
+	s.RangeSeconds += o.RangeSeconds
+	s.Seconds += o.Seconds
+}
+
 // Result is the outcome of one run.
 type Result struct {
 	Seed     uint64
