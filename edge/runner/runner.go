@@ -296,26 +296,25 @@ func (r *Runner) start(a *app, gen uint64, spec api.AppSpec) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		return cmd
 	}
+	cgFD := -1
+	if r.cg != nil {
+		if fd, err := r.cg.prepare(a.name, spec.Limits); err == nil {
+			cgFD = fd
+			defer syscall.Close(cgFD) // the child has joined the cgroup once started
+		} else {
+			r.log.Warn("runner: no cgroup for the app, rlimits only", "app", a.name, "err", err)
+		}
+	}
 	var cmd *exec.Cmd
 	// ETXTBSY: a process forked elsewhere in this one (another app's
 	// start) may briefly hold a just-written artifact open for writing,
 	// until its exec closes it; the exec succeeds a moment later.
 	for attempt := 0; ; attempt++ {
 		cmd = newCmd()
-		cgFD := -1
-		if r.cg != nil {
-			if fd, err := r.cg.prepare(a.name, spec.Limits); err == nil {
-				cgFD = fd
-				setCgroup(cmd.SysProcAttr, fd)
-			} else if attempt == 0 {
-				r.log.Warn("runner: no cgroup for the app, rlimits only", "app", a.name, "err", err)
-			}
-		}
-		err = cmd.Start()
 		if cgFD >= 0 {
-			_ = syscall.Close(cgFD)
+			setCgroup(cmd.SysProcAttr, cgFD)
 		}
-		if err == nil {
+		if err = cmd.Start(); err == nil {
 			break
 		}
 		if errors.Is(err, syscall.ETXTBSY) && attempt < 8 {
