@@ -1,6 +1,8 @@
 // Package modbustest runs a Modbus TCP server for tests: a bank of
 // registers and bits in memory, served by github.com/simonvetter/modbus's
-// server on a random loopback port, that tests set and read.
+// server on a random loopback port, that tests set and read. It is test
+// infrastructure with the runtime's freedoms (a listener, the library's
+// goroutines), listed with edge/modbustcp in impl/env's purity check.
 package modbustest
 
 import (

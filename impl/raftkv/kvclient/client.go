@@ -1,6 +1,10 @@
 // Package kvclient is the Go client of a raftkv cluster: it talks to one
 // node at a time (any node routes any request), pipelines requests on one
-// connection, and moves to the next address when the connection fails.
+// connection, and moves to the next address when the connection fails. It
+// is a runtime (TCP/TLS connections, a reader and a writer goroutine per
+// connection, wall-clock deadlines), listed as one in impl/env's purity
+// check; the simulator (sim/kvsim) has clients of its own that speak the
+// same frames on its virtual network.
 //
 // Outcomes: a nil error is a success. A *raftkv.Error is the cluster's
 // answer; the client already retried the retryable ones that prove the
