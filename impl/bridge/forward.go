@@ -72,9 +72,7 @@ func (f *forwarder) acked(gen, seq uint64, code byte) {
 	case code < 0x80:
 		// Success, or 0x10 (no matching subscribers): delivered as far as
 		// MQTT goes. An answer from an older connection still counts.
-		if f.l.q.remove(f.dir, seq) {
-			f.forwarded.Add(1)
-		}
+		f.l.q.remove(f.dir, seq, &f.forwarded)
 	case transient(code):
 		f.mu.Lock()
 		if f.gen == gen && !f.paused {
@@ -84,8 +82,8 @@ func (f *forwarder) acked(gen, seq uint64, code byte) {
 		}
 		f.mu.Unlock()
 	default:
-		if f.l.q.remove(f.dir, seq) {
-			f.l.drop(f.dir, dropRejected, "the receiver refused it: PUBACK "+hexCode(code))
+		if f.l.q.remove(f.dir, seq, &f.l.drops[f.dir][dropRejected]) {
+			f.l.dropped(f.dir, dropRejected, "the receiver refused it: PUBACK "+hexCode(code))
 		}
 	}
 	f.mu.Lock()
@@ -146,9 +144,9 @@ func (f *forwarder) pump() bool {
 	if room <= 0 {
 		return false
 	}
-	recs, damaged, err := f.l.q.read(f.dir, from, room)
+	recs, damaged, err := f.l.q.read(f.dir, from, room, &f.l.drops[f.dir][dropCorrupt])
 	for range damaged {
-		f.l.drop(f.dir, dropCorrupt, "")
+		f.l.dropped(f.dir, dropCorrupt, "")
 	}
 	if err != nil {
 		f.l.log.Error("bridge queue read failed", "direction", dirName[f.dir], "err", err)
@@ -181,24 +179,22 @@ func (f *forwarder) pump() bool {
 		}
 		f.mu.Unlock()
 		if reason >= 0 {
-			if f.l.q.remove(f.dir, r.seq) {
-				f.l.drop(f.dir, reason, why)
+			if f.l.q.remove(f.dir, r.seq, &f.l.drops[f.dir][reason]) {
+				f.l.dropped(f.dir, reason, why)
 			}
 			continue
 		}
 		err := f.sink.publish(gen, r, qos, retain)
 		switch {
 		case err == nil && qos == 0:
-			if f.l.q.remove(f.dir, r.seq) {
-				f.forwarded.Add(1)
-			}
+			f.l.q.remove(f.dir, r.seq, &f.forwarded)
 		case err == nil:
 		case errors.Is(err, errRejected):
 			f.mu.Lock()
 			delete(f.inflight, r.seq)
 			f.mu.Unlock()
-			if f.l.q.remove(f.dir, r.seq) {
-				f.l.drop(f.dir, dropRejected, err.Error())
+			if f.l.q.remove(f.dir, r.seq, &f.l.drops[f.dir][dropRejected]) {
+				f.l.dropped(f.dir, dropRejected, err.Error())
 			}
 		default:
 			// The connection is failing. Make sure it ends, so that its

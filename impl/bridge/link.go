@@ -164,6 +164,12 @@ func (l *link) receive(dir int, r *record, ack, kick func()) {
 // then.
 func (l *link) drop(dir, reason int, why string) {
 	l.drops[dir][reason].Add(1)
+	l.dropped(dir, reason, why)
+}
+
+// dropped logs a drop already counted (by the queue, as it removed the
+// message).
+func (l *link) dropped(dir, reason int, why string) {
 	if why != "" {
 		l.log.Debug("bridge dropped a message", "direction", dirName[dir], "reason", dropNames[reason], "why", why)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -233,8 +234,10 @@ func (q *queue) append(dir int, val []byte, done func(error)) (dropped int, err 
 }
 
 // remove deletes a message (acknowledged by the other side, or dropped).
-// It reports whether the message was still queued.
-func (q *queue) remove(dir int, seq uint64) bool {
+// It reports whether the message was still queued, and if so adds one to
+// count (when not nil) before the queue's lock is released: a reader of
+// stats who sees the message gone then sees it counted too.
+func (q *queue) remove(dir int, seq uint64, count *atomic.Uint64) bool {
 	q.mu.Lock()
 	d := &q.d[dir]
 	i := d.find(seq)
@@ -243,6 +246,9 @@ func (q *queue) remove(dir int, seq uint64) bool {
 		return false
 	}
 	d.removeAt(i)
+	if count != nil {
+		count.Add(1)
+	}
 	q.dels = append(q.dels, queueKey(dir, seq))
 	q.mu.Unlock()
 	q.signal()
@@ -251,9 +257,9 @@ func (q *queue) remove(dir int, seq uint64) bool {
 
 // read returns up to max durable messages of dir with seq >= from, in
 // order. Records that cannot be decoded are removed from the queue (they
-// could never be sent; keeping them would stop the direction) and their
-// numbers returned, for the caller to count.
-func (q *queue) read(dir int, from uint64, max int) (recs []*record, damaged []uint64, err error) {
+// could never be sent; keeping them would stop the direction), counted in
+// corrupt and their numbers returned.
+func (q *queue) read(dir int, from uint64, max int, corrupt *atomic.Uint64) (recs []*record, damaged []uint64, err error) {
 	q.mu.Lock()
 	d := &q.d[dir]
 	es := d.entries[d.head:]
@@ -295,7 +301,7 @@ func (q *queue) read(dir int, from uint64, max int) (recs []*record, damaged []u
 		recs = append(recs, r)
 	}
 	for _, seq := range damaged {
-		q.remove(dir, seq)
+		q.remove(dir, seq, corrupt)
 	}
 	if err := it.Error(); err != nil {
 		return recs, damaged, fmt.Errorf("bridge queue %s: %w", q.dir, err)

@@ -232,7 +232,7 @@ func appendSync(t *testing.T, q *queue, dir int, payload string) {
 
 func payloads(t *testing.T, q *queue, dir int) []string {
 	t.Helper()
-	recs, _, err := q.read(dir, 0, 1<<30)
+	recs, _, err := q.read(dir, 0, 1<<30, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,24 +250,24 @@ func TestQueueOrderRemoveReopen(t *testing.T) {
 		appendSync(t, q, dirOut, fmt.Sprint("o", i))
 		appendSync(t, q, dirIn, fmt.Sprint("i", i))
 	}
-	recs, _, _ := q.read(dirOut, 0, 3)
+	recs, _, _ := q.read(dirOut, 0, 3, nil)
 	if len(recs) != 3 || recs[0].seq != 1 || recs[2].seq != 3 {
 		t.Fatalf("read 3: %+v", recs)
 	}
 	// Acknowledged out of order.
 	for _, seq := range []uint64{3, 1, 7} {
-		if !q.remove(dirOut, seq) {
+		if !q.remove(dirOut, seq, nil) {
 			t.Fatalf("remove %d", seq)
 		}
 	}
-	if q.remove(dirOut, 3) {
+	if q.remove(dirOut, 3, nil) {
 		t.Fatal("removed twice")
 	}
 	want := []string{"o1", "o3", "o4", "o5", "o7", "o8", "o9"}
 	if diff := cmp.Diff(want, payloads(t, q, dirOut)); diff != "" {
 		t.Fatalf("out (-want +got):\n%s", diff)
 	}
-	if recs, _, _ := q.read(dirOut, 6, 10); len(recs) != 4 || recs[0].seq != 6 || recs[1].seq != 8 {
+	if recs, _, _ := q.read(dirOut, 6, 10, nil); len(recs) != 4 || recs[0].seq != 6 || recs[1].seq != 8 {
 		t.Fatalf("read from 6: %+v", recs)
 	}
 	if err := q.close(); err != nil {
@@ -282,7 +282,7 @@ func TestQueueOrderRemoveReopen(t *testing.T) {
 		t.Fatalf("in after reopening: %d", n)
 	}
 	appendSync(t, q, dirOut, "new")
-	if recs, _, _ := q.read(dirOut, 0, 100); recs[len(recs)-1].seq != 11 {
+	if recs, _, _ := q.read(dirOut, 0, 100, nil); recs[len(recs)-1].seq != 11 {
 		t.Fatalf("sequence after reopening: %d", recs[len(recs)-1].seq)
 	}
 }
@@ -385,7 +385,7 @@ func TestQueueDamagedRecord(t *testing.T) {
 	if err := q.db.Set(queueKey(dirIn, 2), []byte{9, 9, 9}, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	recs, damaged, err := q.read(dirIn, 0, 10)
+	recs, damaged, err := q.read(dirIn, 0, 10, nil)
 	if err != nil || len(recs) != 2 || string(recs[0].payload) != "a" || string(recs[1].payload) != "c" || !slices.Equal(damaged, []uint64{2}) {
 		t.Fatalf("read: %d records, damaged %v, err %v", len(recs), damaged, err)
 	}
