@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -139,7 +142,11 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 		}
 	}
 	if a.HTTP.URL != "" {
-		h, err := webhook.NewAuthenticator(webhook.AuthConfig{Endpoint: webhook.Endpoint{URL: a.HTTP.URL, Timeout: a.HTTP.Timeout}})
+		ep, err := endpoint("auth.http", &a.HTTP)
+		if err != nil {
+			return nil, err
+		}
+		h, err := webhook.NewAuthenticator(webhook.AuthConfig{Endpoint: ep, Cache: cacheConfig(a.HTTP.Cache)})
 		if err != nil {
 			return nil, fmt.Errorf("auth.http: %w", err)
 		}
@@ -157,7 +164,11 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 	x.aclSet = set
 	x.authz = set
 	if f.ACL.HTTP.URL != "" {
-		h, err := webhook.NewAuthorizer(webhook.AuthzConfig{Endpoint: webhook.Endpoint{URL: f.ACL.HTTP.URL, Timeout: f.ACL.HTTP.Timeout}})
+		ep, err := endpoint("acl.http", &f.ACL.HTTP)
+		if err != nil {
+			return nil, err
+		}
+		h, err := webhook.NewAuthorizer(webhook.AuthzConfig{Endpoint: ep, Cache: cacheConfig(f.ACL.HTTP.Cache)})
 		if err != nil {
 			return nil, fmt.Errorf("acl.http: %w", err)
 		}
@@ -172,7 +183,11 @@ func buildExtensions(f *config.File, e env.Env, log *slog.Logger) (*extensions, 
 		sinks = append(sinks, event.NewLog(log.With("component", "events"), event.LogOptions{}))
 	}
 	if f.Events.Webhook.URL != "" {
-		s, err := webhook.NewSink(webhook.SinkConfig{Endpoint: webhook.Endpoint{URL: f.Events.Webhook.URL, Timeout: f.Events.Webhook.Timeout}})
+		ep, err := endpoint("events.webhook", &f.Events.Webhook)
+		if err != nil {
+			return nil, err
+		}
+		s, err := webhook.NewSink(webhook.SinkConfig{Endpoint: ep})
 		if err != nil {
 			return nil, fmt.Errorf("events.webhook: %w", err)
 		}
@@ -223,4 +238,38 @@ func (e eventCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range e.c.Snapshot() {
 		ch <- prometheus.MustNewConstMetric(eventsTotal, prometheus.CounterValue, float64(s.Events), s.Type.String(), s.Tenant)
 	}
+}
+
+// endpoint is a webhook's endpoint: its headers with environment
+// references read, and an HTTP client trusting its ca_file.
+func endpoint(field string, h *config.AuthHTTP) (webhook.Endpoint, error) {
+	ep := webhook.Endpoint{URL: h.URL, Timeout: h.Timeout}
+	if len(h.Headers) > 0 {
+		ep.Headers = make(map[string]string, len(h.Headers))
+		for k, v := range h.Headers {
+			v, missing := config.ExpandHeader(v, os.LookupEnv)
+			if missing != "" {
+				return ep, fmt.Errorf("%s.headers.%s: environment variable %s is not set", field, k, missing)
+			}
+			ep.Headers[k] = v
+		}
+	}
+	if h.CAFile != "" {
+		data, err := os.ReadFile(h.CAFile)
+		if err != nil {
+			return ep, fmt.Errorf("%s.ca_file: %w", field, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return ep, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", field, h.CAFile)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		ep.Client = &http.Client{Transport: tr}
+	}
+	return ep, nil
+}
+
+func cacheConfig(c config.WebhookCache) webhook.CacheConfig {
+	return webhook.CacheConfig{Size: c.Size, AllowTTL: c.AllowTTL, DenyTTL: c.DenyTTL}
 }

@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -114,10 +117,31 @@ type JWT struct {
 // ExpRequired reports whether tokens must carry "exp" (the default).
 func (j *JWT) ExpRequired() bool { return j.RequireExp == nil || *j.RequireExp }
 
-// AuthHTTP is the authentication webhook.
+// AuthHTTP is a webhook: authentication, authorization or events.
 type AuthHTTP struct {
 	URL     string        `yaml:"url"`
 	Timeout time.Duration `yaml:"timeout"`
+	// Headers go with every request (for example Authorization: a token
+	// the endpoint checks). "${NAME}" in a value is replaced at start by
+	// that environment variable, so the file need not hold the secret.
+	Headers map[string]string `yaml:"headers"`
+	// CAFile verifies an https endpoint's certificate with these PEM
+	// certificates instead of the system's.
+	CAFile string `yaml:"ca_file"`
+	// Cache bounds how long answers are reused (authentication and
+	// authorization only; docs/AUTH.md).
+	Cache WebhookCache `yaml:"cache"`
+}
+
+// WebhookCache configures a webhook's decision cache.
+type WebhookCache struct {
+	// Size bounds the cached decisions (0: 10000; -1: no cache, every
+	// CONNECT asks).
+	Size int `yaml:"size"`
+	// AllowTTL and DenyTTL are how long an allow and a deny are reused
+	// (0: 60s and 10s).
+	AllowTTL time.Duration `yaml:"allow_ttl"`
+	DenyTTL  time.Duration `yaml:"deny_ttl"`
 }
 
 // CertConfig maps verified TLS client certificates to users and tenants.
@@ -417,6 +441,14 @@ func (f *File) Validate() error {
 	default:
 		bad("storage.type", "must be pebble or memory, not %q", f.Storage.Type)
 	}
+	for _, w := range []struct {
+		field string
+		h     *AuthHTTP
+	}{{"auth.http", &f.Auth.HTTP}, {"acl.http", &f.ACL.HTTP}, {"events.webhook", &f.Events.Webhook}} {
+		for _, p := range w.h.check() {
+			bad(w.field+"."+p[0], "%s", p[1])
+		}
+	}
 	if int64(f.Limits.MaxQueued)+int64(f.Limits.MaxInflight) >= 65535 {
 		bad("limits.max_queued", "max_queued + max_inflight must stay below 65535 (each message a session holds needs its own packet identifier)")
 	}
@@ -555,4 +587,69 @@ func (f *File) Server(log *slog.Logger) server.Config {
 func within(path, dir string) bool {
 	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// check reports a webhook's problems as (field, problem) pairs, in a
+// fixed order. An unset webhook (no URL) has none unless it has settings.
+func (h *AuthHTTP) check() [][2]string {
+	var out [][2]string
+	if h.URL == "" {
+		if len(h.Headers) > 0 || h.CAFile != "" {
+			out = append(out, [2]string{"url", "required with headers or ca_file"})
+		}
+		return out
+	}
+	if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		out = append(out, [2]string{"url", fmt.Sprintf("%q is not an http(s) URL", h.URL)})
+	}
+	if h.Timeout < 0 {
+		out = append(out, [2]string{"timeout", "must not be negative"})
+	}
+	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
+		if k == "" || strings.ContainsAny(k, " :\r\n") {
+			out = append(out, [2]string{"headers", fmt.Sprintf("%q is not a header name", k)})
+		}
+	}
+	if h.Cache.Size < -1 {
+		out = append(out, [2]string{"cache.size", "must be -1 (no cache), 0 (default) or positive"})
+	}
+	if h.Cache.AllowTTL < 0 || h.Cache.DenyTTL < 0 {
+		out = append(out, [2]string{"cache", "TTLs must not be negative"})
+	}
+	return out
+}
+
+// ExpandHeader replaces each "${NAME}" in a header value with lookup's
+// value for NAME ("Bearer ${HOOK_TOKEN}"); any other "$" stays as it is.
+// It reports the first name lookup does not know. The runtime calls it
+// with os.LookupEnv at start and refuses to start on a missing name.
+func ExpandHeader(v string, lookup func(string) (string, bool)) (out, missing string) {
+	var b strings.Builder
+	for {
+		i := strings.Index(v, "${")
+		if i < 0 {
+			b.WriteString(v)
+			return b.String(), missing
+		}
+		j := strings.IndexByte(v[i+2:], '}')
+		if j < 0 || !envName(v[i+2:i+2+j]) {
+			b.WriteString(v[:i+2])
+			v = v[i+2:]
+			continue
+		}
+		name := v[i+2 : i+2+j]
+		val, ok := lookup(name)
+		if !ok && missing == "" {
+			missing = name
+		}
+		b.WriteString(v[:i])
+		b.WriteString(val)
+		v = v[i+3+j:]
+	}
+}
+
+func envName(s string) bool {
+	return s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9')
+	}) < 0
 }

@@ -64,6 +64,11 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"auth:\n  limits:\n    max_tracked: 0\n", "auth.limits.max_tracked"},
 		{"mqtt:\n  shared_policy: fair\n", "mqtt.shared_policy"},
 		{"storage:\n  type: floppy\n", "storage.type"},
+		{"auth:\n  http: {url: \"ftp://x\"}\n", "auth.http.url"},
+		{"auth:\n  http: {headers: {Authorization: x}}\n", "auth.http.url: required with headers"},
+		{"acl:\n  http: {url: \"http://x\", headers: {\"a b\": x}}\n", "acl.http.headers: \"a b\" is not a header name"},
+		{"events:\n  webhook: {url: \"http://x\", timeout: -1s}\n", "events.webhook.timeout"},
+		{"auth:\n  http: {url: \"http://x\", cache: {size: -2}}\n", "auth.http.cache.size"},
 		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n", "bridges[0]"},
 		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n    out: [{filter: a/#}]\n    queue: {dir: data/b}\n",
 			"bridges[0].queue.dir: \"data/b\" is inside storage.dir"},
@@ -72,6 +77,25 @@ func TestValidationNamesTheField(t *testing.T) {
 		_, err := Parse(strings.NewReader(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q) = %v, want an error containing %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestExpandHeader(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"TOKEN": "t0k", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for _, c := range []struct{ in, out, missing string }{
+		{"Bearer ${TOKEN}", "Bearer t0k", ""},
+		{"${TOKEN}${TOKEN}", "t0kt0k", ""},
+		{"a${EMPTY}b", "ab", ""},
+		{"$TOKEN and $ and ${", "$TOKEN and $ and ${", ""},
+		{"${not a name} ${TOKEN}", "${not a name} t0k", ""},
+		{"x ${NOPE} ${ALSO}", "x  ", "NOPE"},
+	} {
+		out, missing := ExpandHeader(c.in, lookup)
+		if out != c.out || missing != c.missing {
+			t.Errorf("ExpandHeader(%q) = %q, %q; want %q, %q", c.in, out, missing, c.out, c.missing)
 		}
 	}
 }
