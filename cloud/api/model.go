@@ -841,3 +841,18 @@ type JoinToken struct {
 	CAHash string `json:"ca_sha256"`
 	Token  string `json:"token"`
 }
+
+// BrokerCertRequest asks for an external broker's server certificate.
+type BrokerCertRequest struct {
+	// PublicKey is the broker's Ed25519 public key (32 bytes, base64).
+	PublicKey []byte `json:"public_key"`
+	// Hosts are the names and addresses nodes reach the broker by.
+	Hosts []string `json:"hosts"`
+}
+
+// BrokerCertResponse is the certificate chain (PEM: the broker's, then
+// the fleet CA's) and the fleet CA (PEM, the broker's client_ca_file).
+type BrokerCertResponse struct {
+	Certificate string `json:"certificate"`
+	CA          string `json:"ca"`
+}

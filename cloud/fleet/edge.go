@@ -134,6 +134,19 @@ func (f *Fleet) Renew(req api.RenewRequest, now time.Time) (api.ActivateResponse
 	return api.ActivateResponse{Node: n.Name, Cert: der, CA: f.ca.CertDER(), Broker: f.cfg.Broker}, nil
 }
 
+// CloudClientID is the client id of the cloud's own MQTT connection.
+const CloudClientID = "skybridge-cloud"
+
+// ClientIDOf is the client id a certificate's owner connects with: a
+// node its name, the cloud CloudClientID. Holding it to that keeps anyone
+// from taking another's session.
+func ClientIDOf(user string) string {
+	if user == CloudUser {
+		return CloudClientID
+	}
+	return user
+}
+
 // CertValid reports whether a verified certificate (node, serial) may
 // connect: the node's current or previous one, or the cloud's own.
 func (f *Fleet) CertValid(node string, serial uint64) bool {
@@ -341,7 +354,7 @@ type NodeAuth struct {
 // Authenticate implements broker.Authenticator.
 func (a NodeAuth) Authenticate(req *broker.AuthRequest) broker.AuthResult {
 	node, serial, ok := SubjectIdentity(req.CertSubject)
-	if !ok || !a.Check(node, serial) {
+	if !ok || !a.Check(node, serial) || req.ClientID != ClientIDOf(node) {
 		return broker.AuthResult{Code: packet.NotAuthorized}
 	}
 	return broker.AuthResult{Code: packet.Success, Tenant: req.DefaultTenant, User: node}
@@ -370,6 +383,58 @@ func SubjectIdentity(subject string) (string, uint64, bool) {
 		return "", 0, false
 	}
 	return cn, serial, true
+}
+
+// IssueBrokerCert issues the server certificate of an external broker
+// the fleet's nodes connect to (nodes trust the fleet CA only).
+func (f *Fleet) IssueBrokerCert(pub ed25519.PublicKey, hosts []string, now time.Time) ([]byte, error) {
+	return f.issue(pub, "skybridge-broker", hosts, now, nil)
+}
+
+// HookAnswer is the answer to an external broker's authentication
+// webhook (the protocol of impl/webhook).
+type HookAnswer struct {
+	Result    string     `json:"result"`
+	Tenant    string     `json:"tenant,omitempty"`
+	User      string     `json:"user,omitempty"`
+	ACL       *acl.Claim `json:"acl,omitempty"`
+	ExpiresAt int64      `json:"expires_at,omitempty"`
+	Reason    int        `json:"reason,omitempty"`
+}
+
+// BrokerHook decides a CONNECT to an external broker by the client's
+// verified certificate subject, as NodeAuth does for the embedded one:
+// a certificate the fleet accepts now connects as its node (or as
+// CloudUser) in tenant, with the ACL of BrokerACL as the connection's own
+// claim, which ends in a deny of everything so that it holds whatever the
+// broker's rules for the tenant say; the client id must be ClientIDOf the
+// certificate's owner. Anything else is refused 0x87: the caller only asks about its
+// fleet listener, whose clients the fleet CA verified. The allow expires
+// with the node's current certificate.
+func (f *Fleet) BrokerHook(subject, clientID, tenant string) HookAnswer {
+	deny := HookAnswer{Result: "deny", Reason: int(packet.NotAuthorized)}
+	node, serial, ok := SubjectIdentity(subject)
+	if !ok || !f.CertValid(node, serial) {
+		return deny
+	}
+	if clientID != ClientIDOf(node) {
+		return deny
+	}
+	a := HookAnswer{Result: "allow", Tenant: tenant, User: node}
+	everything := acl.RuleConfig{Permission: "deny", Action: "all", Topics: []string{"#"}}
+	if node == CloudUser {
+		a.ACL = &acl.Claim{Rules: []acl.RuleConfig{
+			{Permission: "allow", Action: "all", Topics: []string{api.TopicPrefix + "#"}}, everything}}
+		return a
+	}
+	a.ACL = &acl.Claim{Rules: []acl.RuleConfig{
+		{Permission: "allow", Action: "publish", Topics: []string{api.NodeUpTopic(node)}},
+		{Permission: "allow", Action: "subscribe", Topics: []string{api.NodeDownTopic(node)}},
+		everything}}
+	if n, ok := f.nodes.Get(node); ok && serial == n.Serial && !n.CertExpires.IsZero() {
+		a.ExpiresAt = n.CertExpires.Unix()
+	}
+	return a
 }
 
 // BrokerACL is the broker's authorization: the cloud reaches every node

@@ -15,6 +15,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
 	"github.com/skybridge-mq/skybridge/cloud/ca"
+	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/packet"
@@ -553,13 +554,19 @@ func TestNodeAuth(t *testing.T) {
 	_, cert := h.activate("n", nil, t0)
 	nc, _ := ca.ParseCert(cert)
 	a := NodeAuth{Check: h.f.CertValid}
-	res := a.Authenticate(&broker.AuthRequest{CertSubject: nc.Cert.Subject.String(), DefaultTenant: "fleet"})
+	res := a.Authenticate(&broker.AuthRequest{CertSubject: nc.Cert.Subject.String(), ClientID: "n", DefaultTenant: "fleet"})
 	if res.Code != packet.Success || res.User != "n" || res.Tenant != "fleet" {
 		t.Errorf("node certificate: %+v", res)
 	}
 	for _, subj := range []string{"", "CN=n", "SERIALNUMBER=ff,CN=n", "CN=other,SERIALNUMBER=" + ca.SerialString(nc.Serial)} {
-		if res := a.Authenticate(&broker.AuthRequest{CertSubject: subj}); res.Code != packet.NotAuthorized {
+		if res := a.Authenticate(&broker.AuthRequest{CertSubject: subj, ClientID: "n"}); res.Code != packet.NotAuthorized {
 			t.Errorf("%q: %+v", subj, res)
+		}
+	}
+	// Another client id (the cloud's, say) is refused.
+	for _, id := range []string{"", "other", CloudClientID} {
+		if res := a.Authenticate(&broker.AuthRequest{CertSubject: nc.Cert.Subject.String(), ClientID: id}); res.Code != packet.NotAuthorized {
+			t.Errorf("node certificate with client id %q: %+v", id, res)
 		}
 	}
 	pub, _, _ := ed25519.GenerateKey(h.rnd)
@@ -568,7 +575,51 @@ func TestNodeAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc, _ := ca.ParseCert(der)
-	if res := a.Authenticate(&broker.AuthRequest{CertSubject: cc.Cert.Subject.String()}); res.Code != packet.Success || res.User != CloudUser {
+	if res := a.Authenticate(&broker.AuthRequest{CertSubject: cc.Cert.Subject.String(), ClientID: CloudClientID}); res.Code != packet.Success || res.User != CloudUser {
 		t.Errorf("cloud certificate: %+v", res)
+	}
+}
+
+// An external broker's webhook gets the same decisions as NodeAuth, with
+// each connection's ACL and the node certificate's expiry.
+func TestBrokerHook(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	_, cert := h.activate("n", nil, t0)
+	nc, _ := ca.ParseCert(cert)
+	pub, _, _ := ed25519.GenerateKey(h.rnd)
+	der, err := h.f.IssueCloudCert(pub, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, _ := ca.ParseCert(der)
+	nodeSubj, cloudSubj := nc.Cert.Subject.String(), cc.Cert.Subject.String()
+	deny := HookAnswer{Result: "deny", Reason: 0x87}
+	everything := acl.RuleConfig{Permission: "deny", Action: "all", Topics: []string{"#"}}
+	for _, c := range []struct {
+		name, subj, id string
+		want           HookAnswer
+	}{
+		{"node", nodeSubj, "n", HookAnswer{Result: "allow", Tenant: "fl", User: "n", ExpiresAt: nc.Cert.NotAfter.Unix(),
+			ACL: &acl.Claim{Rules: []acl.RuleConfig{
+				{Permission: "allow", Action: "publish", Topics: []string{"skybridge/nodes/n/up"}},
+				{Permission: "allow", Action: "subscribe", Topics: []string{"skybridge/nodes/n/down"}}, everything}}}},
+		{"cloud", cloudSubj, CloudClientID, HookAnswer{Result: "allow", Tenant: "fl", User: CloudUser,
+			ACL: &acl.Claim{Rules: []acl.RuleConfig{{Permission: "allow", Action: "all", Topics: []string{"skybridge/nodes/#"}}, everything}}}},
+		{"node with another client id", nodeSubj, "m", deny},
+		{"cloud with a node's client id", cloudSubj, "n", deny},
+		{"no certificate", "", "n", deny},
+		{"unknown serial", "CN=n,SERIALNUMBER=ff", "n", deny},
+	} {
+		if d := cmp.Diff(c.want, h.f.BrokerHook(c.subj, c.id, "fl")); d != "" {
+			t.Errorf("%s (-want +got):\n%s", c.name, d)
+		}
+	}
+	// Revoked: refused from then on.
+	if err := h.f.Revoke("n", t0); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(deny, h.f.BrokerHook(nodeSubj, "n", "fl")); d != "" {
+		t.Errorf("revoked (-want +got):\n%s", d)
 	}
 }

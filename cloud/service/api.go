@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/ed25519"
 	crand "crypto/rand"
 	"crypto/subtle"
 	"crypto/tls"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
+	"github.com/skybridge-mq/skybridge/cloud/ca"
 	"github.com/skybridge-mq/skybridge/cloud/fleet"
 	"github.com/skybridge-mq/skybridge/impl/console"
 	"github.com/skybridge-mq/skybridge/impl/env"
@@ -36,6 +38,7 @@ const (
 	public access = iota // anyone (activation carries its token, renewal its proof)
 	admin                // the operator's bearer token
 	node                 // a node's client certificate (or the operator)
+	hook                 // an external broker's webhook token
 )
 
 type route struct {
@@ -179,6 +182,8 @@ var routes = []route{
 		}
 	}},
 	{"GET", "/v1/events", admin, (*Service).events},
+	{"POST", "/v1/broker/auth", hook, (*Service).brokerAuth},
+	{"POST", "/v1/broker/certificate", admin, (*Service).brokerCert},
 }
 
 // apiMux serves the routes, each behind its access check.
@@ -196,6 +201,16 @@ func (s *Service) apiMux() *http.ServeMux {
 			case node:
 				if !s.isAdmin(r) && s.nodeOf(r) == "" {
 					fail(w, http.StatusUnauthorized, "a node certificate or an operator token is required")
+					return
+				}
+			case hook:
+				if s.hook == "" {
+					fail(w, http.StatusNotFound, "no external broker is configured")
+					return
+				}
+				tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+				if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.hook)) != 1 {
+					fail(w, http.StatusUnauthorized, "the broker hook token is required (Authorization: Bearer ...)")
 					return
 				}
 			}
@@ -484,4 +499,57 @@ func (s *Service) events(w http.ResponseWriter, r *http.Request) {
 		limit = 1000
 	}
 	reply(w, s.locked(func(f *fleet.Fleet) any { return f.Events(since, limit) }))
+}
+
+// hookRequest is what the broker's authentication webhook sends (the
+// protocol of impl/webhook; the fields the cloud reads).
+type hookRequest struct {
+	ClientID    string `json:"clientid"`
+	Listener    string `json:"listener"`
+	CertSubject string `json:"cert_subject"`
+}
+
+// brokerAuth answers the external broker's authentication webhook. Its
+// request is read leniently (unlike the API's): the broker sends more
+// than the cloud reads (the password, the remote address), and may send
+// more in later versions.
+func (s *Service) brokerAuth(w http.ResponseWriter, r *http.Request) {
+	var req hookRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSON)).Decode(&req); err != nil {
+		fail(w, http.StatusBadRequest, "bad JSON: "+err.Error())
+		return
+	}
+	x := s.cfg.External
+	if req.Listener != x.Listener {
+		reply(w, fleet.HookAnswer{Result: "ignore"})
+		return
+	}
+	s.mu.Lock()
+	a := s.f.BrokerHook(req.CertSubject, req.ClientID, x.Tenant)
+	s.mu.Unlock()
+	if a.Result != "allow" {
+		s.log.Info("cloud: refused a broker client", "subject", req.CertSubject, "clientid", req.ClientID)
+	}
+	reply(w, a)
+}
+
+// brokerCert issues an external broker's server certificate from the
+// fleet CA, which is all nodes trust.
+func (s *Service) brokerCert(w http.ResponseWriter, r *http.Request) {
+	var req api.BrokerCertRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if len(req.PublicKey) != ed25519.PublicKeySize || len(req.Hosts) == 0 {
+		fail(w, http.StatusBadRequest, "public_key (32 bytes of Ed25519, base64) and at least one host are required")
+		return
+	}
+	s.answer(w, func(f *fleet.Fleet) (any, error) {
+		der, err := f.IssueBrokerCert(ed25519.PublicKey(req.PublicKey), req.Hosts, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		caPEM := string(ca.PEM("CERTIFICATE", f.CA().CertDER()))
+		return api.BrokerCertResponse{Certificate: string(ca.PEM("CERTIFICATE", der)) + caPEM, CA: caPEM}, nil
+	})
 }

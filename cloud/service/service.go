@@ -25,6 +25,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,10 +79,43 @@ type Config struct {
 	// in DataDir/tls/console.crt (made again when missing, expiring within
 	// a day, or not naming every public host).
 	ConsoleCertFile, ConsoleKeyFile string
+	// External, when set, has nodes and the cloud use a Skybridge broker
+	// (or cluster) the cloud does not run, instead of the embedded one
+	// (docs/EDGE.md, "An external broker"); BrokerAddr is then unused.
+	External *ExternalBroker
 	// MaxArtifactBytes bounds one uploaded artifact (default 256 MiB).
 	MaxArtifactBytes int64
 	Fleet            fleet.Config
 	Logger           *slog.Logger
+}
+
+// ExternalBroker is a Skybridge broker the fleet uses. It verifies client
+// certificates with the fleet CA on its fleet listener, asks the cloud's
+// POST /v1/broker/auth (its authentication webhook, with the hook token)
+// who may connect, and shows a server certificate of the fleet CA
+// (POST /v1/broker/certificate, skybridge-cloud ctl broker-cert).
+type ExternalBroker struct {
+	// Address is the broker's fleet listener (host:port, mutual TLS) for
+	// the cloud's own connection; nodes are told Config.PublicBroker,
+	// Address by default.
+	Address string
+	// ServerName is the name the broker's certificate is checked for
+	// (default: Address's host).
+	ServerName string
+	// Listener names the broker's fleet listener: the webhook answers
+	// "ignore" for clients of other listeners (default "fleet").
+	Listener string
+	// Tenant is the tenant of the fleet's clients there (default "fleet").
+	Tenant string
+	// HookToken is what the broker's webhook sends as "Authorization:
+	// Bearer ..."; empty: DataDir/broker-hook.token, made on first start.
+	HookToken string
+	// AdminURL and AdminToken reach the broker's admin API, to close a
+	// revoked node's connection at once. Without them it lasts until the
+	// node reconnects (refused then) or its certificate expires.
+	AdminURL, AdminToken string
+	// AdminCAFile holds PEM roots for an https AdminURL.
+	AdminCAFile string
 }
 
 // Service is a running cloud.
@@ -98,6 +132,10 @@ type Service struct {
 	apiLn net.Listener
 	admin string
 	tlsCA []byte
+	// hook is the external broker's webhook token ("" with the embedded
+	// broker); brokerAdmin calls its admin API.
+	hook        string
+	brokerAdmin *http.Client
 
 	serverCert  tls.Certificate
 	cloudCert   tls.Certificate
@@ -138,8 +176,16 @@ func Start(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.admin, err = s.adminToken(); err != nil {
+	if s.admin, err = s.token(cfg.AdminToken, "admin.token"); err != nil {
 		return nil, err
+	}
+	if cfg.External != nil {
+		x := *cfg.External // defaults are filled in a copy
+		s.cfg.External = &x
+		if err := s.external(&x); err != nil {
+			return nil, err
+		}
+		cfg = s.cfg
 	}
 	// Listeners first: their ports go into what nodes are told.
 	apiLn, err := net.Listen("tcp", orDefault(cfg.APIAddr, ":8443"))
@@ -148,7 +194,9 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s.apiLn = apiLn
 	brokerAddr := orDefault(cfg.BrokerAddr, ":8883")
-	if strings.HasSuffix(brokerAddr, ":0") { // pick the port now, so nodes can be told it
+	if cfg.External != nil {
+		brokerAddr = cfg.External.Address
+	} else if strings.HasSuffix(brokerAddr, ":0") { // pick the port now, so nodes can be told it
 		ln, err := net.Listen("tcp", brokerAddr)
 		if err != nil {
 			return nil, fmt.Errorf("broker listener: %w", err)
@@ -180,10 +228,13 @@ func Start(cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("console certificate: %w", err)
 		}
 	}
-	if err := s.startBroker(brokerAddr); err != nil {
+	linkAddr, serverName := net.JoinHostPort("127.0.0.1", brokerPort), "127.0.0.1"
+	if x := cfg.External; x != nil {
+		linkAddr, serverName = x.Address, x.ServerName
+	} else if err := s.startBroker(brokerAddr); err != nil {
 		return nil, err
 	}
-	if err := s.startLink(); err != nil {
+	if err := s.startLink(linkAddr, serverName); err != nil {
 		return nil, err
 	}
 	s.startAPI()
@@ -220,11 +271,50 @@ func (s *Service) secretKey() ([]byte, error) {
 	return key, writeFileSync(path, []byte(hex.EncodeToString(key)+"\n"), 0o600)
 }
 
-func (s *Service) adminToken() (string, error) {
-	if s.cfg.AdminToken != "" {
-		return s.cfg.AdminToken, nil
+// external checks the external broker's settings, fills in defaults and
+// reads or makes the hook token.
+func (s *Service) external(x *ExternalBroker) error {
+	host, _, err := net.SplitHostPort(x.Address)
+	if err != nil || host == "" {
+		return fmt.Errorf("external broker: address %q is not host:port", x.Address)
 	}
-	path := filepath.Join(s.cfg.DataDir, "admin.token")
+	x.ServerName = orDefault(x.ServerName, host)
+	x.Listener = orDefault(x.Listener, "fleet")
+	x.Tenant = orDefault(x.Tenant, brokerTenant)
+	if s.cfg.PublicBroker == "" {
+		s.cfg.PublicBroker = x.Address
+	}
+	if s.hook, err = s.token(x.HookToken, "broker-hook.token"); err != nil {
+		return err
+	}
+	if x.AdminURL != "" {
+		if u, err := url.Parse(x.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("external broker: admin URL %q is not an http(s) URL", x.AdminURL)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if x.AdminCAFile != "" {
+			pem, err := os.ReadFile(x.AdminCAFile)
+			if err != nil {
+				return fmt.Errorf("external broker: admin CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("external broker: %s holds no PEM certificate", x.AdminCAFile)
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		s.brokerAdmin = &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	}
+	return nil
+}
+
+// token returns the configured token, or the one in DataDir/file, made
+// on first start.
+func (s *Service) token(configured, file string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	path := filepath.Join(s.cfg.DataDir, file)
 	if b, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(b)), nil
 	}
@@ -395,16 +485,15 @@ func (s *Service) startBroker(addr string) error {
 }
 
 // startLink connects the cloud to its broker, as the user fleet.CloudUser.
-func (s *Service) startLink() error {
+func (s *Service) startLink(addr, serverName string) error {
 	pool := x509.NewCertPool()
 	pool.AddCert(s.f.CA().Cert())
-	_, port, _ := net.SplitHostPort(s.srv.Addr("mqtts").String())
 	l, err := link.Start(link.Config{
-		Broker:   net.JoinHostPort("127.0.0.1", port),
-		ClientID: "skybridge-cloud",
+		Broker:   addr,
+		ClientID: fleet.CloudClientID,
 		Filter:   api.UpFilter,
 		TLS: func() (*tls.Config, error) {
-			return &tls.Config{Certificates: []tls.Certificate{s.cloudCert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, nil
+			return &tls.Config{Certificates: []tls.Certificate{s.cloudCert}, RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
 		},
 		QueueLen:   1 << 16,
 		BackoffMin: 100 * time.Millisecond, BackoffMax: 5 * time.Second,
@@ -452,7 +541,7 @@ func (s *Service) loop() {
 			s.link.Publish(p.Topic, p.Payload)
 		}
 		for _, n := range out.Kick {
-			_ = s.b.KickSession(brokerTenant, n, true)
+			s.kickNode(n)
 		}
 		wait := time.Minute
 		if !next.IsZero() {
@@ -468,11 +557,55 @@ func (s *Service) loop() {
 	}
 }
 
+// kickNode closes a node's connection to the broker (and ends its
+// session): a revoked node reconnects and is refused.
+func (s *Service) kickNode(node string) {
+	x := s.cfg.External
+	if x == nil {
+		_ = s.b.KickSession(brokerTenant, node, true)
+		return
+	}
+	if s.brokerAdmin == nil {
+		return
+	}
+	u := strings.TrimSuffix(x.AdminURL, "/") + "/api/v1/tenants/" + url.PathEscape(x.Tenant) + "/sessions/" + url.PathEscape(node) + "?discard=true"
+	req, err := http.NewRequest(http.MethodDelete, u, nil)
+	if err != nil {
+		s.log.Error("cloud: kicking a node", "node", node, "err", err)
+		return
+	}
+	if x.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+x.AdminToken)
+	}
+	resp, err := s.brokerAdmin.Do(req)
+	if err != nil {
+		s.log.Warn("cloud: the external broker's admin API did not close a node's connection", "node", node, "err", err)
+		return
+	}
+	_ = resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNoContent, http.StatusNotFound: // closed, or not connected
+		s.log.Info("cloud: node's connection closed on the external broker", "node", node, "status", resp.StatusCode)
+	default:
+		s.log.Warn("cloud: the external broker's admin API refused to close a node's connection", "node", node, "status", resp.Status)
+	}
+}
+
 // APIAddr returns the API's listening address.
 func (s *Service) APIAddr() string { return s.apiLn.Addr().String() }
 
-// BrokerAddr returns the broker's listening address.
-func (s *Service) BrokerAddr() string { return s.srv.Addr("mqtts").String() }
+// BrokerAddr returns the broker's listening address (the external
+// broker's address when there is one).
+func (s *Service) BrokerAddr() string {
+	if x := s.cfg.External; x != nil {
+		return x.Address
+	}
+	return s.srv.Addr("mqtts").String()
+}
+
+// HookToken returns the token an external broker's webhook must send (""
+// without an external broker).
+func (s *Service) HookToken() string { return s.hook }
 
 // AdminToken returns the operator token.
 func (s *Service) AdminToken() string { return s.admin }

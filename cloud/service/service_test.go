@@ -192,8 +192,9 @@ func activate(t *testing.T, c *client, node string) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{resp.Cert}, PrivateKey: priv}
 }
 
-// mqttConn connects to the cloud's broker with a certificate.
-func mqttConn(t *testing.T, s *Service, cert tls.Certificate) (*paho.Client, error) {
+// mqttConn connects to the cloud's broker with a certificate, as client
+// id.
+func mqttConn(t *testing.T, s *Service, cert tls.Certificate, id string) (*paho.Client, error) {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(s.CAPEM())
@@ -202,7 +203,7 @@ func mqttConn(t *testing.T, s *Service, cert tls.Certificate) (*paho.Client, err
 		return nil, err
 	}
 	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
-	ca, err := pc.Connect(context.Background(), &paho.Connect{ClientID: "x-" + t.Name(), KeepAlive: 30, CleanStart: true})
+	ca, err := pc.Connect(context.Background(), &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
@@ -215,15 +216,24 @@ func mqttConn(t *testing.T, s *Service, cert tls.Certificate) (*paho.Client, err
 	return pc, nil
 }
 
-// A node reaches only its own topics; a revoked node and a foreign CA's
-// certificate do not connect.
+// A node reaches only its own topics, under its own client id; a revoked
+// node and a foreign CA's certificate do not connect.
 func TestBrokerIsolation(t *testing.T) {
 	t.Parallel()
 	cloud := startCloud(t)
-	c := newClient(t, cloud)
+	checkIsolation(t, cloud, newClient(t, cloud))
+}
+
+func checkIsolation(t *testing.T, cloud *Service, c *client) {
+	t.Helper()
 	n2 := activate(t, c, "n2")
 	activate(t, c, "n3")
-	pc, err := mqttConn(t, cloud, n2)
+	for _, id := range []string{"n3", fleet.CloudClientID, "x"} {
+		if _, err := mqttConn(t, cloud, n2, id); err == nil {
+			t.Errorf("n2 connected as client id %q", id)
+		}
+	}
+	pc, err := mqttConn(t, cloud, n2, "n2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,12 +254,17 @@ func TestBrokerIsolation(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(nil)
 	csr, _ := ca.CSR(priv, "n2")
 	der, _ := other.SignNode(csr, "n2", 2, time.Now(), time.Hour)
-	if _, err := mqttConn(t, cloud, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}); err == nil {
+	if _, err := mqttConn(t, cloud, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}, "n2"); err == nil {
 		t.Error("a foreign CA's certificate connected")
 	}
 	// Revoked: kicked, and refused from then on.
 	c.must("POST", "/v1/nodes/n2/revoke", nil, nil)
-	if _, err := mqttConn(t, cloud, n2); err == nil {
+	select {
+	case <-pc.Done():
+	case <-time.After(10 * time.Second): // a deadline, not a wait: Done closes as soon as the kick lands
+		t.Error("the revoked node's connection stayed open")
+	}
+	if _, err := mqttConn(t, cloud, n2, "n2"); err == nil {
 		t.Error("a revoked node connected")
 	}
 	// The artifact of no app of the node is refused to it.

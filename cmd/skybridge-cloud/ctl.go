@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	crand "crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -21,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
+	"github.com/skybridge-mq/skybridge/cloud/ca"
 )
 
 const ctlUsage = `usage: skybridge-cloud ctl [--api URL] [--token T] [--data DIR | --ca FILE] COMMAND ...
@@ -43,6 +46,8 @@ const ctlUsage = `usage: skybridge-cloud ctl [--api URL] [--token T] [--data DIR
   desire DEVICE prop=JSON ...      set desired property values
   events [--since N] [--follow]
   get PATH | put PATH FILE | delete PATH   raw API calls
+  broker-cert --out DIR HOST...    an external broker's TLS files, from the fleet CA
+                                   (server.crt, server.key, ca.crt; docs/EDGE.md)
 
 The token comes from --token, $SKYBRIDGE_CLOUD_TOKEN or DATA/admin.token; the
 CA from --ca or DATA/tls/ca.crt; the API from --api or $SKYBRIDGE_CLOUD_API.`
@@ -257,6 +262,8 @@ func (c *ctlClient) command(cmd string, args []string) error {
 		}
 		fmt.Fprintln(c.out, out.Join)
 		return nil
+	case "broker-cert":
+		return c.brokerCert(args)
 	case "tokens":
 		var tokens []api.TokenInfo
 		if err := c.call("GET", "/v1/tokens", nil, "", &tokens); err != nil {
@@ -468,4 +475,40 @@ func (c *ctlClient) events(args []string) error {
 		}
 		time.Sleep(time.Second) // the API has no push; poll
 	}
+}
+
+// brokerCert makes an external broker's key here, has the cloud certify
+// it for the hosts, and writes the broker's TLS files.
+func (c *ctlClient) brokerCert(args []string) error {
+	fs := flag.NewFlagSet("broker-cert", flag.ContinueOnError)
+	out := fs.String("out", "", "directory for server.crt, server.key and ca.crt")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" || fs.NArg() == 0 {
+		return errors.New("usage: broker-cert --out DIR HOST...")
+	}
+	pub, priv, err := ed25519.GenerateKey(crand.Reader)
+	if err != nil {
+		return err
+	}
+	var resp api.BrokerCertResponse
+	if err := c.callJSON("POST", "/v1/broker/certificate", api.BrokerCertRequest{PublicKey: pub, Hosts: fs.Args()}, &resp); err != nil {
+		return err
+	}
+	keyPEM, err := ca.KeyPEM(priv)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	for name, data := range map[string]string{"server.key": string(keyPEM), "server.crt": resp.Certificate, "ca.crt": resp.CA} {
+		if err := os.WriteFile(filepath.Join(*out, name), []byte(data), 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.out, "wrote %s: the broker's fleet listener takes cert_file server.crt, key_file server.key, client_ca_file ca.crt (docs/EDGE.md)\n",
+		strings.Join([]string{filepath.Join(*out, "server.crt"), "server.key", "ca.crt"}, ", "))
+	return nil
 }

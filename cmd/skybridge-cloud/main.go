@@ -1,6 +1,7 @@
 // Command skybridge-cloud manages a fleet of Skybridge edge nodes.
 //
 //	skybridge-cloud serve [--data DIR] [--api ADDR] [--broker ADDR] [--host NAME]...   run the cloud
+//	skybridge-cloud serve --external-broker HOST:PORT ...                                 the same, with a broker it does not run
 //	skybridge-cloud ctl COMMAND ...                                                       talk to its API
 //	skybridge-cloud passwd USER < password                                                a console users file line
 //	skybridge-cloud version
@@ -103,9 +104,21 @@ func serve(args []string, stderr io.Writer) error {
 	consoleUsers := fs.String("console-users", "", "file of console users besides the admin token: user:bcrypt-hash lines (skybridge-cloud passwd USER < password)")
 	consoleCert := fs.String("console-cert", "", "certificate (PEM chain) the API listener shows browsers (default: a self-signed ECDSA one in DATA/tls/console.crt)")
 	consoleKey := fs.String("console-key", "", "the key of --console-cert (PEM)")
+	extAddr := fs.String("external-broker", "", "use this Skybridge broker's fleet listener (host:port) instead of the embedded broker (docs/EDGE.md)")
+	extName := fs.String("external-broker-name", "", "the name its certificate carries (default: the address's host)")
+	extListener := fs.String("external-broker-listener", "fleet", "the name of its fleet listener (its webhook calls for other listeners are ignored)")
+	extTenant := fs.String("external-broker-tenant", "fleet", "the tenant of the fleet's clients there")
+	extAdmin := fs.String("external-broker-admin", "", "its admin API URL, to close revoked nodes' connections at once (token in $SKYBRIDGE_BROKER_ADMIN_TOKEN)")
+	extAdminCA := fs.String("external-broker-admin-ca", "", "PEM roots for an https admin URL")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var ext *service.ExternalBroker
+	if *extAddr != "" {
+		ext = &service.ExternalBroker{Address: *extAddr, ServerName: *extName, Listener: *extListener, Tenant: *extTenant,
+			HookToken: os.Getenv("SKYBRIDGE_BROKER_HOOK_TOKEN"), AdminURL: *extAdmin,
+			AdminToken: os.Getenv("SKYBRIDGE_BROKER_ADMIN_TOKEN"), AdminCAFile: *extAdminCA}
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
@@ -124,12 +137,15 @@ func serve(args []string, stderr io.Writer) error {
 	s, err := service.Start(service.Config{DataDir: *data, APIAddr: *apiAddr, BrokerAddr: *brokerAddr, PublicHosts: hosts,
 		PublicAPI: *publicAPI, PublicBroker: *publicBroker, AdminToken: os.Getenv("SKYBRIDGE_CLOUD_TOKEN"), Logger: log,
 		SecretKeyFile: *secretKey, Console: *consoleOn, ConsoleUsers: users,
-		ConsoleCertFile: *consoleCert, ConsoleKeyFile: *consoleKey,
+		ConsoleCertFile: *consoleCert, ConsoleKeyFile: *consoleKey, External: ext,
 		Fleet: fleet.Config{CertLifetime: *certLife, RenewGrace: *grace, Lease: *lease, DrainRate: *drain}})
 	if err != nil {
 		return err
 	}
 	log.Info("ready", "api", s.APIAddr(), "broker", s.BrokerAddr(), "admin_token_file", *data+"/admin.token")
+	if ext != nil && ext.HookToken == "" {
+		log.Info("external broker", "webhook", "https://"+s.APIAddr()+"/v1/broker/auth", "hook_token_file", *data+"/broker-hook.token")
+	}
 	if *consoleOn {
 		sum := sha256.Sum256(s.ConsoleCert())
 		log.Info("web console", "url", "https://"+s.APIAddr()+"/console/", "users", len(users),

@@ -121,7 +121,7 @@ func (c *cloudProc) start() {
 	}
 	serveRPC(c.host, c.serve)
 	c.mq = &mqttClient{s: s, clock: c.clock, rnd: rnd, host: c.host, to: c.host.Name, port: 8883,
-		clientID: "skybridge-cloud", user: fleet.CloudUser, password: func() []byte { return c.cert },
+		clientID: fleet.CloudClientID, user: fleet.CloudUser, password: func() []byte { return c.cert },
 		filter: api.UpFilter, keepAlive: 30 * time.Second,
 		onMessage: func(topic string, payload []byte) {
 			if c.up {
