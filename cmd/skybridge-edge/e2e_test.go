@@ -33,6 +33,7 @@ var bins struct {
 	once                   sync.Once
 	dir                    string
 	cloud, edge, heartbeat string
+	broker                 string // the skybridge broker
 	err                    error
 }
 
@@ -46,7 +47,7 @@ func build(t *testing.T) {
 		for _, b := range []struct {
 			out *string
 			pkg string
-		}{{&bins.cloud, "../skybridge-cloud"}, {&bins.edge, "."}, {&bins.heartbeat, "../../edge/demo/heartbeat"}} {
+		}{{&bins.cloud, "../skybridge-cloud"}, {&bins.edge, "."}, {&bins.heartbeat, "../../edge/demo/heartbeat"}, {&bins.broker, "../skybridge"}} {
 			*b.out = filepath.Join(bins.dir, filepath.Base(filepath.Clean(b.pkg)))
 			if b.pkg == "." {
 				*b.out = filepath.Join(bins.dir, "skybridge-edge")
