@@ -2,6 +2,8 @@ package gossip
 
 import (
 	"fmt"
+	"log/slog"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -97,6 +99,49 @@ func TestLeftRecordTurnsDeadIntoLeft(t *testing.T) {
 	}
 	d.MergeRemoteState([]byte{0xff, 0xff}, false)
 	if s := a.Stats(); s.BadLeftData != 1 || s.LeftRecords != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// A slow OnChange holds the apply loop; memberlist's callbacks meanwhile
+// never wait, and the view ends with the latest report of each node.
+func TestSlowOnChangeLosesNothing(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var once sync.Once
+	cfg := testConfig("a", cluster.AllRoles, 1000)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.OnChange = func(cluster.Change) { once.Do(func() { <-release }) }
+	n, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	d := &delegate{n}
+	node := func(id string, inc uint64, port int) *memberlist.Node {
+		b, err := cluster.Meta{Cluster: "test", Incarnation: inc, MQTT: fmt.Sprintf("h:%d", port)}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &memberlist.Node{Name: id, Meta: b}
+	}
+	d.NotifyJoin(node("b", 1, 1)) // the apply loop blocks in OnChange on this one
+	for p := 2; p <= 1000; p++ {
+		d.NotifyUpdate(node("b", 1, p))
+		d.NotifyUpdate(node("c", 5, p))
+	}
+	d.NotifyLeave(node("c", 5, 1000))
+	close(release)
+	tn := testNode{Node: n}
+	eventually(t, "b's last metadata and c dead", func() string {
+		b, _ := member(tn, "b")
+		c, _ := member(tn, "c")
+		if b.State != cluster.StateAlive || b.MQTT != "h:1000" || c.State != cluster.StateDead {
+			return fmt.Sprintf("b %s %s, c %s", b.State, b.MQTT, c.State)
+		}
+		return ""
+	})
+	if s := n.Stats(); s.Coalesced == 0 || s.Dropped != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
