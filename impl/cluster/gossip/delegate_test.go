@@ -89,9 +89,9 @@ func TestLeftRecordTurnsDeadIntoLeft(t *testing.T) {
 	if !m.Leaving || m.Incarnation != 7 {
 		t.Errorf("c: %+v", m)
 	}
-	chs := a.changes.about("c")
+	waitChange(t, a, "c", "left", func(ch cluster.Change) bool { return ch.Member.State == cluster.StateLeft })
 	var states []string
-	for _, ch := range chs {
+	for _, ch := range a.changes.about("c") {
 		states = append(states, fmt.Sprint(ch.Member.State))
 	}
 	if diff := cmp.Diff([]string{"alive", "dead", "left"}, states); diff != "" {

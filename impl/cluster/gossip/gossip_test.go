@@ -97,13 +97,22 @@ func testConfig(id string, roles cluster.Roles, port int) Config {
 
 func start(t *testing.T, cfg Config) testNode {
 	t.Helper()
+	n, err := tryStart(t, cfg)
+	if err != nil {
+		t.Fatalf("Start(%s): %v", cfg.NodeID, err)
+	}
+	return n
+}
+
+func tryStart(t *testing.T, cfg Config) (testNode, error) {
+	t.Helper()
 	logs := &logTail{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ch := &changes{}
 	cfg.OnChange = ch.add
 	n, err := Start(cfg)
 	if err != nil {
-		t.Fatalf("Start(%s): %v", cfg.NodeID, err)
+		return testNode{}, err
 	}
 	t.Cleanup(func() {
 		if err := n.Shutdown(); err != nil {
@@ -113,7 +122,7 @@ func start(t *testing.T, cfg Config) testNode {
 			t.Logf("log of %s:\n%s", cfg.NodeID, logs)
 		}
 	})
-	return testNode{n, ch}
+	return testNode{n, ch}, nil
 }
 
 // eventually polls cond until it returns "" or the deadline passes; cond
@@ -142,6 +151,25 @@ func member(n testNode, id string) (cluster.Member, bool) {
 		}
 	}
 	return cluster.Member{}, false
+}
+
+// waitChange waits until OnChange has reported a change about id that
+// matches, and returns the first such. (OnChange runs after the view
+// changed, so a test that saw the view must still wait for it.)
+func waitChange(t *testing.T, n testNode, id, what string, match func(cluster.Change) bool) cluster.Change {
+	t.Helper()
+	var got cluster.Change
+	eventually(t, fmt.Sprintf("%s told of %s %s", n.cfg.NodeID, id, what), func() string {
+		chs := n.changes.about(id)
+		for _, ch := range chs {
+			if match(ch) {
+				got = ch
+				return ""
+			}
+		}
+		return fmt.Sprintf("%+v", chs)
+	})
+	return got
 }
 
 // sees waits until n shows id in state.
@@ -236,9 +264,7 @@ func TestFailureShowsDead(t *testing.T) {
 		if m := sees(t, n, "c", cluster.StateDead); m.Leaving {
 			t.Errorf("%s: dead member marked leaving: %+v", n.cfg.NodeID, m)
 		}
-		if chs := n.changes.about("c"); len(chs) == 0 || chs[len(chs)-1].Member.State != cluster.StateDead {
-			t.Errorf("%s: OnChange about c: %+v", n.cfg.NodeID, chs)
-		}
+		waitChange(t, n, "c", "dead", func(ch cluster.Change) bool { return ch.Member.State == cluster.StateDead })
 	}
 }
 
@@ -257,8 +283,18 @@ func TestRestartShowsHigherIncarnation(t *testing.T) {
 	sees(t, a, "b", cluster.StateDead)
 
 	// Same id, same address, new process: a higher incarnation.
+	// Until it is free again: meanwhile another socket of this machine
+	// may hold the port, as an ephemeral source port.
 	cb.Bind, cb.Incarnation = addr, 200
-	b2 := start(t, cb)
+	var b2 testNode
+	eventually(t, "b restarts on "+addr, func() string {
+		n, err := tryStart(t, cb)
+		if err != nil {
+			return err.Error()
+		}
+		b2 = n
+		return ""
+	})
 	eventually(t, "a sees b's second incarnation", func() string {
 		m, _ := member(a, "b")
 		if m.State != cluster.StateAlive || m.Incarnation != 200 {
@@ -266,14 +302,8 @@ func TestRestartShowsHigherIncarnation(t *testing.T) {
 		}
 		return ""
 	})
-	var back *cluster.Change
-	for _, ch := range a.changes.about("b") {
-		if ch.Member.Incarnation == 200 {
-			back = &ch
-			break
-		}
-	}
-	if back == nil || !back.Restarted || back.Previous.Incarnation != 100 || back.Previous.State != cluster.StateDead {
+	back := waitChange(t, a, "b", "incarnation 200", func(ch cluster.Change) bool { return ch.Member.Incarnation == 200 })
+	if !back.Restarted || back.Previous.Incarnation != 100 || back.Previous.State != cluster.StateDead {
 		t.Errorf("the change that brought b back: %+v", back)
 	}
 	sees(t, b2, "a", cluster.StateAlive)
