@@ -28,6 +28,7 @@ var runtimePackages = []string{
 	"impl/console/browsertest", // test infrastructure: a headless browser process, screenshot files
 	"impl/raftkv/kvserver",     // runtime: raftkv nodes on TCP/TLS, their loop, committer and transport goroutines
 	"impl/raftkv/kvclient",     // runtime: the Go client of raftkv over TCP/TLS
+	"impl/cluster/gossip",      // runtime: membership on hashicorp/memberlist (UDP/TCP gossip, its goroutines, the apply loop)
 
 	// Edge and cloud runtimes (docs/EDGE.md).
 	"cloud/link",     // the MQTT link (paho autopaho) of the cloud and of edge agents
