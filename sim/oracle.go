@@ -763,7 +763,7 @@ func (o *Oracle) serverConnect(connID uint64, cp *packet.Connect, from uint64) {
 	case cp.CleanStart:
 		s.expiry = 0
 	default:
-		s.expiry = secs(cfg.PersistentExpiry)
+		s.expiry = secs(min(cfg.PersistentExpiry, o.w.limits(tenantOf(string(cp.Username))).maxExpiry))
 	}
 	if cp.WillFlag {
 		if id, ok := payloadID(cp.WillPayload); ok {

@@ -45,7 +45,8 @@ type Config struct {
 	// MaxKeepAlive caps the keep alive a client may ask for (0: no cap); a
 	// 5.0 client is told the capped value as Server Keep Alive.
 	MaxKeepAlive uint16
-	// MaxSessionExpiry caps the Session Expiry Interval (seconds);
+	// MaxSessionExpiry caps the Session Expiry Interval (seconds), and the
+	// life of a 3.1/3.1.1 session with clean session 0 (PersistentExpiry);
 	// MinSessionExpiry raises a non-zero one (5.0, announced in CONNACK).
 	MaxSessionExpiry uint32
 	MinSessionExpiry uint32

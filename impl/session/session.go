@@ -432,7 +432,9 @@ func (s *Session) Attach(c *packet.Connect, info AttachInfo, now time.Time) {
 	} else if c.CleanStart {
 		s.expiry = 0
 	} else {
-		s.expiry = s.cfg.PersistentExpiry
+		// The protocol keeps such a session forever; the broker's (and the
+		// tenant's) cap bounds it as it bounds a 5.0 one.
+		s.expiry = min(s.cfg.PersistentExpiry, s.cfg.MaxSessionExpiry)
 	}
 	s.will, s.willDelay = nil, 0
 	if c.WillFlag {
