@@ -69,6 +69,7 @@ type Receiver struct {
 	acked     uint64 // last acknowledged on this connection
 	limit     uint64 // last granted on this connection
 	out       []byte
+	dv        Delivery // handed to deliver; a field so that it does not escape per frame
 	stats     ReceiverStats
 }
 
@@ -148,7 +149,8 @@ func (r *Receiver) handle(frame []byte, deliver func(*Delivery)) *Error {
 		return nil
 	}
 	r.stats.Frames++
-	dv := Delivery{Incarnation: r.peerInc, Seq: d.Seq}
+	dv := &r.dv
+	*dv = Delivery{Incarnation: r.peerInc, Seq: d.Seq}
 	rest := d.Records
 	for i := range int(d.Count) {
 		tenant, m, next, err := r.dec.next(rest)
@@ -161,7 +163,7 @@ func (r *Receiver) handle(frame []byte, deliver func(*Delivery)) *Error {
 			continue
 		}
 		dv.Tenant, dv.Message = tenant, m
-		deliver(&dv)
+		deliver(dv)
 		r.partial = i + 1
 		r.stats.Messages++
 	}

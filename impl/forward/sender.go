@@ -103,26 +103,38 @@ type Sender struct {
 	highestSent uint64 // to tell a resend from a first write
 }
 
-// maxFree bounds the frame buffers kept for reuse.
-const maxFree = 16
+// maxFree bounds the frame buffers kept for reuse: the frames one
+// cumulative acknowledgement frees at the default window, so a busy link
+// allocates no buffer (at most 64 × FrameBytes idle per link).
+const maxFree = DefaultWindow
+
+// firstBuf is the capacity of a new frame buffer; it grows by appending,
+// so a frame sealed with a few messages does not hold FrameBytes.
+const firstBuf = 4 << 10
 
 // NewSender returns the sending end of the link from cfg.Node to cfg.Peer.
 func NewSender(cfg SenderConfig) *Sender {
 	cfg.fill()
 	s := &Sender{cfg: cfg, nextSeq: 1}
-	s.open = s.newBuf()
+	s.open = s.newBuf(false)
 	return s
 }
 
-func (s *Sender) newBuf() []byte {
+func (s *Sender) newBuf(full bool) []byte {
 	if n := len(s.free); n > 0 {
 		b := s.free[n-1]
 		s.free[n-1] = nil
 		s.free = s.free[:n-1]
 		return b[:dataHeader]
 	}
-	return make([]byte, dataHeader, s.cfg.FrameBytes+dataHeader)
+	if full { // the last frame filled up: this one likely will too
+		return make([]byte, dataHeader, s.cfg.FrameBytes+dataHeader)
+	}
+	return make([]byte, dataHeader, min(firstBuf, s.cfg.FrameBytes+dataHeader))
 }
+
+// FrameBytes returns the size at which frames are sealed.
+func (s *Sender) FrameBytes() int { return s.cfg.FrameBytes }
 
 // Enqueue adds a message for the peer. qos is the guarantee the link owes
 // it (the message's own QoS, or less when the peer's subscribers want
@@ -142,7 +154,12 @@ func (s *Sender) Enqueue(tenant string, m *message.Message, qos packet.QoS, toke
 		return errorf(packet.QuotaExceeded, "link to %s full: %d messages, %d bytes", s.cfg.Peer, s.stats.Queued, s.stats.QueuedBytes)
 	}
 	if s.openMsgs > 0 && len(s.open)+size > dataHeader+s.cfg.FrameBytes {
-		s.seal()
+		s.seal(true)
+	}
+	if cap(s.open)-len(s.open) < size {
+		// Doubling, but not past a full frame, so the buffer can be reused.
+		n := max(len(s.open)+size, min(2*cap(s.open), dataHeader+s.cfg.FrameBytes))
+		s.open = append(make([]byte, 0, n), s.open...)
 	}
 	var err error
 	if s.open, err = s.enc.append(s.open, tenant, m); err != nil {
@@ -168,13 +185,14 @@ func (s *Sender) refuse(qos packet.QoS) {
 	}
 }
 
-// seal closes the open frame and queues it for sending.
-func (s *Sender) seal() {
+// seal closes the open frame and queues it for sending; full says it
+// was sealed for want of room.
+func (s *Sender) seal(full bool) {
 	sealData(s.open, s.nextSeq, s.openMsgs)
 	s.frames.Push(sealed{seq: s.nextSeq, buf: s.open, msgs: s.openMsgs, tokens: s.openTokens})
 	s.nextSeq++
 	s.stats.Frames++
-	s.open, s.openMsgs, s.openTokens = s.newBuf(), 0, 0
+	s.open, s.openMsgs, s.openTokens = s.newBuf(full), 0, 0
 }
 
 // Connected starts the handshake on a new connection.
@@ -301,7 +319,7 @@ func (s *Sender) Output(dst []byte, max int) []byte {
 			if s.openMsgs == 0 || s.nextSeq > s.limit {
 				return dst
 			}
-			s.seal()
+			s.seal(false)
 		}
 		f := s.frames.At(s.unsent)
 		if f.seq > s.limit || len(dst) > 0 && len(dst)+len(f.buf) > max {

@@ -237,8 +237,18 @@ func (p *Peer) serve(c net.Conn) (bool, error) {
 
 // write writes the core's output until the connection or the peer ends.
 func (p *Peer) write(c net.Conn, readDone chan struct{}) error {
-	w := bufio.NewWriterSize(c, bufSize)
+	p.mu.Lock()
+	frame := p.core.FrameBytes() + 64 // a frame's header is smaller
+	p.mu.Unlock()
+	w := bufio.NewWriterSize(c, max(bufSize, 2*frame))
 	for {
+		if w.Available() < frame && w.Buffered() > 0 {
+			// Room for a whole frame, so that Output appends in place.
+			c.SetWriteDeadline(deadline(p.cfg.WriteTimeout))
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
 		p.mu.Lock()
 		b := p.core.Output(w.AvailableBuffer(), w.Available())
 		p.mu.Unlock()
