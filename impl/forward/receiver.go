@@ -106,7 +106,7 @@ func (r *Receiver) Disconnected() {
 // goaway that tells the sender why, when the protocol allows one.
 func (r *Receiver) Handle(frame []byte, deliver func(*Delivery)) error {
 	if err := r.handle(frame, deliver); err != nil {
-		r.out = appendGoAway(r.out, err)
+		r.out = AppendGoAway(r.out, err)
 		return err
 	}
 	return nil

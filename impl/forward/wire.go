@@ -210,9 +210,10 @@ func parseAck(body []byte) (acked, limit uint64, err error) {
 	return acked, limit, r.end("ack")
 }
 
-// appendGoAway appends the frame that tells the other side why the
-// connection closes.
-func appendGoAway(dst []byte, e *Error) []byte {
+// AppendGoAway appends the frame that tells the other side why the
+// connection closes (a runtime refusing a connection before any link
+// end exists uses it; the cores append their own).
+func AppendGoAway(dst []byte, e *Error) []byte {
 	start := len(dst)
 	dst = beginFrame(dst, frameGoAway)
 	dst = append(dst, byte(e.Code))

@@ -204,7 +204,7 @@ func FuzzReceiver(f *testing.F) {
 	}
 	f.Add(w[LenSize:])
 	f.Add(appendAck(nil, 1, 5)[LenSize:])
-	f.Add(appendGoAway(nil, errorf(packet.ProtocolError, "x"))[LenSize:])
+	f.Add(AppendGoAway(nil, errorf(packet.ProtocolError, "x"))[LenSize:])
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		r := NewReceiver(ReceiverConfig{Node: "b", Incarnation: 1, MaxFrame: 1 << 16}, ReceiverState{})
 		r.Connected()

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/forward"
+	"github.com/skybridge-mq/skybridge/impl/packet"
 )
 
 // ListenerConfig configures the receiving ends of this node's links.
@@ -163,6 +165,16 @@ func (l *Listener) untrack(c net.Conn) {
 	c.Close()
 }
 
+// MaxLinks bounds the sending nodes a Listener keeps links for.
+const MaxLinks = 4096
+
+// hasRoom reports whether node from has a link or one can be made.
+func (l *Listener) hasRoom(from string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.links[from] != nil || len(l.links) < MaxLinks
+}
+
 // link returns the receiving end for node from, made on its first hello.
 func (l *Listener) link(from string) *inLink {
 	l.mu.Lock()
@@ -191,13 +203,21 @@ func (l *Listener) serve(c net.Conn) {
 		return
 	}
 	h, err := forward.ParseHello(frame)
+	if err == nil && h.To != l.cfg.Link.Node {
+		err = &forward.Error{Code: packet.ProtocolError, Reason: fmt.Sprintf("hello for node %q reached %q", h.To, l.cfg.Link.Node)}
+	}
+	if err == nil && !l.hasRoom(h.From) {
+		err = &forward.Error{Code: packet.QuotaExceeded, Reason: "too many sending nodes"}
+	}
 	if err != nil {
-		// A receiver of its own answers with the goaway that says why.
-		core := forward.NewReceiver(l.cfg.Link, forward.ReceiverState{})
-		core.Connected()
-		core.Handle(frame, nil)
+		// A link is made only for a valid hello to this node, so that
+		// strangers cannot fill the map of links; the goaway says why.
+		fe, ok := err.(*forward.Error)
+		if !ok {
+			fe = &forward.Error{Code: packet.ProtocolError, Reason: err.Error()}
+		}
 		c.SetWriteDeadline(deadline(l.cfg.WriteTimeout))
-		c.Write(core.Output(nil))
+		c.Write(forward.AppendGoAway(nil, fe))
 		l.cfg.Logger.Warn("forward link refused", "remote", c.RemoteAddr(), "err", err)
 		return
 	}

@@ -312,7 +312,8 @@ func TestTLS(t *testing.T) {
 }
 
 // TestWrongNodeRefused: a sender that reaches another node than it meant
-// gets a goaway and keeps retrying, delivering nothing.
+// gets a goaway and keeps retrying, delivering nothing; the listener
+// makes no link for it.
 func TestWrongNodeRefused(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -333,6 +334,9 @@ func TestWrongNodeRefused(t *testing.T) {
 	waitFor(t, end, "refused connections", func() bool { return p.Stats().Broken >= 3 })
 	if st := p.Stats(); st.Connects != 0 || delivered.Load() != 0 {
 		t.Errorf("connects %d, delivered %d", st.Connects, delivered.Load())
+	}
+	if _, ok := l.Stats("a"); ok {
+		t.Error("a link was made for a hello meant for another node")
 	}
 }
 
