@@ -434,3 +434,81 @@ func TestReadLen(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialFrame: a frame whose delivery an error interrupted is
+// finished, not repeated, when it comes again.
+func TestPartialFrame(t *testing.T) {
+	t.Parallel()
+	r := NewReceiver(ReceiverConfig{Node: "b", Incarnation: 1}, ReceiverState{})
+	hello := appendHello(nil, &Hello{Version: Version, From: "a", To: "b", Incarnation: 1, FirstUnacked: 1})
+	frame := func(payloads ...string) []byte {
+		f := make([]byte, dataHeader)
+		for _, p := range payloads {
+			var err error
+			if f, err = AppendRecord(f, "ten", testMsg(p, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sealData(f, 1, len(payloads))
+		return f[LenSize:]
+	}
+	var got []string
+	deliver := func(d *Delivery) { got = append(got, string(d.Message.Payload)) }
+	r.Connected()
+	if err := r.Handle(hello[LenSize:], nil); err != nil {
+		t.Fatal(err)
+	}
+	bad := frame("p1", "p2", "p3")
+	bad = bad[:len(bad)-1] // the third record is cut short
+	if err := r.Handle(bad, deliver); err == nil {
+		t.Fatal("truncated frame accepted")
+	}
+	r.Disconnected()
+	r.Connected()
+	if err := r.Handle(hello[LenSize:], nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Handle(frame("p1", "p2", "p3"), deliver); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"p1", "p2", "p3"}, got); d != "" {
+		t.Errorf("delivered (-want +got):\n%s", d)
+	}
+	if st := r.Stats(); st.Duplicates != 2 || st.Messages != 3 {
+		t.Errorf("stats %+v, want 2 duplicates and 3 messages", st)
+	}
+}
+
+// TestAbandon: a sender that gives up on its peer returns the tokens it
+// held; the receiver counts the frames it never got and goes on.
+func TestAbandon(t *testing.T) {
+	t.Parallel()
+	l := newLink(t, SenderConfig{FrameBytes: 1}, ReceiverConfig{})
+	l.enqueue(1, 2, packet.QoS1)
+	l.connect()
+	l.pump()
+	l.enqueue(3, 3, packet.QoS1)
+	l.connect()
+	l.toReceiver()
+	l.toSender()
+	l.s.Output(nil, 1<<20) // lost
+	l.cut()
+	abandoned := l.s.Abandon(nil)
+	l.enqueue(6, 1, packet.QoS1)
+	l.connect()
+	l.pump()
+	got := outcome{Got: l.got, Released: l.released, Errs: l.errs}
+	want := outcome{Got: []string{"p1", "p2", "p6"}, Released: []uint64{1, 2, 6}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("outcome (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]uint64{3, 4, 5}, abandoned); d != "" {
+		t.Errorf("abandoned tokens (-want +got):\n%s", d)
+	}
+	if st := l.r.Stats(); st.Gaps != 3 {
+		t.Errorf("receiver counted %d gaps, want 3", st.Gaps)
+	}
+	if st := l.s.Stats(); st.Queued != 0 || st.QueuedBytes != 0 {
+		t.Errorf("sender holds %d messages, %d bytes", st.Queued, st.QueuedBytes)
+	}
+}
