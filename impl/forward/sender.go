@@ -218,6 +218,10 @@ func (s *Sender) Disconnected() {
 // Up reports whether the handshake of the current connection completed.
 func (s *Sender) Up() bool { return s.state == up }
 
+// Waiting reports whether frames written on the current connection await
+// their acknowledgement (a runtime bounds that wait).
+func (s *Sender) Waiting() bool { return s.state == up && s.unsent > 0 }
+
 // Handle takes a frame from the receiver (the bytes after the length
 // prefix). An error means the connection must be closed.
 func (s *Sender) Handle(frame []byte) error {

@@ -29,6 +29,10 @@ type PeerConfig struct {
 	Released func(tokens []uint64)
 
 	MinBackoff, MaxBackoff time.Duration // between failed connections
+	// AckTimeout breaks a connection on which written frames wait longer
+	// for any acknowledgement (a peer whose socket lives but whose node
+	// does not answer); they are written again on the next one.
+	AckTimeout time.Duration
 	Common
 }
 
@@ -43,8 +47,14 @@ func (c *PeerConfig) fill() {
 	if c.MaxBackoff < c.MinBackoff {
 		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
 	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
 	c.Common.fill()
 }
+
+// DefaultAckTimeout is PeerConfig.AckTimeout's default.
+const DefaultAckTimeout = 30 * time.Second
 
 // PeerStats adds the connection counters to the link's.
 type PeerStats struct {
@@ -66,6 +76,7 @@ type Peer struct {
 	cancel context.CancelFunc
 	ctx    context.Context
 	once   sync.Once
+	armed  bool // the connection's read deadline bounds the wait for an ack (under mu)
 
 	dials, dialFailures, broken atomic.Uint64
 }
@@ -211,6 +222,7 @@ func (p *Peer) serve(c net.Conn) (bool, error) {
 		return false, nil
 	}
 	p.conn = c
+	p.armed = false
 	p.core.Connected()
 	p.mu.Unlock()
 
@@ -251,6 +263,11 @@ func (p *Peer) write(c net.Conn, readDone chan struct{}) error {
 		}
 		p.mu.Lock()
 		b := p.core.Output(w.AvailableBuffer(), w.Available())
+		if !p.armed && p.core.Waiting() {
+			// From the oldest frame not acknowledged, not the newest.
+			c.SetReadDeadline(deadline(p.cfg.AckTimeout))
+			p.armed = true
+		}
 		p.mu.Unlock()
 		if len(b) > 0 {
 			c.SetWriteDeadline(deadline(p.cfg.WriteTimeout))
@@ -283,21 +300,27 @@ func (p *Peer) read(c net.Conn) error {
 	var buf []byte
 	var tokens []uint64
 	c.SetReadDeadline(deadline(p.cfg.HandshakeTimeout))
-	up := false
 	for {
 		frame, err := readFrame(r, &buf, forward.DefaultMaxFrame)
 		if err != nil {
 			return err
 		}
 		p.mu.Lock()
+		before := p.core.Stats().Acked
+		wasUp := p.core.Up()
 		err = p.core.Handle(frame)
 		tokens = p.core.TakeReleased(tokens[:0])
-		nowUp := p.core.Up()
-		p.mu.Unlock()
-		if nowUp && !up {
-			up = true
-			c.SetReadDeadline(time.Time{}) // acks may be rare: TCP keep-alive watches the peer
+		switch {
+		case !p.core.Up():
+		case !p.core.Waiting():
+			// Nothing awaits an ack: TCP keep-alive watches an idle peer.
+			c.SetReadDeadline(time.Time{})
+			p.armed = false
+		case !wasUp || p.core.Stats().Acked > before:
+			c.SetReadDeadline(deadline(p.cfg.AckTimeout))
+			p.armed = true
 		}
+		p.mu.Unlock()
 		if len(tokens) > 0 && p.cfg.Released != nil {
 			p.cfg.Released(tokens)
 		}

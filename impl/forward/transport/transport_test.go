@@ -354,3 +354,39 @@ func TestCloseWithoutPeer(t *testing.T) {
 	waitFor(t, time.Now().Add(30*time.Second), "dial failures", func() bool { return p.Stats().DialFailures >= 2 })
 	p.Close()
 }
+
+// TestAckTimeout: a receiver that never acknowledges (its node never
+// reports durability) gets its connection broken after AckTimeout, and
+// the frame is written again on the next one, where it is a duplicate.
+func TestAckTimeout(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivered atomic.Int64
+	l := Serve(ln, ListenerConfig{Link: forward.ReceiverConfig{Node: "b", Incarnation: 1, WaitDurable: true},
+		Deliver: func(string, *forward.Delivery) { delivered.Add(1) }})
+	defer l.Close()
+	p := NewPeer(PeerConfig{Link: forward.SenderConfig{Node: "a", Peer: "b", Incarnation: 1}, Addr: ln.Addr().String(),
+		AckTimeout: 50 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	defer p.Close()
+	if err := p.Enqueue("acme", &message.Message{Topic: []byte("t")}, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(30 * time.Second)
+	waitFor(t, end, "connections broken for want of an ack", func() bool {
+		st, _ := l.Stats("a")
+		return p.Stats().Broken >= 2 && st.Duplicates >= 1
+	})
+	if n := delivered.Load(); n != 1 {
+		t.Errorf("delivered %d times, want once", n)
+	}
+	// Once durable, the ack comes and the link stays up.
+	l.Durable("a", 1, 1)
+	ctx, cancel := context.WithDeadline(context.Background(), end)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
