@@ -32,6 +32,9 @@
 //     receiver acknowledged: "delivered to the peer" (made durable there, if
 //     the receiving runtime waits for durability). The broker acknowledges
 //     a publish once every destination node has released its token.
+//   - Waiting reports that frames written on the connection await their
+//     acknowledgement: the runtime bounds that wait and breaks a
+//     connection whose peer stopped answering (what it held goes again).
 //
 // The receiver's runtime:
 //
