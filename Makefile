@@ -55,7 +55,7 @@ timing:
 	set -o pipefail; $(GO) test -count=1 -run '$(TIMING_TESTS)' -v ./cmd/skybridge | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|CONNACK|storm'
 
 # Packages with concurrency run again under the race detector.
-RACE_PKGS ?= ./impl/env/... ./impl/cluster/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/... ./impl/raftkv/... ./cloud/... ./edge/...
+RACE_PKGS ?= ./impl/env/... ./impl/cluster/... ./impl/forward/... ./impl/topic/... ./impl/session/... ./impl/broker/... ./impl/server/... ./impl/auth/... ./impl/webhook/... ./impl/store/... ./impl/bridge/... ./impl/raftkv/... ./cloud/... ./edge/...
 # Tests whose assertion is a latency or a browser's pace are left out of
 # the race run (they run in unit): under the detector's 5-10x slowdown on
 # two cores they measure the detector.

@@ -29,6 +29,7 @@ var runtimePackages = []string{
 	"impl/raftkv/kvserver",     // runtime: raftkv nodes on TCP/TLS, their loop, committer and transport goroutines
 	"impl/raftkv/kvclient",     // runtime: the Go client of raftkv over TCP/TLS
 	"impl/cluster/gossip",      // runtime: membership on hashicorp/memberlist (UDP/TCP gossip, its goroutines, the apply loop)
+	"impl/forward/transport",   // runtime: the links between broker nodes on TCP/TLS, their dialer, reader and writer goroutines
 
 	// Edge and cloud runtimes (docs/EDGE.md).
 	"cloud/link",     // the MQTT link (paho autopaho) of the cloud and of edge agents

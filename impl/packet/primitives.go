@@ -161,6 +161,16 @@ func appendVarint(dst []byte, v uint32) []byte {
 // AppendVarint appends v as a variable byte integer. v must not exceed MaxRemaining.
 func AppendVarint(dst []byte, v uint32) []byte { return appendVarint(dst, v) }
 
+// DecodeVarint decodes a variable byte integer at the start of b and
+// returns its value and length; the error (0x81) carries the reason.
+func DecodeVarint(b []byte) (uint32, int, error) {
+	v, n, err := decodeVarint(b)
+	if err != nil {
+		return 0, 0, err
+	}
+	return v, n, nil
+}
+
 func appendUint16(dst []byte, v uint16) []byte { return append(dst, byte(v>>8), byte(v)) }
 
 func appendUint32(dst []byte, v uint32) []byte {
