@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -136,6 +137,10 @@ type Service struct {
 	// broker); brokerAdmin calls its admin API.
 	hook        string
 	brokerAdmin *http.Client
+	// kicks queue the nodes whose connections the external broker must
+	// close (bounded; kicksDropped counts what did not fit).
+	kicks        chan string
+	kicksDropped atomic.Uint64
 
 	serverCert  tls.Certificate
 	cloudCert   tls.Certificate
@@ -165,7 +170,7 @@ func Start(cfg Config) (*Service, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &Service{cfg: cfg, log: log, wake: make(chan struct{}, 1), done: make(chan struct{}), kicks: make(chan string, 1024)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -240,6 +245,10 @@ func Start(cfg Config) (*Service, error) {
 	s.startAPI()
 	s.wg.Add(1)
 	go s.loop()
+	if s.brokerAdmin != nil {
+		s.wg.Add(1)
+		go s.kicker()
+	}
 	ok = true
 	log.Info("skybridge-cloud started", "api", s.APIAddr(), "broker", s.BrokerAddr(), "public_api", fc.API, "public_broker", fc.Broker)
 	return s, nil
@@ -541,7 +550,23 @@ func (s *Service) loop() {
 			s.link.Publish(p.Topic, p.Payload)
 		}
 		for _, n := range out.Kick {
-			s.kickNode(n)
+			if s.cfg.External == nil {
+				_ = s.b.KickSession(brokerTenant, n, true)
+				continue
+			}
+			if s.brokerAdmin == nil {
+				s.log.Info("cloud: no admin API of the external broker: a revoked node's connection lasts until it reconnects", "node", n)
+				continue
+			}
+			select {
+			case s.kicks <- n:
+			default:
+				// The admin API is slow or down and a backlog is queued:
+				// this node's connection lasts until it reconnects (and is
+				// refused) or its certificate expires.
+				s.kicksDropped.Add(1)
+				s.log.Warn("cloud: too many kicks waiting for the external broker's admin API; dropped one", "node", n)
+			}
 		}
 		wait := time.Minute
 		if !next.IsZero() {
@@ -557,17 +582,24 @@ func (s *Service) loop() {
 	}
 }
 
-// kickNode closes a node's connection to the broker (and ends its
-// session): a revoked node reconnects and is refused.
-func (s *Service) kickNode(node string) {
+// kicker closes revoked nodes' connections on the external broker, one
+// at a time, off the fleet's loop (a slow admin API must not hold it).
+func (s *Service) kicker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.done:
+			return
+		case n := <-s.kicks:
+			s.kickExternal(n)
+		}
+	}
+}
+
+// kickExternal closes a node's connection on the external broker (and
+// ends its session): the node reconnects and is refused.
+func (s *Service) kickExternal(node string) {
 	x := s.cfg.External
-	if x == nil {
-		_ = s.b.KickSession(brokerTenant, node, true)
-		return
-	}
-	if s.brokerAdmin == nil {
-		return
-	}
 	u := strings.TrimSuffix(x.AdminURL, "/") + "/api/v1/tenants/" + url.PathEscape(x.Tenant) + "/sessions/" + url.PathEscape(node) + "?discard=true"
 	req, err := http.NewRequest(http.MethodDelete, u, nil)
 	if err != nil {
