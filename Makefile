@@ -111,6 +111,11 @@ kv-sim:
 kv-soak:
 	$(GO) run ./cmd/skybridge-kv sim --seeds $(SEEDS)
 
+# The cluster's membership core on the simulator, more seeds (docs/CLUSTER.md).
+.PHONY: cluster-soak
+cluster-soak:
+	$(GO) test -count=1 -timeout 60m -run TestMembership -v ./sim/clustersim -clustersim.seeds $(SEEDS)
+
 # A 3-process raftkv cluster on loopback (mutual TLS between nodes) under a
 # write load; one node is killed with SIGKILL and restarted; every
 # acknowledged write is read back.
