@@ -221,8 +221,8 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 		}
 		if err == nil && !cn.started {
 			cn.started = true
-			if !firstByteOK(r.buf[r.r]) {
-				s.refuseNotMQTT(cn, r.buf[r.r:r.w])
+			if !firstByteOK(r.buf()[r.r]) {
+				s.refuseNotMQTT(cn, r.buf()[r.r:r.w])
 				return false
 			}
 		}
