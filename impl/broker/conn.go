@@ -85,18 +85,18 @@ type Conn struct {
 	// subscriber; each would otherwise signal its writer).
 	wakePending atomic.Bool
 
-	mu       sync.Mutex
-	e        *entry // the session, once CONNECT is accepted
-	pending  []byte // bytes outside the session: a refusal CONNACK, a final DISCONNECT
-	closing  bool   // close the transport once everything is written
-	closed   bool   // Closed was called
-	attached bool
+	mu      sync.Mutex
+	closing bool // close the transport once everything is written
+	closed  bool // Closed was called
 	// Why the connection ends, for the disconnected event: the first cause
 	// noted wins (a client's DISCONNECT, a protocol error, a kick, the
-	// transport's failure).
+	// transport's failure). (The small fields sit next to mu, in its
+	// padding: Conn is 240 B, a size class below 256.)
 	endCode  packet.ReasonCode
 	endNoted bool
 	endCause string
+	e        *entry // the session, once CONNECT is accepted
+	pending  []byte // bytes outside the session: a refusal CONNACK, a final DISCONNECT
 }
 
 // Causes of a connection's end, as the disconnected event's detail says them.
