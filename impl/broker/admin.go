@@ -115,7 +115,7 @@ func (e *entry) info(withSubs bool) SessionInfo {
 	}
 	si.Queued, si.Inflight = s.Queued()
 	si.Parked, si.Stalled = e.nparked(), e.stalled
-	st := s.Stats
+	st := s.Stats()
 	si.Dropped = DropStats{st.DroppedQueueFull, st.DroppedOutputFull, st.DroppedOffline, st.DroppedTooLarge, st.DroppedExpired}
 	if withSubs {
 		s.Subscriptions(func(f string, o topic.Options) bool {

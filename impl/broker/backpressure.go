@@ -327,8 +327,8 @@ func (b *Broker) parkTimeout(e *entry) {
 				rel = append(rel, q.ack)
 				dropped++
 			}
-			full0 = e.s.Stats.DroppedQueueFull
-			e.s.Stats.DroppedQueueFull += uint64(dropped)
+			full0 = e.s.DroppedQueueFull()
+			e.s.CountQueueFull(uint64(dropped))
 			e.stalled = true
 		}
 	}

@@ -85,18 +85,18 @@ type Conn struct {
 	// subscriber; each would otherwise signal its writer).
 	wakePending atomic.Bool
 
-	mu       sync.Mutex
-	e        *entry // the session, once CONNECT is accepted
-	pending  []byte // bytes outside the session: a refusal CONNACK, a final DISCONNECT
-	closing  bool   // close the transport once everything is written
-	closed   bool   // Closed was called
-	attached bool
+	mu      sync.Mutex
+	closing bool // close the transport once everything is written
+	closed  bool // Closed was called
 	// Why the connection ends, for the disconnected event: the first cause
 	// noted wins (a client's DISCONNECT, a protocol error, a kick, the
-	// transport's failure).
+	// transport's failure). (The small fields sit next to mu, in its
+	// padding: Conn is 240 B, a size class below 256.)
 	endCode  packet.ReasonCode
 	endNoted bool
 	endCause string
+	e        *entry // the session, once CONNECT is accepted
+	pending  []byte // bytes outside the session: a refusal CONNACK, a final DISCONNECT
 }
 
 // Causes of a connection's end, as the disconnected event's detail says them.
@@ -772,7 +772,9 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 		c.refuseWith(v, code, p)
 		return
 	}
-	req := AuthRequest{ClientID: string(conn.ClientID), Username: string(conn.Username),
+	// The client identifier is made a string once: the registry keeps it.
+	id := string(conn.ClientID)
+	req := AuthRequest{ClientID: id, Username: string(conn.Username),
 		HasUser: conn.UsernameFlag, Password: conn.Password, Listener: c.lis.Listener,
 		DefaultTenant: c.lis.DefaultTenant, Remote: c.remote, CertSubject: c.certSubject()}
 	if v == packet.V5 && conn.Properties.Has(packet.PropAuthMethod) {
@@ -786,12 +788,12 @@ func (c *Conn) handleConnect(h packet.FixedHeader, body []byte, now time.Time) {
 		c.refuse(v, ar.Code)
 		return
 	}
-	c.accept(conn, ar, session.AttachInfo{}, now)
+	c.accept(conn, id, ar, session.AttachInfo{}, now)
 }
 
 // accept attaches an authenticated CONNECT to its session (new, resumed or
-// taken over) and answers it.
-func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachInfo, now time.Time) {
+// taken over) and answers it. id is conn.ClientID as a string.
+func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info session.AttachInfo, now time.Time) {
 	b := c.b
 	v := conn.Version
 	b.mu.Lock()
@@ -804,7 +806,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	// Whatever authenticated the client, its identity must be one the
 	// broker can keep apart from every other (store keys, metrics, logs).
 	if err := validIdentity(&ar); err != nil {
-		ev := event.NewAuthFailed(now, event.Who{ClientID: string(conn.ClientID)}, packet.NotAuthorized, c.lis.Listener, c.remote)
+		ev := event.NewAuthFailed(now, event.Who{ClientID: id}, packet.NotAuthorized, c.lis.Listener, c.remote)
 		ev.Detail = err.Error()
 		b.emit(ev)
 		c.refuse(v, packet.NotAuthorized)
@@ -813,7 +815,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	t := b.acquireTenant(ar.Tenant)
 	defer b.releaseTenant(t) // the session made here holds it from then on
 	l := b.tenantLimits(t)
-	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: string(conn.ClientID), Extra: ar.ACL}
+	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: id, Extra: ar.ACL}
 	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
 		b.emit(event.NewThrottled(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User}, code.String()))
 		c.refuse(v, code)
@@ -838,7 +840,7 @@ func (c *Conn) accept(conn *packet.Connect, ar AuthResult, info session.AttachIn
 	var dropped *entry
 	var droppedAcks []*heldAck
 	t.regMu.Lock()
-	clientID, assigned := string(conn.ClientID), ""
+	clientID, assigned := id, ""
 	if clientID == "" {
 		clientID = b.assignClientID(t)
 		if v == packet.V5 {

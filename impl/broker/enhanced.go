@@ -90,7 +90,7 @@ func (c *Conn) authStep(data []byte, now time.Time) {
 		if ar.Tenant == "" {
 			ar.Tenant, ar.User = TenantOf(c.auth.req.Username, c.auth.req.DefaultTenant)
 		}
-		c.accept(conn, ar, session.AttachInfo{AuthMethod: c.auth.method, AuthData: reply}, now)
+		c.accept(conn, string(conn.ClientID), ar, session.AttachInfo{AuthMethod: c.auth.method, AuthData: reply}, now)
 	}
 }
 

@@ -290,7 +290,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 		}
 		d := session.Delivery{QoS: packet.QoS(qos), Retain: retain, SubIDs: ids}
 		lockForDelivery(&e.mu)
-		full0 := e.s.Stats.DroppedQueueFull
+		full0 := e.s.DroppedQueueFull()
 		out := session.DropOffline
 		if !e.dead {
 			if qos > 0 && (e.nparked() > 0 || !e.s.Room(msg.Size())) {
@@ -304,8 +304,8 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 				}
 				if e.nparked() > 0 {
 					// Never overtake what waits: dropped as if the queue were full.
-					e.s.Stats.DroppedQueueFull++
-					full := e.s.Stats.DroppedQueueFull
+					e.s.CountQueueFull(1)
+					full := e.s.DroppedQueueFull()
 					e.mu.Unlock()
 					b.noteDrop(t, DropQueueFull, at.now())
 					b.noteOverflow(e, full0, full, at.now())
@@ -318,7 +318,7 @@ func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *inst
 			}
 		}
 		conn := e.conn
-		full := e.s.Stats.DroppedQueueFull
+		full := e.s.DroppedQueueFull()
 		e.mu.Unlock()
 		if b.countOutcome(t, out, at) && conn != nil && conn != self {
 			conn.wakeUp()

@@ -81,6 +81,7 @@ type connection struct {
 	fd    int32 // the socket, once parked
 	due   int32 // 1 + its place in the parker's deadline heap (0: not in it)
 	pfd   int32
+	slot  int32 // the place in Server.conns
 
 	// tcpKeepAlive is set once TCP keep-alive has been turned on.
 	tcpKeepAlive bool
@@ -144,7 +145,8 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 	cn.r.init(nc, s.bufs, s.cfg.Broker.MaxPacketSize)
 	cn.c = s.b.NewConn(info, cn.wakeUp)
 	s.mu.Lock()
-	s.conns[cn] = struct{}{}
+	cn.slot = int32(len(s.conns))
+	s.conns = append(s.conns, cn)
 	cn.lis = s.notMQTT[lc.Name]
 	s.mu.Unlock()
 	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
@@ -179,11 +181,25 @@ func (s *Server) finish(cn *connection) {
 		s.parker.remove(cn)
 	}
 	s.mu.Lock()
-	delete(s.conns, cn)
+	s.forget(cn)
 	s.mu.Unlock()
 	s.open.Add(-1)
 	if cn.counted {
 		s.wg.Done()
+	}
+}
+
+// forget takes cn out of the open connections. The caller holds s.mu.
+func (s *Server) forget(cn *connection) {
+	last := len(s.conns) - 1
+	if i := cn.slot; s.conns[i] == cn {
+		s.conns[i] = s.conns[last]
+		s.conns[i].slot = i
+		s.conns[last] = nil
+		s.conns = s.conns[:last]
+	}
+	if cap(s.conns) > 1024 && len(s.conns) < cap(s.conns)/4 {
+		s.conns = append([]*connection(nil), s.conns...) // let a burst's table go
 	}
 }
 
@@ -205,8 +221,8 @@ func (s *Server) readLoop(cn *connection) (parked bool) {
 		}
 		if err == nil && !cn.started {
 			cn.started = true
-			if !firstByteOK(r.buf[r.r]) {
-				s.refuseNotMQTT(cn, r.buf[r.r:r.w])
+			if !firstByteOK(r.buf()[r.r]) {
+				s.refuseNotMQTT(cn, r.buf()[r.r:r.w])
 				return false
 			}
 		}

@@ -40,9 +40,10 @@ func idleClient(t testing.TB, addr, id string) net.Conn {
 // read buffer, a reader and a writer); then 8.3 KiB, 4 KiB of it the broker
 // core's packet decoder; then, with the decoder borrowed only while the
 // connection is busy, about 2.5 KiB of heap and no goroutine when
-// connections park (Linux); now, with parked sockets detached from their
-// net.Conn and the per-connection structs halved, about 1.5 KiB of heap
-// (1.8 KiB and one goroutine, its 4 KiB stack, when they do not park). The
+// connections park (Linux); then, with parked sockets detached from their
+// net.Conn and the per-connection structs halved, about 1.5 KiB of heap;
+// now, with the structs at their size classes (TestLayout), about 1.4 KiB
+// (1.7 KiB and one goroutine, its 4 KiB stack, when they do not park). The
 // bounds are loose on purpose: they fail when a per-connection buffer of a
 // few KiB (a read buffer, a decoder) or goroutine comes back, not on noise.
 func TestIdleConnectionMemory(t *testing.T) {

@@ -170,7 +170,7 @@ func detachedCount(s *Server) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for cn := range s.conns {
+	for _, cn := range s.conns {
 		cn.dmu.Lock()
 		if cn.detached {
 			n++

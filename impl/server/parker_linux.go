@@ -22,8 +22,12 @@ type parker struct {
 	epfd int
 	file *os.File // epfd, waiting in the runtime's poller (never call its Fd: it would make it blocking)
 
-	mu    sync.Mutex
-	conns map[int32]*connection // parked connections by descriptor
+	mu sync.Mutex
+	// conns holds the parked connections by descriptor: the kernel hands
+	// out the lowest free descriptor, so a slice indexed by it stays dense
+	// and costs a pointer per descriptor, where a map cost about 36 B per
+	// parked connection.
+	conns []*connection
 	// due holds the parked connections with a deadline, earliest first (a
 	// binary heap on connection.deadline; connection.due is 1 + the place).
 	// timer fires at or before the earliest; closed stops it for good.
@@ -41,7 +45,7 @@ func newParker() (*parker, error) {
 		syscall.Close(fd)
 		return nil, os.NewSyscallError("setnonblock", err)
 	}
-	return &parker{epfd: fd, file: os.NewFile(uintptr(fd), "skybridge-parker"), conns: map[int32]*connection{}}, nil
+	return &parker{epfd: fd, file: os.NewFile(uintptr(fd), "skybridge-parker")}, nil
 }
 
 // add registers cn's socket for one readiness event. A plain TCP
@@ -102,7 +106,7 @@ func (cn *connection) register(fd uintptr) {
 func (p *parker) arm(cn *connection, fd int) error {
 	cn.fd = int32(fd)
 	p.mu.Lock()
-	p.conns[cn.fd] = cn
+	p.set(cn)
 	if cn.deadline != 0 && cn.due == 0 {
 		p.push(cn)
 	}
@@ -195,9 +199,7 @@ func (p *parker) attachLocked(cn *connection, rearm bool) error {
 	fd := int(cn.pfd)
 	cn.detached, cn.pfd = false, -1
 	p.mu.Lock()
-	if p.conns[cn.fd] == cn {
-		delete(p.conns, cn.fd)
-	}
+	p.unset(cn)
 	p.mu.Unlock()
 	if cn.registered {
 		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
@@ -258,13 +260,38 @@ func (p *parker) writeDetached(cn *connection, out []byte) (int, error) {
 // closed).
 func (p *parker) remove(cn *connection) {
 	p.mu.Lock()
-	if p.conns[cn.fd] == cn {
-		delete(p.conns, cn.fd)
-	}
+	p.unset(cn)
 	if cn.due != 0 {
 		p.drop(int(cn.due - 1))
 	}
 	p.mu.Unlock()
+}
+
+// set files cn under its descriptor. The caller holds p.mu.
+func (p *parker) set(cn *connection) {
+	fd := int(cn.fd)
+	if fd >= len(p.conns) {
+		p.conns = append(p.conns, make([]*connection, fd+1-len(p.conns))...)
+		p.conns = p.conns[:cap(p.conns)]
+	}
+	p.conns[fd] = cn
+}
+
+// unset forgets cn under its descriptor (unless another connection has it
+// by now). The caller holds p.mu.
+func (p *parker) unset(cn *connection) {
+	if fd := int(cn.fd); fd >= 0 && fd < len(p.conns) && p.conns[fd] == cn {
+		p.conns[fd] = nil
+	}
+}
+
+// get returns the connection parked under fd (nil: none). The caller holds
+// p.mu.
+func (p *parker) get(fd int32) *connection {
+	if fd >= 0 && int(fd) < len(p.conns) {
+		return p.conns[fd]
+	}
+	return nil
 }
 
 // push files cn's deadline, arming the timer when it is the earliest. The
@@ -362,7 +389,7 @@ func (p *parker) run() {
 		}
 		for _, ev := range events[:n] {
 			p.mu.Lock()
-			cn := p.conns[ev.Fd]
+			cn := p.get(ev.Fd)
 			p.mu.Unlock()
 			if cn != nil {
 				cn.unpark()

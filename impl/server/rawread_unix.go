@@ -22,7 +22,7 @@ func (f *frameReader) rawRead(fd uintptr) bool {
 			if f.bufp == nil {
 				f.acquire()
 			}
-			dst = f.buf[f.w:]
+			dst = f.buf()[f.w:]
 		}
 		n, err := syscall.Read(int(fd), dst)
 		switch err {
@@ -34,16 +34,27 @@ func (f *frameReader) rawRead(fd uintptr) bool {
 				if f.boundary {
 					f.big = nil
 					if f.parkOK {
-						f.n, f.errno = 0, errPark
+						f.n, f.errno, f.parked = 0, 0, true
 						return true
 					}
 				}
 			}
 			return false
 		}
-		f.n, f.errno = max(n, 0), err
+		f.n, f.errno = int32(max(n, 0)), errnoOf(err)
 		return true
 	}
+}
+
+// errnoOf returns err, an error of a system call, as its number.
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	return syscall.EIO
 }
 
 // rawWrite is rawRead's part for writeNow: one write of f.dst, which never
@@ -57,7 +68,7 @@ func (f *frameReader) rawWrite(fd uintptr) bool {
 		if err == syscall.EAGAIN {
 			n, err = 0, nil
 		}
-		f.n, f.errno = max(n, 0), err
+		f.n, f.errno = int32(max(n, 0)), errnoOf(err)
 		return true
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -68,12 +69,10 @@ type frameReader struct {
 	nc   net.Conn
 	raw  syscall.RawConn // nil: read through nc
 	pool *bufPool
-	max  int // maximum packet size (fixed header included)
 
-	bufp *[]byte // the borrowed buffer, nil while nothing is buffered
-	buf  []byte  // *bufp
-	r, w int     // unread bytes are buf[r:w]
-	big  []byte  // a body larger than buf; kept while the connection is busy
+	bufp *[]byte // the borrowed buffer (buf()), nil while nothing is buffered
+	r, w int     // unread bytes are buf()[r:w]
+	big  []byte  // a body larger than the buffer; kept while the connection is busy
 
 	// boundary is true while waiting for the first byte of a packet: a read
 	// that would block then also lets go of big, and returns errPark when
@@ -83,13 +82,18 @@ type frameReader struct {
 	// writing makes the raw callback write dst instead (writeNow).
 	writing bool
 
-	// The raw read's destination (nil: buf) and result.
+	// The raw read's destination (nil: buf()) and result: n bytes, or
+	// errno, or parked (errPark).
 	dst    []byte
-	n      int
-	errno  error
 	readFn func(fd uintptr) bool
+	errno  syscall.Errno
+	n      int32
+	max    int32 // maximum packet size (fixed header included)
+	parked bool
 
-	stash [16]byte // first bytes of a batch on transports without a raw read
+	// stash holds the first bytes of a batch on transports without a raw
+	// read (made on first use: plain TCP connections never need it).
+	stash *[16]byte
 }
 
 // init makes f read packets of at most maxPacket bytes (0: the protocol's
@@ -98,7 +102,7 @@ func (f *frameReader) init(nc net.Conn, pool *bufPool, maxPacket int) {
 	if maxPacket <= 0 {
 		maxPacket = packet.MaxPacketSize
 	}
-	*f = frameReader{pool: pool, max: maxPacket}
+	*f = frameReader{pool: pool, max: int32(min(maxPacket, math.MaxInt32))}
 	f.setConn(nc)
 }
 
@@ -122,9 +126,11 @@ func (f *frameReader) Buffered() int { return f.w - f.r }
 // holding reports whether the reader holds a read buffer (for tests).
 func (f *frameReader) holding() bool { return f.bufp != nil }
 
+// buf returns the borrowed read buffer (the caller knows there is one).
+func (f *frameReader) buf() []byte { return *f.bufp }
+
 func (f *frameReader) acquire() {
 	f.bufp = f.pool.get()
-	f.buf = *f.bufp
 	f.r, f.w = 0, 0
 }
 
@@ -133,7 +139,7 @@ func (f *frameReader) acquire() {
 func (f *frameReader) releaseBuf() {
 	if f.bufp != nil {
 		f.pool.put(f.bufp)
-		f.bufp, f.buf = nil, nil
+		f.bufp = nil
 	}
 	f.r, f.w = 0, 0
 }
@@ -151,7 +157,7 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 	if err := f.waitBatch(); err != nil {
 		return h, nil, err
 	}
-	b0 := f.buf[f.r]
+	b0 := f.buf()[f.r]
 	h.Type, h.Flags = packet.Type(b0>>4), b0&0x0f
 	if h.Type == 0 {
 		return h, nil, &packet.Error{Code: packet.MalformedPacket, Reason: "reserved packet type 0"}
@@ -165,7 +171,7 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 		if err := f.need(2 + k); err != nil {
 			return h, nil, unexpected(err)
 		}
-		d := f.buf[f.r+1+k]
+		d := f.buf()[f.r+1+k]
 		v |= uint32(d&0x7f) << (7 * k)
 		if d&0x80 == 0 {
 			if k > 0 && d == 0 {
@@ -177,9 +183,9 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 	}
 	h.Remaining = int(v)
 	f.r += 2 + k
-	if total := 2 + k + h.Remaining; total > f.max {
+	if total := 2 + k + h.Remaining; total > int(f.max) {
 		return h, nil, &packet.Error{Code: packet.PacketTooLarge, Packet: h.Type,
-			Reason: "packet of " + strconv.Itoa(total) + " bytes exceeds the maximum of " + strconv.Itoa(f.max)}
+			Reason: "packet of " + strconv.Itoa(total) + " bytes exceeds the maximum of " + strconv.Itoa(int(f.max))}
 	}
 	n := h.Remaining
 	if n == 0 {
@@ -190,7 +196,7 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 		if err := f.need(n); err != nil {
 			return h, nil, unexpected(err)
 		}
-		body := f.buf[f.r : f.r+n : f.r+n]
+		body := f.buf()[f.r : f.r+n : f.r+n]
 		f.r += n
 		return h, body, nil
 	}
@@ -205,7 +211,7 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 		var m int
 		var err error
 		if f.r < f.w {
-			m = copy(big[len(big):len(big)+step], f.buf[f.r:f.w])
+			m = copy(big[len(big):len(big)+step], f.buf()[f.r:f.w])
 			f.r += m
 		} else {
 			m, err = f.read(big[len(big) : len(big)+step])
@@ -246,7 +252,7 @@ func (f *frameReader) need(n int) error {
 		} else if f.r > 0 {
 			// Slide the unread bytes to the front, as bufio does, so that
 			// the read has the whole buffer.
-			f.w = copy(f.buf, f.buf[f.r:f.w])
+			f.w = copy(f.buf(), f.buf()[f.r:f.w])
 			f.r = 0
 		}
 		if _, err := f.read(nil); err != nil {
@@ -268,12 +274,12 @@ func (f *frameReader) read(dst []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := f.n
-	if f.errno != nil {
-		if f.errno == errPark {
-			f.errno = nil
-			return 0, errPark
-		}
+	n := int(f.n)
+	if f.parked {
+		f.parked = false
+		return 0, errPark
+	}
+	if f.errno != 0 {
 		return 0, f.rawError()
 	}
 	if n == 0 {
@@ -293,12 +299,12 @@ func (f *frameReader) writeNow(b []byte) (int, error) {
 	f.dst, f.writing = b, true
 	err := f.raw.Write(f.readFn)
 	f.dst, f.writing = nil, false
-	n, errno := f.n, f.errno
-	f.n, f.errno = 0, nil
+	n, errno := int(f.n), f.errno
+	f.n, f.errno = 0, 0
 	if err != nil {
 		return 0, err
 	}
-	if errno != nil {
+	if errno != 0 {
 		return 0, &net.OpError{Op: "write", Net: "tcp", Source: f.nc.LocalAddr(), Addr: f.nc.RemoteAddr(), Err: errno}
 	}
 	return n, nil
@@ -307,7 +313,7 @@ func (f *frameReader) writeNow(b []byte) (int, error) {
 //go:noinline
 func (f *frameReader) rawError() error {
 	errno := f.errno
-	f.n, f.errno = 0, nil
+	f.n, f.errno = 0, 0
 	return &net.OpError{Op: "read", Net: "tcp", Source: f.nc.LocalAddr(), Addr: f.nc.RemoteAddr(), Err: errno}
 }
 
@@ -321,6 +327,9 @@ func (f *frameReader) readConn(dst []byte) (int, error) {
 		return f.nc.Read(dst)
 	}
 	if f.bufp == nil {
+		if f.stash == nil {
+			f.stash = new([16]byte)
+		}
 		n, err := f.nc.Read(f.stash[:])
 		if n == 0 {
 			if err == nil {
@@ -329,10 +338,10 @@ func (f *frameReader) readConn(dst []byte) (int, error) {
 			return 0, err
 		}
 		f.acquire()
-		f.w = copy(f.buf, f.stash[:n])
+		f.w = copy(f.buf(), f.stash[:n])
 		return n, nil // an error comes back with the next read
 	}
-	n, err := f.nc.Read(f.buf[f.w:])
+	n, err := f.nc.Read(f.buf()[f.w:])
 	f.w += n
 	if n > 0 {
 		return n, nil

@@ -40,16 +40,16 @@ const (
 // reads no clock).
 func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome {
 	if m.Expired(now) {
-		s.Stats.DroppedExpired++
+		s.more().stats.DroppedExpired++
 		return DropExpired
 	}
 	if d.QoS == packet.QoS0 {
 		if s.conn == nil || s.conn.closed {
-			s.Stats.DroppedOffline++
+			s.more().stats.DroppedOffline++
 			return DropOffline
 		}
 		if len(s.out) >= s.cfg.MaxOutput {
-			s.Stats.DroppedOutputFull++
+			s.more().stats.DroppedOutputFull++
 			return DropOutput
 		}
 		tmp := delivery{msg: m, retain: d.Retain, subIDs: d.SubIDs}
@@ -60,7 +60,7 @@ func (s *Session) Deliver(m *message.Message, d Delivery, now time.Time) Outcome
 	}
 	size := m.Size()
 	if !s.Room(size) {
-		s.Stats.DroppedQueueFull++
+		s.more().stats.DroppedQueueFull++
 		return DropQueueFull
 	}
 	s.held += size
@@ -122,7 +122,7 @@ func (s *Session) pump(now time.Time) {
 		d := s.queue.Pop()
 		if d.msg.Expired(now) {
 			// Onward delivery had not started: the copy is deleted [MQTT-3.3.2-5].
-			s.Stats.DroppedExpired++
+			s.more().stats.DroppedExpired++
 			s.forget(d)
 			continue
 		}
@@ -263,7 +263,7 @@ func (s *Session) writePublish(d *delivery, dup bool, now time.Time) bool {
 		p.Properties.User = user[:0]
 	}
 	if max := cs.maxPacketSize; max > 0 && p.Size(v) > int(max) {
-		s.Stats.DroppedTooLarge++
+		s.more().stats.DroppedTooLarge++
 		return false
 	}
 	if newAlias {
@@ -273,7 +273,7 @@ func (s *Session) writePublish(d *delivery, dup bool, now time.Time) bool {
 		cs.aliasOut[string(m.Topic)] = alias
 	}
 	s.out, _ = p.Append(s.out, v)
-	s.Stats.Sent++
+	s.more().stats.Sent++
 	return true
 }
 

@@ -21,18 +21,26 @@ type Session struct {
 	Tenant   string
 	ClientID string
 	// Owner is the user name of the identity that created the session
-	// (empty for an anonymous client); OwnerKnown is false only for a
-	// session restored from a record written before owners were kept.
-	// The broker sets them; the session stores them with its record.
-	Owner      string
-	OwnerKnown bool
+	// (empty for an anonymous client). The broker sets it and OwnerKnown;
+	// the session stores them with its record.
+	Owner string
 
 	// Session state: survives connections while the session lives.
-	version packet.Version
 	// subs is made with the first subscription.
-	subs    *btree.Map[string, topic.Options]
-	expiry  uint32 // Session Expiry Interval in seconds; math.MaxUint32: never
-	nextPID uint16
+	subs   *btree.Map[string, topic.Options]
+	expiry uint32 // Session Expiry Interval in seconds; math.MaxUint32: never
+	// willDelay is the Will Delay Interval in seconds.
+	willDelay uint32
+	nextPID   uint16
+	version   packet.Version
+	// OwnerKnown (see Owner) is false only for a session restored from a
+	// record written before owners were kept.
+	OwnerKnown bool
+	// Journal (journal.go): changes the broker must make durable, and the
+	// output held until they are.
+	persist bool // the broker has a durable store
+	stored  bool // a record of the session is in the store
+	// (The small fields above sit together: a Session is 256 B.)
 	nextSeq uint64
 	// byPID holds every QoS 1/2 delivery, queued or in flight: a packet id
 	// is fixed when a message is queued, so that it survives a restart.
@@ -47,8 +55,6 @@ type Session struct {
 	// Made with the first one.
 	qos2In map[uint16]bool
 	will   *message.Message
-	// willDelay is the Will Delay Interval in seconds.
-	willDelay uint32
 	// offline is when the last connection ended (zero while connected).
 	offline time.Time
 
@@ -56,16 +62,9 @@ type Session struct {
 	conn *connState
 	out  []byte
 
-	// Journal (journal.go): changes the broker must make durable, and the
-	// output held until they are.
-	persist bool // the broker has a durable store
-	stored  bool // a record of the session is in the store
-
-	// Stats counts what the session dropped and why. The broker reads it.
-	Stats Stats
-
-	// x holds the journal and the scratch of a session that used them, made
-	// on first use: a session that never journals nor sends is smaller.
+	// x holds the journal, the scratch and the drop counters (Stats) of a
+	// session that used them, made on first use: a session that never
+	// journals, sends nor drops is smaller.
 	x *sessionMore
 }
 
@@ -87,7 +86,30 @@ type sessionMore struct {
 	// packets; made when first needed (an idle session needs neither).
 	scratch *packet.Publish
 	ack     *packet.Ack
+
+	stats Stats // what the session dropped and why, and sent (Session.Stats)
 }
+
+// Stats returns what the session dropped and why, and how many PUBLISH
+// packets it sent.
+func (s *Session) Stats() Stats {
+	if s.x == nil {
+		return Stats{}
+	}
+	return s.x.stats
+}
+
+// DroppedQueueFull returns Stats().DroppedQueueFull.
+func (s *Session) DroppedQueueFull() uint64 {
+	if s.x == nil {
+		return 0
+	}
+	return s.x.stats.DroppedQueueFull
+}
+
+// CountQueueFull counts n QoS 1/2 messages the broker dropped for the
+// session's full queue (messages that waited for room and were given up).
+func (s *Session) CountQueueFull(n uint64) { s.more().stats.DroppedQueueFull += n }
 
 // more returns s.x, made on first use.
 func (s *Session) more() *sessionMore {
@@ -108,19 +130,20 @@ type Stats struct {
 }
 
 // connState is the part of the state that lives as long as one connection.
+// (The small fields come first, together: connState is 64 B, not 80.)
 type connState struct {
 	keepAlive     uint16
 	receiveMax    uint16 // the client's Receive Maximum (outbound quota)
 	maxPacketSize uint32 // the client's Maximum Packet Size (0: protocol limit)
 	aliasMax      uint16 // the client's Topic Alias Maximum
+	problemInfo   bool   // the client accepts Reason Strings and User Properties on errors
+	sessionExp0   bool   // the CONNECT asked for a Session Expiry of 0
+	disconnected  bool   // the client sent DISCONNECT
+	closed        bool   // the session decided to close the connection
 	aliasOut      map[string]uint16
 	aliasIn       map[uint16][]byte
-	problemInfo   bool // the client accepts Reason Strings and User Properties on errors
-	inPending     int  // QoS 1/2 PUBLISHes received and not yet acknowledged (PublishDone)
-	inAccepted    int  // of those, QoS 2 ones already in qos2In (AcceptInbound): not counted twice
-	sessionExp0   bool // the CONNECT asked for a Session Expiry of 0
-	disconnected  bool // the client sent DISCONNECT
-	closed        bool // the session decided to close the connection
+	inPending     int // QoS 1/2 PUBLISHes received and not yet acknowledged (PublishDone)
+	inAccepted    int // of those, QoS 2 ones already in qos2In (AcceptInbound): not counted twice
 	// result and msg belong to the connection's reader: after a takeover
 	// the old reader may still be reading them while a new connection runs.
 	// result is Handle's, made on first use (HandleInto takes the caller's);

@@ -230,7 +230,7 @@ func (d *driver) run(td *datadriven.TestData) (string, error) {
 			fmt.Fprintf(&b, "sub %q qos=%d nl=%v rap=%v rh=%d id=%d\n", f, o.QoS, o.NoLocal, o.RetainAsPublished, o.RetainHandling, o.ID)
 			return true
 		})
-		st := d.s.Stats
+		st := d.s.Stats()
 		fmt.Fprintf(&b, "stats sent=%d queue-full=%d output-full=%d offline=%d too-large=%d expired=%d\n",
 			st.Sent, st.DroppedQueueFull, st.DroppedOutputFull, st.DroppedOffline, st.DroppedTooLarge, st.DroppedExpired)
 		return b.String(), nil
