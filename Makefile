@@ -17,6 +17,8 @@ help:
 	@echo "make bench       Go micro-benchmarks with allocations"
 	@echo "make cross-test  $(CROSS_PKGS) under QEMU for arm64, armv7, mips, mipsle"
 	@echo "make trace       spec statement coverage of the tests"
+	@echo "make bench-scale 250,000 idle connections: RSS, connect rate, keep-alive CPU (not in make test)"
+	@echo "make bench-fanout one publisher to 10,000 subscribers, QoS 0 and 1, vs mosquitto and nats-server"
 	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
 	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
 	@echo "make demo-edge   a cloud and two edge nodes on this machine: deploy, cut, restart offline, converge"
@@ -166,13 +168,27 @@ run:
 # Benchmark harness (bench/README.md): Skybridge vs mosquitto vs nats-server,
 # PROFILE=quick (under 3 minutes) or full (under 20); the smoke run is also in `unit`.
 PROFILE ?= quick
-.PHONY: bench-compare bench-smoke bench-storage
+.PHONY: bench-compare bench-smoke bench-storage bench-scale bench-fanout
 # Persistent QoS 1 on Pebble (on disk) against the in-memory store, alternating (docs/STORAGE.md).
 bench-storage:
 	bench/storage.sh
 
 bench-compare:
 	$(GO) run ./cmd/skybridge-bench compare --profile $(PROFILE)
+
+# 250,000 idle connections from 127.0.0.1-127.0.0.16 against Skybridge and
+# mosquitto: RSS per connection, connect rate, keep-alive CPU (one round,
+# about 6 minutes; bench/README.md "At scale" says what the machine needs).
+# Not part of `make test`.
+# SCALE_SCENARIOS=idle-19500-ka60,idle-19500-ka60-pi5 runs others instead
+# (a machine whose open-file hard limit is below 250,000).
+SCALE_SCENARIOS ?=
+bench-scale:
+	$(GO) run ./cmd/skybridge-bench compare --profile scale --progress $(if $(SCALE_SCENARIOS),--scenarios $(SCALE_SCENARIOS))
+
+# One publisher to 10,000 subscribers, QoS 0 and 1, against all three brokers.
+bench-fanout:
+	$(GO) run ./cmd/skybridge-bench compare --profile fanout
 
 bench-smoke:
 	$(GO) test -count=1 -run 'TestSmokeScenarios|TestBrokerFailures' ./cmd/skybridge-bench

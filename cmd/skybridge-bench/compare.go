@@ -22,11 +22,19 @@ import (
 
 // Profile is a set of scenarios and how long each is measured.
 type Profile struct {
-	Rounds    int
-	Warmup    time.Duration
-	Duration  time.Duration
-	Settle    time.Duration // idle: wait before reading the broker's RSS
+	Rounds   int
+	Warmup   time.Duration
+	Duration time.Duration
+	Settle   time.Duration // idle: wait before reading the broker's RSS
+	// IdleWindow (idle-N-kaS): the broker's CPU is sampled this long with
+	// the connections silent, before the PINGREQ window.
+	IdleWindow time.Duration
+	// Brokers are the profile's brokers when -brokers is not given (empty:
+	// all three).
+	Brokers   string
 	Scenarios []string
+	// About says what the profile is for, in `list`.
+	About string
 }
 
 var profiles = map[string]Profile{
@@ -65,6 +73,29 @@ var profiles = map[string]Profile{
 			"retained-10000",
 			"connstorm-10000",
 			"idle-15000",
+		}},
+	// scale (make bench-scale): 250,000 idle connections from 127.0.0.1 to
+	// 127.0.0.16, broker RSS per connection, connect rate, then keep alive
+	// 60 s with every connection pinging once in a 60 s window (~4,200
+	// PINGREQ/s): broker CPU. One round; Skybridge and mosquitto (nats-server
+	// needs about 25 KiB per connection, 6 GB for this).
+	"scale": {Rounds: 1, Settle: 5 * time.Second, IdleWindow: 10 * time.Second, Brokers: "skybridge,mosquitto",
+		About:     "250,000 idle connections (16 source addresses), RSS, connect rate and keep-alive CPU",
+		Scenarios: []string{"idle-250000-ka60"}},
+	// fanout (make bench-fanout): one publisher to 10,000 subscribers at
+	// QoS 0 and 1, at 1, 10 and 50 msg/s: 10,000, 100,000 and 500,000
+	// deliveries/s offered. Not saturating: a saturating publisher packs
+	// up to 128 messages into one write, 1.28M deliveries, and every broker
+	// stops reading it for longer than the write deadline (bench/README.md).
+	"fanout": {Rounds: 3, Warmup: time.Second, Duration: 3 * time.Second, Settle: time.Second,
+		About: "fan-out 1 -> 10,000 subscribers, QoS 0 and 1, 10k, 100k and 500k deliveries/s offered",
+		Scenarios: []string{
+			"fanout-1-10000-q0-16B-r1",
+			"fanout-1-10000-q1-16B-r1",
+			"fanout-1-10000-q0-16B-r10",
+			"fanout-1-10000-q1-16B-r10",
+			"fanout-1-10000-q0-16B-r50",
+			"fanout-1-10000-q1-16B-r50",
 		}},
 }
 
@@ -503,9 +534,9 @@ type BrokerInfo struct {
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	profName := fs.String("profile", "quick", "quick (under 3 minutes) or full (under 20)")
+	profName := fs.String("profile", "quick", "quick (under 3 minutes), full (under 20), scale (250,000 idle connections) or fanout (1 -> 10,000)")
 	outDir := fs.String("out", "", "directory for the results (default: bench/results of the repository)")
-	only := fs.String("brokers", "skybridge,mosquitto,nats", "brokers to compare, comma-separated")
+	only := fs.String("brokers", "", "brokers to compare, comma-separated (default: the profile's, else skybridge,mosquitto,nats)")
 	scen := fs.String("scenarios", "", "comma-separated scenarios instead of the profile's")
 	rounds := fs.Int("rounds", 0, "rounds instead of the profile's")
 	progress := fs.Bool("progress", false, "per-second progress lines of each run")
@@ -517,7 +548,13 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	prof, ok := profiles[*profName]
 	if !ok {
-		return fmt.Errorf("unknown profile %q (quick or full)", *profName)
+		return fmt.Errorf("unknown profile %q (quick, full, scale or fanout)", *profName)
+	}
+	if *only == "" {
+		*only = prof.Brokers
+		if *only == "" {
+			*only = "skybridge,mosquitto,nats"
+		}
 	}
 	if *scen != "" {
 		prof.Scenarios = strings.Split(*scen, ",")
@@ -642,17 +679,18 @@ func runOne(ctx context.Context, ps *procs, k *brokerKind, s Scenario, prof Prof
 	}
 	defer ps.stop(p)
 	// A hard bound on the run, on top of every per-operation deadline.
-	rctx, cancel := context.WithTimeout(ctx, prof.Warmup+prof.Duration+2*time.Minute)
+	rctx, cancel := context.WithTimeout(ctx, prof.Warmup+prof.Duration+prof.Settle+prof.IdleWindow+s.TimeBound())
 	defer cancel()
 	rs := RunSettings{
 		Client: ClientOptions{Addr: p.addr, SrcIPs: 16, Timeout: 5 * time.Second, Concurrency: 32, IDPrefix: "b" + id,
 			SendBuf: 64 << 10, Clean: true},
-		Warmup:    prof.Warmup,
-		Duration:  prof.Duration,
-		BrokerPID: p.pid(),
-		Settle:    prof.Settle,
-		Prefix:    "bench/" + id,
-		Label:     fmt.Sprintf("%s %s", s.Name, k.Name),
+		Warmup:     prof.Warmup,
+		Duration:   prof.Duration,
+		BrokerPID:  p.pid(),
+		Settle:     prof.Settle,
+		IdleWindow: prof.IdleWindow,
+		Prefix:     "bench/" + id,
+		Label:      fmt.Sprintf("%s %s", s.Name, k.Name),
 	}
 	if progress {
 		rs.Progress = stderr

@@ -34,6 +34,8 @@ type ClientOptions struct {
 	IDPrefix    string // client identifiers are IDPrefix-role-index
 	// SendBuf is SO_SNDBUF of publisher connections (0: kernel autotuning).
 	SendBuf int
+	// ReadBuf is the read buffer of each connection (0: 4 KiB).
+	ReadBuf int
 }
 
 func (o *ClientOptions) defaults() {
@@ -87,6 +89,7 @@ func (o *ClientOptions) dialConfig(role string, i int, clean bool) dialConfig {
 		Addr: o.Addr, LocalIP: o.localIP(i), Version: o.Version, Clean: clean, Expiry: o.Expiry,
 		KeepAlive: o.KeepAlive, ClientID: o.IDPrefix + "-" + role + "-" + strconv.Itoa(i),
 		Inflight: uint16(min(o.Inflight, 65535)), Timeout: o.Timeout, SendBuf: o.SendBuf,
+		ReadBuf: o.ReadBuf,
 	}
 }
 

@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -228,9 +229,12 @@ func writeJSON(v any, path string, stdout io.Writer) error {
 }
 
 func listScenarios(w io.Writer) error {
-	for _, p := range []string{"quick", "full"} {
+	for _, p := range []string{"quick", "full", "scale", "fanout"} {
 		prof := profiles[p]
 		fmt.Fprintf(w, "%s profile (%d rounds, warm-up %v, window %v):\n", p, prof.Rounds, prof.Warmup, prof.Duration)
+		if prof.About != "" || prof.Brokers != "" {
+			fmt.Fprintf(w, "  %s; brokers %s\n", prof.About, cmp.Or(prof.Brokers, "skybridge,mosquitto,nats"))
+		}
 		for _, name := range prof.Scenarios {
 			s, err := ParseScenario(name)
 			if err != nil {

@@ -346,6 +346,8 @@ func markdownReport(cmp *Comparison, source string) string {
 	if len(lossy) > 0 {
 		b.WriteString("\nMessages not delivered in a run (QoS 0 may drop under saturation; QoS 1/2 must not): " + strings.Join(lossy, "; ") + ".\n")
 	}
+	receivedTable(&b, cmp, names)
+	keepAliveTable(&b, cmp)
 	if len(cmp.Goals) > 0 {
 		b.WriteString("\nGoals:\n\n| Goal | Scenario | Measured | Met |\n|---|---|---|---|\n")
 		for _, g := range cmp.Goals {
@@ -392,4 +394,78 @@ func writeReport(cmp *Comparison, dir string) ([]string, error) {
 		paths = append(paths, p)
 	}
 	return paths, nil
+}
+
+// keepAliveTable lists the runs with a keep-alive window (idle-N-kaS), one
+// row per run.
+func keepAliveTable(b *strings.Builder, cmp *Comparison) {
+	var rows []*Result
+	for _, r := range cmp.Runs {
+		if r.KeepAlive != nil && r.KeepAlive.Pings > 0 {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\nIdle connections with keep alive, per run: connect time and rate (TCP connect to the last CONNACK, 32 in flight), " +
+		"broker RSS per connection after connecting and after the PINGREQ window, broker CPU (utime+stime from /proc/PID/stat, % of one core) " +
+		"silent and during the window, CPU per PINGREQ (of the whole window, and with the silent rate subtracted), PINGREQ→PINGRESP p50/p99 and the harness's own CPU:\n\n" +
+		"| Scenario | Broker | Round | Conns | Connect s | conn/s | RSS/conn | RSS/conn after pings | Silent CPU | PINGREQ/s | Broker CPU | µs/PINGREQ (net) | Ping p50 / p99 µs | Harness CPU |\n" +
+		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		ka := r.KeepAlive
+		after := "—"
+		if r.Connections > 0 && ka.RSSAfter > 0 {
+			after = formatValue(float64((ka.RSSAfter-r.RSSBefore)/int64(r.Connections)), "bytes")
+		}
+		lat := "—"
+		if ka.Latency != nil {
+			lat = fmt.Sprintf("%s / %s", formatValue(ka.Latency.P50, "µs"), formatValue(ka.Latency.P99, "µs"))
+		}
+		fmt.Fprintf(b, "| `%s` | %s | %d | %d | %.1f | %s | %s | %s | %.1f%% | %s | %.1f%% | %.1f (%.1f) | %s | %.1f%% |\n",
+			r.Scenario, r.Broker, r.Round, r.Connections, r.DurationS, formatValue(r.ConnectRate, "conn/s"),
+			formatValue(r.RSSPerConn, "bytes"), after, ka.IdleCPUPct, formatValue(ka.PingRate, "msg/s"), ka.BrokerCPUPct,
+			ka.CPUPerPingUS, ka.NetCPUPerPingUS, lat, ka.BenchCPUPct)
+	}
+}
+
+// receivedTable gives the received rate of fixed-rate fan-out runs, whose
+// headline is a latency: the deliveries offered (rate x subscribers) and
+// the medians over rounds of what arrived, per second of the window.
+func receivedTable(b *strings.Builder, cmp *Comparison, names []string) {
+	var lines []string
+	for _, sum := range cmp.Summary {
+		s, err := ParseScenario(sum.Scenario)
+		if err != nil || s.Kind != "fanout" || s.Rate <= 0 {
+			continue
+		}
+		line := fmt.Sprintf("| `%s` | %s |", s.Name, formatValue(s.Rate*float64(s.Subs), "msg/s"))
+		for _, n := range names {
+			var v []float64
+			for _, r := range cmp.Runs {
+				if r.Scenario == s.Name && r.Broker == n && r.OK {
+					v = append(v, r.RecvRate)
+				}
+			}
+			if len(v) == 0 {
+				line += " — |"
+				continue
+			}
+			line += fmt.Sprintf(" %s |", formatValue(median(v), "msg/s"))
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return
+	}
+	b.WriteString("\nDeliveries of the fixed-rate fan-out runs (msg/s received by all subscribers in the window, median over the runs that completed):\n\n| Scenario | offered |")
+	for _, n := range names {
+		fmt.Fprintf(b, " %s |", n)
+	}
+	b.WriteString("\n|---|---:|")
+	for range names {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n" + strings.Join(lines, "\n") + "\n")
 }

@@ -60,6 +60,8 @@ type Result struct {
 	RSSAfter      int64   `json:"rss_after_bytes,omitempty"`
 	RSSPerConn    float64 `json:"rss_per_conn_bytes,omitempty"`
 	DrainS        float64 `json:"drain_s,omitempty"` // time to receive what was waiting (persist, retained)
+	// KeepAlive is the keep-alive window of idle-N-kaS runs.
+	KeepAlive *KeepAlive `json:"keepalive,omitempty"`
 
 	// WallS is the whole run in compare, broker start and stop included.
 	WallS float64 `json:"wall_s,omitempty"`

@@ -24,7 +24,13 @@ import (
 //	persist-P-P-qQ-SIZE-nM  persistent subscribers offline while each
 //	                     publisher sends M messages, then reconnect and drain
 //	connstorm-N          N connections as fast as possible: connects/s
-//	idle-N               N idle connections: broker RSS per connection
+//	idle-N[-kaS]         N idle connections: broker RSS per connection; with
+//	                     -kaS the connections announce keep alive S seconds
+//	                     and, while they are held, each sends one PINGREQ
+//	                     in a window of S seconds, spread evenly: the
+//	                     broker's CPU time over that window is reported;
+//	                     -piP: every P seconds instead (P <= S), so that
+//	                     fewer connections make the PINGREQ rate of more
 //	retained-N[-SIZE]    N retained topics, then one wildcard subscribe
 //
 // Throughput kinds take optional suffixes: -ifN (QoS 1/2 window, default
@@ -43,6 +49,13 @@ type Scenario struct {
 	Messages int64 // persist: per publisher
 	N        int   // connstorm, idle, retained
 	Version  packet.Version
+	// KeepAlive (idle only, -kaS) is the keep alive the connections
+	// announce, in seconds, and the length of the PINGREQ window; 0: keep
+	// alive 300 s and no window.
+	KeepAlive int
+	// PingEvery (idle with -kaS, -piP): each connection pings every P
+	// seconds during the S-second window (0: once, P = S).
+	PingEvery int
 }
 
 // ParseScenario parses a scenario name.
@@ -123,6 +136,24 @@ func suffixes(s *Scenario, rest []string, bad func(string, ...any) (Scenario, er
 			s.Version = packet.V5
 		case p == "v3":
 			s.Version = packet.V311
+		case strings.HasPrefix(p, "ka"):
+			var ka int
+			if ka, err = strconv.Atoi(p[2:]); err != nil || ka <= 0 || ka > 65535 {
+				_, err = bad("keep alive %q", p)
+				return err
+			}
+			if s.Kind != "idle" {
+				_, err = bad("-kaS (keep-alive window) is for idle-N only")
+				return err
+			}
+			s.KeepAlive = ka
+		case strings.HasPrefix(p, "pi"):
+			var pi int
+			if pi, err = strconv.Atoi(p[2:]); err != nil || pi <= 0 {
+				_, err = bad("ping interval %q", p)
+				return err
+			}
+			s.PingEvery = pi
 		case strings.HasPrefix(p, "if"):
 			if s.Inflight, err = strconv.Atoi(p[2:]); err != nil || s.Inflight <= 0 || s.Inflight > 65535 {
 				_, err = bad("inflight %q", p)
@@ -146,6 +177,10 @@ func suffixes(s *Scenario, rest []string, bad func(string, ...any) (Scenario, er
 			_, err = bad("unknown suffix %q", p)
 			return err
 		}
+	}
+	if s.PingEvery > 0 && (s.KeepAlive == 0 || s.PingEvery > s.KeepAlive) {
+		_, err := bad("-piP needs -kaS with P <= S")
+		return err
 	}
 	return nil
 }
@@ -239,7 +274,16 @@ func (s Scenario) Describe() string {
 	case "connstorm":
 		return fmt.Sprintf("%d clean-session connections opened as fast as possible (CONNECT to CONNACK)", s.N)
 	case "idle":
-		return fmt.Sprintf("%d idle connections; broker VmRSS after minus before, divided by %d", s.N, s.N)
+		d := fmt.Sprintf("%d idle connections; broker VmRSS after minus before, divided by %d", s.N, s.N)
+		if s.KeepAlive > 0 {
+			every := s.KeepAlive
+			if s.PingEvery > 0 {
+				every = s.PingEvery
+			}
+			d += fmt.Sprintf("; keep alive %d s, then for %d s one PINGREQ per connection every %d s, spread evenly (%.0f/s): broker CPU per PINGREQ",
+				s.KeepAlive, s.KeepAlive, every, float64(s.N)/float64(every))
+		}
+		return d
 	case "retained":
 		return fmt.Sprintf("%d retained topics (%d-byte payload), then one subscriber to '#' of them: time until all arrive", s.N, s.Size)
 	}
@@ -253,9 +297,27 @@ type RunSettings struct {
 	Duration  time.Duration
 	BrokerPID int // for idle: the broker whose RSS is read (0: not measured)
 	Settle    time.Duration
-	Progress  io.Writer
-	Label     string
-	Prefix    string // topic prefix (unique per run)
+	// IdleWindow (idle with -kaS): how long the broker's CPU is sampled
+	// with the connections held and silent, before the PINGREQ window.
+	IdleWindow time.Duration
+	Progress   io.Writer
+	Label      string
+	Prefix     string // topic prefix (unique per run)
+}
+
+// TimeBound is how long a run of the scenario may take beyond its warm-up
+// and window: two minutes, plus, for connection scenarios, a connect rate
+// as low as 1,000/s, their closing and the keep-alive window.
+func (s Scenario) TimeBound() time.Duration {
+	d := 2 * time.Minute
+	if s.N > 0 && (s.Kind == "idle" || s.Kind == "connstorm") {
+		d += 2 * time.Duration(s.N) * time.Millisecond
+	}
+	if s.Subs > 10000 || s.Pubs > 10000 {
+		d += 2 * time.Duration(s.Subs+s.Pubs) * time.Millisecond
+	}
+	d += 2 * time.Duration(s.KeepAlive) * time.Second
+	return d
 }
 
 // Run runs the scenario and returns its result with the headline filled in.
@@ -289,8 +351,18 @@ func (s Scenario) Run(ctx context.Context, rs RunSettings) *Result {
 	case "connstorm", "idle":
 		o := rs.Client
 		o.Clean = true // both measure clean-session connections
-		res = runConn(ctx, o, ConnSpec{N: s.N, Hold: 0, Idle: s.Kind == "idle", BrokerPID: rs.BrokerPID,
-			Settle: rs.Settle, Progress: rs.Progress, Label: rs.Label})
+		cs := ConnSpec{N: s.N, Hold: 0, Idle: s.Kind == "idle", BrokerPID: rs.BrokerPID,
+			Settle: rs.Settle, Progress: rs.Progress, Label: rs.Label}
+		if s.KeepAlive > 0 {
+			o.KeepAlive = uint16(s.KeepAlive)
+			cs.PingWindow = time.Duration(s.KeepAlive) * time.Second
+			cs.PingEvery = cs.PingWindow
+			if s.PingEvery > 0 {
+				cs.PingEvery = time.Duration(s.PingEvery) * time.Second
+			}
+			cs.IdleWindow = rs.IdleWindow
+		}
+		res = runConn(ctx, o, cs)
 	case "retained":
 		res = runRetained(ctx, s, rs)
 	default:
@@ -333,8 +405,15 @@ type ConnSpec struct {
 	Idle      bool          // measure the broker's RSS and check liveness
 	BrokerPID int
 	Settle    time.Duration // wait before reading RSS after the last connect
-	Progress  io.Writer
-	Label     string
+	// PingWindow > 0 (idle): after the RSS is read, every connection sends
+	// one PINGREQ, spread evenly over this window, and the broker's CPU
+	// time over the window is reported. IdleWindow > 0 samples it first
+	// over that long with the connections silent.
+	PingWindow time.Duration
+	PingEvery  time.Duration // each connection's interval within the window (0: PingWindow)
+	IdleWindow time.Duration
+	Progress   io.Writer
+	Label      string
 }
 
 // runConn opens N connections (rate and concurrency from o), optionally
@@ -342,6 +421,12 @@ type ConnSpec struct {
 // them.
 func runConn(ctx context.Context, o ClientOptions, cs ConnSpec) *Result {
 	o.defaults()
+	if o.ReadBuf == 0 {
+		// Held connections read only CONNACK and PINGRESP: a small buffer
+		// keeps 250,000 of them at tens of MB instead of 1 GB of 4 KiB
+		// buffers.
+		o.ReadBuf = 256
+	}
 	rec := NewRecorder()
 	res := &Result{Command: "conn", Connections: cs.N}
 	res.Config = map[string]any{"mqtt": o.Version.String(), "clean": o.Clean, "keepalive": o.KeepAlive,
@@ -386,6 +471,11 @@ func runConn(ctx context.Context, o ClientOptions, cs ConnSpec) *Result {
 			res.RSSAfter = rss
 			res.RSSPerConn = float64(int64(float64(res.RSSAfter-res.RSSBefore) / float64(cs.N)))
 		}
+		if cs.Idle && cs.BrokerPID > 0 && cs.PingWindow > 0 {
+			// Every connection pings within the window: that is the
+			// liveness check too.
+			return keepAliveWindow(ctx, conns, o.Timeout, cs, res)
+		}
 		if cs.Idle || cs.Hold > 0 {
 			res.Alive = pingAll(conns, o.Timeout, rec)
 			if res.Alive < cs.N {
@@ -410,7 +500,8 @@ func checkFileLimit(n int) error {
 		return nil
 	}
 	if uint64(n)+200 > lim.Cur {
-		return fmt.Errorf("%d connections need as many file descriptors, and the open-file limit is %d (raise the hard limit: ulimit -Hn)", n, lim.Cur)
+		return fmt.Errorf("%d connections need as many file descriptors (and the broker as many), and the open-file limit is %d, hard %d: "+
+			"raise the hard limit before running (ulimit -Hn; for root it takes CAP_SYS_RESOURCE, up to fs.nr_open)", n, lim.Cur, lim.Max)
 	}
 	return nil
 }

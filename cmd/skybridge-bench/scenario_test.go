@@ -38,6 +38,9 @@ func TestParseScenario(t *testing.T) {
 		{"persist-1-1-q2-16B-n5k", Scenario{Kind: "persist", Pubs: 1, Subs: 1, QoS: 2, Size: 16, Messages: 5000}},
 		{"connstorm-10000", Scenario{Kind: "connstorm", N: 10000, Size: 16}},
 		{"idle-20000-v5", Scenario{Kind: "idle", N: 20000, Size: 16, Version: packet.V5}},
+		{"idle-250000-ka60", Scenario{Kind: "idle", N: 250000, Size: 16, KeepAlive: 60}},
+		{"idle-19500-ka60-pi5", Scenario{Kind: "idle", N: 19500, Size: 16, KeepAlive: 60, PingEvery: 5}},
+		{"fanout-1-10000-q1-16B-r10", Scenario{Kind: "fanout", Pubs: 1, Subs: 10000, QoS: 1, Size: 16, Rate: 10}},
 		{"retained-10000", Scenario{Kind: "retained", N: 10000, Size: 16}},
 		{"retained-500-1KB", Scenario{Kind: "retained", N: 500, Size: 1024}},
 	}
@@ -68,6 +71,13 @@ func TestParseScenario(t *testing.T) {
 		{"p2p-1-1-q0-16B-zz", "unknown suffix"},
 		{"persist-1-1-q1-16B", "needs -nMESSAGES"},
 		{"connstorm-x", "count"},
+		{"idle-100-ka0", "keep alive"},
+		{"idle-100-ka70000", "keep alive"},
+		{"p2p-1-1-q0-16B-ka60", "for idle-N only"},
+		{"connstorm-100-ka60", "for idle-N only"},
+		{"idle-100-pi5", "needs -kaS"},
+		{"idle-100-ka10-pi20", "P <= S"},
+		{"idle-100-ka10-pix", "ping interval"},
 		{"p2p-1-1", "want p2p-PUBS"},
 	}
 	for _, c := range bad {
@@ -81,7 +91,7 @@ func TestParseScenario(t *testing.T) {
 func TestProfilesParse(t *testing.T) {
 	t.Parallel()
 	for name, p := range profiles {
-		if p.Rounds < 2 {
+		if p.Rounds < 2 && name != "scale" {
 			t.Errorf("profile %s: %d rounds, want several", name, p.Rounds)
 		}
 		for _, s := range p.Scenarios {
@@ -232,8 +242,13 @@ func TestSummaryAndGoals(t *testing.T) {
 func TestReportRendering(t *testing.T) {
 	t.Parallel()
 	c := sampleComparison()
+	c.Runs = append(c.Runs, &Result{Scenario: "idle-1000-ka60", Broker: "skybridge", Round: 1, OK: true, Connections: 1000,
+		DurationS: 0.5, ConnectRate: 2000, RSSBefore: 1 << 20, RSSPerConn: 1800,
+		KeepAlive: &KeepAlive{KeepAliveS: 60, Pings: 1000, WindowS: 60, PingRate: 17, BrokerCPUPct: 1.5, IdleCPUPct: 0.5,
+			CPUPerPingUS: 900, NetCPUPerPingUS: 600, RSSAfter: 1<<20 + 2_000_000, Latency: &Latency{P50: 80, P99: 450}}})
 	md := markdownReport(c, "bench/results/x.json")
-	for _, want := range []string{"| `p2p-1-1-q0-16B` |", "10.00x", "failed [1]", "broker reset the connection", "Figures from `bench/results/x.json`", "Goals:"} {
+	for _, want := range []string{"| `p2p-1-1-q0-16B` |", "10.00x", "failed [1]", "broker reset the connection", "Figures from `bench/results/x.json`", "Goals:",
+		"| `idle-1000-ka60` | skybridge | 1 | 1000 | 0.5 | 2000 | 1800 B | 2000 B | 0.5% | 17 | 1.5% | 900.0 (600.0) | 80.0 / 450 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}

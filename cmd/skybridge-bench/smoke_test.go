@@ -115,6 +115,22 @@ func TestSmokeScenarios(t *testing.T) {
 				t.Errorf("idle connections should use clean sessions: %v", r.Config)
 			}
 		}},
+		{"idle-40-ka1", func(t *testing.T, r *Result) {
+			// Keep alive 1 s: each connection pings once in a 1 s window.
+			ka := r.KeepAlive
+			if ka == nil || ka.Pings != 40 || ka.Failed != 0 || r.Alive != 40 {
+				t.Fatalf("keep-alive window: %+v, alive %d", ka, r.Alive)
+			}
+			if ka.WindowS < 0.9 || ka.WindowS > 5 || ka.PingRate <= 0 || ka.BrokerCPUS < 0 || ka.RSSAfter <= 0 {
+				t.Errorf("window %vs, %v pings/s, broker CPU %vs, RSS after %d", ka.WindowS, ka.PingRate, ka.BrokerCPUS, ka.RSSAfter)
+			}
+			if ka.Latency == nil || ka.Latency.Count != 40 {
+				t.Errorf("ping latency: %+v", ka.Latency)
+			}
+			if r.Config["keepalive"] != uint16(1) {
+				t.Errorf("keep alive announced: %v", r.Config["keepalive"])
+			}
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -138,7 +154,7 @@ func TestSmokeScenarios(t *testing.T) {
 			if m["scenario"] != c.name {
 				t.Errorf("scenario %v", m["scenario"])
 			}
-			if c.name != "idle-40" && res.Primary <= 0 {
+			if !strings.HasPrefix(c.name, "idle-") && res.Primary <= 0 {
 				t.Errorf("primary %v", res.Primary)
 			}
 			c.check(t, res)
