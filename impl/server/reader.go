@@ -272,6 +272,13 @@ func (f *frameReader) read(dst []byte) (int, error) {
 	err := f.raw.Read(f.readFn)
 	f.dst = nil
 	if err != nil {
+		if f.boundary && f.r == f.w {
+			// A deadline that passed before the read began ends it before
+			// rawRead runs: let go of the buffers as a read that found
+			// the socket empty would.
+			f.releaseBuf()
+			f.big = nil
+		}
 		return 0, err
 	}
 	n := int(f.n)
