@@ -28,7 +28,9 @@ func TestRecordCodec(t *testing.T) {
 	}
 }
 
-func rec(node string, inc, epoch uint64) *Record { return &Record{Node: node, Incarnation: inc, Epoch: epoch} }
+func rec(node string, inc, epoch uint64) *Record {
+	return &Record{Node: node, Incarnation: inc, Epoch: epoch}
+}
 
 // The claim's steps, table by table.
 func TestClaimSteps(t *testing.T) {
