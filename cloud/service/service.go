@@ -302,13 +302,9 @@ func (s *Service) external(x *ExternalBroker) error {
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		if x.AdminCAFile != "" {
-			pem, err := os.ReadFile(x.AdminCAFile)
+			pool, err := server.LoadCertPool(x.AdminCAFile)
 			if err != nil {
 				return fmt.Errorf("external broker: admin CA file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("external broker: %s holds no PEM certificate", x.AdminCAFile)
 			}
 			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}

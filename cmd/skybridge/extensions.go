@@ -4,7 +4,6 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/env"
 	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/webhook"
 )
 
@@ -255,13 +255,9 @@ func endpoint(field string, h *config.AuthHTTP) (webhook.Endpoint, error) {
 		}
 	}
 	if h.CAFile != "" {
-		data, err := os.ReadFile(h.CAFile)
+		pool, err := server.LoadCertPool(h.CAFile)
 		if err != nil {
 			return ep, fmt.Errorf("%s.ca_file: %w", field, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(data) {
-			return ep, fmt.Errorf("%s.ca_file: %s holds no PEM certificate", field, h.CAFile)
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}

@@ -237,6 +237,19 @@ func (s *Server) Addr(name string) net.Addr {
 	return nil
 }
 
+// LoadCertPool reads a file of PEM certificates (a CA bundle) into a pool.
+func LoadCertPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", file)
+	}
+	return pool, nil
+}
+
 func tlsConfig(lc ListenerConfig) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
 	if err != nil {
@@ -244,13 +257,9 @@ func tlsConfig(lc ListenerConfig) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if lc.ClientCAFile != "" {
-		pem, err := os.ReadFile(lc.ClientCAFile)
+		pool, err := LoadCertPool(lc.ClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA %s: no certificate found", lc.ClientCAFile)
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
