@@ -353,11 +353,22 @@ type NodeAuth struct {
 
 // Authenticate implements broker.Authenticator.
 func (a NodeAuth) Authenticate(req *broker.AuthRequest) broker.AuthResult {
-	node, serial, ok := SubjectIdentity(req.CertSubject)
-	if !ok || !a.Check(node, serial) || req.ClientID != ClientIDOf(node) {
+	node, _, ok := identify(req.CertSubject, req.ClientID, a.Check)
+	if !ok {
 		return broker.AuthResult{Code: packet.NotAuthorized}
 	}
 	return broker.AuthResult{Code: packet.Success, Tenant: req.DefaultTenant, User: node}
+}
+
+// identify is the one decision of both brokers (NodeAuth, BrokerHook): the
+// owner (a node, or CloudUser) and serial of a verified certificate that
+// check accepts now, connecting under its owner's client id.
+func identify(subject, clientID string, check func(node string, serial uint64) bool) (string, uint64, bool) {
+	node, serial, ok := SubjectIdentity(subject)
+	if !ok || !check(node, serial) || clientID != ClientIDOf(node) {
+		return "", 0, false
+	}
+	return node, serial, true
 }
 
 // SubjectIdentity reads the node and serial of a certificate subject.
@@ -412,25 +423,14 @@ type HookAnswer struct {
 // fleet listener, whose clients the fleet CA verified. The allow expires
 // with the node's current certificate.
 func (f *Fleet) BrokerHook(subject, clientID, tenant string) HookAnswer {
-	deny := HookAnswer{Result: "deny", Reason: int(packet.NotAuthorized)}
-	node, serial, ok := SubjectIdentity(subject)
-	if !ok || !f.CertValid(node, serial) {
-		return deny
+	node, serial, ok := identify(subject, clientID, f.CertValid)
+	if !ok {
+		return HookAnswer{Result: "deny", Reason: int(packet.NotAuthorized)}
 	}
-	if clientID != ClientIDOf(node) {
-		return deny
-	}
-	a := HookAnswer{Result: "allow", Tenant: tenant, User: node}
-	everything := acl.RuleConfig{Permission: "deny", Action: "all", Topics: []string{"#"}}
-	if node == CloudUser {
-		a.ACL = &acl.Claim{Rules: []acl.RuleConfig{
-			{Permission: "allow", Action: "all", Topics: []string{api.TopicPrefix + "#"}}, everything}}
-		return a
-	}
-	a.ACL = &acl.Claim{Rules: []acl.RuleConfig{
-		{Permission: "allow", Action: "publish", Topics: []string{api.NodeUpTopic(node)}},
-		{Permission: "allow", Action: "subscribe", Topics: []string{api.NodeDownTopic(node)}},
-		everything}}
+	// BrokerACL's rules as the connection's own, and its default deny as
+	// their last rule.
+	rules := append(BrokerACL().Global, acl.RuleConfig{Permission: "deny", Action: "all", Topics: []string{"#"}})
+	a := HookAnswer{Result: "allow", Tenant: tenant, User: node, ACL: &acl.Claim{Rules: rules}}
 	if n, ok := f.nodes.Get(node); ok && serial == n.Serial && !n.CertExpires.IsZero() {
 		a.ExpiresAt = n.CertExpires.Unix()
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
 	"github.com/skybridge-mq/skybridge/cloud/ca"
@@ -595,24 +596,57 @@ func TestBrokerHook(t *testing.T) {
 	cc, _ := ca.ParseCert(der)
 	nodeSubj, cloudSubj := nc.Cert.Subject.String(), cc.Cert.Subject.String()
 	deny := HookAnswer{Result: "deny", Reason: 0x87}
-	everything := acl.RuleConfig{Permission: "deny", Action: "all", Topics: []string{"#"}}
+	// What each identity's claim lets it do, decided by the compiled claim
+	// as the broker decides it.
+	type can struct {
+		pub, sub string
+		ok       bool
+	}
 	for _, c := range []struct {
 		name, subj, id string
-		want           HookAnswer
+		want           HookAnswer // its ACL is checked by the moves below
+		moves          []can
 	}{
-		{"node", nodeSubj, "n", HookAnswer{Result: "allow", Tenant: "fl", User: "n", ExpiresAt: nc.Cert.NotAfter.Unix(),
-			ACL: &acl.Claim{Rules: []acl.RuleConfig{
-				{Permission: "allow", Action: "publish", Topics: []string{"skybridge/nodes/n/up"}},
-				{Permission: "allow", Action: "subscribe", Topics: []string{"skybridge/nodes/n/down"}}, everything}}}},
-		{"cloud", cloudSubj, CloudClientID, HookAnswer{Result: "allow", Tenant: "fl", User: CloudUser,
-			ACL: &acl.Claim{Rules: []acl.RuleConfig{{Permission: "allow", Action: "all", Topics: []string{"skybridge/nodes/#"}}, everything}}}},
-		{"node with another client id", nodeSubj, "m", deny},
-		{"cloud with a node's client id", cloudSubj, "n", deny},
-		{"no certificate", "", "n", deny},
-		{"unknown serial", "CN=n,SERIALNUMBER=ff", "n", deny},
+		{"node", nodeSubj, "n", HookAnswer{Result: "allow", Tenant: "fl", User: "n", ExpiresAt: nc.Cert.NotAfter.Unix()}, []can{
+			{pub: "skybridge/nodes/n/up", ok: true}, {sub: "skybridge/nodes/n/down", ok: true},
+			{pub: "skybridge/nodes/m/up"}, {pub: "skybridge/nodes/n/down"}, {sub: "skybridge/nodes/m/down"},
+			{sub: "skybridge/nodes/n/up"}, {sub: "#"}, {pub: "other"}}},
+		{"cloud", cloudSubj, CloudClientID, HookAnswer{Result: "allow", Tenant: "fl", User: CloudUser}, []can{
+			{pub: "skybridge/nodes/n/down", ok: true}, {sub: "skybridge/nodes/+/up", ok: true},
+			{sub: "#"}, {pub: "other"}}},
+		{"node with another client id", nodeSubj, "m", deny, nil},
+		{"cloud with a node's client id", cloudSubj, "n", deny, nil},
+		{"no certificate", "", "n", deny, nil},
+		{"unknown serial", "CN=n,SERIALNUMBER=ff", "n", deny, nil},
 	} {
-		if d := cmp.Diff(c.want, h.f.BrokerHook(c.subj, c.id, "fl")); d != "" {
+		got := h.f.BrokerHook(c.subj, c.id, "fl")
+		if d := cmp.Diff(c.want, got, cmpopts.IgnoreFields(HookAnswer{}, "ACL")); d != "" {
 			t.Errorf("%s (-want +got):\n%s", c.name, d)
+		}
+		if got.Result != "allow" {
+			if got.ACL != nil {
+				t.Errorf("%s: a refusal with an ACL", c.name)
+			}
+			continue
+		}
+		rules, err := got.ACL.Compile(false)
+		if err != nil {
+			t.Fatalf("%s: the claim does not compile: %v", c.name, err)
+		}
+		who := &acl.Client{Tenant: "fl", User: got.User, ClientID: c.id}
+		for _, m := range c.moves {
+			var d acl.Decision
+			if m.pub != "" {
+				d = rules.Publish(who, []byte(m.pub), false)
+			} else {
+				d = rules.Subscribe(who, []byte(m.sub))
+			}
+			if (d == acl.Allowed) != m.ok {
+				t.Errorf("%s: publish %q / subscribe %q: %v, want allowed %v", c.name, m.pub, m.sub, d, m.ok)
+			}
+			if d != acl.Allowed && d != acl.Denied {
+				t.Errorf("%s: publish %q / subscribe %q left undecided (%v): the claim must end in a deny", c.name, m.pub, m.sub, d)
+			}
 		}
 	}
 	// Revoked: refused from then on.
