@@ -2,6 +2,7 @@ package clustersim
 
 import (
 	"encoding/binary"
+	"maps"
 	"slices"
 	"time"
 
@@ -128,7 +129,7 @@ func (n *node) heartbeat() {
 	b = append(b, n.id...)
 	b = binary.AppendUvarint(b, uint64(len(meta)))
 	b = append(b, meta...)
-	ids := slices.Sorted(mapKeys(n.leftSet))
+	ids := slices.Sorted(maps.Keys(n.leftSet))
 	b = binary.AppendUvarint(b, uint64(len(ids)))
 	for _, id := range ids {
 		b = append(b, byte(len(id)))
@@ -137,19 +138,9 @@ func (n *node) heartbeat() {
 	}
 	frame := binary.AppendUvarint(nil, uint64(len(b)))
 	frame = append(frame, b...)
-	for _, id := range slices.Sorted(mapKeys(n.peers)) {
+	for _, id := range slices.Sorted(maps.Keys(n.peers)) {
 		if p := n.peers[id]; p.out != nil && p.out.Open() {
 			p.out.Write(frame)
-		}
-	}
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }
@@ -224,7 +215,7 @@ func (n *node) received(b []byte) {
 // detect reports peers unheard for too long.
 func (n *node) detect() {
 	now := n.w.s.Now()
-	for _, id := range slices.Sorted(mapKeys(n.peers)) {
+	for _, id := range slices.Sorted(maps.Keys(n.peers)) {
 		p := n.peers[id]
 		if !p.known {
 			continue

@@ -126,16 +126,11 @@ func (c *Cache) Stats() Stats {
 // see TakeActions); the answer lacks its routes.
 func (c *Cache) Match(tenant string, topicName []byte, alive func(node string) bool, dst []Destination) (_ []Destination, complete bool) {
 	complete = true
-	level0, _ := splitFirst(topicName)
-	levels := [3][]byte{level0, []byte("+"), []byte("#")}
-	n := 3
-	if len(topicName) > 0 && topicName[0] == '$' {
-		n = 1 // [MQTT-4.7.2-1]
-	}
+	levels, n := prefixLevels(topicName)
 	for _, l := range levels[:n] {
-		// The prefix is built in a reused buffer: looking it up allocates
-		// nothing; only a new prefix is copied.
-		c.pbuf = append(append(tenantPrefix(c.pbuf[:0], tenant), l...), 0)
+		// Prefixes' keys, built in a reused buffer: looking one up
+		// allocates nothing; only a new prefix is copied.
+		c.pbuf = appendPrefix(c.pbuf[:0], tenant, l)
 		p := c.prefixes[string(c.pbuf)]
 		if p == nil {
 			p = c.add(string(c.pbuf), tenant)

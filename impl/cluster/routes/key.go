@@ -124,18 +124,29 @@ func TenantPrefix(tenant string) []byte { return tenantPrefix(nil, tenant) }
 // in tenant, appended to dst: topic's first level, then '+' and '#'
 // (which never match a topic starting with '$' [MQTT-4.7.2-1]).
 func Prefixes(dst [][]byte, tenant string, topicName []byte) [][]byte {
+	levels, n := prefixLevels(topicName)
+	for _, l := range levels[:n] {
+		dst = append(dst, appendPrefix(nil, tenant, l))
+	}
+	return dst
+}
+
+// prefixLevels are the first levels of the filters that can match topic
+// (the first n of them).
+func prefixLevels(topicName []byte) (levels [3][]byte, n int) {
 	level0, _ := splitFirst(topicName)
-	base := tenantPrefix(nil, tenant)
-	one := func(level []byte) []byte {
-		p := make([]byte, 0, len(base)+len(level)+1)
-		p = append(append(p, base...), level...)
-		return append(p, 0)
-	}
-	dst = append(dst, one(level0))
 	if len(topicName) > 0 && topicName[0] == '$' {
-		return dst
+		return [3][]byte{level0}, 1
 	}
-	return append(dst, one([]byte("+")), one([]byte("#")))
+	return [3][]byte{level0, plusLevel, hashLevel}, 3
+}
+
+var plusLevel, hashLevel = []byte("+"), []byte("#")
+
+// appendPrefix appends the key prefix of tenant's filters whose first level
+// is level.
+func appendPrefix(dst []byte, tenant string, level []byte) []byte {
+	return append(append(tenantPrefix(dst, tenant), level...), 0)
 }
 
 // PrefixOf returns the prefix (as Prefixes gives it) that holds key.
@@ -145,7 +156,5 @@ func PrefixOf(key []byte) ([]byte, bool) {
 		return nil, false
 	}
 	level0, _ := splitFirst([]byte(r.Filter))
-	p := tenantPrefix(nil, r.Tenant)
-	p = append(p, level0...)
-	return append(p, 0), true
+	return appendPrefix(nil, r.Tenant, level0), true
 }
