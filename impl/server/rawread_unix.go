@@ -29,15 +29,10 @@ func (f *frameReader) rawRead(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			if f.r == f.w {
-				f.releaseBuf()
-				if f.boundary {
-					f.big = nil
-					if f.parkOK {
-						f.n, f.errno, f.parked = 0, 0, true
-						return true
-					}
-				}
+			f.letGo()
+			if f.r == f.w && f.boundary && f.parkOK {
+				f.n, f.errno, f.parked = 0, 0, true
+				return true
 			}
 			return false
 		}

@@ -144,6 +144,17 @@ func (f *frameReader) releaseBuf() {
 	f.r, f.w = 0, 0
 }
 
+// letGo gives back what an idle wait need not hold: the read buffer when
+// nothing is buffered, and at a packet boundary the large body buffer.
+func (f *frameReader) letGo() {
+	if f.r == f.w {
+		f.releaseBuf()
+		if f.boundary {
+			f.big = nil
+		}
+	}
+}
+
 // release gives back every buffer (the connection is done).
 func (f *frameReader) release() {
 	f.releaseBuf()
@@ -272,13 +283,9 @@ func (f *frameReader) read(dst []byte) (int, error) {
 	err := f.raw.Read(f.readFn)
 	f.dst = nil
 	if err != nil {
-		if f.boundary && f.r == f.w {
-			// A deadline that passed before the read began ends it before
-			// rawRead runs: let go of the buffers as a read that found
-			// the socket empty would.
-			f.releaseBuf()
-			f.big = nil
-		}
+		// A deadline that passed before the read began ends it before
+		// rawRead runs: let go as a read that found the socket empty does.
+		f.letGo()
 		return 0, err
 	}
 	n := int(f.n)
