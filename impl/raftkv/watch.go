@@ -12,6 +12,8 @@ import (
 // a client that, on each Reset, buffers the events that follow, reads the
 // prefix (linearizably), then applies the buffered events and every later
 // one, holds the prefix's current content whenever it has heard everything.
+// Events after a Reset may begin with changes committed before the watch
+// was asked for (the part's replica may lag behind what the client saw).
 //
 // How: the node (the origin) registers a watch part at a replica of each
 // range the prefix covers (any replica: every replica applies every
