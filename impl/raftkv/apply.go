@@ -232,23 +232,28 @@ func (r *replica) applyWrite(b *pebble.Batch, req *Request) (*Response, error) {
 			return &Response{Succeeded: false, FailedOp: i, Current: cur, CurrentFound: found}, nil
 		}
 	}
+	p, err := newPrior(b, req.Ops)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
 	resp := &Response{Succeeded: true}
 	for _, op := range req.Ops {
 		switch op.Kind {
 		case OpPut:
-			if err := r.put(b, op.Key, op.Value); err != nil {
+			if err := r.put(p, op.Key, op.Value); err != nil {
 				return nil, err
 			}
 		case OpDelete:
-			if err := r.del(b, op.Key); err != nil {
+			if err := r.del(p, op.Key); err != nil {
 				return nil, err
 			}
 		case OpCAS:
 			var err error
 			if op.Delete {
-				err = r.del(b, op.Key)
+				err = r.del(p, op.Key)
 			} else {
-				err = r.put(b, op.Key, op.Value)
+				err = r.put(p, op.Key, op.Value)
 			}
 			if err != nil {
 				return nil, err
@@ -264,7 +269,7 @@ func (r *replica) applyWrite(b *pebble.Batch, req *Request) (*Response, error) {
 			}
 			v += op.Delta
 			resp.Int = v
-			if err := r.put(b, op.Key, binary.BigEndian.AppendUint64(nil, uint64(v))); err != nil {
+			if err := r.put(p, op.Key, binary.BigEndian.AppendUint64(nil, uint64(v))); err != nil {
 				return nil, err
 			}
 		case OpDeleteRange:
@@ -294,13 +299,13 @@ func (r *replica) sample(k []byte) {
 	r.sampleKeys[r.n.cfg.Rand.IntN(n)] = bytes.Clone(k)
 }
 
-func (r *replica) put(b *pebble.Batch, k, v []byte) error {
-	old, found, err := getValue(b, k)
+func (r *replica) put(p prior, k, v []byte) error {
+	old, found, err := p.size(k)
 	if err != nil {
 		return err
 	}
 	if found {
-		r.state.LiveBytes -= int64(len(k) + len(old))
+		r.state.LiveBytes -= int64(len(k) + old)
 	} else {
 		r.state.LiveKeys++
 	}
@@ -311,15 +316,15 @@ func (r *replica) put(b *pebble.Batch, k, v []byte) error {
 	if r.fx != nil {
 		r.notify(r.fx, k, nil, v, false)
 	}
-	return b.Set(dataKey(k), v, nil)
+	return p.b.Set(dataKey(k), v, nil)
 }
 
-func (r *replica) del(b *pebble.Batch, k []byte) error {
-	old, found, err := getValue(b, k)
+func (r *replica) del(p prior, k []byte) error {
+	old, found, err := p.size(k)
 	if err != nil || !found {
 		return err
 	}
-	r.state.LiveBytes -= int64(len(k) + len(old))
+	r.state.LiveBytes -= int64(len(k) + old)
 	r.state.LiveKeys--
 	if r.id == MetaRangeID {
 		r.n.metaChanged()
@@ -327,7 +332,7 @@ func (r *replica) del(b *pebble.Batch, k []byte) error {
 	if r.fx != nil {
 		r.notify(r.fx, k, nil, nil, true)
 	}
-	return b.Delete(dataKey(k), nil)
+	return p.b.Delete(dataKey(k), nil)
 }
 
 func (r *replica) delRange(b *pebble.Batch, start, end []byte) error {

@@ -19,8 +19,9 @@ type tcluster struct {
 	cfg     Config
 	ids     []NodeID
 	nodes   map[NodeID]*Node
-	disks   map[NodeID]*vfs.MemFS
-	mkfs    func() *vfs.MemFS
+	disks   map[NodeID]vfs.FS
+	dirs    map[NodeID]string // each node's directory on its disk
+	mkfs    func() (vfs.FS, string)
 	inbox   []*Message
 	replies map[NodeID]map[uint64]*Response
 	events  map[NodeID][]WatchEvent
@@ -32,14 +33,20 @@ type tcluster struct {
 
 func newCluster(t testing.TB, n int, mod func(*Config)) *tcluster {
 	t.Helper()
-	return newClusterFS(t, n, mod, vfs.NewCrashableMem)
+	return newClusterFS(t, n, mod, memFS(vfs.NewCrashableMem))
 }
 
-// newClusterFS is newCluster on the file systems mkfs makes (benchmarks
-// use vfs.NewMem: the crashable one copies a file on every sync).
-func newClusterFS(t testing.TB, n int, mod func(*Config), mkfs func() *vfs.MemFS) *tcluster {
+// memFS makes each node's disk a new in-memory file system.
+func memFS(mk func() *vfs.MemFS) func() (vfs.FS, string) {
+	return func() (vfs.FS, string) { return mk(), "kv" }
+}
+
+// newClusterFS is newCluster on the file systems and directories mkfs
+// makes (benchmarks use vfs.NewMem: the crashable one copies a file on
+// every sync; or a real file system).
+func newClusterFS(t testing.TB, n int, mod func(*Config), mkfs func() (vfs.FS, string)) *tcluster {
 	t.Helper()
-	c := &tcluster{t: t, mkfs: mkfs, nodes: map[NodeID]*Node{}, disks: map[NodeID]*vfs.MemFS{}, replies: map[NodeID]map[uint64]*Response{},
+	c := &tcluster{t: t, mkfs: mkfs, nodes: map[NodeID]*Node{}, disks: map[NodeID]vfs.FS{}, dirs: map[NodeID]string{}, replies: map[NodeID]map[uint64]*Response{},
 		events: map[NodeID][]WatchEvent{},
 		down:   map[NodeID]bool{}, cut: map[[2]NodeID]bool{}, rand: env.NewRand(1)}
 	for i := 1; i <= n; i++ {
@@ -50,7 +57,7 @@ func newClusterFS(t testing.TB, n int, mod func(*Config), mkfs func() *vfs.MemFS
 		mod(&c.cfg)
 	}
 	for _, id := range c.ids {
-		c.disks[id] = c.mkfs()
+		c.disks[id], c.dirs[id] = c.mkfs()
 		c.start(id)
 	}
 	t.Cleanup(func() {
@@ -64,7 +71,7 @@ func newClusterFS(t testing.TB, n int, mod func(*Config), mkfs func() *vfs.MemFS
 func (c *tcluster) start(id NodeID) {
 	c.t.Helper()
 	cfg := c.cfg
-	cfg.ID, cfg.FS, cfg.Dir, cfg.Rand = id, c.disks[id], "kv", env.NewRand(uint64(id)*7919+c.rand.Uint64())
+	cfg.ID, cfg.FS, cfg.Dir, cfg.Rand = id, c.disks[id], c.dirs[id], env.NewRand(uint64(id)*7919+c.rand.Uint64())
 	if !slices.Contains(cfg.Peers, id) {
 		cfg.Join = true
 	}
@@ -80,7 +87,7 @@ func (c *tcluster) start(id NodeID) {
 // add starts a new node that joins the cluster.
 func (c *tcluster) add(id NodeID) {
 	c.ids = append(c.ids, id)
-	c.disks[id] = c.mkfs()
+	c.disks[id], c.dirs[id] = c.mkfs()
 	c.start(id)
 }
 
@@ -88,7 +95,7 @@ func (c *tcluster) add(id NodeID) {
 func (c *tcluster) crash(id NodeID, powerLoss bool) {
 	n := c.nodes[id]
 	if powerLoss {
-		c.disks[id] = c.disks[id].CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
+		c.disks[id] = c.disks[id].(*vfs.MemFS).CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0})
 	}
 	n.Close()
 	delete(c.nodes, id)

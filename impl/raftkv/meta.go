@@ -143,11 +143,11 @@ func (r *replica) putMetaDesc(b *pebble.Batch, value []byte) error {
 		return err
 	}
 	for _, k := range stale {
-		if err := r.del(b, k); err != nil {
+		if err := r.del(prior{b: b}, k); err != nil {
 			return err
 		}
 	}
-	return r.put(b, metaDescKey(d.End), value)
+	return r.put(prior{b: b}, metaDescKey(d.End), value)
 }
 
 // score ranks nodes for a range (rendezvous hashing): every node computes
