@@ -22,7 +22,7 @@ import (
 // p99-ms is the 99th percentile of a request's time from Submit to its
 // answer.
 func BenchmarkProposeApply(b *testing.B) {
-	for _, bc := range []struct{ nodes, inflight, ops int }{{1, 256, 1}, {3, 1, 1}, {3, 256, 1}, {3, 16, 100}, {3, 8, 100}} {
+	for _, bc := range []struct{ nodes, inflight, ops int }{{1, 256, 1}, {3, 1, 1}, {3, 256, 1}, {3, 16, 100}, {3, 8, 100}, {3, 4, 100}} {
 		for _, fsName := range []string{"mem", "shm"} {
 			b.Run(fmt.Sprintf("replicas=%d/inflight=%d/ops=%d/fs=%s", bc.nodes, bc.inflight, bc.ops, fsName), func(b *testing.B) {
 				benchProposeApply(b, bc.nodes, bc.inflight, bc.ops, fsName)
