@@ -458,6 +458,9 @@ func (p *parker) readable(cn *connection) {
 // whether cn stays parked; false: a reader must take over (not a lone
 // PINGREQ, or something failed).
 func (p *parker) answerPing(cn *connection) bool {
+	if cn.deadline != 0 && time.Since(cn.s.started) >= cn.deadline {
+		return false // too late (the timer has not fired yet): the reader times out, as it would have
+	}
 	// Become cn's writer: no output is written, and no writer attaches the
 	// socket (closing the duplicate), until the PINGRESP is out.
 	if !cn.claimWriter() {
