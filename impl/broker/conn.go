@@ -421,12 +421,49 @@ func (c *Conn) KeepAlive() time.Duration {
 		return 0
 	}
 	e.mu.Lock()
-	ka := time.Duration(0)
-	if e.conn == c {
-		ka = time.Duration(e.s.KeepAlive()) * time.Second
-	}
+	ka := c.keepAliveLocked(e)
 	e.mu.Unlock()
-	return ka * 3 / 2
+	return ka
+}
+
+// keepAliveLocked is KeepAlive for the session e. The caller holds e.mu.
+func (c *Conn) keepAliveLocked(e *entry) time.Duration {
+	if e.conn != c {
+		return 0
+	}
+	return time.Duration(e.s.KeepAlive()) * time.Second * 3 / 2
+}
+
+// Ping stands for Handle of a PINGREQ that the runtime answers itself: it
+// writes the PINGRESP to the transport without Output, so that the
+// keep-alive of an idle connection needs no reader (a parked connection's,
+// impl/server). It reports whether the runtime may: the connection is
+// established and not closing, and Handle would do nothing for this PINGREQ
+// but queue its PINGRESP (a PINGREQ changes no state and no counter). When
+// Handle would do more it reports false, and the runtime hands the PINGREQ
+// to Handle as usual: deliveries parked on the session or a stall to look
+// at (the room Handle looks for after every packet), bandwidth limits to
+// spend the packet's bytes on (InboundPause, OutboundPause), held
+// acknowledgements that pace the connection's reading. keepAlive is what
+// KeepAlive returns, from which the runtime renews the connection's
+// deadline as after any packet. Ping reads the state of the reader (the
+// tenant): the caller stands in for the reader.
+func (c *Conn) Ping() (keepAlive time.Duration, ok bool) {
+	c.mu.Lock()
+	e, closing := c.e, c.closing
+	c.mu.Unlock()
+	if e == nil || closing || c.t == nil || c.nparked.Load() > 0 {
+		return 0, false
+	}
+	if s := c.b.tenantLimits(c.t).s; s.InboundBandwidth > 0 || s.InboundBytesRate > 0 || s.OutboundBandwidth > 0 {
+		return 0, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.conn != c || e.s.Closing() || e.nparked() > 0 || e.stalled {
+		return 0, false
+	}
+	return c.keepAliveLocked(e), true
 }
 
 func (c *Conn) markClosing() {

@@ -197,6 +197,9 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 	counter("tenants_freed_total", "Tenants removed from memory because they held nothing.", func() float64 { return float64(st.TenantsFreed.Load()) })
 	counter("connections_rejected_total", "Connections closed at the connection limit.", func() float64 { return float64(s.rejected.Load()) })
 	counter("connection_timeouts_total", "Connections closed for no CONNECT in time or an expired keep alive.", func() float64 { return float64(s.timeouts.Load()) })
+	counter("parked_wakes_total", "Parked idle connections given a reader again: bytes other than a lone PINGREQ, a hang-up, the keep-alive deadline, a close.",
+		func() float64 { return float64(s.resumed.Load()) })
+	counter("parked_pings_total", "PINGREQs of parked connections answered without waking them.", func() float64 { return float64(s.parkedPings.Load()) })
 	counter("tls_handshake_failures_total", "TLS handshakes that failed.", func() float64 { return float64(s.tlsFailed.Load()) })
 	if g := s.cfg.AuthGuard; g != nil {
 		reg.MustRegister(authCollector{g})

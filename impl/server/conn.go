@@ -24,7 +24,8 @@ import (
 // UNSUBSCRIBE, PINGREQ, AUTH) and that has nothing more to read parks: its
 // reader ends and its socket waits in the server's epoll set
 // (parker_linux.go), its keep-alive deadline in the parker's heap; bytes, a
-// hang-up, the deadline or a close give it a reader again. A connection
+// hang-up, the deadline or a close give it a reader again, except a lone
+// PINGREQ, which the parker answers itself (answerPing). A connection
 // that is only waiting for its next keep-alive therefore costs no goroutine
 // and no buffer, only its state in the broker, instead of two goroutines and
 // a 16 KiB read buffer. A connection carrying publishes or acknowledgements
@@ -326,6 +327,7 @@ func (cn *connection) unpark() {
 // resume runs a connection that was parked. The read deadline in force
 // still applies: past it, the first read times out as it would have.
 func (s *Server) resume(cn *connection) {
+	s.resumed.Add(1)
 	growStack(0)
 	s.parker.remove(cn)
 	s.parker.attach(cn) // a failure leaves no net.Conn: the first read fails
@@ -432,6 +434,36 @@ func (cn *connection) flush() {
 		}
 		if cn.state.CompareAndSwap(st, st|writerRunning) {
 			cn.writeOut(nil, true)
+			return
+		}
+	}
+}
+
+// claimWriter makes the caller cn's writer (writerRunning), unless a writer
+// runs or the connection is ending. The parker uses it to write a PINGRESP
+// between the packets of other writers (parker_linux.go).
+func (cn *connection) claimWriter() bool {
+	for {
+		st := cn.state.Load()
+		if st&(writerRunning|writerStop|writerDead) != 0 {
+			return false
+		}
+		if cn.state.CompareAndSwap(st, st|writerRunning) {
+			return true
+		}
+	}
+}
+
+// releaseWriter ends claimWriter's part: the connection has no writer
+// again, unless a wake came meanwhile, which a writer goroutine then sees to.
+func (cn *connection) releaseWriter() {
+	for {
+		st := cn.state.Load()
+		if st&writerAgain != 0 {
+			go cn.writeLoop() // it clears writerAgain and looks at the output
+			return
+		}
+		if cn.state.CompareAndSwap(st, st&^writerRunning) {
 			return
 		}
 	}

@@ -9,11 +9,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // parker keeps idle TCP connections without a goroutine: their sockets wait
 // in an epoll set of the server's own, and a readable (or closed) socket gets
-// a reader goroutine again. The epoll descriptor itself waits in the Go
+// a reader goroutine again, unless it holds a lone PINGREQ, which the parker
+// answers (answerPing). The epoll descriptor itself waits in the Go
 // runtime's poller, so no thread blocks on it. The keep-alive deadlines of
 // the parked connections wait in a heap of the parker's, under one timer
 // (a timer per connection cost more than the rest of a parked connection's
@@ -34,6 +36,9 @@ type parker struct {
 	due    dueHeap
 	timer  *time.Timer
 	closed bool
+
+	// scratch is where run looks at a socket's bytes (answerPing).
+	scratch [3]byte
 }
 
 func newParker() (*parker, error) {
@@ -391,8 +396,12 @@ func (p *parker) run() {
 			p.mu.Lock()
 			cn := p.get(ev.Fd)
 			p.mu.Unlock()
-			if cn != nil {
-				cn.unpark()
+			switch {
+			case cn == nil:
+			case ev.Events == syscall.EPOLLIN:
+				p.readable(cn)
+			default:
+				cn.unpark() // a hang-up or an error
 			}
 		}
 	}
@@ -406,4 +415,135 @@ func (p *parker) close() {
 	}
 	p.mu.Unlock()
 	p.file.Close()
+}
+
+// A parked connection's client sends a PINGREQ every keep-alive period, and
+// nothing else while it is idle. The parker answers it itself, as the
+// socket becomes readable: when the socket holds exactly the two bytes of a
+// PINGREQ, it writes the PINGRESP to the detached descriptor, takes the
+// PINGREQ off the socket, renews the keep-alive deadline and arms the
+// socket again; the connection stays parked and detached, without the
+// attach (about ten system calls and the allocations of a net.Conn), the
+// reader goroutine and the detach that waking it cost. Anything else — other
+// bytes, a PINGREQ with more behind it or half of one, a hang-up, an error,
+// a connection the broker would do more for (broker.Conn.Ping), a writer at
+// work, a socket that takes nothing — wakes the connection as before. Only
+// detached connections qualify: they are plain TCP (raw MQTT bytes), and
+// their descriptor stays theirs while the parker holds it.
+
+// pingreq and pingresp are the two packets, whole.
+var (
+	pingreq  = [2]byte{0xc0, 0x00}
+	pingresp = [2]byte{0xd0, 0x00}
+)
+
+// readable resumes the parked cn whose socket has bytes (and nothing else:
+// no hang-up, no error), unless they are a PINGREQ that answerPing answers.
+// It runs in run, so that one goroutine looks at the sockets' bytes.
+func (p *parker) readable(cn *connection) {
+	// Hold cn as a parking reader does: an unpark meanwhile (a close, the
+	// deadline) marks it woken, and cn gets a reader below.
+	if !cn.park.CompareAndSwap(parked, parking) {
+		cn.unpark() // a reader is still parking it: it goes on reading
+		return
+	}
+	if p.answerPing(cn) && cn.park.CompareAndSwap(parking, parked) {
+		return
+	}
+	cn.park.Store(reading) // as unpark
+	go cn.s.resume(cn)
+}
+
+// answerPing answers the PINGREQ of cn (held by readable) and reports
+// whether cn stays parked; false: a reader must take over (not a lone
+// PINGREQ, or something failed).
+func (p *parker) answerPing(cn *connection) bool {
+	if cn.deadline != 0 && time.Since(cn.s.started) >= cn.deadline {
+		return false // too late (the timer has not fired yet): the reader times out, as it would have
+	}
+	// Become cn's writer: no output is written, and no writer attaches the
+	// socket (closing the duplicate), until the PINGRESP is out.
+	if !cn.claimWriter() {
+		return false
+	}
+	ka, ok := cn.c.Ping()
+	if !ok {
+		cn.releaseWriter()
+		return false
+	}
+	cn.dmu.Lock()
+	n, keep := p.pongLocked(cn, ka)
+	cn.dmu.Unlock()
+	if n == 1 {
+		// The socket took one byte of two (it was full): a writer goroutine
+		// writes the other before any output, attaching the socket.
+		go cn.writeRest([]byte{pingresp[1]}, 0)
+	} else {
+		cn.releaseWriter()
+	}
+	return keep
+}
+
+// pongLocked answers a PINGREQ alone on cn's socket: it writes the
+// PINGRESP, takes the PINGREQ off the socket, renews the keep-alive deadline
+// from ka and arms the socket again. It returns how many bytes of the
+// PINGRESP were written (0: nothing was read or written) and whether cn
+// stays parked. The caller holds cn.dmu and is cn's writer.
+func (p *parker) pongLocked(cn *connection, ka time.Duration) (n int, keep bool) {
+	if !cn.detached || cn.closeAsked {
+		return 0, false
+	}
+	fd := int(cn.pfd)
+	b := p.scratch[:]
+	if m, errno := recvNow(fd, b, syscall.MSG_PEEK|syscall.MSG_DONTWAIT); errno != 0 || m != len(pingreq) || b[0] != pingreq[0] || b[1] != pingreq[1] {
+		return 0, false
+	}
+	for {
+		m, err := syscall.Write(fd, pingresp[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			return 0, false // the socket is full or failing: the reader sees to it
+		}
+		n = m
+		break
+	}
+	// The peeked bytes are there: nothing else reads the socket.
+	if m, errno := recvNow(fd, b[:len(pingreq)], syscall.MSG_DONTWAIT); errno != 0 || m != len(pingreq) {
+		cn.closeAsked = true // cannot happen; if it did, the stream is lost: the reader's attach closes it
+		return n, false
+	}
+	cn.s.parkedPings.Add(1)
+	// A packet was read: the keep alive starts again (as in batchDone).
+	var d time.Duration
+	if ka > 0 {
+		d = max(time.Since(cn.s.started)+ka, 1)
+	}
+	p.renew(cn, d)
+	return n, p.arm(cn, fd) == nil // not armed: a reader waits for the socket
+}
+
+// renew sets cn's deadline to d (0: none), moving it in the heap.
+func (p *parker) renew(cn *connection, d time.Duration) {
+	p.mu.Lock()
+	cn.deadline = d
+	if cn.due != 0 {
+		if d == 0 {
+			p.drop(int(cn.due - 1))
+		} else {
+			heap.Fix(&p.due, int(cn.due-1)) // later: a timer that fires early re-arms
+		}
+	}
+	p.mu.Unlock()
+}
+
+// recvNow is recv(2) on a non-blocking socket with flags (MSG_PEEK...).
+func recvNow(fd int, b []byte, flags int) (int, syscall.Errno) {
+	for {
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(flags), 0, 0)
+		if errno != syscall.EINTR {
+			return int(n), errno
+		}
+	}
 }

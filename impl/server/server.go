@@ -157,6 +157,11 @@ type Server struct {
 	rejected  atomic.Uint64 // connections refused at MaxConnections
 	timeouts  atomic.Uint64 // connections closed for no CONNECT in time or keep alive
 	tlsFailed atomic.Uint64
+	// Parked connections given a reader again (bytes, a hang-up, the
+	// keep-alive deadline, a close), and PINGREQs the parker answered
+	// without (parker_linux.go).
+	resumed     atomic.Uint64
+	parkedPings atomic.Uint64
 	// Refusals held (authhold.go): now, in all, and not held at the bound.
 	holding  atomic.Int64
 	held     atomic.Uint64
