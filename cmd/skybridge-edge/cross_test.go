@@ -261,9 +261,22 @@ func TestCrossEndToEnd(t *testing.T) {
 		dev.SetInput(n.unit, 0, 0xfffb) // -0.5
 	}
 	// The agents go on polling offline (five polls a node, about a
-	// second; status reports pile up in the outboxes meanwhile).
-	r0, _ := dev.Counts()
-	eventually(t, 60*time.Second, "polls while offline", func() bool { r, _ := dev.Counts(); return r >= r0+5*2*len(nodes) }, logs...)
+	// second; status reports pile up in the outboxes meanwhile). Counted
+	// per node, by its unit id: a total over the nodes could be reached
+	// by the faster emulation alone while the other had not yet read
+	// -0.5, which it would then report after the link came back.
+	r0 := map[uint8]int{}
+	for _, n := range nodes {
+		r0[n.unit] = dev.UnitReads(n.unit)
+	}
+	eventually(t, 60*time.Second, "five polls of each node while offline", func() bool {
+		for _, n := range nodes {
+			if dev.UnitReads(n.unit) < r0[n.unit]+5*2 {
+				return false
+			}
+		}
+		return true
+	}, logs...)
 	restored := time.Now()
 	cl.apiProxy.cut(false)
 	cl.brokerProxy.cut(false)

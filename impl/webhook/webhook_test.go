@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -481,40 +482,79 @@ func ev(i int) event.Event {
 	return event.NewThrottled(t0, event.Who{Tenant: "acme", ClientID: fmt.Sprint("c", i)}, "connect_rate")
 }
 
+// sentBatches returns the batches e received and their sizes, and fails
+// if the events in them are not c0, c1, ... in order.
+func sentBatches(t *testing.T, e *endpoint) ([][]event.Event, []int) {
+	t.Helper()
+	batches := decodeBatches(t, e)
+	var sizes []int
+	i := 0
+	for _, b := range batches {
+		sizes = append(sizes, len(b))
+		for _, x := range b {
+			if x.ClientID != fmt.Sprint("c", i) {
+				t.Fatalf("event %d is %s: order lost (batch sizes %v)", i, x.ClientID, sizes)
+			}
+			i++
+		}
+	}
+	return batches, sizes
+}
+
+// TestSinkBatches: a full batch leaves at once, in order; the rest waits
+// for its age or for Close.
+//
+// Where a batch ends depends on when events come, which a test cannot
+// pin with a short BatchAge: with 50ms, the test's goroutine descheduled
+// for longer than that after the first Emit (a loaded machine under
+// -race) sent it alone, and the sizes came out [1 10 10 4]. So the full
+// batches are checked with an age that never passes, and the age with
+// fewer events than a batch holds.
 func TestSinkBatches(t *testing.T) {
 	t.Parallel()
 	e := newEndpoint(t)
 	e.reply(200, "")
-	s, err := NewSink(SinkConfig{Endpoint: Endpoint{URL: e.srv.URL}, BatchSize: 10, BatchAge: 50 * time.Millisecond})
+	s, err := NewSink(SinkConfig{Endpoint: Endpoint{URL: e.srv.URL}, BatchSize: 10, BatchAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close(context.Background())
 	for i := range 25 {
 		s.Emit(ev(i))
 	}
-	waitFor(t, "25 events sent", func() bool { return s.Stats().Sent == 25 })
-	batches := decodeBatches(t, e)
-	var sizes []int
-	var ids []string
-	for _, b := range batches {
-		sizes = append(sizes, len(b))
-		for _, x := range b {
-			ids = append(ids, x.ClientID)
-		}
+	// Two full batches go without waiting for their age (an hour).
+	waitFor(t, "20 events sent", func() bool { return s.Stats().Sent == 20 })
+	if _, sizes := sentBatches(t, e); !slices.Equal(sizes, []int{10, 10}) {
+		t.Errorf("batch sizes %v before Close, want [10 10]", sizes)
 	}
-	if len(batches) < 3 || sizes[0] != 10 || sizes[1] != 10 {
-		t.Errorf("batch sizes %v", sizes)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	for i, id := range ids {
-		if id != fmt.Sprint("c", i) {
-			t.Fatalf("event %d is %s: order lost", i, id)
-		}
+	batches, sizes := sentBatches(t, e)
+	if !slices.Equal(sizes, []int{10, 10, 5}) {
+		t.Errorf("batch sizes %v after Close, want [10 10 5]", sizes)
 	}
 	if got := batches[0][0]; got.Type != event.Throttled || got.Tenant != "acme" || !got.Time.Equal(t0) {
 		t.Errorf("first event %+v", got)
 	}
-	if st := s.Stats(); st.Dropped != 0 || st.Failed != 0 || st.Batches != uint64(len(batches)) {
+	if st := s.Stats(); st.Sent != 25 || st.Dropped != 0 || st.Failed != 0 || st.Batches != 3 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// A batch short of BatchSize leaves once its first event is BatchAge
+	// old, without Close.
+	e2 := newEndpoint(t)
+	e2.reply(200, "")
+	s2, err := NewSink(SinkConfig{Endpoint: Endpoint{URL: e2.srv.URL}, BatchSize: 10, BatchAge: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(context.Background())
+	for i := range 3 {
+		s2.Emit(ev(i))
+	}
+	waitFor(t, "3 events sent by their age", func() bool { return s2.Stats().Sent == 3 })
+	sentBatches(t, e2)
+	if st := s2.Stats(); st.Dropped != 0 || st.Failed != 0 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // Server is a running Modbus TCP server. Addresses never set read as
-// zero; reads and writes are counted.
+// zero; reads and writes are counted, reads also per unit.
 type Server struct {
 	srv  *modbus.ModbusServer
 	addr string
@@ -28,6 +28,7 @@ type Server struct {
 	holding, input map[uint32]uint16
 	coils, disc    map[uint32]bool
 	reads, writes  int
+	unitReads      [256]int
 	refuse         map[uint32]bool // holding addresses whose writes are refused
 }
 
@@ -133,6 +134,20 @@ func (s *Server) Counts() (reads, writes int) {
 	return s.reads, s.writes
 }
 
+// UnitReads returns the read requests served for one unit id (one
+// device, where each client polls its own unit).
+func (s *Server) UnitReads(unit uint8) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unitReads[unit]
+}
+
+// countRead counts a read of unit; the caller holds s.mu.
+func (s *Server) countRead(unit uint8) {
+	s.reads++
+	s.unitReads[unit]++
+}
+
 // HandleCoils implements modbus.RequestHandler.
 func (s *Server) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
 	s.mu.Lock()
@@ -144,7 +159,7 @@ func (s *Server) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
 		}
 		return nil, nil
 	}
-	s.reads++
+	s.countRead(req.UnitId)
 	out := make([]bool, req.Quantity)
 	for i := range out {
 		out[i] = s.coils[key(req.UnitId, req.Addr+uint16(i))]
@@ -156,7 +171,7 @@ func (s *Server) HandleCoils(req *modbus.CoilsRequest) ([]bool, error) {
 func (s *Server) HandleDiscreteInputs(req *modbus.DiscreteInputsRequest) ([]bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reads++
+	s.countRead(req.UnitId)
 	out := make([]bool, req.Quantity)
 	for i := range out {
 		out[i] = s.disc[key(req.UnitId, req.Addr+uint16(i))]
@@ -180,7 +195,7 @@ func (s *Server) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]
 		}
 		return nil, nil
 	}
-	s.reads++
+	s.countRead(req.UnitId)
 	out := make([]uint16, req.Quantity)
 	for i := range out {
 		out[i] = s.holding[key(req.UnitId, req.Addr+uint16(i))]
@@ -193,7 +208,7 @@ func (s *Server) HandleHoldingRegisters(req *modbus.HoldingRegistersRequest) ([]
 func (s *Server) HandleInputRegisters(req *modbus.InputRegistersRequest) ([]uint16, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reads++
+	s.countRead(req.UnitId)
 	if int(req.Addr)+int(req.Quantity) > 60000 {
 		return nil, modbus.ErrIllegalDataAddress
 	}
