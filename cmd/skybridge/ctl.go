@@ -26,6 +26,7 @@ commands:
   subscriptions TENANT                  every subscription of a tenant
   retained TENANT [FILTER]              retained messages (default filter #)
   delete-retained TENANT TOPIC          delete a retained message
+  cluster                               the cluster's members as this node sees them
 Flags go before or after the command and its arguments; "--" ends them (for an
 argument that starts with a dash). --tenant T gives the TENANT argument as a flag.
 --admin defaults to $SKYBRIDGE_ADMIN or http://127.0.0.1:8081, --token to $SKYBRIDGE_ADMIN_TOKEN.`
@@ -51,7 +52,7 @@ func ctl(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("no command")
 	}
-	if *tenant != "" && a[0] != "tenants" {
+	if *tenant != "" && a[0] != "tenants" && a[0] != "cluster" {
 		a = append([]string{a[0], *tenant}, a[1:]...)
 	}
 	need := func(n int) error {
@@ -66,6 +67,8 @@ func ctl(args []string, stdout, stderr io.Writer) error {
 	switch a[0] {
 	case "tenants":
 		method, path = "GET", "/api/v1/tenants"
+	case "cluster":
+		method, path = "GET", "/api/v1/cluster"
 	case "tenant":
 		if err := need(1); err != nil {
 			return err

@@ -24,6 +24,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/cluster/gossip"
 	"github.com/skybridge-mq/skybridge/impl/config"
 	"github.com/skybridge-mq/skybridge/impl/console"
 	"github.com/skybridge-mq/skybridge/impl/env"
@@ -244,8 +245,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if len(f.Bridges) > 0 {
 		sc.Collectors = append(sc.Collectors, bc)
 	}
+	var member *gossip.Node
+	if f.Cluster != nil {
+		if member, err = joinCluster(f.Cluster, f.Listeners[0].Addr, log); err != nil {
+			return err
+		}
+		sc.Cluster = member
+	}
 	srv := server.New(sc, b)
 	if err := srv.Start(); err != nil {
+		if member != nil {
+			_ = member.Shutdown()
+		}
 		return err
 	}
 	var br *bridge.Bridge
@@ -278,6 +289,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		if err := br.Close(); err != nil {
 			log.Warn("closing bridges", "err", err)
 		}
+	}
+	if member != nil {
+		// The others hear "left", not "dead", from a node stopped on purpose.
+		if err := member.Leave(2 * time.Second); err != nil {
+			log.Warn("leaving the cluster", "err", err)
+		}
+		_ = member.Shutdown()
 	}
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
@@ -347,4 +365,22 @@ func (c storeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- storeQuaran
 
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(storeQuarantined, prometheus.CounterValue, float64(c.p.Quarantined()))
+}
+
+// joinCluster starts the node's gossip membership (docs/CLUSTER.md). Only
+// membership for now: the nodes see each other, and each still serves
+// only its own clients.
+func joinCluster(c *config.Cluster, mqtt string, log *slog.Logger) (*gossip.Node, error) {
+	g, err := c.Gossip(mqtt)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	g.Logger = log
+	n, err := gossip.Start(g)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	log.Info("cluster membership started", "cluster", c.Name, "node", c.NodeID, "gossip", n.GossipAddr(),
+		"seeds", len(c.Seeds), "note", "membership only: messages are not routed between nodes yet")
+	return n, nil
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/acl"
 	"github.com/skybridge-mq/skybridge/impl/bridge"
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/cluster/gossip"
 	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/server"
@@ -45,6 +47,38 @@ type File struct {
 	Events  Events        `yaml:"events"`
 	// Bridges forward messages to and from other brokers (docs/BRIDGE.md).
 	Bridges []bridge.BridgeConfig `yaml:"bridges"`
+	// Cluster, when present, makes the node a member of a cluster
+	// (docs/CLUSTER.md). Today that is membership only: the nodes see each
+	// other, but each still routes only its own clients' messages.
+	Cluster *Cluster `yaml:"cluster"`
+}
+
+// Cluster is the node's place in a cluster: gossip membership
+// (hashicorp/memberlist) under a cluster name, with seeds to join.
+type Cluster struct {
+	Name      string   `yaml:"name"`       // nodes of another name cannot join
+	NodeID    string   `yaml:"node_id"`    // unique in the cluster, the same after a restart
+	Bind      string   `yaml:"bind"`       // ip:port, UDP and TCP
+	Advertise string   `yaml:"advertise"`  // ip:port the others use (default: memberlist's choice)
+	Seeds     []string `yaml:"seeds"`      // host:port of other members, DNS names allowed
+	Roles     []string `yaml:"roles"`      // frontend, routing, inbox, retain, kv (default: all)
+	SecretKey string   `yaml:"secret_key"` // AES key, 16/24/32 bytes in hex or base64 (default: none)
+}
+
+// Gossip is the membership runtime's configuration for c (roles parsed,
+// defaults applied); mqtt is the address the node's clients connect to.
+func (c *Cluster) Gossip(mqtt string) (gossip.Config, error) {
+	roles := c.Roles
+	if len(roles) == 0 {
+		roles = cluster.AllRoles.Names()
+	}
+	r, err := cluster.ParseRoles(roles)
+	if err != nil {
+		return gossip.Config{}, err
+	}
+	g := gossip.Config{Cluster: c.Name, NodeID: c.NodeID, Bind: c.Bind, Advertise: c.Advertise,
+		Seeds: c.Seeds, SecretKey: c.SecretKey, Roles: r, MQTT: mqtt}
+	return g, g.Validate()
 }
 
 // Auth configures authentication (docs/AUTH.md). With nothing configured,
@@ -488,6 +522,20 @@ func (f *File) Validate() error {
 	}
 	if _, err := level(f.Log.Level); err != nil {
 		bad("log.level", "%v", err)
+	}
+	if c := f.Cluster; c != nil {
+		switch {
+		case c.Name == "" || len(c.Name) > cluster.MaxClusterName:
+			bad("cluster.name", "required, at most %d bytes", cluster.MaxClusterName)
+		case c.NodeID == "":
+			bad("cluster.node_id", "required (unique in the cluster, the same after a restart)")
+		case c.Bind == "":
+			bad("cluster.bind", "required (ip:port)")
+		default:
+			if _, err := c.Gossip(""); err != nil {
+				bad("cluster", "%v", err)
+			}
+		}
 	}
 	if f.Log.Format != "text" && f.Log.Format != "json" {
 		bad("log.format", "must be text or json, not %q", f.Log.Format)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/skybridge-mq/skybridge/impl/cluster"
 )
 
 func TestParseDefaultsAndOverrides(t *testing.T) {
@@ -72,6 +74,14 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n", "bridges[0]"},
 		{"bridges:\n  - name: b\n    remote: {address: \"tcp://x:1\"}\n    local: {address: \"tcp://127.0.0.1:1883\"}\n    out: [{filter: a/#}]\n    queue: {dir: data/b}\n",
 			"bridges[0].queue.dir: \"data/b\" is inside storage.dir"},
+		{"cluster:\n  node_id: n1\n  bind: 127.0.0.1:7946\n", "cluster.name: required"},
+		{"cluster:\n  name: c\n  bind: 127.0.0.1:7946\n", "cluster.node_id: required"},
+		{"cluster:\n  name: c\n  node_id: n1\n", "cluster.bind: required"},
+		{"cluster:\n  name: c\n  node_id: n1\n  bind: localhost:7946\n", "cluster: gossip: bind"},
+		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  roles: [frontend, cook]\n", "unknown role \"cook\""},
+		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  seeds: [nohost]\n", "cluster: gossip: seed \"nohost\""},
+		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  secret_key: short\n", "secret_key"},
+		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  gossip_port: 1\n", "cluster.gossip_port: unknown field"},
 	}
 	for _, c := range cases {
 		_, err := Parse(strings.NewReader(c.yaml))
@@ -120,5 +130,31 @@ func TestAdminSectionReachesTheServer(t *testing.T) {
 	sc := f.Server(nil)
 	if sc.AdminToken != "a" || sc.MetricsToken != "m" || !cmp.Equal(sc.AdminHosts, []string{"broker.lan"}) {
 		t.Errorf("server config: token %q, metrics token %q, hosts %q", sc.AdminToken, sc.MetricsToken, sc.AdminHosts)
+	}
+}
+
+func TestClusterSection(t *testing.T) {
+	t.Parallel()
+	f, err := Parse(strings.NewReader("cluster:\n  name: prod\n  node_id: b1\n  bind: 0.0.0.0:7946\n  advertise: 10.0.0.1:7946\n  seeds: [b2.internal:7946]\n  secret_key: 000102030405060708090a0b0c0d0e0f\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := f.Cluster.Gossip("10.0.0.1:1883")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Cluster != "prod" || g.NodeID != "b1" || g.Bind != "0.0.0.0:7946" || g.Advertise != "10.0.0.1:7946" ||
+		len(g.Seeds) != 1 || g.MQTT != "10.0.0.1:1883" || g.Roles != cluster.AllRoles || g.SecretKey == "" {
+		t.Fatalf("gossip config %+v", g)
+	}
+	f, err = Parse(strings.NewReader("cluster:\n  name: prod\n  node_id: b1\n  bind: 0.0.0.0:7946\n  roles: [frontend, kv]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, err := f.Cluster.Gossip(""); err != nil || g.Roles.String() != "frontend,kv" {
+		t.Fatalf("roles: %v %v", g.Roles, err)
+	}
+	if f, err := Parse(strings.NewReader("")); err != nil || f.Cluster != nil {
+		t.Fatalf("no cluster section: %+v %v", f.Cluster, err)
 	}
 }

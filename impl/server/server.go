@@ -88,6 +88,9 @@ type Config struct {
 	// while it has bytes to handle (an idle connection holds none); a
 	// packet that fits is handled in place, without a copy.
 	ReadBufferSize int
+	// Cluster, when set, is the node's cluster membership, which the admin
+	// API shows (GET /api/v1/cluster).
+	Cluster ClusterMembers
 	// AdminAddr is the address of the admin HTTP server ("" disables it).
 	AdminAddr string
 	// AdminToken guards the admin API (/api/v1): requests carry
