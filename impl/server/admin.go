@@ -55,7 +55,11 @@ func (s *Server) startAdmin() error {
 	api := s.apiMux()
 	mux.Handle("/api/", hosts.check(requireToken(api, true, s.cfg.AdminToken)))
 	if s.cfg.Console {
-		c := console.New(console.Config{Title: "Skybridge broker", Sections: []console.Section{console.SectionBroker},
+		sections := []console.Section{console.SectionBroker}
+		if s.cfg.Cluster != nil {
+			sections = append(sections, console.SectionCluster)
+		}
+		c := console.New(console.Config{Title: "Skybridge broker", Sections: sections,
 			API: api, Token: s.cfg.AdminToken, Users: s.cfg.ConsoleUsers, Clock: env.Real().Clock, Rand: rand.Reader,
 			Log: s.log})
 		mux.Handle("/console/", hosts.check(c))

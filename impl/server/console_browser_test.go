@@ -9,19 +9,32 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/skybridge-mq/skybridge/impl/cluster"
 	"github.com/skybridge-mq/skybridge/impl/console/browsertest"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
+
+// fixedMembers is a cluster view that does not change (the console's
+// cluster page; the real one is cmd/skybridge's TestClusterMembership).
+type fixedMembers struct{ view cluster.View }
+
+func (f fixedMembers) Members() cluster.View { return f.view }
+func (fixedMembers) GossipAddr() string      { return "10.0.0.1:7946" }
 
 // TestConsoleInTheBrowser drives the broker's web console in headless
 // Chromium: log in with the admin token, watch the overview, see a
 // tenant's message rate move while a client publishes, find a session by
 // its client id and kick it (the client gets DISCONNECT 0x98), and have
-// the settings form refuse an invalid value with the field named.
+// the settings form refuse an invalid value with the field named, and list
+// the cluster's members.
 // Screenshots of each page go to $SKYBRIDGE_ARTIFACTS.
 func TestConsoleInTheBrowser(t *testing.T) {
 	cfg := testConfig(ListenerConfig{Name: "tcp", Type: TCP, Addr: "127.0.0.1:0"})
 	cfg.AdminAddr, cfg.AdminToken, cfg.Console, cfg.Version = "127.0.0.1:0", "t0ken", true, "skybridge test"
+	cfg.Cluster = fixedMembers{cluster.View{Version: 7, Members: []cluster.Member{
+		{ID: "n1", State: cluster.StateAlive, Local: true, Meta: cluster.Meta{Cluster: "test", Incarnation: 3, Roles: cluster.AllRoles, MQTT: "10.0.0.1:1883"}},
+		{ID: "n2", State: cluster.StateLeft, Meta: cluster.Meta{Cluster: "test", Incarnation: 5, Roles: cluster.AllRoles, MQTT: "10.0.0.2:1883"}},
+	}}}
 	s := start(t, cfg)
 	mqtt := s.Addr("tcp").String()
 	console := "http://" + s.Addr("admin").String() + "/console/"
@@ -92,6 +105,11 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
+
+	b.Do("open the cluster", chromedp.Navigate(console+"#/cluster"))
+	b.WaitFor("the members", `(document.querySelector('[data-member-state="n2"]') || {}).textContent === "left" &&
+		document.getElementById("cluster-info").textContent.includes("Cluster test")`, 10*time.Second)
+	b.Screenshot("cluster")
 
 	b.Do("log out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-token"))
 	if st := b.Text("#login-title"); st == "" {

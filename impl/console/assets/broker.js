@@ -1,5 +1,6 @@
 // The broker's pages: overview with live rates, tenants, a tenant's
-// sessions (search, kick), subscriptions, retained messages and settings.
+// sessions (search, kick), subscriptions, retained messages and settings;
+// and, for a node in a cluster, the cluster's members.
 "use strict";
 
 // rates turns successive counter readings into per-second rates.
@@ -246,4 +247,29 @@ App.section("broker", {
     { re: /^\/tenants\/([^/?]+)\/retained$/, render: renderRetained },
     { re: /^\/tenants\/([^/?]+)\/settings$/, render: renderSettings },
   ],
+});
+
+// renderCluster shows the members as this node sees them (membership
+// only: the broker does not route messages between nodes yet).
+async function renderCluster(view) {
+  view.append(el("h2", {}, "Cluster"), el("p", { class: "muted", id: "cluster-info" }), el("div", { id: "cluster-members" }));
+  App.every(2000, async () => {
+    const c = await App.api("GET", "/v1/cluster");
+    setText("cluster-info", c.standalone ? "This node is standalone (no cluster: section)."
+      : `Cluster ${c.cluster} · this node's gossip address ${c.gossip} · view version ${c.version}`);
+    const box = document.getElementById("cluster-members");
+    if (!box) return;
+    box.replaceChildren(table([
+      { label: "Node", get: (m) => m.local ? el("strong", {}, m.id + " (this node)") : m.id },
+      { label: "State", get: (m) => el("span", { "data-member-state": m.id, class: m.state === "alive" ? null : "muted" }, m.state) },
+      { label: "Roles", get: (m) => (m.roles || []).join(", ") },
+      { label: "MQTT", get: (m) => m.mqtt || "" },
+      { label: "Incarnation", num: true, get: (m) => m.incarnation },
+    ], c.members || [], "No members."));
+  });
+}
+
+App.section("cluster", {
+  nav: [{ href: "#/cluster", label: "Cluster" }],
+  routes: [{ re: /^\/cluster$/, render: renderCluster }],
 });
