@@ -85,6 +85,10 @@ func TestClusterMembership(t *testing.T) {
 		}
 	}
 
+	if n := metric(t, n1, `skybridge_cluster_members{state="alive"}`); n != 3 {
+		t.Errorf("n1's skybridge_cluster_members{state=\"alive\"} = %v, want 3", n)
+	}
+
 	out, err := exec.Command(skybridgeBinary(t), "ctl", "cluster", "--admin", "http://"+n2.admin).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"n3"`) || !strings.Contains(string(out), `"alive"`) {
 		t.Fatalf("ctl cluster: %v\n%s", err, out)
@@ -104,6 +108,9 @@ func TestClusterMembership(t *testing.T) {
 	}
 	wait(n1, map[string]string{"n1": "alive", "n2": "alive", "n3": "left"})
 	wait(n2, map[string]string{"n1": "alive", "n2": "alive", "n3": "left"})
+	if n := metric(t, n1, `skybridge_cluster_members{state="left"}`); n != 1 {
+		t.Errorf("n1's skybridge_cluster_members{state=\"left\"} = %v, want 1", n)
+	}
 
 	// A broker without a cluster: section says it is standalone.
 	b := startBroker(t)

@@ -251,6 +251,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		sc.Cluster = member
+		sc.Collectors = append(sc.Collectors, clusterCollector{member})
 	}
 	srv := server.New(sc, b)
 	if err := srv.Start(); err != nil {
@@ -365,22 +366,4 @@ func (c storeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- storeQuaran
 
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(storeQuarantined, prometheus.CounterValue, float64(c.p.Quarantined()))
-}
-
-// joinCluster starts the node's gossip membership (docs/CLUSTER.md). Only
-// membership for now: the nodes see each other, and each still serves
-// only its own clients.
-func joinCluster(c *config.Cluster, mqtt string, log *slog.Logger) (*gossip.Node, error) {
-	g, err := c.Gossip(mqtt)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	g.Logger = log
-	n, err := gossip.Start(g)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	log.Info("cluster membership started", "cluster", c.Name, "node", c.NodeID, "gossip", n.GossipAddr(),
-		"seeds", len(c.Seeds), "note", "membership only: messages are not routed between nodes yet")
-	return n, nil
 }
