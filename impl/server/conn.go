@@ -426,22 +426,17 @@ func (cn *connection) flush() {
 		cn.wakeUp()
 		return
 	}
-	for {
-		st := cn.state.Load()
-		if st&(writerRunning|writerStop|writerDead) != 0 {
-			cn.wakeUp() // a writer runs: it looks again (or nothing is to be written)
-			return
-		}
-		if cn.state.CompareAndSwap(st, st|writerRunning) {
-			cn.writeOut(nil, true)
-			return
-		}
+	if !cn.claimWriter() {
+		cn.wakeUp() // a writer runs: it looks again (or nothing is to be written)
+		return
 	}
+	cn.writeOut(nil, true)
 }
 
 // claimWriter makes the caller cn's writer (writerRunning), unless a writer
-// runs or the connection is ending. The parker uses it to write a PINGRESP
-// between the packets of other writers (parker_linux.go).
+// runs or the connection is ending: the reader after a batch (flush), and
+// the parker to write a PINGRESP between other writers' packets
+// (parker_linux.go).
 func (cn *connection) claimWriter() bool {
 	for {
 		st := cn.state.Load()
