@@ -102,6 +102,15 @@ type connection struct {
 // cn.deadline is not 0).
 func (cn *connection) deadlineAt() time.Time { return cn.s.started.Add(cn.deadline) }
 
+// keepAliveDeadline is the deadline (as cn.deadline counts it) of a
+// connection that has just read a packet: ka from now, 0 for none.
+func (s *Server) keepAliveDeadline(ka time.Duration) time.Duration {
+	if ka <= 0 {
+		return 0
+	}
+	return max(time.Since(s.started)+ka, 1)
+}
+
 // maxSpare bounds the output buffer a connection keeps between writes.
 const maxSpare = 256 << 10
 
@@ -361,11 +370,9 @@ func (s *Server) batchDone(cn *connection, read int) {
 		time.Sleep(p)
 	}
 	cn.flush()
-	if ka := cn.c.KeepAlive(); ka > 0 {
-		cn.deadline = max(time.Since(s.started)+ka, 1)
+	if cn.deadline = s.keepAliveDeadline(cn.c.KeepAlive()); cn.deadline != 0 {
 		_ = cn.r.nc.SetReadDeadline(cn.deadlineAt())
 	} else {
-		cn.deadline = 0
 		_ = cn.r.nc.SetReadDeadline(time.Time{})
 		if !cn.tcpKeepAlive {
 			// Without MQTT keep alive, TCP keep-alive (Go's defaults) finds a

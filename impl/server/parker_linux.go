@@ -458,7 +458,7 @@ func (p *parker) readable(cn *connection) {
 // whether cn stays parked; false: a reader must take over (not a lone
 // PINGREQ, or something failed).
 func (p *parker) answerPing(cn *connection) bool {
-	if cn.deadline != 0 && time.Since(cn.s.started) >= cn.deadline {
+	if cn.deadline != 0 && !time.Now().Before(cn.deadlineAt()) {
 		return false // too late (the timer has not fired yet): the reader times out, as it would have
 	}
 	// Become cn's writer: no output is written, and no writer attaches the
@@ -515,13 +515,8 @@ func (p *parker) pongLocked(cn *connection, ka time.Duration) (n int, keep bool)
 		return n, false
 	}
 	cn.s.parkedPings.Add(1)
-	// A packet was read: the keep alive starts again (as in batchDone).
-	var d time.Duration
-	if ka > 0 {
-		d = max(time.Since(cn.s.started)+ka, 1)
-	}
-	p.renew(cn, d)
-	return n, p.arm(cn, fd) == nil // not armed: a reader waits for the socket
+	p.renew(cn, cn.s.keepAliveDeadline(ka)) // a packet was read: the keep alive starts again
+	return n, p.arm(cn, fd) == nil          // not armed: a reader waits for the socket
 }
 
 // renew sets cn's deadline to d (0: none), moving it in the heap.
