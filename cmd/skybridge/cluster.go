@@ -1,31 +1,160 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/cluster/gossip"
+	"github.com/skybridge-mq/skybridge/impl/cluster/router"
 	"github.com/skybridge-mq/skybridge/impl/config"
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
+	"github.com/skybridge-mq/skybridge/impl/raftkv/kvclient"
+	"github.com/skybridge-mq/skybridge/impl/raftkv/kvserver"
 )
 
-// joinCluster starts the node's gossip membership (docs/CLUSTER.md). Only
-// membership for now: the nodes see each other, and each still serves
-// only its own clients.
-func joinCluster(c *config.Cluster, mqtt string, log *slog.Logger) (*gossip.Node, error) {
+// joinCluster starts the node's gossip membership (docs/CLUSTER.md). With
+// a router, the node advertises its forward address and the router hears
+// every change; without one, the node is a member only and serves its
+// own clients alone.
+func joinCluster(c *config.Cluster, mqtt string, rt *clusterRouting, log *slog.Logger) (*gossip.Node, error) {
 	g, err := c.Gossip(mqtt)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	g.Logger = log
+	note := "membership only: messages are not routed between nodes (no cluster.forward)"
+	if rt != nil {
+		g.Incarnation, g.Forward, g.OnChange = rt.incarnation, rt.forwardAddr, rt.router.MemberChanged
+		if rt.kv != nil {
+			g.KV = rt.kv.ClientAddr()
+		}
+		note = "messages are routed between nodes"
+	}
 	n, err := gossip.Start(g)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	log.Info("cluster membership started", "cluster", c.Name, "node", c.NodeID, "gossip", n.GossipAddr(),
-		"seeds", len(c.Seeds), "note", "membership only: messages are not routed between nodes yet")
+		"seeds", len(c.Seeds), "note", note)
 	return n, nil
+}
+
+// clusterRouting is what routes messages between nodes: the raftkv node
+// (when this process runs one), the client of raftkv, and the router.
+type clusterRouting struct {
+	kv          *kvserver.Server
+	kvDone      chan error
+	client      *kvclient.Client
+	router      *router.Router
+	broker      atomic.Pointer[broker.Broker]
+	incarnation uint64
+	forwardAddr string
+}
+
+// startRouting starts what clusterRouting holds. The broker, made later,
+// is handed over with setBroker; messages forwarded before are dropped
+// (no session of this node can have subscribed yet).
+func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
+	c := f.Cluster
+	cr := &clusterRouting{incarnation: uint64(time.Now().UnixMilli())}
+	ln, err := net.Listen("tcp", c.Forward)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.forward: %w", err)
+	}
+	cr.forwardAddr = ln.Addr().String()
+	endpoints := c.KV.Endpoints
+	if c.KV.NodeID != 0 {
+		addrs, ids, err := c.KVPeers()
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("cluster.kv.peers: %w", err)
+		}
+		dir := c.KV.Dir
+		if dir == "" {
+			dir = filepath.Join(f.Storage.Dir, "raftkv")
+		}
+		replicas := c.KV.Replicas
+		if replicas == 0 {
+			replicas = min(3, len(ids))
+		}
+		cfg := kvserver.Config{
+			Node:      raftkv.Config{ID: raftkv.NodeID(c.KV.NodeID), Dir: dir, Replicas: replicas, Addr: addrs[c.KV.NodeID]},
+			PeerAddrs: map[raftkv.NodeID]string{},
+			Listen:    c.KV.Bind, ClientListen: c.KV.ClientBind, Tick: 100 * time.Millisecond,
+			Logger: log.With("part", "raftkv"),
+		}
+		for _, id := range ids {
+			cfg.Node.Peers = append(cfg.Node.Peers, raftkv.NodeID(id))
+			cfg.PeerAddrs[raftkv.NodeID(id)] = addrs[id]
+		}
+		if cr.kv, err = kvserver.New(cfg); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("cluster.kv: %w", err)
+		}
+		cr.kvDone = make(chan error, 1)
+		go func() { cr.kvDone <- cr.kv.Run() }()
+		if len(endpoints) == 0 {
+			endpoints = []string{cr.kv.ClientAddr()}
+		}
+	}
+	cr.client = kvclient.New(endpoints, nil)
+	cr.router, err = router.New(router.Config{
+		Self: c.NodeID, Incarnation: cr.incarnation, KV: cr.client, Listener: ln,
+		Deliver: func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int {
+			if b := cr.broker.Load(); b != nil {
+				return b.DeliverForwarded(tenant, m, plain, groups)
+			}
+			return 0
+		},
+		Logger: log.With("part", "router"),
+	})
+	if err != nil {
+		ln.Close()
+		cr.closeKV()
+		return nil, err
+	}
+	// Routes this node wrote in an earlier run go: its sessions that
+	// survived write theirs again as the broker recovers them.
+	began := time.Now()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		n, err := cr.router.ClearOwnRoutes(ctx)
+		cancel()
+		if err == nil {
+			log.Info("cluster routing started", "forward", cr.forwardAddr, "kv", endpoints, "stale_routes_cleared", n,
+				"took", time.Since(began).String())
+			return cr, nil
+		}
+		if time.Since(began) > time.Minute {
+			cr.close()
+			return nil, fmt.Errorf("cluster: raftkv unreachable for a minute: %w", err)
+		}
+		log.Info("waiting for raftkv", "err", err)
+	}
+}
+
+func (cr *clusterRouting) setBroker(b *broker.Broker) { cr.broker.Store(b) }
+
+func (cr *clusterRouting) close() {
+	cr.router.Close()
+	cr.client.Close()
+	cr.closeKV()
+}
+
+func (cr *clusterRouting) closeKV() {
+	if cr.kv != nil {
+		cr.kv.Close()
+		<-cr.kvDone
+	}
 }
 
 // clusterCollector exports the membership's figures to /metrics.
@@ -65,4 +194,45 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(clusterRefused, st.Core.Invalid+st.Core.WrongCluster+st.Core.LocalRefused+st.BadMeta+st.RefusedAlive)
 	counter(clusterDropped, st.Dropped)
 	counter(clusterConflicts, st.Conflicts)
+}
+
+// routerCollector exports the router's figures to /metrics.
+type routerCollector struct{ r *router.Router }
+
+var (
+	routerMessages = prometheus.NewDesc("skybridge_cluster_forward_messages_total",
+		"Messages this node forwarded to other nodes (one per destination node), by outcome.", []string{"outcome"}, nil)
+	routerReceived = prometheus.NewDesc("skybridge_cluster_forward_received_total",
+		"Messages other nodes forwarded to this node.", nil, nil)
+	routerUnrouted = prometheus.NewDesc("skybridge_cluster_unrouted_total",
+		"Publishes whose routes could not be loaded in time: QoS 0 reached this node only, QoS 1/2 were refused.", nil, nil)
+	routerRouteWrites = prometheus.NewDesc("skybridge_cluster_route_writes_total",
+		"Route keys written to or deleted from raftkv, by outcome (failed writes are retried).", []string{"outcome"}, nil)
+	routerRoutesPending = prometheus.NewDesc("skybridge_cluster_routes_pending",
+		"Route changes not yet in raftkv.", nil, nil)
+	routerPrefixes = prometheus.NewDesc("skybridge_cluster_route_prefixes",
+		"Route key prefixes cached by this node, by state.", []string{"state"}, nil)
+	routerPeers = prometheus.NewDesc("skybridge_cluster_forward_links",
+		"Forward links open to other nodes.", nil, nil)
+)
+
+func (routerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers} {
+		ch <- d
+	}
+}
+
+func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.r.Stats()
+	for outcome, n := range map[string]uint64{"sent": st.Forwarded, "dropped": st.Dropped, "refused": st.Refused, "abandoned": st.Abandoned} {
+		ch <- prometheus.MustNewConstMetric(routerMessages, prometheus.CounterValue, float64(n), outcome)
+	}
+	ch <- prometheus.MustNewConstMetric(routerReceived, prometheus.CounterValue, float64(st.Received))
+	ch <- prometheus.MustNewConstMetric(routerUnrouted, prometheus.CounterValue, float64(st.Unrouted))
+	ch <- prometheus.MustNewConstMetric(routerRouteWrites, prometheus.CounterValue, float64(st.RouteWrites), "done")
+	ch <- prometheus.MustNewConstMetric(routerRouteWrites, prometheus.CounterValue, float64(st.RouteWriteErrors), "failed")
+	ch <- prometheus.MustNewConstMetric(routerRoutesPending, prometheus.GaugeValue, float64(st.RoutesPending))
+	ch <- prometheus.MustNewConstMetric(routerPrefixes, prometheus.GaugeValue, float64(st.Cache.Ready), "ready")
+	ch <- prometheus.MustNewConstMetric(routerPrefixes, prometheus.GaugeValue, float64(st.Cache.Prefixes-st.Cache.Ready), "loading")
+	ch <- prometheus.MustNewConstMetric(routerPeers, prometheus.GaugeValue, float64(st.Peers))
 }

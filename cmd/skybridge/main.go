@@ -228,7 +228,19 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		go pst.Run() // the group committer
 		log.Info("store opened", "dir", f.Storage.Dir, "took", time.Since(began).String())
 	}
+	var routing *clusterRouting
+	if f.Cluster != nil && f.Cluster.Forward != "" {
+		if routing, err = startRouting(&f, log); err != nil {
+			return err
+		}
+		defer routing.close()
+		sc.Broker.Cluster = routing.router
+		sc.Collectors = append(sc.Collectors, routerCollector{routing.router})
+	}
 	b := broker.New(sc.Broker, e, st)
+	if routing != nil {
+		routing.setBroker(b)
+	}
 	began := time.Now()
 	if err := b.Recover(); err != nil {
 		return err
@@ -247,7 +259,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	var member *gossip.Node
 	if f.Cluster != nil {
-		if member, err = joinCluster(f.Cluster, f.Listeners[0].Addr, log); err != nil {
+		if member, err = joinCluster(f.Cluster, f.Listeners[0].Addr, routing, log); err != nil {
 			return err
 		}
 		sc.Cluster = member

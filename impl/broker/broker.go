@@ -77,6 +77,9 @@ type Config struct {
 	// Retained indexes retained messages for matching; nil: in memory.
 	// (Their durability goes through the broker's store.Store.)
 	Retained retain.Store
+	// Cluster connects the broker to the other nodes of a cluster; nil:
+	// standalone (cluster.go).
+	Cluster Cluster
 	// Routes returns the subscription index of a new tenant; nil: a
 	// topic.Trie in memory. Routes are rebuilt from the durable sessions at
 	// start (Recover), so an index need not persist anything itself.
@@ -244,7 +247,10 @@ type tenant struct {
 	// groupSize counts the members of each shared group, by its full
 	// filter; guarded by routesMu.
 	groupSize map[string]int
-	stats     tenantStats
+	// routeCount counts local subscriptions per filter for the cluster's
+	// routes (nil when standalone); guarded by routesMu.
+	routeCount map[string]int
+	stats      tenantStats
 
 	// users counts holds taken by acquireTenant; freeTimer is the pending
 	// check of mayBeEmpty. Both guarded by Broker.mu.

@@ -565,7 +565,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		c.t.routesMu.Lock()
 		for _, f := range filters {
 			if c.t.routes.Unsubscribe(f, e.id) {
-				c.t.leftGroup(string(f))
+				c.b.routeRemoved(c.t, string(f))
 			}
 		}
 		c.t.routesMu.Unlock()
@@ -1068,28 +1068,10 @@ func (b *Broker) removeRoutes(t *tenant, id topic.SubscriberID, filters []string
 	t.routesMu.Lock()
 	for _, f := range filters {
 		if t.routes.Unsubscribe([]byte(f), id) {
-			t.leftGroup(f)
+			b.routeRemoved(t, f)
 		}
 	}
 	t.routesMu.Unlock()
-}
-
-// joinedGroup and leftGroup keep shared-group sizes; the caller holds
-// t.routesMu for writing.
-func (t *tenant) joinedGroup(filter string) {
-	if len(filter) > 7 && filter[:7] == "$share/" {
-		t.groupSize[filter]++
-	}
-}
-
-func (t *tenant) leftGroup(filter string) {
-	if n, ok := t.groupSize[filter]; ok {
-		if n <= 1 {
-			delete(t.groupSize, filter)
-		} else {
-			t.groupSize[filter] = n - 1
-		}
-	}
 }
 
 // afterDetach publishes or schedules the will of a session whose connection
@@ -1187,7 +1169,8 @@ func (b *Broker) publishWill(t *tenant, will *message.Message) {
 	if will.Retain {
 		b.setRetained(t, will, &rs)
 	}
-	b.route(t, will, &rs, &instant{t: b.env.Clock.Now()}, nil)
+	_, aud := b.forward(t, will, nil)
+	b.routeFor(t, will, &rs, &instant{t: b.env.Clock.Now()}, nil, aud)
 	b.commitRoute(&rs)
 }
 

@@ -314,7 +314,9 @@ func (r *recovery) Sub(tenant, clientID, filter string, o topic.Options) error {
 	}
 	e.s.RestoreSub(filter, o)
 	e.t.routesMu.Lock()
-	e.t.routes.Subscribe([]byte(filter), topic.Subscription{Subscriber: e.id, Options: o})
+	if !e.t.routes.Subscribe([]byte(filter), topic.Subscription{Subscriber: e.id, Options: o}) {
+		r.b.routeAdded(e.t, filter)
+	}
 	e.t.routesMu.Unlock()
 	return nil
 }

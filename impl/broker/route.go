@@ -89,7 +89,24 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		m = m.Own()
 		b.setRetained(c.t, m, rs)
 	}
-	matched := b.route(c.t, m, rs, at, c)
+	var fw Forwarded
+	var aud *audience
+	if b.cfg.Cluster != nil {
+		// Other nodes first: their links copy the message, and a QoS 1/2
+		// acknowledgement waits until each took it.
+		var done func(error)
+		if qos > 0 {
+			rs.ack = newHeldAck(c)
+			rs.ack.waits.Add(1)
+			done = forwardDone(rs.ack)
+		}
+		fw, aud = b.forward(c.t, m, done)
+		if qos > 0 && !fw.Pending {
+			rs.ack.recycle()
+			rs.ack = nil
+		}
+	}
+	matched := b.routeFor(c.t, m, rs, at, c, aud) + fw.Nodes
 	if qos == packet.QoS2 && b.persist && (rs.ack == nil || !rs.ack.parked) {
 		// The id becomes durable in the same batch as the deliveries. (A
 		// durable broker never parks a QoS 2 delivery, see mayPark, so the
@@ -111,7 +128,7 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 	// acknowledgement (they keep their order).
 	a := rs.ack
 	rs.ack = nil
-	if a != nil {
+	if a != nil && a.parked {
 		b.throttle(c.t, ThrottleSlowSubscriber)
 	}
 	added := rs.size() > before
@@ -208,11 +225,22 @@ func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
 // returns how many sessions it matched. self is the publishing connection
 // (nil for the broker's own messages): its writer is woken by its reader.
 func (b *Broker) route(t *tenant, m *message.Message, rs *routeScratch, at *instant, self *Conn) int {
+	return b.routeFor(t, m, rs, at, self, nil)
+}
+
+// routeFor is route for the subscriptions of an audience (nil: all).
+func (b *Broker) routeFor(t *tenant, m *message.Message, rs *routeScratch, at *instant, self *Conn, aud *audience) int {
 	rs.matches.Reset()
 	rs.limits = nil
 	t.routesMu.RLock()
 	t.routes.Match(m.Topic, &rs.matches)
+	if aud != nil && aud.noPlain {
+		rs.matches.Subs = rs.matches.Subs[:0]
+	}
 	for _, g := range rs.matches.Groups {
+		if aud != nil && !aud.serves(g) {
+			continue // another node serves this group
+		}
 		// One member of each shared group gets the message, a connected one
 		// when there is one.
 		s, ok := g.Pick(b.cfg.SharedPolicy, m.PublisherKey, lockedIntn{b}, b.onlineFn)
@@ -382,7 +410,7 @@ func (c *Conn) subscribe(e *entry, reqs []session.SubRequest) {
 		subs++
 		r.Existed = c.t.routes.Subscribe(r.Filter, topic.Subscription{Subscriber: e.id, Options: r.Options})
 		if !r.Existed {
-			c.t.joinedGroup(string(r.Filter))
+			c.b.routeAdded(c.t, string(r.Filter))
 		}
 	}
 	c.t.routesMu.Unlock()
@@ -403,7 +431,7 @@ func (c *Conn) undoSubscribe(e *entry, reqs []session.SubRequest) {
 	c.t.routesMu.Lock()
 	for _, f := range drop {
 		if c.t.routes.Unsubscribe(f, e.id) {
-			c.t.leftGroup(string(f))
+			c.b.routeRemoved(c.t, string(f))
 		}
 	}
 	c.t.routesMu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +64,24 @@ type Cluster struct {
 	Seeds     []string `yaml:"seeds"`      // host:port of other members, DNS names allowed
 	Roles     []string `yaml:"roles"`      // frontend, routing, inbox, retain, kv (default: all)
 	SecretKey string   `yaml:"secret_key"` // AES key, 16/24/32 bytes in hex or base64 (default: none)
+	// Forward is the ip:port this node takes other nodes' forwarded
+	// messages on. Without it the node is a member only: it routes its
+	// own clients' messages alone. With it, routes live in raftkv (KV)
+	// and messages cross nodes.
+	Forward string    `yaml:"forward"`
+	KV      ClusterKV `yaml:"kv"`
+}
+
+// ClusterKV is where a clustered node keeps the routes: raftkv, run in
+// this process (NodeID set) or reached at Endpoints.
+type ClusterKV struct {
+	NodeID     uint64   `yaml:"node_id"`     // this node's raftkv id (> 0: run a raftkv node here)
+	Bind       string   `yaml:"bind"`        // ip:port for the other raftkv nodes
+	ClientBind string   `yaml:"client_bind"` // ip:port for raftkv clients
+	Peers      []string `yaml:"peers"`       // the initial raftkv cluster: id=host:port (raft addresses)
+	Endpoints  []string `yaml:"endpoints"`   // raftkv client addresses (default: client_bind)
+	Replicas   int      `yaml:"replicas"`    // voters per range (default 3, or 1 with one peer)
+	Dir        string   `yaml:"dir"`         // its data (default: storage.dir/raftkv)
 }
 
 // Gossip is the membership runtime's configuration for c (roles parsed,
@@ -79,6 +98,29 @@ func (c *Cluster) Gossip(mqtt string) (gossip.Config, error) {
 	g := gossip.Config{Cluster: c.Name, NodeID: c.NodeID, Bind: c.Bind, Advertise: c.Advertise,
 		Seeds: c.Seeds, SecretKey: c.SecretKey, Roles: r, MQTT: mqtt}
 	return g, g.Validate()
+}
+
+// KVPeers parses kv.peers: the raft address of each node of the initial
+// raftkv cluster, and their ids in the order given.
+func (c *Cluster) KVPeers() (map[uint64]string, []uint64, error) {
+	addrs := map[uint64]string{}
+	var ids []uint64
+	for _, p := range c.KV.Peers {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		n, err := strconv.ParseUint(k, 10, 64)
+		if !ok || err != nil || n == 0 || v == "" {
+			return nil, nil, fmt.Errorf("bad peer %q (want id=host:port)", p)
+		}
+		if _, dup := addrs[n]; dup {
+			return nil, nil, fmt.Errorf("peer %d named twice", n)
+		}
+		addrs[n] = v
+		ids = append(ids, n)
+	}
+	if _, ok := addrs[c.KV.NodeID]; c.KV.NodeID != 0 && !ok {
+		return nil, nil, fmt.Errorf("node_id %d is not among the peers", c.KV.NodeID)
+	}
+	return addrs, ids, nil
 }
 
 // Auth configures authentication (docs/AUTH.md). With nothing configured,
@@ -534,6 +576,25 @@ func (f *File) Validate() error {
 		default:
 			if _, err := c.Gossip(""); err != nil {
 				bad("cluster", "%v", err)
+			}
+		}
+		if c.Forward != "" {
+			if _, _, err := net.SplitHostPort(c.Forward); err != nil {
+				bad("cluster.forward", "%v", err)
+			}
+			kv := &c.KV
+			if kv.NodeID == 0 && len(kv.Endpoints) == 0 {
+				bad("cluster.kv", "with cluster.forward, run raftkv here (node_id, bind, client_bind, peers) or name its endpoints")
+			}
+			if kv.NodeID != 0 {
+				if kv.Bind == "" || kv.ClientBind == "" || len(kv.Peers) == 0 {
+					bad("cluster.kv", "node_id needs bind, client_bind and peers")
+				} else if _, _, err := c.KVPeers(); err != nil {
+					bad("cluster.kv.peers", "%v", err)
+				}
+				if f.Storage.Type != "pebble" && kv.Dir == "" {
+					bad("cluster.kv.dir", "required when storage.type is not pebble")
+				}
 			}
 		}
 	}

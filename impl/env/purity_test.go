@@ -30,6 +30,7 @@ var runtimePackages = []string{
 	"impl/raftkv/kvclient",     // runtime: the Go client of raftkv over TCP/TLS
 	"impl/cluster/gossip",      // runtime: membership on hashicorp/memberlist (UDP/TCP gossip, its goroutines, the apply loop)
 	"impl/forward/transport",   // runtime: the links between broker nodes on TCP/TLS, their dialer, reader and writer goroutines
+	"impl/cluster/router",      // runtime: the broker's routes in raftkv, their watches, the forward links to other nodes
 
 	// Edge and cloud runtimes (docs/EDGE.md).
 	"cloud/link",     // the MQTT link (paho autopaho) of the cloud and of edge agents

@@ -410,7 +410,7 @@ func TestLink(t *testing.T) {
 // recordSize is the size of testMsg("p<i>")'s record with i of one digit.
 func recordSize(i int) int {
 	var e encoder
-	return e.prepare("ten", testMsg(fmt.Sprintf("p%d", i), packet.QoS1))
+	return e.prepare("ten", testMsg(fmt.Sprintf("p%d", i), packet.QoS1), &Everyone)
 }
 
 func TestReadLen(t *testing.T) {
@@ -445,7 +445,7 @@ func TestPartialFrame(t *testing.T) {
 		f := make([]byte, dataHeader)
 		for _, p := range payloads {
 			var err error
-			if f, err = AppendRecord(f, "ten", testMsg(p, 1)); err != nil {
+			if f, err = AppendRecord(f, "ten", testMsg(p, 1), Everyone); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -53,6 +53,10 @@ type Delivery struct {
 	Seq         uint64 // the frame's, for Durable
 	Tenant      []byte
 	Message     *message.Message // borrows the frame: valid during the call
+	// The subscriptions it is for (Audience): plain ones when Plain, and
+	// one member of each group (names borrowed like Message).
+	Plain  bool
+	Groups [][]byte
 }
 
 // Receiver is one link's receiving end (see the package contract).
@@ -162,7 +166,7 @@ func (r *Receiver) handle(frame []byte, deliver func(*Delivery)) *Error {
 			r.stats.Duplicates++
 			continue
 		}
-		dv.Tenant, dv.Message = tenant, m
+		dv.Tenant, dv.Message, dv.Plain, dv.Groups = tenant, m, r.dec.plain, r.dec.groups
 		deliver(dv)
 		r.partial = i + 1
 		r.stats.Messages++

@@ -144,7 +144,19 @@ func (s *Sender) FrameBytes() int { return s.cfg.FrameBytes }
 // both with an *Error of code 0x97; a message larger than MaxFrame is
 // refused with 0x95, one that cannot be encoded with 0x81.
 func (s *Sender) Enqueue(tenant string, m *message.Message, qos packet.QoS, token uint64) error {
-	size := s.enc.prepare(tenant, m)
+	return s.EnqueueFor(tenant, m, qos, token, &Everyone)
+}
+
+// EnqueueFor is Enqueue for the subscriptions of the audience given: the
+// receiving node delivers to those only. An audience of neither plain
+// subscriptions nor groups, or of more than MaxGroups groups, is refused
+// with 0x82.
+func (s *Sender) EnqueueFor(tenant string, m *message.Message, qos packet.QoS, token uint64, to *Audience) error {
+	if (!to.Plain && len(to.Groups) == 0) || len(to.Groups) > MaxGroups {
+		s.refuse(qos)
+		return errorf(packet.ProtocolError, "audience of %d groups, plain %v", len(to.Groups), to.Plain)
+	}
+	size := s.enc.prepare(tenant, m, to)
 	if dataHeader+size > s.cfg.MaxFrame || len(tenant) > 65535 {
 		s.refuse(qos)
 		return errorf(packet.PacketTooLarge, "message of %d bytes, link limit %d", size, s.cfg.MaxFrame-dataHeader)
@@ -162,7 +174,7 @@ func (s *Sender) Enqueue(tenant string, m *message.Message, qos packet.QoS, toke
 		s.open = append(make([]byte, 0, n), s.open...)
 	}
 	var err error
-	if s.open, err = s.enc.append(s.open, tenant, m); err != nil {
+	if s.open, err = s.enc.append(s.open, tenant, m, to); err != nil {
 		s.refuse(qos)
 		return err
 	}

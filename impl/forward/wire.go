@@ -19,7 +19,9 @@ import (
 //	ack     (4, receiver → sender) = acked(uv) limit(uv)
 //	goaway  (5, either way)        = code(1) reason(str)
 //
-//	record  = tenant(str) flags(1) [expiry(varint, Unix ns) if flags&1] publisherKey(uv) publish
+//	record  = tenant(str) flags(1) [expiry(varint, Unix ns) if flags&1]
+//	          [groups: count(uv) name(str)* if flags&4] publisherKey(uv) publish
+//	flags   = bit 0 expiry, bit 1 not for plain subscriptions, bit 2 groups
 //	publish = an MQTT 5.0 PUBLISH packet, fixed header included (packet id 1 when QoS > 0)
 //
 // str is a uvarint length and the bytes; uv a uvarint. A data frame's
@@ -51,6 +53,28 @@ const LenSize = 4
 // dataHeader is the size of a data frame before its records: length,
 // type, sequence number, count.
 const dataHeader = LenSize + 1 + 8 + 4
+
+// Record flags.
+const (
+	flagExpiry  = 1
+	flagNoPlain = 2
+	flagGroups  = 4
+)
+
+// MaxGroups bounds the shared groups one record names.
+const MaxGroups = 1024
+
+// Audience says which of the receiving node's subscriptions a message is
+// for: its plain (not shared) ones when Plain, and one member of each
+// shared group in Groups (each named $share/group/filter).
+type Audience struct {
+	Plain  bool
+	Groups []string
+}
+
+// Everyone is the audience of a message for every plain subscription and
+// no shared group.
+var Everyone = Audience{Plain: true}
 
 // maxNodeID bounds a node id on the wire.
 const maxNodeID = 255
@@ -271,7 +295,7 @@ func sealData(frame []byte, seq uint64, count int) {
 type encoder struct{ pub packet.Publish }
 
 // prepare loads m into the scratch PUBLISH and returns the record's size.
-func (e *encoder) prepare(tenant string, m *message.Message) int {
+func (e *encoder) prepare(tenant string, m *message.Message, to *Audience) int {
 	p := &e.pub
 	p.Dup, p.QoS, p.Retain, p.Topic, p.Payload = false, m.QoS, m.Retain, m.Topic, m.Payload
 	p.PacketID = 0
@@ -285,18 +309,38 @@ func (e *encoder) prepare(tenant string, m *message.Message) int {
 	if !m.Expiry.IsZero() {
 		n += varintLen(m.Expiry.UnixNano())
 	}
+	if len(to.Groups) > 0 {
+		n += uvarintLen(uint64(len(to.Groups)))
+		for _, g := range to.Groups {
+			n += uvarintLen(uint64(len(g))) + len(g)
+		}
+	}
 	return n
 }
 
 // append appends the record of the message last prepared.
-func (e *encoder) append(dst []byte, tenant string, m *message.Message) ([]byte, error) {
+func (e *encoder) append(dst []byte, tenant string, m *message.Message, to *Audience) ([]byte, error) {
 	start := len(dst)
 	dst = appendStr(dst, tenant)
-	if m.Expiry.IsZero() {
-		dst = append(dst, 0)
-	} else {
-		dst = append(dst, 1)
+	var flags byte
+	if !m.Expiry.IsZero() {
+		flags |= flagExpiry
+	}
+	if !to.Plain {
+		flags |= flagNoPlain
+	}
+	if len(to.Groups) > 0 {
+		flags |= flagGroups
+	}
+	dst = append(dst, flags)
+	if flags&flagExpiry != 0 {
 		dst = binary.AppendVarint(dst, m.Expiry.UnixNano())
+	}
+	if flags&flagGroups != 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(to.Groups)))
+		for _, g := range to.Groups {
+			dst = appendStr(dst, g)
+		}
 	}
 	dst = binary.AppendUvarint(dst, m.PublisherKey)
 	dst, err := e.pub.Append(dst, packet.V5)
@@ -308,10 +352,10 @@ func (e *encoder) append(dst []byte, tenant string, m *message.Message) ([]byte,
 
 // AppendRecord appends one message's record, as a data frame carries it,
 // for tests and tools.
-func AppendRecord(dst []byte, tenant string, m *message.Message) ([]byte, error) {
+func AppendRecord(dst []byte, tenant string, m *message.Message, to Audience) ([]byte, error) {
 	var e encoder
-	e.prepare(tenant, m)
-	return e.append(dst, tenant, m)
+	e.prepare(tenant, m, &to)
+	return e.append(dst, tenant, m, &to)
 }
 
 func uvarintLen(v uint64) int {
@@ -334,24 +378,44 @@ func varintLen(v int64) int {
 // decoder turns records back into messages that borrow the frame's bytes;
 // its values are scratch space reused for every message.
 type decoder struct {
-	pub packet.Publish
-	msg message.Message
+	pub    packet.Publish
+	msg    message.Message
+	plain  bool
+	groups [][]byte
 }
 
 // next decodes the record at the start of b and returns the tenant, the
-// message (valid until the next call) and the rest of b.
+// message (valid until the next call; its audience in d.plain and
+// d.groups) and the rest of b.
 func (d *decoder) next(b []byte) (tenant []byte, m *message.Message, rest []byte, err error) {
 	r := rd{b: b}
 	tenant = r.str("tenant", 65535)
 	flags := r.byte("flags")
-	if r.err == nil && flags&^1 != 0 {
+	if r.err == nil && flags&^(flagExpiry|flagNoPlain|flagGroups) != 0 {
 		r.fail(packet.MalformedPacket, "record flags 0x%x", flags)
 	}
 	var expiry int64
-	if flags&1 != 0 {
+	if flags&flagExpiry != 0 {
 		if expiry = r.varint("expiry"); r.err == nil && expiry == 0 {
 			r.fail(packet.MalformedPacket, "expiry instant 0")
 		}
+	}
+	d.plain, d.groups = flags&flagNoPlain == 0, d.groups[:0]
+	if flags&flagGroups != 0 {
+		n := r.uvarint("group count")
+		if r.err == nil && (n == 0 || n > MaxGroups) {
+			r.fail(packet.MalformedPacket, "%d groups", n)
+		}
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			g := r.str("group", 65535)
+			if r.err == nil && !sharedName(g) {
+				r.fail(packet.TopicFilterInvalid, "group %q is not a shared subscription", g)
+			}
+			d.groups = append(d.groups, g)
+		}
+	}
+	if r.err == nil && !d.plain && len(d.groups) == 0 {
+		r.fail(packet.ProtocolError, "a message for no subscription")
 	}
 	key := r.uvarint("publisher key")
 	first := r.byte("publish header")
@@ -390,6 +454,12 @@ func (d *decoder) next(b []byte) (tenant []byte, m *message.Message, rest []byte
 		m.Expiry = time.Unix(0, expiry)
 	}
 	return tenant, m, r.b[r.off:], nil
+}
+
+// sharedName reports whether g is a valid shared subscription's name.
+func sharedName(g []byte) bool {
+	_, _, ok := topic.ParseShared(g)
+	return ok && topic.ValidFilter(g) == nil
 }
 
 // rd reads the fields of a control frame or a record; the first error

@@ -56,20 +56,23 @@ func TestRecordRoundTrip(t *testing.T) {
 		name   string
 		tenant string
 		m      *message.Message
+		to     Audience
 		want   view
 	}{
-		{"minimal", "", &message.Message{Topic: []byte("t")}, view{Topic: "t"}},
-		{"qos1 negative expiry", "t1", &message.Message{Topic: []byte("t"), QoS: 1, Expiry: time.Unix(-5, 0)},
+		{"minimal", "", &message.Message{Topic: []byte("t")}, Everyone, view{Topic: "t"}},
+		{"qos1 negative expiry", "t1", &message.Message{Topic: []byte("t"), QoS: 1, Expiry: time.Unix(-5, 0)}, Everyone,
 			view{Tenant: "t1", Topic: "t", QoS: 1, Expiry: time.Unix(-5, 0)}},
-		{"every field", "acme", full, viewOf([]byte("acme"), full)},
-		{"stray properties dropped", "acme", stray, viewOf([]byte("acme"), full)},
+		{"every field", "acme", full, Everyone, viewOf([]byte("acme"), full)},
+		{"stray properties dropped", "acme", stray, Everyone, viewOf([]byte("acme"), full)},
+		{"groups only", "acme", full, Audience{Groups: []string{"$share/g/a/+", "$share/h/#"}}, viewOf([]byte("acme"), full)},
+		{"plain and a group", "", &message.Message{Topic: []byte("t")}, Audience{Plain: true, Groups: []string{"$share/g/t"}}, view{Topic: "t"}},
 	} {
-		b, err := AppendRecord([]byte("prefix"), tc.tenant, tc.m)
+		b, err := AppendRecord([]byte("prefix"), tc.tenant, tc.m, tc.to)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		var e encoder
-		if n := e.prepare(tc.tenant, tc.m); n != len(b)-len("prefix") {
+		if n := e.prepare(tc.tenant, tc.m, &tc.to); n != len(b)-len("prefix") {
 			t.Errorf("%s: size %d, encoded %d", tc.name, n, len(b)-len("prefix"))
 		}
 		var d decoder
@@ -83,7 +86,18 @@ func TestRecordRoundTrip(t *testing.T) {
 		if diff := cmp.Diff(tc.want, viewOf(tenant, m), cmpopts.EquateEmpty()); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
 		}
+		if diff := cmp.Diff(tc.to, audienceOf(&d), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s: audience (-want +got):\n%s", tc.name, diff)
+		}
 	}
+}
+
+func audienceOf(d *decoder) Audience {
+	a := Audience{Plain: d.plain}
+	for _, g := range d.groups {
+		a.Groups = append(a.Groups, string(g))
+	}
+	return a
 }
 
 func TestDecodeErrors(t *testing.T) {
@@ -126,7 +140,11 @@ func TestDecodeErrors(t *testing.T) {
 			p.Properties.TopicAlias = 3
 			p.Properties.Set(packet.PropTopicAlias)
 		})), packet.ProtocolError},
-		{"bad flags", dataFrame(1, append([]byte{3, 't', 'e', 'n', 2, 0}, good[6:]...)), packet.MalformedPacket},
+		{"bad flags", dataFrame(1, append([]byte{3, 't', 'e', 'n', 8, 0}, good[6:]...)), packet.MalformedPacket},
+		{"for nobody", dataFrame(1, append([]byte{3, 't', 'e', 'n', flagNoPlain, 0}, good[6:]...)), packet.ProtocolError},
+		{"no group", dataFrame(1, append([]byte{3, 't', 'e', 'n', flagGroups, 0, 0}, good[6:]...)), packet.MalformedPacket},
+		{"a group not shared", dataFrame(1, append([]byte{3, 't', 'e', 'n', flagGroups, 1, 3, 'a', '/', 'b', 0}, good[6:]...)), packet.TopicFilterInvalid},
+		{"a group", dataFrame(1, append([]byte{3, 't', 'e', 'n', flagGroups, 1, 11, '$', 's', 'h', 'a', 'r', 'e', '/', 'g', '/', 'a', 'b', 0}, good[6:]...)), 0},
 		{"not a publish", dataFrame(1, []byte{3, 't', 'e', 'n', 0, 0, 0x40, 2, 0, 1}), packet.MalformedPacket},
 		{"bad utf-8 topic", dataFrame(1, rec(func(p *packet.Publish) { p.Topic = []byte{0xff} })), packet.MalformedPacket},
 	} {
@@ -215,7 +233,11 @@ func FuzzReceiver(f *testing.F) {
 		var re []byte
 		err := r.Handle(frame, func(d *Delivery) {
 			var err error
-			if re, err = AppendRecord(re[:0], string(d.Tenant), d.Message); err != nil {
+			to := Audience{Plain: d.Plain}
+			for _, g := range d.Groups {
+				to.Groups = append(to.Groups, string(g))
+			}
+			if re, err = AppendRecord(re[:0], string(d.Tenant), d.Message, to); err != nil {
 				t.Fatalf("accepted message does not encode: %v", err)
 			}
 			var dec decoder

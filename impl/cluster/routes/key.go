@@ -116,6 +116,9 @@ func ParseValue(v []byte) (uint64, error) {
 	return n, nil
 }
 
+// AllPrefix is the prefix of every route key.
+func AllPrefix() []byte { return []byte{keyTag} }
+
 // TenantPrefix is the prefix of every route key of tenant (for its
 // removal, or a scan of its whole table).
 func TenantPrefix(tenant string) []byte { return tenantPrefix(nil, tenant) }

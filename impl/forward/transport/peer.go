@@ -95,8 +95,14 @@ func NewPeer(cfg PeerConfig) *Peer {
 // Enqueue queues a message for the peer (forward.Sender.Enqueue: a full
 // link drops QoS 0 and refuses QoS 1/2 with 0x97).
 func (p *Peer) Enqueue(tenant string, m *message.Message, qos packet.QoS, token uint64) error {
+	return p.EnqueueFor(tenant, m, qos, token, &forward.Everyone)
+}
+
+// EnqueueFor queues a message for some of the peer's subscriptions
+// (forward.Sender.EnqueueFor).
+func (p *Peer) EnqueueFor(tenant string, m *message.Message, qos packet.QoS, token uint64, to *forward.Audience) error {
 	p.mu.Lock()
-	err := p.core.Enqueue(tenant, m, qos, token)
+	err := p.core.EnqueueFor(tenant, m, qos, token, to)
 	p.mu.Unlock()
 	if err == nil {
 		wake(p.wake)
@@ -144,6 +150,16 @@ func (p *Peer) Close() error {
 	})
 	<-p.done
 	return nil
+}
+
+// Abandon closes the link, for a peer gone from the cluster for good, and
+// appends to dst the tokens of the QoS 1/2 messages it never acknowledged
+// (forward.Sender.Abandon): the caller tells their publishers.
+func (p *Peer) Abandon(dst []uint64) []uint64 {
+	p.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.core.Abandon(dst)
 }
 
 func (p *Peer) stopped() bool {

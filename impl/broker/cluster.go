@@ -1,0 +1,145 @@
+package broker
+
+import (
+	"bytes"
+
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/topic"
+)
+
+// Cluster connects the broker to the other nodes of a cluster
+// (docs/CLUSTER.md); nil in Config is a standalone broker. Its
+// implementation is a runtime (impl/cluster/router): the broker calls it
+// and never waits on the network itself, and it must not call back into
+// the broker from within these calls.
+type Cluster interface {
+	// RouteAdded says this node now holds a first subscription to filter
+	// (a $share/group/filter name for a shared group) in tenant;
+	// RouteRemoved that it holds none any more. They come in the order of
+	// the changes, with the tenant's routes locked: they must not block.
+	RouteAdded(tenant, filter string)
+	RouteRemoved(tenant, filter string)
+	// Forward sends m, published on this node (by a client or as a will),
+	// to the other nodes whose subscriptions match, and says which shared
+	// groups this node serves itself. done, when not nil, is called once,
+	// from any goroutine, when every node it went to took it (err nil) or
+	// when one could not; it is called only if Forwarded.Pending. Forward
+	// may wait for the routes it needs, bounded.
+	Forward(tenant string, m *message.Message, done func(error)) Forwarded
+}
+
+// Forwarded is what Cluster.Forward did with a message.
+type Forwarded struct {
+	Nodes   int  // the other nodes it went to
+	Pending bool // done will be called
+	// AllGroups: serve every local shared group (the routes were not
+	// known: the node behaves as a standalone one for this message).
+	// Otherwise Groups names the groups this node was picked for.
+	AllGroups bool
+	Groups    []string
+}
+
+// audience is which of a tenant's matching subscriptions a routing
+// serves: all (nil), or those a cluster node picked for this node.
+type audience struct {
+	noPlain bool
+	groups  func(i int) []byte // the i-th group name, i < n
+	n       int
+}
+
+// serves reports whether group g is in the audience.
+func (a *audience) serves(g *topic.Group) bool {
+	name, filter := g.Name(), g.Filter()
+	for i := range a.n {
+		gn, inner, ok := topic.ParseShared(a.groups(i))
+		if ok && string(gn) == name && string(inner) == filter {
+			return true
+		}
+	}
+	return false
+}
+
+// routeAdded and routeRemoved keep the tenant's count of local
+// subscriptions per filter (shared-group sizes for the limits, and the
+// cluster's routes); the caller holds t.routesMu for writing.
+func (b *Broker) routeAdded(t *tenant, filter string) {
+	if len(filter) > 7 && filter[:7] == "$share/" {
+		t.groupSize[filter]++
+	}
+	if cl := b.cfg.Cluster; cl != nil {
+		if t.routeCount == nil {
+			t.routeCount = map[string]int{}
+		}
+		t.routeCount[filter]++
+		if t.routeCount[filter] == 1 {
+			cl.RouteAdded(t.name, filter)
+		}
+	}
+}
+
+func (b *Broker) routeRemoved(t *tenant, filter string) {
+	if n, ok := t.groupSize[filter]; ok {
+		if n <= 1 {
+			delete(t.groupSize, filter)
+		} else {
+			t.groupSize[filter] = n - 1
+		}
+	}
+	if cl := b.cfg.Cluster; cl != nil {
+		if n, ok := t.routeCount[filter]; ok {
+			if n <= 1 {
+				delete(t.routeCount, filter)
+				cl.RouteRemoved(t.name, filter)
+			} else {
+				t.routeCount[filter] = n - 1
+			}
+		}
+	}
+}
+
+// forward hands a message published on this node to the cluster and
+// returns the audience its local routing serves (nil: all).
+func (b *Broker) forward(t *tenant, m *message.Message, done func(error)) (Forwarded, *audience) {
+	cl := b.cfg.Cluster
+	if cl == nil || isSys(m.Topic) {
+		return Forwarded{AllGroups: true}, nil
+	}
+	f := cl.Forward(t.name, m, done)
+	if f.AllGroups {
+		return f, nil
+	}
+	return f, &audience{groups: func(i int) []byte { return []byte(f.Groups[i]) }, n: len(f.Groups)}
+}
+
+func isSys(topicName []byte) bool { return bytes.HasPrefix(topicName, []byte("$SYS")) }
+
+// DeliverForwarded routes a message another node forwarded to this node's
+// sessions of tenant: those with plain subscriptions when plain, and one
+// member of each shared group in groups. It is never forwarded again. It
+// returns how many sessions it reached; m may be borrowed (it is copied
+// for what keeps it). Retained messages are not stored here: the
+// publisher's node keeps them.
+func (b *Broker) DeliverForwarded(tenant []byte, m *message.Message, plain bool, groups [][]byte) int {
+	b.mu.Lock()
+	t := b.tenants[string(tenant)]
+	b.mu.Unlock()
+	if t == nil {
+		return 0 // no session of the tenant here: nothing subscribes
+	}
+	var rs routeScratch
+	a := &audience{noPlain: !plain, groups: func(i int) []byte { return groups[i] }, n: len(groups)}
+	n := b.routeFor(t, m, &rs, &instant{t: b.env.Clock.Now()}, nil, a)
+	b.commitRoute(&rs)
+	return n
+}
+
+// forwardDone returns the callback that releases a held acknowledgement
+// once the cluster's nodes took the message.
+func forwardDone(a *heldAck) func(error) {
+	return func(err error) {
+		if err != nil {
+			a.fail(err)
+		}
+		a.release()
+	}
+}

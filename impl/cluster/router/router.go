@@ -1,0 +1,483 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
+	"github.com/skybridge-mq/skybridge/impl/forward"
+	"github.com/skybridge-mq/skybridge/impl/forward/transport"
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
+)
+
+// KV is what the router needs of raftkv (kvclient.Client has it).
+type KV interface {
+	Put(ctx context.Context, key, value []byte) error
+	Delete(ctx context.Context, key []byte) error
+	Scan(ctx context.Context, start, end []byte, limit int) ([]raftkv.KV, []byte, error)
+	Watch(ctx context.Context, prefix []byte, buffer int) (<-chan raftkv.WatchEvent, error)
+}
+
+// Config configures a Router.
+type Config struct {
+	Self        string // this node's id in the membership
+	Incarnation uint64 // this process's (the membership's), > 0
+	KV          KV
+	// Listener takes the forward links of the other nodes (bound by the
+	// caller; its address is advertised in the gossip metadata).
+	Listener  net.Listener
+	ServerTLS *tls.Config // nil: plain TCP
+	ClientTLS *tls.Config
+	// Deliver hands a forwarded message to the broker
+	// (broker.DeliverForwarded). It must not block for long.
+	Deliver func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int
+	// LoadTimeout bounds how long a publish waits for the routes it needs
+	// (0: 2 s). A QoS 1/2 publish that times out is refused; a QoS 0 one
+	// reaches this node's subscribers only.
+	LoadTimeout time.Duration
+	// Writers is how many route writes run at once (0: 8).
+	Writers int
+	Cache   routes.Options
+	Logger  *slog.Logger
+}
+
+// Stats are the router's counters.
+type Stats struct {
+	Cache routes.Stats
+	// Messages forwarded (one per destination node), dropped at a link
+	// (QoS 0), refused by a link or abandoned with a node (QoS 1/2), and
+	// publishes whose routes could not be loaded in time.
+	Forwarded, Dropped, Refused, Abandoned, Unrouted uint64
+	// Received: messages other nodes forwarded here.
+	Received uint64
+	// Route writes done, failed (retried), and waiting now.
+	RouteWrites, RouteWriteErrors uint64
+	RoutesPending                 int
+	Peers                         int
+}
+
+// Router joins a broker to its cluster (see the package doc).
+type Router struct {
+	cfg Config
+	log *slog.Logger
+	ctx context.Context
+	end context.CancelFunc
+	wg  sync.WaitGroup
+
+	// mu guards the cache, the watches, the members and the peers; loaded
+	// is signalled when a prefix loads.
+	mu      sync.Mutex
+	loaded  *sync.Cond
+	cache   *routes.Cache
+	watches map[string]*watch
+	members map[string]cluster.Member
+	peers   map[string]*peerLink
+	dst     []routes.Destination
+	closed  bool
+
+	// tmu guards the tokens of QoS 1/2 messages in flight on the links
+	// (never held while a link's lock is taken).
+	tmu     sync.Mutex
+	next    uint64
+	pending map[uint64]*pending
+
+	writes writeQueue
+	in     *transport.Listener
+
+	forwarded, dropped, refused, abandoned, unrouted, received atomic.Uint64
+}
+
+type watch struct{ cancel context.CancelFunc }
+
+type peerLink struct {
+	peer *transport.Peer
+	addr string
+}
+
+// pending is a QoS 1/2 message on its way to some nodes.
+type pending struct {
+	left int // links that have not acknowledged it
+	err  error
+	done func(error)
+}
+
+// New starts a router: its forward listener and route writers.
+func New(cfg Config) (*Router, error) {
+	if cfg.Self == "" || cfg.Incarnation == 0 || cfg.KV == nil || cfg.Listener == nil || cfg.Deliver == nil {
+		return nil, errors.New("router: Self, Incarnation, KV, Listener and Deliver are required")
+	}
+	if cfg.LoadTimeout <= 0 {
+		cfg.LoadTimeout = 2 * time.Second
+	}
+	if cfg.Writers <= 0 {
+		cfg.Writers = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Cache.Self = cfg.Self
+	ctx, end := context.WithCancel(context.Background())
+	r := &Router{cfg: cfg, log: cfg.Logger, ctx: ctx, end: end, cache: routes.NewCache(cfg.Cache),
+		watches: map[string]*watch{}, members: map[string]cluster.Member{}, peers: map[string]*peerLink{},
+		pending: map[uint64]*pending{}}
+	r.loaded = sync.NewCond(&r.mu)
+	r.writes.init()
+	r.in = transport.Serve(cfg.Listener, transport.ListenerConfig{
+		Link: forward.ReceiverConfig{Node: cfg.Self, Incarnation: cfg.Incarnation},
+		TLS:  cfg.ServerTLS,
+		Deliver: func(_ string, d *forward.Delivery) {
+			r.received.Add(1)
+			cfg.Deliver(d.Tenant, d.Message, d.Plain, d.Groups)
+		},
+		Common: transport.Common{Logger: cfg.Logger},
+	})
+	for range cfg.Writers {
+		r.wg.Add(1)
+		go r.writer()
+	}
+	return r, nil
+}
+
+var _ broker.Cluster = (*Router)(nil)
+
+// Close stops everything the router started. Messages in flight to other
+// nodes are abandoned (their publishers' acknowledgements fail).
+func (r *Router) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	peers := r.peers
+	r.peers = map[string]*peerLink{}
+	for _, w := range r.watches {
+		w.cancel()
+	}
+	r.loaded.Broadcast()
+	r.mu.Unlock()
+	for id, p := range peers {
+		r.abandon(id, p)
+	}
+	r.end()
+	r.writes.close()
+	r.in.Close()
+	r.wg.Wait()
+}
+
+// Stats returns the counters.
+func (r *Router) Stats() Stats {
+	r.mu.Lock()
+	s := Stats{Cache: r.cache.Stats(), Peers: len(r.peers)}
+	r.mu.Unlock()
+	s.Forwarded, s.Dropped, s.Refused = r.forwarded.Load(), r.dropped.Load(), r.refused.Load()
+	s.Abandoned, s.Unrouted, s.Received = r.abandoned.Load(), r.unrouted.Load(), r.received.Load()
+	s.RouteWrites, s.RouteWriteErrors, s.RoutesPending = r.writes.stats()
+	return s
+}
+
+// MemberChanged takes a membership change (gossip's OnChange). A member
+// that died or left loses its link, and what it held is abandoned; a
+// member whose forward address changed is dialled there.
+func (r *Router) MemberChanged(ch cluster.Change) {
+	m := ch.Member
+	if m.ID == "" || m.ID == r.cfg.Self {
+		return
+	}
+	r.mu.Lock()
+	r.members[m.ID] = m
+	p := r.peers[m.ID]
+	gone := p != nil && (m.State == cluster.StateDead || m.State == cluster.StateLeft || p.addr != m.Forward)
+	if gone {
+		delete(r.peers, m.ID)
+	}
+	r.mu.Unlock()
+	if gone {
+		r.abandon(m.ID, p)
+	}
+}
+
+// abandon closes a link and fails what it held.
+func (r *Router) abandon(id string, p *peerLink) {
+	tokens := p.peer.Abandon(nil)
+	if len(tokens) > 0 {
+		r.abandoned.Add(uint64(len(tokens)))
+		r.release(tokens, fmt.Errorf("router: node %s gone with %d messages unacknowledged", id, len(tokens)))
+	}
+}
+
+// alive reports whether a node can take forwarded messages (r.mu held).
+func (r *Router) alive(node string) bool {
+	if node == r.cfg.Self {
+		return true
+	}
+	m, ok := r.members[node]
+	return ok && m.State == cluster.StateAlive && m.Forward != ""
+}
+
+// peerLocked returns the link to node, dialling it on first use (r.mu
+// held); nil when the node is not alive or advertises no forward address.
+func (r *Router) peerLocked(node string) *peerLink {
+	if p := r.peers[node]; p != nil {
+		return p
+	}
+	if r.closed || !r.alive(node) {
+		return nil
+	}
+	addr := r.members[node].Forward
+	p := &peerLink{addr: addr, peer: transport.NewPeer(transport.PeerConfig{
+		Link: forward.SenderConfig{Node: r.cfg.Self, Peer: node, Incarnation: r.cfg.Incarnation},
+		Addr: addr, TLS: r.cfg.ClientTLS,
+		Released: func(tokens []uint64) { r.release(tokens, nil) },
+		Common:   transport.Common{Logger: r.log},
+	})}
+	r.peers[node] = p
+	return p
+}
+
+// release counts down the messages whose tokens a link gave back.
+func (r *Router) release(tokens []uint64, err error) {
+	var done []*pending
+	r.tmu.Lock()
+	for _, t := range tokens {
+		p := r.pending[t]
+		if p == nil {
+			continue
+		}
+		if err != nil && p.err == nil {
+			p.err = err
+		}
+		if p.left--; p.left == 0 {
+			delete(r.pending, t)
+			done = append(done, p)
+		}
+	}
+	r.tmu.Unlock()
+	for _, p := range done {
+		p.done(p.err)
+	}
+}
+
+// errUnrouted refuses a QoS 1/2 publish whose routes could not be read.
+var errUnrouted = &forward.Error{Code: packet.ImplementationSpecificError, Reason: "cluster routes unavailable"}
+
+// Forward implements broker.Cluster.
+func (r *Router) Forward(tenant string, m *message.Message, done func(error)) broker.Forwarded {
+	r.mu.Lock()
+	dst, complete := r.match(tenant, m)
+	if !complete {
+		r.mu.Unlock()
+		r.unrouted.Add(1)
+		if done != nil {
+			done(errUnrouted)
+			return broker.Forwarded{AllGroups: true, Pending: true}
+		}
+		return broker.Forwarded{AllGroups: true}
+	}
+	var f broker.Forwarded
+	type send struct {
+		p  *peerLink
+		to forward.Audience
+	}
+	sends := make([]send, 0, len(dst))
+	for _, d := range dst {
+		if d.Node == r.cfg.Self {
+			f.Groups = d.Groups
+			continue
+		}
+		if p := r.peerLocked(d.Node); p != nil {
+			sends = append(sends, send{p, forward.Audience{Plain: d.Plain, Groups: d.Groups}})
+		}
+	}
+	r.mu.Unlock()
+	if len(sends) == 0 {
+		return f
+	}
+	var token uint64
+	var pd *pending
+	if done != nil && m.QoS > 0 {
+		pd = &pending{left: len(sends), done: done}
+		r.tmu.Lock()
+		r.next++
+		token = r.next
+		r.pending[token] = pd
+		r.tmu.Unlock()
+		f.Pending = true
+	}
+	for _, s := range sends {
+		err := s.p.peer.EnqueueFor(tenant, m, m.QoS, token, &s.to)
+		switch {
+		case err == nil:
+			f.Nodes++
+			r.forwarded.Add(1)
+		case m.QoS == 0:
+			r.dropped.Add(1)
+		default:
+			r.refused.Add(1)
+			if pd != nil {
+				r.release([]uint64{token}, err)
+			}
+		}
+	}
+	return f
+}
+
+// match reads the routes of a topic, waiting (r.mu held, released while
+// waiting) until the prefixes it needs are loaded or LoadTimeout passes.
+func (r *Router) match(tenant string, m *message.Message) ([]routes.Destination, bool) {
+	dst, complete := r.cache.Match(tenant, m.Topic, r.alive, r.dst[:0])
+	if complete {
+		r.dst = dst
+		return dst, true
+	}
+	r.startWatches()
+	expired := false
+	t := time.AfterFunc(r.cfg.LoadTimeout, func() {
+		r.mu.Lock()
+		expired = true
+		r.loaded.Broadcast()
+		r.mu.Unlock()
+	})
+	defer t.Stop()
+	for !complete && !expired && !r.closed {
+		r.loaded.Wait()
+		dst, complete = r.cache.Match(tenant, m.Topic, r.alive, r.dst[:0])
+		r.startWatches()
+	}
+	r.dst = dst
+	return dst, complete
+}
+
+// startWatches carries out the cache's actions (r.mu held).
+func (r *Router) startWatches() {
+	a := r.cache.TakeActions()
+	for _, p := range a.Unwatch {
+		if w := r.watches[string(p)]; w != nil {
+			w.cancel()
+			delete(r.watches, string(p))
+		}
+	}
+	for _, p := range a.Watch {
+		if r.closed {
+			break
+		}
+		ctx, cancel := context.WithCancel(r.ctx)
+		w := &watch{cancel: cancel}
+		r.watches[string(p)] = w
+		r.wg.Add(1)
+		go r.follow(ctx, w, append([]byte(nil), p...))
+	}
+}
+
+// follow keeps one prefix of the cache in step with raftkv: watch, scan
+// on every Reset, apply the events; watch again when the watch ends.
+func (r *Router) follow(ctx context.Context, w *watch, prefix []byte) {
+	defer r.wg.Done()
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		ch, err := r.cfg.KV.Watch(ctx, prefix, 4096)
+		if err != nil {
+			r.log.Debug("route watch failed", "err", err)
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for ev := range ch {
+			if ev.Reset {
+				if !r.apply(w, prefix, routes.Event{Reset: true}) {
+					return
+				}
+				kvs, err := r.scan(ctx, prefix)
+				if err != nil {
+					break // watch again: its Reset scans again
+				}
+				r.mu.Lock()
+				if r.watches[string(prefix)] != w {
+					r.mu.Unlock()
+					return
+				}
+				r.cache.Loaded(prefix, kvs)
+				r.loaded.Broadcast()
+				r.mu.Unlock()
+				continue
+			}
+			if !r.apply(w, prefix, routes.Event{Key: ev.Key, End: ev.End, Value: ev.Value, Deleted: ev.Deleted}) {
+				return
+			}
+		}
+		// The watch ended (connection lost, or this side fell behind):
+		// what follows may have been missed.
+		if !r.apply(w, prefix, routes.Event{Reset: true}) {
+			return
+		}
+	}
+}
+
+// apply hands an event to the cache unless the watch was replaced.
+func (r *Router) apply(w *watch, prefix []byte, ev routes.Event) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watches[string(prefix)] != w {
+		return false
+	}
+	r.cache.Event(prefix, ev)
+	r.startWatches() // a prefix that buffered too much is watched again
+	return true
+}
+
+// scan reads a whole prefix, range after range.
+func (r *Router) scan(ctx context.Context, prefix []byte) ([]routes.KV, error) {
+	end := prefixEnd(prefix)
+	var out []routes.KV
+	start := prefix
+	for {
+		kvs, resume, err := r.cfg.KV.Scan(ctx, start, end, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			out = append(out, routes.KV{Key: kv.Key, Value: kv.Value})
+		}
+		if resume == nil {
+			return out, nil
+		}
+		start = resume
+	}
+}
+
+// prefixEnd is the first key after every key with prefix p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,179 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
+)
+
+// writeQueue holds the route keys whose stored state differs from what
+// this node wants: the latest wish per key wins, one write per key runs
+// at a time, so the store ends with the latest wish whatever the order
+// the writes finish in.
+type writeQueue struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	want     map[string]bool // key → present; only keys not yet written
+	order    []string        // keys of want, oldest first
+	inflight map[string]bool
+	closed   bool
+
+	writes, errors uint64
+}
+
+func (q *writeQueue) init() {
+	q.cond = sync.NewCond(&q.mu)
+	q.want = map[string]bool{}
+	q.inflight = map[string]bool{}
+}
+
+func (q *writeQueue) put(key string, present bool) {
+	q.mu.Lock()
+	if _, queued := q.want[key]; !queued {
+		q.order = append(q.order, key)
+	}
+	q.want[key] = present
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// take returns the oldest key not being written, waiting for one; ok is
+// false once closed.
+func (q *writeQueue) take() (key string, present, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		if q.closed {
+			return "", false, false
+		}
+		for i, k := range q.order {
+			if q.inflight[k] {
+				continue
+			}
+			q.order = append(q.order[:i:i], q.order[i+1:]...)
+			present = q.want[k]
+			delete(q.want, k)
+			q.inflight[k] = true
+			return k, present, true
+		}
+		q.cond.Wait()
+	}
+}
+
+// done ends a write; a failed one is queued again unless a newer wish
+// replaced it.
+func (q *writeQueue) done(key string, present bool, err error) {
+	q.mu.Lock()
+	delete(q.inflight, key)
+	if err != nil {
+		q.errors++
+		if _, newer := q.want[key]; !newer {
+			q.want[key] = present
+			q.order = append(q.order, key)
+		}
+	} else {
+		q.writes++
+	}
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// idle reports whether nothing waits or runs.
+func (q *writeQueue) idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.want) == 0 && len(q.inflight) == 0
+}
+
+func (q *writeQueue) stats() (writes, errors uint64, pending int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.writes, q.errors, len(q.want) + len(q.inflight)
+}
+
+func (q *writeQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// RouteAdded implements broker.Cluster: the route is written in the
+// background.
+func (r *Router) RouteAdded(tenant, filter string) { r.route(tenant, filter, true) }
+
+// RouteRemoved implements broker.Cluster.
+func (r *Router) RouteRemoved(tenant, filter string) { r.route(tenant, filter, false) }
+
+func (r *Router) route(tenant, filter string, present bool) {
+	if len(filter) >= 4 && filter[:4] == "$SYS" {
+		return // $SYS is each node's own
+	}
+	k, err := routes.Key(routes.Route{Tenant: tenant, Filter: filter, Node: r.cfg.Self})
+	if err != nil {
+		r.log.Warn("route not written", "tenant", tenant, "filter", filter, "err", err)
+		return
+	}
+	r.writes.put(string(k), present)
+}
+
+// writer carries out route writes until the router closes, retrying a
+// failed write after a pause.
+func (r *Router) writer() {
+	defer r.wg.Done()
+	for {
+		key, present, ok := r.writes.take()
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		var err error
+		if present {
+			err = r.cfg.KV.Put(ctx, []byte(key), routes.Value(1))
+		} else {
+			err = r.cfg.KV.Delete(ctx, []byte(key))
+		}
+		cancel()
+		if err != nil {
+			r.log.Debug("route write failed", "err", err)
+			sleep(r.ctx, 100*time.Millisecond)
+		}
+		r.writes.done(key, present, err)
+	}
+}
+
+// RoutesWritten waits until every route change so far is in the store.
+func (r *Router) RoutesWritten(ctx context.Context) error {
+	for !r.writes.idle() {
+		if !sleep(ctx, 5*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// ClearOwnRoutes deletes every route key this node wrote in an earlier
+// run (a restart forgets which sessions were here; those that survive
+// in the store subscribe again as they recover). Call it before the
+// broker recovers its sessions.
+func (r *Router) ClearOwnRoutes(ctx context.Context) (int, error) {
+	prefix := routes.AllPrefix()
+	kvs, err := r.scan(ctx, prefix)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range kvs {
+		rt, err := routes.ParseKey(kv.Key)
+		if err != nil || rt.Node != r.cfg.Self {
+			continue
+		}
+		if err := r.cfg.KV.Delete(ctx, kv.Key); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
