@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +158,30 @@ func TestClusterSection(t *testing.T) {
 	}
 	if f, err := Parse(strings.NewReader("")); err != nil || f.Cluster != nil {
 		t.Fatalf("no cluster section: %+v %v", f.Cluster, err)
+	}
+}
+
+// The configurations `make cluster` starts are valid, and name one
+// raftkv cluster of three nodes.
+func TestClusterExamples(t *testing.T) {
+	t.Parallel()
+	for i := 1; i <= 3; i++ {
+		path := fmt.Sprintf("../../examples/cluster/n%d.yaml", i)
+		r, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := Parse(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if err := f.Validate(); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		addrs, ids, err := f.Cluster.KVPeers()
+		if err != nil || len(ids) != 3 || f.Cluster.KV.NodeID != uint64(i) || addrs[uint64(i)] != f.Cluster.KV.Bind || f.Cluster.Forward == "" {
+			t.Errorf("%s: cluster %+v, peers %v %v", path, f.Cluster, addrs, err)
+		}
 	}
 }
