@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.golang/paho"
+
+	"github.com/skybridge-mq/skybridge/impl/server"
 )
 
 // clusterNode is one broker process of a routing cluster.
@@ -181,23 +185,33 @@ func (c *v5) next(wait time.Duration) *paho.Publish {
 	}
 }
 
-// untilRouted publishes probes on topic from pub until sub receives one:
-// route writes reach the other nodes asynchronously after a SUBACK (the
-// SUBACK guarantee is not built yet, docs/CLUSTER.md). It then drains
-// the probes that are still on their way.
-func untilRouted(t *testing.T, pub, sub *v5, topic string) {
+// waitMembers polls until every node sees every node alive: the SUBACK
+// guarantee holds between nodes that see each other.
+func waitMembers(t *testing.T, nodes []*clusterNode) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		pub.pub(t, topic, 1, "probe")
-		if m := sub.next(100 * time.Millisecond); m != nil {
-			break
+	deadline := time.Now().Add(30 * time.Second)
+	for _, nd := range nodes {
+		for {
+			resp, err := http.Get("http://" + nd.admin + "/api/v1/cluster")
+			var ci server.ClusterInfo
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&ci)
+				resp.Body.Close()
+			}
+			alive := 0
+			for _, m := range ci.Members {
+				if m.State == "alive" {
+					alive++
+				}
+			}
+			if err == nil && alive == len(nodes) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s sees %d alive (%v), want %d", nd.id, alive, err, len(nodes))
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no probe on %s reached the subscriber in 20 s", topic)
-		}
-	}
-	for sub.next(300*time.Millisecond) != nil {
 	}
 }
 
@@ -211,14 +225,24 @@ func TestClusterRoutesMessages(t *testing.T) {
 	nodes := startRoutingCluster(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 
+	waitMembers(t, nodes)
+
+	// The SUBACK guarantee: the first message published on another node
+	// right after the SUBACK arrives.
+	pubA := dialV5(t, a.addr, "pub-a")
 	subB := dialV5(t, b.addr, "sub-b")
 	subB.sub(t, "plain/#", 1)
+	pubA.pub(t, "plain/first", 1, "first")
+	if m := subB.next(10 * time.Second); m == nil || string(m.Payload) != "first" {
+		t.Fatalf("B: the first message after its SUBACK: %v", m)
+	}
 	subC := dialV5(t, c.addr, "sub-c")
 	subC.sub(t, "plain/+/x", 2)
-	pubA := dialV5(t, a.addr, "pub-a")
-	untilRouted(t, pubA, subB, "plain/probe")
-	untilRouted(t, pubA, subC, "plain/probe/x")
-	for subB.next(300*time.Millisecond) != nil { // B's copies of C's probes
+	pubA.pub(t, "plain/first/x", 0, "first-x")
+	for name, s := range map[string]*v5{"B": subB, "C": subC} {
+		if m := s.next(10 * time.Second); m == nil || string(m.Payload) != "first-x" {
+			t.Fatalf("%s: the first QoS 0 message after C's SUBACK: %v", name, m)
+		}
 	}
 
 	// Order and exactly-once per node: 300 messages from A at QoS 0, 1, 2.
@@ -260,31 +284,6 @@ func TestClusterRoutesMessages(t *testing.T) {
 	gB.sub(t, "$share/g/jobs/#", 1)
 	gC := dialV5(t, c.addr, "g-c")
 	gC.sub(t, "$share/g/jobs/#", 1)
-	deadline := time.Now().Add(20 * time.Second)
-	for { // until A's routes know both members
-		pubA.pub(t, "jobs/probe", 1, "probe")
-		mb, mc := gB.next(100*time.Millisecond), gC.next(100*time.Millisecond)
-		if mb != nil && mc != nil {
-			t.Fatalf("one probe reached both members")
-		}
-		if mb != nil || mc != nil {
-			gotB, gotC := mb != nil, mc != nil
-			// Seen one member: wait until the other one has been picked too.
-			for !(gotB && gotC) && time.Now().Before(deadline) {
-				pubA.pub(t, "jobs/probe", 1, "probe")
-				gotB = gB.next(100*time.Millisecond) != nil || gotB
-				gotC = gC.next(100*time.Millisecond) != nil || gotC
-			}
-			if gotB && gotC {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the shared group's members were not both reached in 20 s")
-		}
-	}
-	for gB.next(300*time.Millisecond) != nil || gC.next(10*time.Millisecond) != nil {
-	}
 	const jobs = 200
 	for i := range jobs {
 		pubA.pub(t, "jobs/run", 1, fmt.Sprint(i))
@@ -317,7 +316,7 @@ func TestClusterRoutesMessages(t *testing.T) {
 
 	// After C unsubscribes, A stops sending to C.
 	subC.unsub(t, "plain/+/x")
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		before := metric(t, a.brokerProc, `skybridge_cluster_forward_messages_total{outcome="sent"}`)
 		pubA.pub(t, "plain/after/x", 1, "after")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/session"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
@@ -19,6 +20,11 @@ type Cluster interface {
 	// the changes, with the tenant's routes locked: they must not block.
 	RouteAdded(tenant, filter string)
 	RouteRemoved(tenant, filter string)
+	// AwaitRoutes returns once every node has confirmed it will forward
+	// what matches filters (routes of this node in tenant) to this node,
+	// or after a bound: a SUBACK waits for it, so that a message
+	// published anywhere after the SUBACK reaches the subscription.
+	AwaitRoutes(tenant string, filters [][]byte)
 	// Forward sends m, published on this node (by a client or as a will),
 	// to the other nodes whose subscriptions match, and says which shared
 	// groups this node serves itself. done, when not nil, is called once,
@@ -131,6 +137,25 @@ func (b *Broker) DeliverForwarded(tenant []byte, m *message.Message, plain bool,
 	n := b.routeFor(t, m, &rs, &instant{t: b.env.Clock.Now()}, nil, a)
 	b.commitRoute(&rs)
 	return n
+}
+
+// awaitRoutes holds a SUBSCRIBE's acknowledgement until the cluster's
+// nodes know its new routes (Cluster.AwaitRoutes). No lock is held: only
+// this client's packets wait.
+func (b *Broker) awaitRoutes(t *tenant, reqs []session.SubRequest) {
+	cl := b.cfg.Cluster
+	if cl == nil {
+		return
+	}
+	var filters [][]byte
+	for i := range reqs {
+		if !reqs[i].Reason.IsError() {
+			filters = append(filters, reqs[i].Filter)
+		}
+	}
+	if len(filters) > 0 {
+		cl.AwaitRoutes(t.name, filters)
+	}
 }
 
 // forwardDone returns the callback that releases a held acknowledgement

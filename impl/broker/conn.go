@@ -543,6 +543,7 @@ func (c *Conn) Handle(h packet.FixedHeader, body []byte) {
 		reqs, pid := r.Subscribe, r.SubscribePID
 		e.mu.Unlock()
 		c.subscribe(e, reqs)
+		c.b.awaitRoutes(c.t, reqs)
 		e.mu.Lock()
 		ok := e.conn == c
 		var ops []store.Op

@@ -107,8 +107,9 @@ type watchPart struct {
 	lastPong   int64
 }
 
-// prefixEnd is the first key after every key with the prefix (nil: none).
-func prefixEnd(p []byte) []byte {
+// PrefixEnd is the first key after every key with the prefix (nil: none):
+// the end of a Scan of the prefix.
+func PrefixEnd(p []byte) []byte {
 	end := bytes.Clone(p)
 	for i := len(end) - 1; i >= 0; i-- {
 		if end[i] < 0xff {
@@ -126,7 +127,7 @@ func (n *Node) Watch(id uint64, prefix []byte) {
 		return
 	}
 	start := userKey(prefix)
-	end := prefixEnd(start)
+	end := PrefixEnd(start)
 	if n.watches == nil {
 		n.watches = map[uint64]*watch{}
 	}

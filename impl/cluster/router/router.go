@@ -48,8 +48,11 @@ type Config struct {
 	LoadTimeout time.Duration
 	// Writers is how many route writes run at once (0: 8).
 	Writers int
-	Cache   routes.Options
-	Logger  *slog.Logger
+	// SyncTimeout bounds how long AwaitRoutes (a SUBACK) waits for every
+	// live node to confirm a new route (0: 5 s).
+	SyncTimeout time.Duration
+	Cache       routes.Options
+	Logger      *slog.Logger
 }
 
 // Stats are the router's counters.
@@ -61,10 +64,11 @@ type Stats struct {
 	Forwarded, Dropped, Refused, Abandoned, Unrouted uint64
 	// Received: messages other nodes forwarded here.
 	Received uint64
-	// Route writes done, failed (retried), and waiting now.
-	RouteWrites, RouteWriteErrors uint64
-	RoutesPending                 int
-	Peers                         int
+	// Route writes done, failed (retried), and waiting now; new routes
+	// not confirmed by every live node within SyncTimeout.
+	RouteWrites, RouteWriteErrors, Unconfirmed uint64
+	RoutesPending                              int
+	Peers                                      int
 }
 
 // Router joins a broker to its cluster (see the package doc).
@@ -85,6 +89,14 @@ type Router struct {
 	peers   map[string]*peerLink
 	dst     []routes.Destination
 	closed  bool
+	// The SUBACK guarantee (sync.go): route keys every live node
+	// confirmed, rounds of questions in progress, and other nodes'
+	// questions waiting for this node's cache.
+	visible   map[string]bool
+	syncs     map[string]*syncing
+	syncByID  map[uint64]*syncing
+	nextSync  uint64
+	questions []question
 
 	// tmu guards the tokens of QoS 1/2 messages in flight on the links
 	// (never held while a link's lock is taken).
@@ -95,7 +107,7 @@ type Router struct {
 	writes writeQueue
 	in     *transport.Listener
 
-	forwarded, dropped, refused, abandoned, unrouted, received atomic.Uint64
+	forwarded, dropped, refused, abandoned, unrouted, received, unconfirmed atomic.Uint64
 }
 
 type watch struct{ cancel context.CancelFunc }
@@ -123,6 +135,9 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Writers <= 0 {
 		cfg.Writers = 8
 	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = 5 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -130,13 +145,17 @@ func New(cfg Config) (*Router, error) {
 	ctx, end := context.WithCancel(context.Background())
 	r := &Router{cfg: cfg, log: cfg.Logger, ctx: ctx, end: end, cache: routes.NewCache(cfg.Cache),
 		watches: map[string]*watch{}, members: map[string]cluster.Member{}, peers: map[string]*peerLink{},
-		pending: map[uint64]*pending{}}
+		pending: map[uint64]*pending{}, visible: map[string]bool{}, syncs: map[string]*syncing{}, syncByID: map[uint64]*syncing{}}
 	r.loaded = sync.NewCond(&r.mu)
 	r.writes.init()
 	r.in = transport.Serve(cfg.Listener, transport.ListenerConfig{
 		Link: forward.ReceiverConfig{Node: cfg.Self, Incarnation: cfg.Incarnation},
 		TLS:  cfg.ServerTLS,
-		Deliver: func(_ string, d *forward.Delivery) {
+		Deliver: func(from string, d *forward.Delivery) {
+			if string(d.Tenant) == ctlTenant {
+				r.control(from, d.Message)
+				return
+			}
 			r.received.Add(1)
 			cfg.Deliver(d.Tenant, d.Message, d.Plain, d.Groups)
 		},
@@ -184,6 +203,7 @@ func (r *Router) Stats() Stats {
 	s.Forwarded, s.Dropped, s.Refused = r.forwarded.Load(), r.dropped.Load(), r.refused.Load()
 	s.Abandoned, s.Unrouted, s.Received = r.abandoned.Load(), r.unrouted.Load(), r.received.Load()
 	s.RouteWrites, s.RouteWriteErrors, s.RoutesPending = r.writes.stats()
+	s.Unconfirmed = r.unconfirmed.Load()
 	return s
 }
 
@@ -198,9 +218,13 @@ func (r *Router) MemberChanged(ch cluster.Change) {
 	r.mu.Lock()
 	r.members[m.ID] = m
 	p := r.peers[m.ID]
-	gone := p != nil && (m.State == cluster.StateDead || m.State == cluster.StateLeft || p.addr != m.Forward)
+	down := m.State == cluster.StateDead || m.State == cluster.StateLeft
+	gone := p != nil && (down || p.addr != m.Forward)
 	if gone {
 		delete(r.peers, m.ID)
+	}
+	if down {
+		r.forgetNode(m.ID)
 	}
 	r.mu.Unlock()
 	if gone {
@@ -386,8 +410,10 @@ func (r *Router) follow(ctx context.Context, w *watch, prefix []byte) {
 	defer r.wg.Done()
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		ch, err := r.cfg.KV.Watch(ctx, prefix, 4096)
+		wctx, cancel := context.WithCancel(ctx)
+		ch, err := r.cfg.KV.Watch(wctx, prefix, 4096)
 		if err != nil {
+			cancel()
 			r.log.Debug("route watch failed", "err", err)
 			if !sleep(ctx, backoff) {
 				return
@@ -396,34 +422,51 @@ func (r *Router) follow(ctx context.Context, w *watch, prefix []byte) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		for ev := range ch {
-			if ev.Reset {
-				if !r.apply(w, prefix, routes.Event{Reset: true}) {
-					return
-				}
-				kvs, err := r.scan(ctx, prefix)
-				if err != nil {
-					break // watch again: its Reset scans again
-				}
-				r.mu.Lock()
-				if r.watches[string(prefix)] != w {
-					r.mu.Unlock()
-					return
-				}
-				r.cache.Loaded(prefix, kvs)
-				r.loaded.Broadcast()
-				r.mu.Unlock()
-				continue
-			}
-			if !r.apply(w, prefix, routes.Event{Key: ev.Key, End: ev.End, Value: ev.Value, Deleted: ev.Deleted}) {
-				return
-			}
-		}
-		// The watch ended (connection lost, or this side fell behind):
-		// what follows may have been missed.
-		if !r.apply(w, prefix, routes.Event{Reset: true}) {
+		replaced := r.consume(wctx, w, prefix, ch)
+		cancel()
+		// The watch ended (connection lost, this side fell behind, a scan
+		// failed): what follows may have been missed.
+		if replaced || !r.apply(w, prefix, routes.Event{Reset: true}) {
 			return
 		}
+	}
+}
+
+// consume applies one watch's events until it ends; it reports whether
+// the prefix's watch was replaced (or dropped) meanwhile.
+func (r *Router) consume(ctx context.Context, w *watch, prefix []byte, ch <-chan raftkv.WatchEvent) (replaced bool) {
+	for {
+		var ev raftkv.WatchEvent
+		var ok bool
+		select {
+		case ev, ok = <-ch:
+		case <-ctx.Done():
+		}
+		if !ok {
+			return false
+		}
+		if !ev.Reset {
+			if !r.apply(w, prefix, routes.Event{Key: ev.Key, End: ev.End, Value: ev.Value, Deleted: ev.Deleted}) {
+				return true
+			}
+			continue
+		}
+		if !r.apply(w, prefix, routes.Event{Reset: true}) {
+			return true
+		}
+		kvs, err := r.scan(ctx, prefix)
+		if err != nil {
+			return false // watch again: its Reset scans again
+		}
+		r.mu.Lock()
+		if r.watches[string(prefix)] != w {
+			r.mu.Unlock()
+			return true
+		}
+		r.cache.Loaded(prefix, kvs)
+		r.answerWaiting()
+		r.loaded.Broadcast()
+		r.mu.Unlock()
 	}
 }
 
@@ -436,12 +479,13 @@ func (r *Router) apply(w *watch, prefix []byte, ev routes.Event) bool {
 	}
 	r.cache.Event(prefix, ev)
 	r.startWatches() // a prefix that buffered too much is watched again
+	r.answerWaiting()
 	return true
 }
 
 // scan reads a whole prefix, range after range.
 func (r *Router) scan(ctx context.Context, prefix []byte) ([]routes.KV, error) {
-	end := prefixEnd(prefix)
+	end := raftkv.PrefixEnd(prefix)
 	var out []routes.KV
 	start := prefix
 	for {
@@ -457,18 +501,6 @@ func (r *Router) scan(ctx context.Context, prefix []byte) ([]routes.KV, error) {
 		}
 		start = resume
 	}
-}
-
-// prefixEnd is the first key after every key with prefix p.
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -80,6 +80,14 @@ func (q *writeQueue) done(key string, present bool, err error) {
 	q.cond.Broadcast()
 }
 
+// pending reports whether key waits or is being written.
+func (q *writeQueue) pending(key string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, waits := q.want[key]
+	return waits || q.inflight[key]
+}
+
 // idle reports whether nothing waits or runs.
 func (q *writeQueue) idle() bool {
 	q.mu.Lock()
@@ -116,6 +124,13 @@ func (r *Router) route(tenant, filter string, present bool) {
 		r.log.Warn("route not written", "tenant", tenant, "filter", filter, "err", err)
 		return
 	}
+	if !present {
+		// Not visible from now on: a later subscription waits for its
+		// own write and confirmations.
+		r.mu.Lock()
+		delete(r.visible, string(k))
+		r.mu.Unlock()
+	}
 	r.writes.put(string(k), present)
 }
 
@@ -141,6 +156,9 @@ func (r *Router) writer() {
 			sleep(r.ctx, 100*time.Millisecond)
 		}
 		r.writes.done(key, present, err)
+		if err == nil {
+			r.written(key, present)
+		}
 	}
 }
 

@@ -174,6 +174,21 @@ func (c *Cache) Match(tenant string, topicName []byte, alive func(node string) b
 	return dst, complete
 }
 
+// Holds says what the cache knows of a route key: whether its prefix is
+// cached (and then whether it is ready), and whether the key is in it.
+func (c *Cache) Holds(key []byte) (cached, ready, present bool) {
+	pk, ok := PrefixOf(key)
+	if !ok {
+		return false, false, false
+	}
+	p := c.prefixes[string(pk)]
+	if p == nil {
+		return false, false, false
+	}
+	_, present = p.routes[string(key)]
+	return true, p.ready, present
+}
+
 // add starts caching a prefix (loading until its scan is installed),
 // evicting the least recently matched beyond the bound.
 func (c *Cache) add(key, tenant string) *prefix {

@@ -302,3 +302,40 @@ func TestCacheMatchesTheStore(t *testing.T) {
 		}
 	}
 }
+
+// Holds tells a key's state through a prefix's life: not cached, loading,
+// ready with the key, ready after its deletion.
+func TestCacheHolds(t *testing.T) {
+	t.Parallel()
+	c := NewCache(Options{Self: "n1"})
+	k := mustKey(t, Route{Tenant: "t", Filter: "a/b", Node: "n2"})
+	type state struct{ Cached, Ready, Present bool }
+	holds := func() state {
+		cached, ready, present := c.Holds(k)
+		return state{cached, ready, present}
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want state
+	}{
+		{"not cached", func() {}, state{}},
+		{"loading", func() { c.Match("t", []byte("a/b"), nil, nil) }, state{Cached: true}},
+		{"event while loading", func() {
+			pa := prefixOf(t, "t", "a")
+			c.Event(pa, Event{Reset: true})
+			c.Event(pa, Event{Key: k, Value: Value(1)})
+		}, state{Cached: true}},
+		{"loaded", func() { c.Loaded(prefixOf(t, "t", "a"), nil) }, state{true, true, true}},
+		{"deleted", func() { c.Event(prefixOf(t, "t", "a"), Event{Key: k, Deleted: true}) }, state{Cached: true, Ready: true}},
+	}
+	for _, s := range steps {
+		s.do()
+		if d := cmp.Diff(s.want, holds()); d != "" {
+			t.Errorf("%s (-want +got):\n%s", s.name, d)
+		}
+	}
+	if cached, _, _ := c.Holds([]byte("not a key")); cached {
+		t.Error("a malformed key is cached")
+	}
+}

@@ -1,0 +1,339 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
+)
+
+// memKV is a linearizable store in memory whose watch events can be held
+// back, as a slow watch would deliver them late.
+type memKV struct {
+	mu      sync.Mutex
+	data    map[string][]byte
+	watches []*memWatch
+	hold    bool
+	held    []func()
+	fail    bool // writes fail
+}
+
+type memWatch struct {
+	prefix []byte
+	ch     chan raftkv.WatchEvent
+	ctx    context.Context
+}
+
+func newMemKV() *memKV { return &memKV{data: map[string][]byte{}} }
+
+var errDown = errors.New("memkv: down")
+
+func (s *memKV) write(key, value []byte, del bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return errDown
+	}
+	if del {
+		delete(s.data, string(key))
+	} else {
+		s.data[string(key)] = bytes.Clone(value)
+	}
+	ev := raftkv.WatchEvent{Key: bytes.Clone(key), Value: bytes.Clone(value), Deleted: del}
+	for _, w := range s.watches {
+		if bytes.HasPrefix(key, w.prefix) {
+			send := func() {
+				select {
+				case w.ch <- ev:
+				case <-w.ctx.Done():
+				}
+			}
+			if s.hold {
+				s.held = append(s.held, send)
+			} else {
+				send()
+			}
+		}
+	}
+	return nil
+}
+
+func (s *memKV) Put(_ context.Context, key, value []byte) error { return s.write(key, value, false) }
+func (s *memKV) Delete(_ context.Context, key []byte) error     { return s.write(key, nil, true) }
+
+func (s *memKV) Scan(_ context.Context, start, end []byte, limit int) ([]raftkv.KV, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []raftkv.KV
+	for k, v := range s.data {
+		if k >= string(start) && (end == nil || k < string(end)) {
+			out = append(out, raftkv.KV{Key: []byte(k), Value: bytes.Clone(v)})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Key, out[j].Key) < 0 })
+	return out, nil, nil
+}
+
+func (s *memKV) Watch(ctx context.Context, prefix []byte, buffer int) (<-chan raftkv.WatchEvent, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := &memWatch{prefix: bytes.Clone(prefix), ch: make(chan raftkv.WatchEvent, buffer), ctx: ctx}
+	w.ch <- raftkv.WatchEvent{Reset: true}
+	s.watches = append(s.watches, w)
+	return w.ch, nil
+}
+
+// holdEvents holds watch events back until releaseEvents.
+func (s *memKV) holdEvents() {
+	s.mu.Lock()
+	s.hold = true
+	s.mu.Unlock()
+}
+
+func (s *memKV) releaseEvents() {
+	s.mu.Lock()
+	s.hold = false
+	held := s.held
+	s.held = nil
+	s.mu.Unlock()
+	for _, f := range held {
+		f()
+	}
+}
+
+// delivered is what a router's Deliver received.
+type delivered struct {
+	Tenant, Topic string
+	Plain         bool
+	Groups        []string
+}
+
+type testNode struct {
+	*Router
+	mu  sync.Mutex
+	got []delivered
+}
+
+func (n *testNode) received() []delivered {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.got)
+}
+
+// newNodes starts routers named ids on one store, each told the others
+// are alive.
+func newNodes(t *testing.T, kv KV, ids ...string) []*testNode {
+	t.Helper()
+	nodes := make([]*testNode, len(ids))
+	for i, id := range ids {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &testNode{}
+		n.Router, err = New(Config{Self: id, Incarnation: 1, KV: kv, Listener: ln, SyncTimeout: 10 * time.Second,
+			Deliver: func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int {
+				d := delivered{Tenant: string(tenant), Topic: string(m.Topic), Plain: plain}
+				for _, g := range groups {
+					d.Groups = append(d.Groups, string(g))
+				}
+				n.mu.Lock()
+				n.got = append(n.got, d)
+				n.mu.Unlock()
+				return 1
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.Close)
+		nodes[i] = n
+	}
+	for _, n := range nodes {
+		for _, o := range nodes {
+			n.MemberChanged(cluster.Change{Member: cluster.Member{ID: o.cfg.Self, State: cluster.StateAlive,
+				Meta: cluster.Meta{Incarnation: 1, Forward: o.cfg.Listener.Addr().String()}}})
+		}
+	}
+	return nodes
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+}
+
+func msg(topic string, qos packet.QoS) *message.Message {
+	return &message.Message{Topic: []byte(topic), Payload: []byte("p"), QoS: qos}
+}
+
+// A SUBACK waits (AwaitRoutes) until a node whose cache holds the prefix
+// has applied the new route, however late its watch event comes; then a
+// message published there reaches the subscriber's node.
+func TestAwaitRoutesWaitsForOtherCaches(t *testing.T) {
+	t.Parallel()
+	kv := newMemKV()
+	nodes := newNodes(t, kv, "a", "b")
+	a, b := nodes[0], nodes[1]
+	// a caches the prefixes of "x/1": nothing routes there yet.
+	if f := a.Forward("t", msg("x/1", 0), nil); f.Nodes != 0 || f.AllGroups {
+		t.Fatalf("before any route: %+v", f)
+	}
+	kv.holdEvents()
+	b.RouteAdded("t", "x/#")
+	returned := make(chan struct{})
+	go func() {
+		b.AwaitRoutes("t", [][]byte{[]byte("x/#")})
+		close(returned)
+	}()
+	waitFor(t, "the route written", func() bool { return b.Stats().RouteWrites == 1 })
+	select {
+	case <-returned:
+		t.Fatal("AwaitRoutes returned while a's cache had not heard of the route")
+	case <-time.After(300 * time.Millisecond): // long enough for a round of questions over loopback
+	}
+	kv.releaseEvents()
+	<-returned
+	if f := a.Forward("t", msg("x/1", 1), nil); f.Nodes != 1 {
+		t.Fatalf("after the SUBACK: %+v", f)
+	}
+	waitFor(t, "b receives", func() bool { return len(b.received()) == 1 })
+	if d := cmp.Diff([]delivered{{Tenant: "t", Topic: "x/1", Plain: true}}, b.received()); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
+	}
+	if st := b.Stats(); st.Unconfirmed != 0 || st.Received != 1 {
+		t.Fatalf("b's stats %+v", st)
+	}
+}
+
+// Route writes keep the latest wish per key whatever fails meanwhile, and
+// a node that cannot read the routes refuses QoS 1 and serves QoS 0
+// locally only.
+func TestRouteWritesAndUnroutedPublishes(t *testing.T) {
+	t.Parallel()
+	kv := newMemKV()
+	nodes := newNodes(t, kv, "a")
+	a := nodes[0]
+	kv.mu.Lock()
+	kv.fail = true
+	kv.mu.Unlock()
+	a.RouteAdded("t", "s/+")
+	a.RouteRemoved("t", "s/+")
+	a.RouteAdded("t", "s/+")
+	a.RouteAdded("t", "$share/g/s/#")
+	waitFor(t, "a failed write", func() bool { return a.Stats().RouteWriteErrors > 0 })
+	kv.mu.Lock()
+	kv.fail = false
+	kv.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.RoutesWritten(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kvs, _, _ := kv.Scan(ctx, []byte{'r'}, []byte{'s'}, 0)
+	var got []string
+	for _, p := range kvs {
+		got = append(got, string(bytes.ReplaceAll(p.Key, []byte{0}, []byte("|"))))
+	}
+	want := []string{"r\x01ts|/#|g|a", "r\x01ts|/+||a"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("stored routes (-want +got):\n%s", d)
+	}
+	// The store stops answering scans: a new prefix cannot load.
+	slow := &blockingKV{KV: kv}
+	b := newNodes(t, slow, "b")[0]
+	b.cfg.LoadTimeout = 50 * time.Millisecond
+	var errs []error
+	f := b.Forward("t", msg("q/1", 1), func(err error) { errs = append(errs, err) })
+	if !f.Pending || !f.AllGroups || len(errs) != 1 || errs[0] == nil {
+		t.Fatalf("QoS 1 without routes: %+v, errors %v", f, errs)
+	}
+	if f := b.Forward("t", msg("q/1", 0), nil); f.Pending || !f.AllGroups {
+		t.Fatalf("QoS 0 without routes: %+v", f)
+	}
+	if st := b.Stats(); st.Unrouted != 2 {
+		t.Fatalf("unrouted %d, want 2", st.Unrouted)
+	}
+}
+
+// blockingKV never answers a scan.
+type blockingKV struct{ KV }
+
+func (b *blockingKV) Scan(ctx context.Context, _, _ []byte, _ int) ([]raftkv.KV, []byte, error) {
+	<-ctx.Done()
+	return nil, nil, ctx.Err()
+}
+
+// A node that dies with QoS 1 messages unacknowledged on its link fails
+// their publishers' acknowledgements instead of holding them for ever.
+func TestDeadNodeAbandonsItsMessages(t *testing.T) {
+	t.Parallel()
+	kv := newMemKV()
+	// c's address is a listener that accepts and never answers.
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	nodes := newNodes(t, kv, "a")
+	a := nodes[0]
+	a.MemberChanged(cluster.Change{Member: cluster.Member{ID: "c", State: cluster.StateAlive,
+		Meta: cluster.Meta{Incarnation: 1, Forward: mute.Addr().String()}}})
+	if err := kv.Put(context.Background(), mustRouteKey(t, "t", "d/#", "c"), []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	f := a.Forward("t", msg("d/1", 1), func(err error) { done <- err })
+	if f.Nodes != 1 || !f.Pending {
+		t.Fatalf("forward to c: %+v", f)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("done before c answered: %v", err)
+	default:
+	}
+	a.MemberChanged(cluster.Change{Member: cluster.Member{ID: "c", State: cluster.StateDead, Meta: cluster.Meta{Incarnation: 1}}})
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("abandoned message reported as taken")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dead node's message was never settled")
+	}
+	if st := a.Stats(); st.Abandoned != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Dead: no longer a destination.
+	if f := a.Forward("t", msg("d/2", 1), nil); f.Nodes != 0 {
+		t.Fatalf("forward after c died: %+v", f)
+	}
+}
+
+func mustRouteKey(t *testing.T, tenant, filter, node string) []byte {
+	t.Helper()
+	k, err := routes.Key(routes.Route{Tenant: tenant, Filter: filter, Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
