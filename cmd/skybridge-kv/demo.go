@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
 	"github.com/skybridge-mq/skybridge/impl/raftkv/kvclient"
 	"github.com/skybridge-mq/skybridge/impl/raftkv/kvserver"
 )
@@ -33,7 +34,11 @@ type cluster struct {
 func newCluster(bin, dir string, n int, useTLS bool, logf func(string, ...any)) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, procs: make([]*exec.Cmd, n), tls: useTLS, log: logf}
 	if useTLS {
-		if err := kvserver.WriteTestCerts(dir); err != nil {
+		var ids []raftkv.NodeID
+		for i := 1; i <= n; i++ {
+			ids = append(ids, raftkv.NodeID(i))
+		}
+		if err := kvserver.WriteTestCerts(dir, ids...); err != nil {
 			return nil, err
 		}
 	}
@@ -75,8 +80,8 @@ func (c *cluster) start(i int) error {
 	args := []string{"serve", "--id", fmt.Sprint(i), "--dir", filepath.Join(c.dir, fmt.Sprint(i)),
 		"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--client-fd", "4"}
 	if c.tls {
-		args = append(args, "--tls-cert", filepath.Join(c.dir, "node.pem"), "--tls-key", filepath.Join(c.dir, "node-key.pem"),
-			"--tls-ca", filepath.Join(c.dir, "ca.pem"))
+		cert, key := filepath.Join(c.dir, fmt.Sprintf("node-%d.pem", i)), filepath.Join(c.dir, fmt.Sprintf("node-%d-key.pem", i))
+		args = append(args, "--tls-cert", cert, "--tls-key", key, "--tls-ca", filepath.Join(c.dir, "ca.pem"))
 	}
 	out, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -165,7 +170,8 @@ type demoReport struct {
 	victim int
 }
 
-// runDemo: three processes on loopback with mutual TLS, a write load, kill
+// runDemo: three processes on loopback with mutual TLS between nodes (each
+// node on its own certificate), a write load, kill
 // -9 of one node a third of the way in, its restart another third later;
 // every acknowledged write is read back, and the cluster still serves
 // writes and reads afterwards.

@@ -28,7 +28,7 @@ func serve(args []string) error {
 	join := fs.Bool("join", false, "join a running cluster (the store starts empty)")
 	replicas := fs.Int("replicas", 3, "voters per range")
 	tick := fs.Duration("tick", 100*time.Millisecond, "raft tick")
-	tlsCert := fs.String("tls-cert", "", "node certificate (PEM) for mutual TLS between nodes")
+	tlsCert := fs.String("tls-cert", "", "node certificate (PEM) for mutual TLS between nodes; it must name this node (URI raftkv://node/<id>)")
 	tlsKey := fs.String("tls-key", "", "its key")
 	tlsCA := fs.String("tls-ca", "", "the CA that signs every node's certificate")
 	listenFD := fs.Int("listen-fd", 0, "use this inherited file descriptor as the node listener (tests)")
@@ -72,7 +72,7 @@ func serve(args []string) error {
 		}
 	}
 	if *tlsCert != "" {
-		if cfg.PeerTLS, err = kvserver.LoadTLS(*tlsCert, *tlsKey, *tlsCA); err != nil {
+		if cfg.PeerTLS, err = kvserver.LoadTLS(raftkv.NodeID(*id), *tlsCert, *tlsKey, *tlsCA); err != nil {
 			return err
 		}
 	}
