@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +29,7 @@ type cluster struct {
 	clients []string // client addresses
 	procs   []*exec.Cmd
 	tls     bool
+	client  *tls.Config // TLS to the client ports (nil: plain TCP)
 	log     func(string, ...any)
 }
 
@@ -39,6 +41,10 @@ func newCluster(bin, dir string, n int, useTLS bool, logf func(string, ...any)) 
 			ids = append(ids, raftkv.NodeID(i))
 		}
 		if err := kvserver.WriteTestCerts(dir, ids...); err != nil {
+			return nil, err
+		}
+		var err error
+		if c.client, err = kvclient.LoadTLS(filepath.Join(dir, "ca.pem"), "", "", kvserver.TLSServerName); err != nil {
 			return nil, err
 		}
 	}
@@ -81,7 +87,8 @@ func (c *cluster) start(i int) error {
 		"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--client-fd", "4"}
 	if c.tls {
 		cert, key := filepath.Join(c.dir, fmt.Sprintf("node-%d.pem", i)), filepath.Join(c.dir, fmt.Sprintf("node-%d-key.pem", i))
-		args = append(args, "--tls-cert", cert, "--tls-key", key, "--tls-ca", filepath.Join(c.dir, "ca.pem"))
+		args = append(args, "--tls-cert", cert, "--tls-key", key, "--tls-ca", filepath.Join(c.dir, "ca.pem"),
+			"--client-tls-cert", cert, "--client-tls-key", key)
 	}
 	out, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -144,7 +151,7 @@ func (c *cluster) ready(ctx context.Context) error {
 		if c.procs[i] == nil {
 			continue
 		}
-		cl := kvclient.New([]string{a}, nil)
+		cl := kvclient.New([]string{a}, c.client)
 		for {
 			rctx, cancel := context.WithTimeout(ctx, time.Second)
 			err := cl.Put(rctx, []byte("ready"), []byte(a))
@@ -171,7 +178,7 @@ type demoReport struct {
 }
 
 // runDemo: three processes on loopback with mutual TLS between nodes (each
-// node on its own certificate), a write load, kill
+// node on its own certificate) and TLS on the client ports, a write load, kill
 // -9 of one node a third of the way in, its restart another third later;
 // every acknowledged write is read back, and the cluster still serves
 // writes and reads afterwards.
@@ -203,7 +210,7 @@ func runDemo(ctx context.Context, bin, dir string, duration time.Duration, worke
 	if !kill {
 		schedule, rep.victim = nil, 0
 	}
-	rep.load, err = runLoad(ctx, loadOpts{addrs: c.clients, duration: duration, workers: workers, conns: 3, batch: batch, prefix: "demo/"}, schedule)
+	rep.load, err = runLoad(ctx, loadOpts{addrs: c.clients, tls: c.client, duration: duration, workers: workers, conns: 3, batch: batch, prefix: "demo/"}, schedule)
 	if err != nil {
 		return rep, err
 	}
@@ -217,7 +224,7 @@ func runDemo(ctx context.Context, bin, dir string, duration time.Duration, worke
 	if err != nil {
 		return rep, err
 	}
-	rep.after, err = runLoad(ctx, loadOpts{addrs: c.clients, duration: 2 * time.Second, workers: 8, conns: 3, batch: 1, prefix: "after/"}, nil)
+	rep.after, err = runLoad(ctx, loadOpts{addrs: c.clients, tls: c.client, duration: 2 * time.Second, workers: 8, conns: 3, batch: 1, prefix: "after/"}, nil)
 	return rep, err
 }
 

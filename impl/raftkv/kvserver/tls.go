@@ -84,6 +84,25 @@ func LoadTLS(id raftkv.NodeID, certFile, keyFile, caFile string) (*TLSPair, erro
 	}, nil
 }
 
+// LoadClientTLS builds the TLS configuration of a client port
+// (Config.ClientTLS) from PEM files: the port's certificate and key and,
+// when caFile is set, the CA whose client certificates it requires (""
+// takes any client).
+func LoadClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	if caFile != "" {
+		if tc.ClientCAs, err = kvclient.LoadCertPool(caFile); err != nil {
+			return nil, err
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
 // WriteTestCerts writes a CA and, for each of ids, a node certificate
 // signed by it into dir (ca.pem; node-<id>.pem and node-<id>-key.pem,
 // naming the node by NodeURI), for tests and the demo.

@@ -1,6 +1,7 @@
 package kvserver
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skybridge-mq/skybridge/impl/raftkv"
+	"github.com/skybridge-mq/skybridge/impl/raftkv/kvclient"
 )
 
 // loadTestTLS loads node id's certificate written by WriteTestCerts.
@@ -253,5 +255,65 @@ func TestAcceptChecksTheSender(t *testing.T) {
 			}
 			waitUntil(t, "the refusal counted", func() bool { return s.Stats().PeerRefused == 1 })
 		})
+	}
+}
+
+// TestClientPortTLS: a client port with TLS that requires client
+// certificates serves a client with the CA and a certificate, and nobody
+// else.
+func TestClientPortTLS(t *testing.T) {
+	t.Parallel()
+	dir, otherDir := t.TempDir(), t.TempDir()
+	if err := WriteTestCerts(dir, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteTestCerts(otherDir); err != nil {
+		t.Fatal(err)
+	}
+	f := func(name string) string { return filepath.Join(dir, name) }
+	portTLS, err := LoadClientTLS(f("node-1.pem"), f("node-1-key.pem"), f("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startNode(t, 1, []raftkv.NodeID{1}, nil, nil, portTLS)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	good, err := kvclient.LoadTLS(f("ca.pem"), f("node-2.pem"), f("node-2-key.pem"), TLSServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := kvclient.New([]string{s.ClientAddr()}, good)
+	defer c.Close()
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("put over TLS: %v", err)
+	}
+	if v, ok, err := c.Get(ctx, []byte("k")); err != nil || !ok || string(v) != "v" {
+		t.Fatalf("get over TLS: %q %v %v", v, ok, err)
+	}
+
+	noCert, err := kvclient.LoadTLS(f("ca.pem"), "", "", TLSServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongCA, err := kvclient.LoadTLS(filepath.Join(otherDir, "ca.pem"), f("node-2.pem"), f("node-2-key.pem"), TLSServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+	}{
+		{"plain TCP", nil},
+		{"no client certificate", noCert},
+		{"another CA", wrongCA},
+		{"the address for a server name", &tls.Config{RootCAs: good.RootCAs, Certificates: good.Certificates}},
+	} {
+		bad := kvclient.New([]string{s.ClientAddr()}, tc.tls)
+		bctx, bcancel := context.WithTimeout(ctx, 2*time.Second)
+		if _, _, err := bad.Get(bctx, []byte("k")); err == nil {
+			t.Errorf("%s: a get succeeded", tc.name)
+		}
+		bcancel()
+		bad.Close()
 	}
 }
