@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,9 +21,14 @@ func clientCmd(name string) func([]string) error {
 		fs := flag.NewFlagSet(name, flag.ExitOnError)
 		addrs := fs.String("addrs", "127.0.0.1:7101", "client addresses of nodes, comma-separated")
 		timeout := fs.Duration("timeout", 10*time.Second, "give up after")
+		tlsFlags := addClientTLSFlags(fs)
 		fs.Parse(args)
 		a := fs.Args()
-		c := kvclient.New(strings.Split(*addrs, ","), nil)
+		tc, err := tlsFlags.config()
+		if err != nil {
+			return err
+		}
+		c := kvclient.New(strings.Split(*addrs, ","), tc)
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 		defer cancel()
@@ -68,4 +74,27 @@ func clientCmd(name string) func([]string) error {
 		}
 		return nil
 	}
+}
+
+// clientTLSFlags are the flags of a client of a TLS client port.
+type clientTLSFlags struct{ ca, cert, key, serverName *string }
+
+func addClientTLSFlags(fs *flag.FlagSet) clientTLSFlags {
+	return clientTLSFlags{
+		ca:         fs.String("tls-ca", "", "TLS to the client port: verify the server against this CA (default: plain TCP)"),
+		cert:       fs.String("tls-cert", "", "client certificate (PEM), for a port that requires one"),
+		key:        fs.String("tls-key", "", "its key"),
+		serverName: fs.String("tls-server-name", "", "the name the server's certificate must carry (default: the host of the address)"),
+	}
+}
+
+// config returns the TLS configuration the flags ask for (nil: plain TCP).
+func (f clientTLSFlags) config() (*tls.Config, error) {
+	if *f.ca == "" {
+		if *f.cert != "" || *f.key != "" || *f.serverName != "" {
+			return nil, errors.New("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+		}
+		return nil, nil
+	}
+	return kvclient.LoadTLS(*f.ca, *f.cert, *f.key, *f.serverName)
 }

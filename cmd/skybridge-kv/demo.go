@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
 	"github.com/skybridge-mq/skybridge/impl/raftkv/kvclient"
 	"github.com/skybridge-mq/skybridge/impl/raftkv/kvserver"
 )
@@ -27,13 +29,22 @@ type cluster struct {
 	clients []string // client addresses
 	procs   []*exec.Cmd
 	tls     bool
+	client  *tls.Config // TLS to the client ports (nil: plain TCP)
 	log     func(string, ...any)
 }
 
 func newCluster(bin, dir string, n int, useTLS bool, logf func(string, ...any)) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, procs: make([]*exec.Cmd, n), tls: useTLS, log: logf}
 	if useTLS {
-		if err := kvserver.WriteTestCerts(dir); err != nil {
+		var ids []raftkv.NodeID
+		for i := 1; i <= n; i++ {
+			ids = append(ids, raftkv.NodeID(i))
+		}
+		if err := kvserver.WriteTestCerts(dir, ids...); err != nil {
+			return nil, err
+		}
+		var err error
+		if c.client, err = kvclient.LoadTLS(filepath.Join(dir, "ca.pem"), "", "", kvserver.TLSServerName); err != nil {
 			return nil, err
 		}
 	}
@@ -75,8 +86,9 @@ func (c *cluster) start(i int) error {
 	args := []string{"serve", "--id", fmt.Sprint(i), "--dir", filepath.Join(c.dir, fmt.Sprint(i)),
 		"--peers", strings.Join(peers, ","), "--listen-fd", "3", "--client-fd", "4"}
 	if c.tls {
-		args = append(args, "--tls-cert", filepath.Join(c.dir, "node.pem"), "--tls-key", filepath.Join(c.dir, "node-key.pem"),
-			"--tls-ca", filepath.Join(c.dir, "ca.pem"))
+		cert, key := filepath.Join(c.dir, fmt.Sprintf("node-%d.pem", i)), filepath.Join(c.dir, fmt.Sprintf("node-%d-key.pem", i))
+		args = append(args, "--tls-cert", cert, "--tls-key", key, "--tls-ca", filepath.Join(c.dir, "ca.pem"),
+			"--client-tls-cert", cert, "--client-tls-key", key)
 	}
 	out, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("n%d.log", i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -139,7 +151,7 @@ func (c *cluster) ready(ctx context.Context) error {
 		if c.procs[i] == nil {
 			continue
 		}
-		cl := kvclient.New([]string{a}, nil)
+		cl := kvclient.New([]string{a}, c.client)
 		for {
 			rctx, cancel := context.WithTimeout(ctx, time.Second)
 			err := cl.Put(rctx, []byte("ready"), []byte(a))
@@ -165,7 +177,8 @@ type demoReport struct {
 	victim int
 }
 
-// runDemo: three processes on loopback with mutual TLS, a write load, kill
+// runDemo: three processes on loopback with mutual TLS between nodes (each
+// node on its own certificate) and TLS on the client ports, a write load, kill
 // -9 of one node a third of the way in, its restart another third later;
 // every acknowledged write is read back, and the cluster still serves
 // writes and reads afterwards.
@@ -197,7 +210,7 @@ func runDemo(ctx context.Context, bin, dir string, duration time.Duration, worke
 	if !kill {
 		schedule, rep.victim = nil, 0
 	}
-	rep.load, err = runLoad(ctx, loadOpts{addrs: c.clients, duration: duration, workers: workers, conns: 3, batch: batch, prefix: "demo/"}, schedule)
+	rep.load, err = runLoad(ctx, loadOpts{addrs: c.clients, tls: c.client, duration: duration, workers: workers, conns: 3, batch: batch, prefix: "demo/"}, schedule)
 	if err != nil {
 		return rep, err
 	}
@@ -211,7 +224,7 @@ func runDemo(ctx context.Context, bin, dir string, duration time.Duration, worke
 	if err != nil {
 		return rep, err
 	}
-	rep.after, err = runLoad(ctx, loadOpts{addrs: c.clients, duration: 2 * time.Second, workers: 8, conns: 3, batch: 1, prefix: "after/"}, nil)
+	rep.after, err = runLoad(ctx, loadOpts{addrs: c.clients, tls: c.client, duration: 2 * time.Second, workers: 8, conns: 3, batch: 1, prefix: "after/"}, nil)
 	return rep, err
 }
 

@@ -9,9 +9,10 @@ import (
 )
 
 // TestKill9ThreeProcesses builds the binary, runs a 3-process cluster on
-// loopback (mutual TLS between nodes) under a write load, kills one node
-// with SIGKILL (its process group), restarts it, and requires every
-// acknowledged write to be read back and the cluster to keep serving.
+// loopback (mutual TLS between nodes, TLS on the client ports) under a
+// write load, kills one node with SIGKILL (its process group), restarts
+// it, and requires every acknowledged write to be read back and the
+// cluster to keep serving.
 func TestKill9ThreeProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")

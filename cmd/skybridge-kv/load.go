@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 // loadOpts shape a write load.
 type loadOpts struct {
 	addrs    []string
+	tls      *tls.Config // nil: plain TCP
 	duration time.Duration
 	workers  int
 	conns    int
@@ -59,7 +61,7 @@ func runLoad(ctx context.Context, o loadOpts, kill func(time.Duration)) (*loadRe
 	for i := range clients {
 		addrs := slices.Clone(o.addrs)
 		k := i % len(addrs)
-		clients[i] = kvclient.New(append(addrs[k:], addrs[:k]...), nil)
+		clients[i] = kvclient.New(append(addrs[k:], addrs[:k]...), o.tls)
 		defer clients[i].Close()
 	}
 	res := &loadResult{}
@@ -150,8 +152,13 @@ func load(args []string) error {
 	fs.IntVar(&o.conns, "conns", 3, "connections (spread over the nodes)")
 	fs.IntVar(&o.batch, "batch", 1, "puts per request")
 	fs.StringVar(&o.prefix, "prefix", fmt.Sprintf("load/%d/", time.Now().UnixNano()), "key prefix")
+	tlsFlags := addClientTLSFlags(fs)
 	fs.Parse(args)
 	o.addrs = strings.Split(*addrs, ",")
+	var err error
+	if o.tls, err = tlsFlags.config(); err != nil {
+		return err
+	}
 	r, err := runLoad(context.Background(), o, nil)
 	if err != nil {
 		return err

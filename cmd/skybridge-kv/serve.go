@@ -28,9 +28,12 @@ func serve(args []string) error {
 	join := fs.Bool("join", false, "join a running cluster (the store starts empty)")
 	replicas := fs.Int("replicas", 3, "voters per range")
 	tick := fs.Duration("tick", 100*time.Millisecond, "raft tick")
-	tlsCert := fs.String("tls-cert", "", "node certificate (PEM) for mutual TLS between nodes")
+	tlsCert := fs.String("tls-cert", "", "node certificate (PEM) for mutual TLS between nodes; it must name this node (URI raftkv://node/<id>)")
 	tlsKey := fs.String("tls-key", "", "its key")
 	tlsCA := fs.String("tls-ca", "", "the CA that signs every node's certificate")
+	clientTLSCert := fs.String("client-tls-cert", "", "certificate (PEM) of the client port: TLS for clients (default: plain TCP)")
+	clientTLSKey := fs.String("client-tls-key", "", "its key")
+	clientTLSCA := fs.String("client-tls-ca", "", "require client certificates signed by this CA (default: any client)")
 	listenFD := fs.Int("listen-fd", 0, "use this inherited file descriptor as the node listener (tests)")
 	clientFD := fs.Int("client-fd", 0, "use this inherited file descriptor as the client listener (tests)")
 	deadAfter := fs.Duration("dead-after", 0, "declare a node dead after this long unheard (0: only by declare-dead)")
@@ -72,9 +75,17 @@ func serve(args []string) error {
 		}
 	}
 	if *tlsCert != "" {
-		if cfg.PeerTLS, err = kvserver.LoadTLS(*tlsCert, *tlsKey, *tlsCA); err != nil {
+		if cfg.PeerTLS, err = kvserver.LoadTLS(raftkv.NodeID(*id), *tlsCert, *tlsKey, *tlsCA); err != nil {
 			return err
 		}
+	}
+	switch {
+	case *clientTLSCert != "":
+		if cfg.ClientTLS, err = kvserver.LoadClientTLS(*clientTLSCert, *clientTLSKey, *clientTLSCA); err != nil {
+			return err
+		}
+	case *clientTLSKey != "" || *clientTLSCA != "":
+		return errors.New("--client-tls-key and --client-tls-ca need --client-tls-cert")
 	}
 	s, err := kvserver.New(cfg)
 	if err != nil {

@@ -288,10 +288,10 @@ func TestOrderedExactlyOnceAcrossCuts(t *testing.T) {
 func TestTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	if err := kvserver.WriteTestCerts(dir); err != nil {
+	if err := kvserver.WriteTestCerts(dir, 1); err != nil {
 		t.Fatal(err)
 	}
-	pair, err := kvserver.LoadTLS(dir+"/node.pem", dir+"/node-key.pem", dir+"/ca.pem")
+	pair, err := kvserver.LoadTLS(1, dir+"/node-1.pem", dir+"/node-1-key.pem", dir+"/ca.pem")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,11 @@ type Config struct {
 	Listen, ClientListen         string
 	PeerListener, ClientListener net.Listener
 	// PeerTLS secures node-to-node connections (nil: plain TCP). Server
-	// must require and verify client certificates; Client presents one.
+	// must require and verify client certificates; Client presents one and
+	// verifies the server's. Every certificate must name its node
+	// (NodeURI): a dialed peer's must name that peer, and an accepting node
+	// takes from a connection only messages from the node its client
+	// certificate names (LoadTLS builds such a pair).
 	PeerTLS *TLSPair
 	// ClientTLS secures the client port (nil: plain TCP).
 	ClientTLS *tls.Config
@@ -65,6 +69,7 @@ type Stats struct {
 	PeerDropped       uint64 // frames dropped: a peer's queue was full
 	PeerDials         uint64
 	PeerDialFailures  uint64
+	PeerRefused       uint64 // peer connections refused: the certificate named no node, or another node than the one dialed or the sender
 	SnapshotsStreamed uint64
 	ClientsDropped    uint64 // clients disconnected: their reply queue was full
 	Commits           uint64
@@ -92,8 +97,8 @@ type Server struct {
 	conns   sync.Map // client connections, for Close
 	stopped atomic.Bool
 
-	peerDropped, dials, dialFailures, streamed, clientsDropped, commits atomic.Uint64
-	nodeStats                                                           atomic.Pointer[raftkv.Stats]
+	peerDropped, dials, dialFailures, peerRefused, streamed, clientsDropped, commits atomic.Uint64
+	nodeStats                                                                        atomic.Pointer[raftkv.Stats]
 }
 
 type waiter struct {
@@ -155,7 +160,18 @@ func New(cfg Config) (*Server, error) {
 		stop: make(chan struct{}), peers: map[raftkv.NodeID]*peer{}, waiting: map[uint64]waiter{}, watches: map[uint64]waiter{}}
 	st := n.Stats()
 	s.nodeStats.Store(&st)
-	if s.ln, err = listen(cfg.PeerListener, cfg.Listen, peerServerTLS(cfg.PeerTLS)); err != nil {
+	var peerTLS *tls.Config
+	if cfg.PeerTLS != nil {
+		if cfg.PeerTLS.Server == nil || cfg.PeerTLS.Client == nil || cfg.PeerTLS.Client.InsecureSkipVerify {
+			n.Close()
+			return nil, errors.New("kvserver: PeerTLS needs a Server and a Client that verifies the server's certificate")
+		}
+		if peerTLS, err = s.nodeServerTLS(cfg.PeerTLS.Server); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	if s.ln, err = listen(cfg.PeerListener, cfg.Listen, peerTLS); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -165,13 +181,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-func peerServerTLS(p *TLSPair) *tls.Config {
-	if p == nil {
-		return nil
-	}
-	return p.Server
 }
 
 func listen(ln net.Listener, addr string, tc *tls.Config) (net.Listener, error) {
@@ -229,7 +238,7 @@ func (s *Server) shutdown() {
 // Stats returns the counters (the core's as of the last loop round).
 func (s *Server) Stats() Stats {
 	return Stats{Node: *s.nodeStats.Load(), PeerDropped: s.peerDropped.Load(), PeerDials: s.dials.Load(),
-		PeerDialFailures: s.dialFailures.Load(), SnapshotsStreamed: s.streamed.Load(),
+		PeerDialFailures: s.dialFailures.Load(), PeerRefused: s.peerRefused.Load(), SnapshotsStreamed: s.streamed.Load(),
 		ClientsDropped: s.clientsDropped.Load(), Commits: s.commits.Load()}
 }
 

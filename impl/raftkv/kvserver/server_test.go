@@ -20,19 +20,16 @@ import (
 func startCluster(t *testing.T, n int) ([]*Server, []string) {
 	t.Helper()
 	dir := t.TempDir()
-	if err := WriteTestCerts(dir); err != nil {
-		t.Fatal(err)
-	}
-	pair, err := LoadTLS(filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem"), filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ids []raftkv.NodeID
+	for i := 1; i <= n; i++ {
+		ids = append(ids, raftkv.NodeID(i))
+	}
+	if err := WriteTestCerts(dir, ids...); err != nil {
+		t.Fatal(err)
+	}
 	addrs := map[raftkv.NodeID]string{}
 	pls, cls := map[raftkv.NodeID]net.Listener{}, map[raftkv.NodeID]net.Listener{}
-	for i := 1; i <= n; i++ {
-		id := raftkv.NodeID(i)
-		ids = append(ids, id)
+	for _, id := range ids {
 		for _, m := range []map[raftkv.NodeID]net.Listener{pls, cls} {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -46,6 +43,10 @@ func startCluster(t *testing.T, n int) ([]*Server, []string) {
 	var clientAddrs []string
 	var wg sync.WaitGroup
 	for _, id := range ids {
+		pair, err := loadTestTLS(dir, id)
+		if err != nil {
+			t.Fatal(err)
+		}
 		cfg := Config{Node: raftkv.Config{ID: id, Dir: filepath.Join(dir, fmt.Sprint(id)), Peers: ids},
 			PeerAddrs: addrs, PeerListener: pls[id], ClientListener: cls[id], PeerTLS: pair, Tick: 20 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -118,6 +119,9 @@ func TestClusterOverTLS(t *testing.T) {
 	var total uint64
 	for _, s := range servers {
 		total += s.Stats().Commits
+		if n := s.Stats().PeerRefused; n != 0 {
+			t.Errorf("%d peer connections refused, with every node on its own certificate", n)
+		}
 	}
 	t.Logf("commits %d; n1: %+v", total, servers[0].Stats())
 }

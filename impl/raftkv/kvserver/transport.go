@@ -20,6 +20,7 @@ import (
 type peer struct {
 	s     *Server
 	id    raftkv.NodeID
+	tls   *tls.Config  // nil: plain TCP; else the certificate must name id
 	addr  atomic.Value // string
 	msgs  chan []byte
 	snaps chan *raftkv.Message
@@ -30,15 +31,19 @@ type peer struct {
 }
 
 const (
-	snapChunk    = 1 << 20
-	dialTimeout  = 2 * time.Second
-	writeTimeout = 10 * time.Second
-	maxBackoff   = time.Second
+	snapChunk        = 1 << 20
+	dialTimeout      = 2 * time.Second
+	handshakeTimeout = 10 * time.Second
+	writeTimeout     = 10 * time.Second
+	maxBackoff       = time.Second
 )
 
 func newPeer(s *Server, id raftkv.NodeID) *peer {
 	p := &peer{s: s, id: id, msgs: make(chan []byte, s.cfg.PeerQueue),
 		snaps: make(chan *raftkv.Message, s.cfg.Node.MaxSnapshotsOut+1), stop: make(chan struct{})}
+	if s.cfg.PeerTLS != nil {
+		p.tls = s.nodeClientTLS(s.cfg.PeerTLS.Client, id)
+	}
 	p.addr.Store("")
 	s.wg.Add(2)
 	go p.sender()
@@ -108,8 +113,8 @@ func (p *peer) dial() (net.Conn, error) {
 	d := net.Dialer{Timeout: dialTimeout}
 	var c net.Conn
 	var err error
-	if tc := p.s.cfg.PeerTLS; tc != nil {
-		c, err = tls.DialWithDialer(&d, "tcp", addr, tc.Client)
+	if p.tls != nil {
+		c, err = tls.DialWithDialer(&d, "tcp", addr, p.tls)
 	} else {
 		c, err = d.Dial("tcp", addr)
 	}
@@ -261,6 +266,9 @@ func (s *Server) acceptPeers() {
 
 // readPeer reads frames from another node; a snapshot's chunks are
 // assembled (bounded by MaxSnapshotBytes) before the message goes on.
+// Over TLS, the client certificate names the node (nodeServerTLS checked
+// that it names one), and a message from any other node ends the
+// connection.
 func (s *Server) readPeer(c net.Conn) {
 	defer s.wg.Done()
 	defer c.Close()
@@ -273,6 +281,19 @@ func (s *Server) readPeer(c net.Conn) {
 		case <-done:
 		}
 	}()
+	var from raftkv.NodeID // 0: plain TCP, any sender
+	if tc, ok := c.(*tls.Conn); ok {
+		c.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			s.log.Debug("peer handshake failed", "remote", c.RemoteAddr(), "err", err)
+			return
+		}
+		c.SetDeadline(time.Time{})
+		var err error
+		if from, err = CertNodeID(tc.ConnectionState().PeerCertificates[0]); err != nil {
+			return // refused in the handshake already (nodeServerTLS)
+		}
+	}
 	r := bufio.NewReaderSize(c, 256<<10)
 	var buf []byte
 	var snap *raftkv.Message
@@ -288,6 +309,12 @@ func (s *Server) readPeer(c net.Conn) {
 			m, err := raftkv.DecodeMessage(body)
 			if err != nil {
 				s.log.Warn("bad frame from a peer", "remote", c.RemoteAddr(), "err", err)
+				return
+			}
+			if from != 0 && m.From != from {
+				s.peerRefused.Add(1)
+				s.log.Warn("peer connection refused: a message from another node than its certificate names",
+					"remote", c.RemoteAddr(), "certificate", from, "from", m.From)
 				return
 			}
 			if m.Kind == raftkv.MsgRaft && m.Raft.GetType() == pb.MsgSnap {
