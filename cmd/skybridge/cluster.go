@@ -115,6 +115,11 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 			}
 			return 0
 		},
+		Retained: func(tenant []byte, m *message.Message) {
+			if b := cr.broker.Load(); b != nil {
+				b.ApplyRetained(tenant, m)
+			}
+		},
 		Logger: log.With("part", "router"),
 	})
 	if err != nil {

@@ -245,6 +245,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := b.Recover(); err != nil {
 		return err
 	}
+	if routing != nil {
+		// The cluster's retained messages are in place before clients come.
+		select {
+		case <-routing.router.FollowRetained():
+		case <-time.After(30 * time.Second):
+			log.Warn("the cluster's retained messages are not all loaded yet; serving anyway")
+		}
+	}
 	if pst != nil {
 		log.Info("state recovered", "sessions", b.Stats().Sessions.Load(), "quarantined", pst.Quarantined(),
 			"took", time.Since(began).String())

@@ -336,6 +336,50 @@ func TestClusterRoutesMessages(t *testing.T) {
 	if m := subC.next(500 * time.Millisecond); m != nil {
 		t.Fatalf("C got %q after unsubscribing", m.Payload)
 	}
+	// Retained messages are the cluster's: set on A, a new subscriber on C
+	// gets it; replaced on B, C's next subscriber gets the new one;
+	// deleted on A, none.
+	retainedOn := func(sub *clusterNode, id, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s := dialV5(t, sub.addr, id)
+			s.sub(t, "state/#", 1)
+			m := s.next(500 * time.Millisecond)
+			_ = s.c.Disconnect(&paho.Disconnect{})
+			got := ""
+			if m != nil {
+				got = string(m.Payload)
+				if !m.Retain {
+					t.Fatalf("%s: retained message without the retain flag", id)
+				}
+			}
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s on %s: retained %q, want %q", id, sub.id, got, want)
+			}
+		}
+	}
+	setRetained := func(p *v5, payload string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := p.c.Publish(ctx, &paho.Publish{Topic: "state/dev1", QoS: 1, Retain: true, Payload: []byte(payload)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRetained(pubA, "on")
+	retainedOn(c, "r1", "on")
+	pubB := dialV5(t, b.addr, "pub-b")
+	setRetained(pubB, "off")
+	retainedOn(c, "r2", "off")
+	retainedOn(a, "r3", "off")
+	setRetained(pubA, "")
+	retainedOn(b, "r4", "")
+	retainedOn(c, "r5", "")
+
 	if got := metric(t, b.brokerProc, `skybridge_cluster_forward_received_total`); got < n {
 		t.Errorf("B's skybridge_cluster_forward_received_total = %v, want at least %d", got, n)
 	}

@@ -32,6 +32,10 @@ type Cluster interface {
 	// when one could not; it is called only if Forwarded.Pending. Forward
 	// may wait for the routes it needs, bounded.
 	Forward(tenant string, m *message.Message, done func(error)) Forwarded
+	// RetainedSet makes m (owned) the retained message of its topic on
+	// every node (an empty payload deletes it); the nodes apply it with
+	// ApplyRetained, this one included. It must not block.
+	RetainedSet(tenant string, m *message.Message)
 }
 
 // Forwarded is what Cluster.Forward did with a message.
@@ -137,6 +141,19 @@ func (b *Broker) DeliverForwarded(tenant []byte, m *message.Message, plain bool,
 	n := b.routeFor(t, m, &rs, &instant{t: b.env.Clock.Now()}, nil, a)
 	b.commitRoute(&rs)
 	return n
+}
+
+// ApplyRetained makes m the retained message of its topic in tenant on
+// this node (an empty payload deletes it), as the cluster's retained
+// messages say, without telling the cluster again. m may be borrowed.
+func (b *Broker) ApplyRetained(tenant []byte, m *message.Message) {
+	t := b.acquireTenant(string(tenant))
+	defer b.releaseTenant(t)
+	m = m.Own()
+	m.Retain = true
+	var rs routeScratch
+	b.storeRetained(t, m, &rs)
+	b.commitRoute(&rs)
 }
 
 // awaitRoutes holds a SUBSCRIBE's acknowledgement until the cluster's

@@ -209,6 +209,14 @@ func (c *Conn) complete(e *entry, pid uint16, qos packet.QoS, code packet.Reason
 // publishers' changes reached the disk in the order their batches ended,
 // and a restart brought back the older message.
 func (b *Broker) setRetained(t *tenant, m *message.Message, rs *routeScratch) {
+	if cl := b.cfg.Cluster; cl != nil && !isSys(m.Topic) {
+		cl.RetainedSet(t.name, m)
+	}
+	b.storeRetained(t, m, rs)
+}
+
+// storeRetained is setRetained on this node only.
+func (b *Broker) storeRetained(t *tenant, m *message.Message, rs *routeScratch) {
 	if !b.persist {
 		b.retained.Set(t.name, m)
 		return

@@ -358,6 +358,17 @@ func AppendRecord(dst []byte, tenant string, m *message.Message, to Audience) ([
 	return e.append(dst, tenant, m, &to)
 }
 
+// DecodeRecord decodes one record made by AppendRecord, with the same
+// checks as a data frame's; the message borrows b.
+func DecodeRecord(b []byte) (tenant []byte, m *message.Message, err error) {
+	var d decoder
+	tenant, m, rest, err := d.next(b)
+	if err == nil && len(rest) != 0 {
+		err = errorf(packet.MalformedPacket, "%d bytes after the record", len(rest))
+	}
+	return tenant, m, err
+}
+
 func uvarintLen(v uint64) int {
 	n := 1
 	for v >= 0x80 {

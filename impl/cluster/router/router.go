@@ -42,6 +42,11 @@ type Config struct {
 	// Deliver hands a forwarded message to the broker
 	// (broker.DeliverForwarded). It must not block for long.
 	Deliver func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int
+	// Retained makes m the retained message of its topic in this node's
+	// store, or deletes it (empty payload), without writing it back to
+	// the cluster (broker.ApplyRetained). m is borrowed. It is called
+	// once FollowRetained was.
+	Retained func(tenant []byte, m *message.Message)
 	// LoadTimeout bounds how long a publish waits for the routes it needs
 	// (0: 2 s). A QoS 1/2 publish that times out is refused; a QoS 0 one
 	// reaches this node's subscribers only.
@@ -69,6 +74,9 @@ type Stats struct {
 	RouteWrites, RouteWriteErrors, Unconfirmed uint64
 	RoutesPending                              int
 	Peers                                      int
+	// Retained messages applied from the cluster (sets and deletes), and
+	// stored ones that did not decode.
+	RetainedApplied, BadRetained uint64
 }
 
 // Router joins a broker to its cluster (see the package doc).
@@ -108,6 +116,7 @@ type Router struct {
 	in     *transport.Listener
 
 	forwarded, dropped, refused, abandoned, unrouted, received, unconfirmed atomic.Uint64
+	retainedApplied, badRetained                                            atomic.Uint64
 }
 
 type watch struct{ cancel context.CancelFunc }
@@ -204,6 +213,7 @@ func (r *Router) Stats() Stats {
 	s.Abandoned, s.Unrouted, s.Received = r.abandoned.Load(), r.unrouted.Load(), r.received.Load()
 	s.RouteWrites, s.RouteWriteErrors, s.RoutesPending = r.writes.stats()
 	s.Unconfirmed = r.unconfirmed.Load()
+	s.RetainedApplied, s.BadRetained = r.retainedApplied.Load(), r.badRetained.Load()
 	return s
 }
 
@@ -400,13 +410,22 @@ func (r *Router) startWatches() {
 		w := &watch{cancel: cancel}
 		r.watches[string(p)] = w
 		r.wg.Add(1)
-		go r.follow(ctx, w, append([]byte(nil), p...))
+		prefix := append([]byte(nil), p...)
+		go r.follow(ctx, prefix, cacheSink{r, w, prefix})
 	}
 }
 
-// follow keeps one prefix of the cache in step with raftkv: watch, scan
-// on every Reset, apply the events; watch again when the watch ends.
-func (r *Router) follow(ctx context.Context, w *watch, prefix []byte) {
+// sink takes what a watched prefix says; each method reports false when
+// the watch was replaced or dropped (its loop then ends).
+type sink interface {
+	reset() bool                 // events from here on may have been missed
+	loaded(kvs []routes.KV) bool // the prefix's content after the last reset
+	event(ev routes.Event) bool  // a change after loaded
+}
+
+// follow keeps a sink in step with a prefix of raftkv: watch, scan on
+// every Reset, hand over the events; watch again when the watch ends.
+func (r *Router) follow(ctx context.Context, prefix []byte, s sink) {
 	defer r.wg.Done()
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
@@ -414,7 +433,7 @@ func (r *Router) follow(ctx context.Context, w *watch, prefix []byte) {
 		ch, err := r.cfg.KV.Watch(wctx, prefix, 4096)
 		if err != nil {
 			cancel()
-			r.log.Debug("route watch failed", "err", err)
+			r.log.Debug("watch failed", "err", err)
 			if !sleep(ctx, backoff) {
 				return
 			}
@@ -422,19 +441,19 @@ func (r *Router) follow(ctx context.Context, w *watch, prefix []byte) {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		replaced := r.consume(wctx, w, prefix, ch)
+		replaced := r.consume(wctx, prefix, ch, s)
 		cancel()
 		// The watch ended (connection lost, this side fell behind, a scan
 		// failed): what follows may have been missed.
-		if replaced || !r.apply(w, prefix, routes.Event{Reset: true}) {
+		if replaced || !s.reset() {
 			return
 		}
 	}
 }
 
-// consume applies one watch's events until it ends; it reports whether
-// the prefix's watch was replaced (or dropped) meanwhile.
-func (r *Router) consume(ctx context.Context, w *watch, prefix []byte, ch <-chan raftkv.WatchEvent) (replaced bool) {
+// consume hands one watch's events to s until it ends; it reports whether
+// s refused them (the watch was replaced).
+func (r *Router) consume(ctx context.Context, prefix []byte, ch <-chan raftkv.WatchEvent, s sink) (replaced bool) {
 	for {
 		var ev raftkv.WatchEvent
 		var ok bool
@@ -446,38 +465,57 @@ func (r *Router) consume(ctx context.Context, w *watch, prefix []byte, ch <-chan
 			return false
 		}
 		if !ev.Reset {
-			if !r.apply(w, prefix, routes.Event{Key: ev.Key, End: ev.End, Value: ev.Value, Deleted: ev.Deleted}) {
+			if !s.event(routes.Event{Key: ev.Key, End: ev.End, Value: ev.Value, Deleted: ev.Deleted}) {
 				return true
 			}
 			continue
 		}
-		if !r.apply(w, prefix, routes.Event{Reset: true}) {
+		if !s.reset() {
 			return true
 		}
 		kvs, err := r.scan(ctx, prefix)
 		if err != nil {
 			return false // watch again: its Reset scans again
 		}
-		r.mu.Lock()
-		if r.watches[string(prefix)] != w {
-			r.mu.Unlock()
+		if !s.loaded(kvs) {
 			return true
 		}
-		r.cache.Loaded(prefix, kvs)
-		r.answerWaiting()
-		r.loaded.Broadcast()
-		r.mu.Unlock()
 	}
 }
 
-// apply hands an event to the cache unless the watch was replaced.
-func (r *Router) apply(w *watch, prefix []byte, ev routes.Event) bool {
+// cacheSink feeds one prefix of the route cache.
+type cacheSink struct {
+	r      *Router
+	w      *watch
+	prefix []byte
+}
+
+func (c cacheSink) reset() bool { return c.apply(routes.Event{Reset: true}) }
+
+func (c cacheSink) event(ev routes.Event) bool { return c.apply(ev) }
+
+func (c cacheSink) loaded(kvs []routes.KV) bool {
+	r := c.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.watches[string(prefix)] != w {
+	if r.watches[string(c.prefix)] != c.w {
 		return false
 	}
-	r.cache.Event(prefix, ev)
+	r.cache.Loaded(c.prefix, kvs)
+	r.answerWaiting()
+	r.loaded.Broadcast()
+	return true
+}
+
+// apply hands an event to the cache unless the watch was replaced.
+func (c cacheSink) apply(ev routes.Event) bool {
+	r := c.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watches[string(c.prefix)] != c.w {
+		return false
+	}
+	r.cache.Event(c.prefix, ev)
 	r.startWatches() // a prefix that buffered too much is watched again
 	r.answerWaiting()
 	return true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -336,4 +337,70 @@ func mustRouteKey(t *testing.T, tenant, filter, node string) []byte {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// The retained messages of the store reach Config.Retained: all at first,
+// then each change; a key deleted while the watch was down is deleted on
+// the next load.
+func TestRetainedFollowsTheStore(t *testing.T) {
+	t.Parallel()
+	kv := newMemKV()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	held := map[string]string{} // tenant/topic → payload
+	r, err := New(Config{Self: "a", Incarnation: 1, KV: kv, Listener: ln,
+		Deliver: func([]byte, *message.Message, bool, [][]byte) int { return 0 },
+		Retained: func(tenant []byte, m *message.Message) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(m.Payload) == 0 {
+				delete(held, string(tenant)+"/"+string(m.Topic))
+			} else {
+				held[string(tenant)+"/"+string(m.Topic)] = string(m.Payload)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	state := func() map[string]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(held)
+	}
+	r.RetainedSet("t", &message.Message{Topic: []byte("s/1"), Payload: []byte("x"), QoS: 1})
+	r.RetainedSet("u", &message.Message{Topic: []byte("s/1"), Payload: []byte("y")})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.RoutesWritten(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.FollowRetained():
+	case <-ctx.Done():
+		t.Fatal("first load")
+	}
+	if d := cmp.Diff(map[string]string{"t/s/1": "x", "u/s/1": "y"}, state()); d != "" {
+		t.Fatalf("first load (-want +got):\n%s", d)
+	}
+	r.RetainedSet("t", &message.Message{Topic: []byte("s/1"), Payload: []byte("z")})
+	r.RetainedSet("u", &message.Message{Topic: []byte("s/1")}) // deletes
+	waitFor(t, "changes applied", func() bool { return cmp.Equal(map[string]string{"t/s/1": "z"}, state()) })
+	// A deletion the watch does not report (it was down) is found by the
+	// next load, after the watch ends.
+	kv.mu.Lock()
+	delete(kv.data, string(retainedKey("t", []byte("s/1"))))
+	watches := kv.watches
+	kv.watches = nil
+	kv.mu.Unlock()
+	for _, w := range watches {
+		close(w.ch)
+	}
+	waitFor(t, "reload", func() bool { return len(state()) == 0 })
+	if st := r.Stats(); st.BadRetained != 0 {
+		t.Fatalf("stats %+v", st)
+	}
 }

@@ -8,15 +8,15 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
 )
 
-// writeQueue holds the route keys whose stored state differs from what
-// this node wants: the latest wish per key wins, one write per key runs
-// at a time, so the store ends with the latest wish whatever the order
-// the writes finish in.
+// writeQueue holds the keys (routes, retained messages) whose stored
+// state differs from what this node wants: the latest wish per key wins,
+// one write per key runs at a time, so the store ends with the latest
+// wish whatever the order the writes finish in.
 type writeQueue struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
-	want     map[string]bool // key → present; only keys not yet written
-	order    []string        // keys of want, oldest first
+	want     map[string][]byte // key → value (nil: delete); only keys not yet written
+	order    []string          // keys of want, oldest first
 	inflight map[string]bool
 	closed   bool
 
@@ -25,38 +25,38 @@ type writeQueue struct {
 
 func (q *writeQueue) init() {
 	q.cond = sync.NewCond(&q.mu)
-	q.want = map[string]bool{}
+	q.want = map[string][]byte{}
 	q.inflight = map[string]bool{}
 }
 
-func (q *writeQueue) put(key string, present bool) {
+func (q *writeQueue) put(key string, value []byte) {
 	q.mu.Lock()
 	if _, queued := q.want[key]; !queued {
 		q.order = append(q.order, key)
 	}
-	q.want[key] = present
+	q.want[key] = value
 	q.mu.Unlock()
 	q.cond.Broadcast()
 }
 
 // take returns the oldest key not being written, waiting for one; ok is
 // false once closed.
-func (q *writeQueue) take() (key string, present, ok bool) {
+func (q *writeQueue) take() (key string, value []byte, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
 		if q.closed {
-			return "", false, false
+			return "", nil, false
 		}
 		for i, k := range q.order {
 			if q.inflight[k] {
 				continue
 			}
 			q.order = append(q.order[:i:i], q.order[i+1:]...)
-			present = q.want[k]
+			value = q.want[k]
 			delete(q.want, k)
 			q.inflight[k] = true
-			return k, present, true
+			return k, value, true
 		}
 		q.cond.Wait()
 	}
@@ -64,13 +64,13 @@ func (q *writeQueue) take() (key string, present, ok bool) {
 
 // done ends a write; a failed one is queued again unless a newer wish
 // replaced it.
-func (q *writeQueue) done(key string, present bool, err error) {
+func (q *writeQueue) done(key string, value []byte, err error) {
 	q.mu.Lock()
 	delete(q.inflight, key)
 	if err != nil {
 		q.errors++
 		if _, newer := q.want[key]; !newer {
-			q.want[key] = present
+			q.want[key] = value
 			q.order = append(q.order, key)
 		}
 	} else {
@@ -131,7 +131,11 @@ func (r *Router) route(tenant, filter string, present bool) {
 		delete(r.visible, string(k))
 		r.mu.Unlock()
 	}
-	r.writes.put(string(k), present)
+	var v []byte
+	if present {
+		v = routes.Value(1)
+	}
+	r.writes.put(string(k), v)
 }
 
 // writer carries out route writes until the router closes, retrying a
@@ -139,14 +143,14 @@ func (r *Router) route(tenant, filter string, present bool) {
 func (r *Router) writer() {
 	defer r.wg.Done()
 	for {
-		key, present, ok := r.writes.take()
+		key, value, ok := r.writes.take()
 		if !ok {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		var err error
-		if present {
-			err = r.cfg.KV.Put(ctx, []byte(key), routes.Value(1))
+		if value != nil {
+			err = r.cfg.KV.Put(ctx, []byte(key), value)
 		} else {
 			err = r.cfg.KV.Delete(ctx, []byte(key))
 		}
@@ -155,14 +159,15 @@ func (r *Router) writer() {
 			r.log.Debug("route write failed", "err", err)
 			sleep(r.ctx, 100*time.Millisecond)
 		}
-		r.writes.done(key, present, err)
-		if err == nil {
-			r.written(key, present)
+		r.writes.done(key, value, err)
+		if err == nil && isRouteKey(key) {
+			r.written(key, value != nil)
 		}
 	}
 }
 
-// RoutesWritten waits until every route change so far is in the store.
+// RoutesWritten waits until every route and retained message change so
+// far is in the store.
 func (r *Router) RoutesWritten(ctx context.Context) error {
 	for !r.writes.idle() {
 		if !sleep(ctx, 5*time.Millisecond) {
