@@ -25,6 +25,7 @@ help:
 	@echo "make edge-soak   the edge/cloud simulation for more seeds (EDGE_SEEDS=500)"
 	@echo "make kv-sim      raftkv in the simulator: 200 seeds, planted bugs, determinism (also in test)"
 	@echo "make kv-soak     raftkv in the simulator: SEEDS seeds (default 1000)"
+	@echo "make bench-cluster cross-node throughput and p99: standalone vs same node vs across a 2-node cluster"
 	@echo "make cluster     three broker nodes on loopback that route messages between them (1883, 1884, 1885)"
 	@echo "make kv-demo     a 3-process raftkv cluster on loopback survives kill -9 of one node under load"
 	@echo "make release     static binaries for linux amd64/arm64/armv7/mips/mipsle in dist/, with SHA256SUMS, units, install.sh"
@@ -167,9 +168,13 @@ run:
 	$(GO) run ./cmd/skybridge serve --config skybridge.yaml
 
 # Three nodes of one cluster on loopback (examples/cluster, docs/CLUSTER.md).
-.PHONY: cluster
+.PHONY: cluster bench-cluster
 cluster:
 	./scripts/cluster.sh
+
+# Cross-node throughput and latency against the same on one node (docs/CLUSTER.md).
+bench-cluster:
+	./scripts/bench-cluster.sh
 
 # Benchmark harness (bench/README.md): Skybridge vs mosquitto vs nats-server,
 # PROFILE=quick (under 3 minutes) or full (under 20); the smoke run is also in `unit`.

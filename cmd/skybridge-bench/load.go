@@ -19,7 +19,10 @@ import (
 
 // ClientOptions are the settings shared by every connection of a run.
 type ClientOptions struct {
-	Addr      string
+	Addr string
+	// SubAddr, when set, is where subscribers connect instead of Addr:
+	// another node of a cluster, so that every message crosses nodes.
+	SubAddr   string
 	SrcIPs    int // spread connections over 127.0.0.1 .. 127.0.0.SrcIPs (loopback targets only)
 	Version   packet.Version
 	Clean     bool

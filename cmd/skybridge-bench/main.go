@@ -103,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // commonFlags are the connection flags of conn, pub, sub and scenario.
 type commonFlags struct {
 	host        string
+	subHost     string
 	version     int
 	clean       bool
 	keepAlive   int
@@ -119,6 +120,7 @@ type commonFlags struct {
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.host, "h", "127.0.0.1:1883", "broker host:port")
+	fs.StringVar(&c.subHost, "sub-h", "", "subscribers connect here instead of -h (another node of a cluster)")
 	fs.IntVar(&c.version, "V", 4, "MQTT protocol level: 4 (3.1.1) or 5 (5.0)")
 	fs.BoolVar(&c.clean, "C", true, "clean session (false: persistent sessions)")
 	fs.IntVar(&c.keepAlive, "k", 300, "keep alive (seconds)")
@@ -140,7 +142,7 @@ func (c *commonFlags) options() (ClientOptions, error) {
 	if c.keepAlive < 0 || c.keepAlive > 65535 {
 		return ClientOptions{}, fmt.Errorf("-k %d out of range", c.keepAlive)
 	}
-	return ClientOptions{Addr: c.host, SrcIPs: c.srcIPs, Version: packet.Version(c.version), Clean: c.clean,
+	return ClientOptions{Addr: c.host, SubAddr: c.subHost, SrcIPs: c.srcIPs, Version: packet.Version(c.version), Clean: c.clean,
 		KeepAlive: uint16(c.keepAlive), Inflight: c.inflight, Timeout: c.timeout, ConnectRate: c.connectRate,
 		Concurrency: c.concurrency, IDPrefix: c.prefix, SendBuf: c.sendBuf}, nil
 }

@@ -150,7 +150,13 @@ func (w *Workload) run(ctx context.Context, rec *Recorder, res *Result) error {
 	defer close(stopProgress)
 	go rec.Progress(w.Progress, w.Label, stopProgress)
 
-	subConns, err := connectMany(ctx, o, rec, "sub", w.Subs, o.Clean, true, func(i int, c *mqttConn) error {
+	so := o
+	if o.SubAddr != "" {
+		so = new(ClientOptions)
+		*so = *o
+		so.Addr = o.SubAddr
+	}
+	subConns, err := connectMany(ctx, so, rec, "sub", w.Subs, o.Clean, true, func(i int, c *mqttConn) error {
 		return c.subscribe([]string{expand(w.SubFilter, i)}, w.QoS, o.Timeout, nil)
 	})
 	if err != nil {

@@ -115,11 +115,17 @@ func (b *Broker) forward(t *tenant, m *message.Message, done func(error)) (Forwa
 		return Forwarded{AllGroups: true}, nil
 	}
 	f := cl.Forward(t.name, m, done)
-	if f.AllGroups {
+	switch {
+	case f.AllGroups:
 		return f, nil
+	case len(f.Groups) == 0:
+		return f, &noGroups // the common case allocates nothing
 	}
 	return f, &audience{groups: func(i int) []byte { return []byte(f.Groups[i]) }, n: len(f.Groups)}
 }
+
+// noGroups is the audience of every plain subscription and no group.
+var noGroups = audience{}
 
 func isSys(topicName []byte) bool { return bytes.HasPrefix(topicName, []byte("$SYS")) }
 

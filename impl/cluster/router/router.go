@@ -324,7 +324,8 @@ func (r *Router) Forward(tenant string, m *message.Message, done func(error)) br
 		p  *peerLink
 		to forward.Audience
 	}
-	sends := make([]send, 0, len(dst))
+	var buf [4]send
+	sends := buf[:0]
 	for _, d := range dst {
 		if d.Node == r.cfg.Self {
 			f.Groups = d.Groups

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,8 +125,9 @@ type delivered struct {
 
 type testNode struct {
 	*Router
-	mu  sync.Mutex
-	got []delivered
+	mu      sync.Mutex
+	got     []delivered
+	discard atomic.Bool // benchmarks: count nothing
 }
 
 func (n *testNode) received() []delivered {
@@ -136,7 +138,7 @@ func (n *testNode) received() []delivered {
 
 // newNodes starts routers named ids on one store, each told the others
 // are alive.
-func newNodes(t *testing.T, kv KV, ids ...string) []*testNode {
+func newNodes(t testing.TB, kv KV, ids ...string) []*testNode {
 	t.Helper()
 	nodes := make([]*testNode, len(ids))
 	for i, id := range ids {
@@ -147,6 +149,9 @@ func newNodes(t *testing.T, kv KV, ids ...string) []*testNode {
 		n := &testNode{}
 		n.Router, err = New(Config{Self: id, Incarnation: 1, KV: kv, Listener: ln, SyncTimeout: 10 * time.Second,
 			Deliver: func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int {
+				if n.discard.Load() {
+					return 1
+				}
 				d := delivered{Tenant: string(tenant), Topic: string(m.Topic), Plain: plain}
 				for _, g := range groups {
 					d.Groups = append(d.Groups, string(g))
