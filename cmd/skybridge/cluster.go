@@ -219,10 +219,12 @@ var (
 		"Route key prefixes cached by this node, by state.", []string{"state"}, nil)
 	routerPeers = prometheus.NewDesc("skybridge_cluster_forward_links",
 		"Forward links open to other nodes.", nil, nil)
+	routerUnconfirmed = prometheus.NewDesc("skybridge_cluster_suback_unconfirmed_total",
+		"New routes not confirmed by every live node within the wait; their SUBACK went anyway.", nil, nil)
 )
 
 func (routerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers} {
+	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers, routerUnconfirmed} {
 		ch <- d
 	}
 }
@@ -240,4 +242,5 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(routerPrefixes, prometheus.GaugeValue, float64(st.Cache.Ready), "ready")
 	ch <- prometheus.MustNewConstMetric(routerPrefixes, prometheus.GaugeValue, float64(st.Cache.Prefixes-st.Cache.Ready), "loading")
 	ch <- prometheus.MustNewConstMetric(routerPeers, prometheus.GaugeValue, float64(st.Peers))
+	ch <- prometheus.MustNewConstMetric(routerUnconfirmed, prometheus.CounterValue, float64(st.Unconfirmed))
 }
