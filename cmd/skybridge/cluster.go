@@ -120,6 +120,11 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 				b.ApplyRetained(tenant, m)
 			}
 		},
+		EndSession: func(tenant, clientID string) {
+			if b := cr.broker.Load(); b != nil {
+				b.EndTakenOver(tenant, clientID)
+			}
+		},
 		Logger: log.With("part", "router"),
 	})
 	if err != nil {
@@ -221,10 +226,14 @@ var (
 		"Forward links open to other nodes.", nil, nil)
 	routerUnconfirmed = prometheus.NewDesc("skybridge_cluster_suback_unconfirmed_total",
 		"New routes not confirmed by every live node within the wait; their SUBACK went anyway.", nil, nil)
+	routerClaims = prometheus.NewDesc("skybridge_cluster_session_claims_total",
+		"Sessions this node claimed at CONNECT, by outcome (owned, or refused with 0x88/0x89).", []string{"outcome"}, nil)
+	routerReleased = prometheus.NewDesc("skybridge_cluster_sessions_released_total",
+		"Sessions this node ended because another node claimed them.", nil, nil)
 )
 
 func (routerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers, routerUnconfirmed} {
+	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers, routerUnconfirmed, routerClaims, routerReleased} {
 		ch <- d
 	}
 }
@@ -243,4 +252,7 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(routerPrefixes, prometheus.GaugeValue, float64(st.Cache.Prefixes-st.Cache.Ready), "loading")
 	ch <- prometheus.MustNewConstMetric(routerPeers, prometheus.GaugeValue, float64(st.Peers))
 	ch <- prometheus.MustNewConstMetric(routerUnconfirmed, prometheus.CounterValue, float64(st.Unconfirmed))
+	ch <- prometheus.MustNewConstMetric(routerClaims, prometheus.CounterValue, float64(st.Claims), "owned")
+	ch <- prometheus.MustNewConstMetric(routerClaims, prometheus.CounterValue, float64(st.ClaimsRefused), "refused")
+	ch <- prometheus.MustNewConstMetric(routerReleased, prometheus.CounterValue, float64(st.Released))
 }

@@ -111,18 +111,32 @@ func waitListening(t *testing.T, bp *brokerProc, limit time.Duration) {
 
 // v5 is a minimal MQTT 5.0 client for these tests.
 type v5 struct {
-	c    *paho.Client
-	msgs chan *paho.Publish
+	c       *paho.Client
+	msgs    chan *paho.Publish
+	session bool      // the CONNACK's session present
+	gone    chan byte // the reason code of a DISCONNECT from the broker
 }
 
 func dialV5(t *testing.T, addr, id string) *v5 {
+	t.Helper()
+	return dialV5Session(t, addr, id, 0)
+}
+
+// dialV5Session connects with clean start off and a session expiry.
+func dialV5Session(t *testing.T, addr, id string, expiry uint32) *v5 {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msgs := make(chan *paho.Publish, 10000)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+	gone := make(chan byte, 1)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnServerDisconnect: func(d *paho.Disconnect) {
+		select {
+		case gone <- d.ReasonCode:
+		default:
+		}
+	}, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) {
 			select {
 			case msgs <- pr.Packet:
@@ -133,11 +147,16 @@ func dialV5(t *testing.T, addr, id string) *v5 {
 		}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60}); err != nil || ack.ReasonCode != 0 {
+	cp := &paho.Connect{ClientID: id, CleanStart: expiry == 0, KeepAlive: 60}
+	if expiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	ack, err := c.Connect(ctx, cp)
+	if err != nil || ack.ReasonCode != 0 {
 		t.Fatalf("%s: connect: %v %+v", id, err, ack)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return &v5{c: c, msgs: msgs}
+	return &v5{c: c, msgs: msgs, session: ack.SessionPresent, gone: gone}
 }
 
 func (c *v5) sub(t *testing.T, filter string, qos byte) {
@@ -173,6 +192,19 @@ func (c *v5) pub(t *testing.T, topic string, qos byte, payload string) byte {
 		return 0
 	}
 	return r.ReasonCode
+}
+
+// takenOver waits for the broker's DISCONNECT 0x8E (session taken over).
+func (c *v5) takenOver(t *testing.T, who string) {
+	t.Helper()
+	select {
+	case code := <-c.gone:
+		if code != 0x8E {
+			t.Fatalf("%s told 0x%x, want 0x8E", who, code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s was not disconnected when its client id connected elsewhere", who)
+	}
 }
 
 // next returns the next message, or nil after wait.
@@ -379,6 +411,26 @@ func TestClusterRoutesMessages(t *testing.T) {
 	setRetained(pubA, "")
 	retainedOn(b, "r4", "")
 	retainedOn(c, "r5", "")
+
+	// One owner per session: the same client id on another node ends the
+	// first connection (0x8E) before it is accepted; its subscription
+	// goes with the session it ended; the new node's session starts
+	// afresh.
+	devA := dialV5Session(t, a.addr, "dev", 300)
+	devA.sub(t, "dev/in", 1)
+	devB := dialV5Session(t, b.addr, "dev", 300)
+	devA.takenOver(t, "dev on A")
+	if devB.session {
+		t.Error("session present on B: the session does not move with its state")
+	}
+	devB.sub(t, "dev/in", 1)
+	pubA.pub(t, "dev/in", 1, "to-dev")
+	if m := devB.next(10 * time.Second); m == nil || string(m.Payload) != "to-dev" {
+		t.Fatalf("dev on B: %v", m)
+	}
+	devA2 := dialV5Session(t, a.addr, "dev", 300)
+	devB.takenOver(t, "dev on B")
+	_ = devA2
 
 	if got := metric(t, b.brokerProc, `skybridge_cluster_forward_received_total`); got < n {
 		t.Errorf("B's skybridge_cluster_forward_received_total = %v, want at least %d", got, n)

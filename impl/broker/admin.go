@@ -193,6 +193,17 @@ func (b *Broker) Session(tenantName, clientID string) (SessionInfo, error) {
 // KickSession disconnects a session's client (5.0 clients are told 0x98,
 // administrative action) and, with discard, ends the session too.
 func (b *Broker) KickSession(tenantName, clientID string, discard bool) error {
+	return b.kickSession(tenantName, clientID, packet.AdministrativeAction, discard)
+}
+
+// EndTakenOver ends a session another node of the cluster took: its client
+// is told 0x8E (session taken over), its will goes as on a takeover, and
+// the session is discarded (its state does not move with it).
+func (b *Broker) EndTakenOver(tenantName, clientID string) {
+	_ = b.kickSession(tenantName, clientID, packet.SessionTakenOver, true)
+}
+
+func (b *Broker) kickSession(tenantName, clientID string, code packet.ReasonCode, discard bool) error {
 	e := b.findEntry(tenantName, clientID)
 	if e == nil {
 		return ErrNoSession
@@ -201,7 +212,7 @@ func (b *Broker) KickSession(tenantName, clientID string, discard bool) error {
 	c := e.conn
 	e.mu.Unlock()
 	if c != nil {
-		c.Kick(packet.AdministrativeAction)
+		c.Kick(code)
 		c.wakeUp()
 	}
 	if discard {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
 	"github.com/skybridge-mq/skybridge/impl/session"
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
@@ -36,6 +37,12 @@ type Cluster interface {
 	// every node (an empty payload deletes it); the nodes apply it with
 	// ApplyRetained, this one included. It must not block.
 	RetainedSet(tenant string, m *message.Message)
+	// ClaimSession makes this node the owner of a session before a CONNECT
+	// goes on, ending it on another node that owned it; it returns 0, or
+	// the CONNACK's reason code. It may wait, bounded.
+	ClaimSession(tenant, clientID string) packet.ReasonCode
+	// SessionEnded says a session is gone from this node.
+	SessionEnded(tenant, clientID string)
 }
 
 // Forwarded is what Cluster.Forward did with a message.

@@ -869,6 +869,14 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 		c.refuse(v, packet.NotAuthorized) // a will the client could not publish itself
 		return
 	}
+	if cl := b.cfg.Cluster; cl != nil && id != "" {
+		// Exactly one node owns a session: another node that holds it
+		// ends it before this one goes on (docs/CLUSTER.md).
+		if code := cl.ClaimSession(ar.Tenant, id); code != packet.Success {
+			c.refuse(v, code)
+			return
+		}
+	}
 	c.t = t
 	c.dec.Version = v
 
@@ -1140,11 +1148,15 @@ func (b *Broker) endSession(e *entry, gen uint64, will *message.Message) {
 	filters := e.filters()
 	e.s.Forget()
 	ops, _ := e.s.TakeOps()
-	if t.sessions[e.s.ClientID] == e {
+	removed := t.sessions[e.s.ClientID] == e
+	if removed {
 		delete(t.sessions, e.s.ClientID)
 	}
 	e.mu.Unlock()
 	t.regMu.Unlock()
+	if cl := b.cfg.Cluster; cl != nil && removed {
+		cl.SessionEnded(t.name, e.s.ClientID)
+	}
 	releaseAcks(rel)
 	if len(ops) > 0 {
 		b.commitOps(ops)

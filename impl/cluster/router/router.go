@@ -13,6 +13,7 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
 	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/cluster/owner"
 	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
 	"github.com/skybridge-mq/skybridge/impl/forward"
 	"github.com/skybridge-mq/skybridge/impl/forward/transport"
@@ -27,6 +28,8 @@ type KV interface {
 	Delete(ctx context.Context, key []byte) error
 	Scan(ctx context.Context, start, end []byte, limit int) ([]raftkv.KV, []byte, error)
 	Watch(ctx context.Context, prefix []byte, buffer int) (<-chan raftkv.WatchEvent, error)
+	Get(ctx context.Context, key []byte) ([]byte, bool, error)
+	CompareAndSet(ctx context.Context, key, expect, value []byte) (bool, []byte, error)
 }
 
 // Config configures a Router.
@@ -47,6 +50,10 @@ type Config struct {
 	// the cluster (broker.ApplyRetained). m is borrowed. It is called
 	// once FollowRetained was.
 	Retained func(tenant []byte, m *message.Message)
+	// EndSession ends a local session another node claimed: its
+	// connection is told 0x8E (session taken over) and the session is
+	// discarded (broker.EndTakenOver). nil: nothing to end.
+	EndSession func(tenant, clientID string)
 	// LoadTimeout bounds how long a publish waits for the routes it needs
 	// (0: 2 s). A QoS 1/2 publish that times out is refused; a QoS 0 one
 	// reaches this node's subscribers only.
@@ -77,6 +84,9 @@ type Stats struct {
 	// Retained messages applied from the cluster (sets and deletes), and
 	// stored ones that did not decode.
 	RetainedApplied, BadRetained uint64
+	// Sessions this node claimed, claims refused, and sessions it let go
+	// of for another node's claim.
+	Claims, ClaimsRefused, Released uint64
 }
 
 // Router joins a broker to its cluster (see the package doc).
@@ -105,6 +115,11 @@ type Router struct {
 	syncByID  map[uint64]*syncing
 	nextSync  uint64
 	questions []question
+	// Session ownership (sessions.go): what this node owns, and its
+	// questions to other owners waiting for an answer.
+	holder      *owner.Holder
+	releases    map[uint64]chan bool
+	nextRelease uint64
 
 	// tmu guards the tokens of QoS 1/2 messages in flight on the links
 	// (never held while a link's lock is taken).
@@ -116,7 +131,7 @@ type Router struct {
 	in     *transport.Listener
 
 	forwarded, dropped, refused, abandoned, unrouted, received, unconfirmed atomic.Uint64
-	retainedApplied, badRetained                                            atomic.Uint64
+	retainedApplied, badRetained, claims, claimsRefused, released           atomic.Uint64
 }
 
 type watch struct{ cancel context.CancelFunc }
@@ -154,7 +169,8 @@ func New(cfg Config) (*Router, error) {
 	ctx, end := context.WithCancel(context.Background())
 	r := &Router{cfg: cfg, log: cfg.Logger, ctx: ctx, end: end, cache: routes.NewCache(cfg.Cache),
 		watches: map[string]*watch{}, members: map[string]cluster.Member{}, peers: map[string]*peerLink{},
-		pending: map[uint64]*pending{}, visible: map[string]bool{}, syncs: map[string]*syncing{}, syncByID: map[uint64]*syncing{}}
+		pending: map[uint64]*pending{}, visible: map[string]bool{}, syncs: map[string]*syncing{}, syncByID: map[uint64]*syncing{},
+		holder: owner.NewHolder(), releases: map[uint64]chan bool{}}
 	r.loaded = sync.NewCond(&r.mu)
 	r.writes.init()
 	r.in = transport.Serve(cfg.Listener, transport.ListenerConfig{
@@ -214,6 +230,7 @@ func (r *Router) Stats() Stats {
 	s.RouteWrites, s.RouteWriteErrors, s.RoutesPending = r.writes.stats()
 	s.Unconfirmed = r.unconfirmed.Load()
 	s.RetainedApplied, s.BadRetained = r.retainedApplied.Load(), r.badRetained.Load()
+	s.Claims, s.ClaimsRefused, s.Released = r.claims.Load(), r.claimsRefused.Load(), r.released.Load()
 	return s
 }
 

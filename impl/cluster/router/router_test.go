@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/cluster/owner"
 	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
 	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
@@ -75,6 +76,31 @@ func (s *memKV) write(key, value []byte, del bool) error {
 
 func (s *memKV) Put(_ context.Context, key, value []byte) error { return s.write(key, value, false) }
 func (s *memKV) Delete(_ context.Context, key []byte) error     { return s.write(key, nil, true) }
+
+func (s *memKV) Get(_ context.Context, key []byte) ([]byte, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return nil, false, errDown
+	}
+	v, ok := s.data[string(key)]
+	return bytes.Clone(v), ok, nil
+}
+
+func (s *memKV) CompareAndSet(_ context.Context, key, expect, value []byte) (bool, []byte, error) {
+	s.mu.Lock()
+	if s.fail {
+		s.mu.Unlock()
+		return false, nil, errDown
+	}
+	cur, ok := s.data[string(key)]
+	if (expect == nil && ok) || (expect != nil && (!ok || !bytes.Equal(cur, expect))) {
+		s.mu.Unlock()
+		return false, bytes.Clone(cur), nil
+	}
+	s.mu.Unlock()
+	return true, nil, s.write(key, value, false)
+}
 
 func (s *memKV) Scan(_ context.Context, start, end []byte, limit int) ([]raftkv.KV, []byte, error) {
 	s.mu.Lock()
@@ -407,5 +433,74 @@ func TestRetainedFollowsTheStore(t *testing.T) {
 	waitFor(t, "reload", func() bool { return len(state()) == 0 })
 	if st := r.Stats(); st.BadRetained != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A session is owned by one node at a time: a claim on another node makes
+// the owner end it first (EndSession), the owner's later claim takes it
+// back the same way, and an owner that is gone is not asked.
+func TestClaimSessionEndsItOnTheOwner(t *testing.T) {
+	t.Parallel()
+	kv := newMemKV()
+	nodes := newNodes(t, kv, "a", "b")
+	a, b := nodes[0], nodes[1]
+	var mu sync.Mutex
+	var ended []string
+	for _, n := range nodes {
+		n.cfg.EndSession = func(tenant, clientID string) {
+			mu.Lock()
+			ended = append(ended, n.cfg.Self+":"+tenant+"/"+clientID)
+			mu.Unlock()
+		}
+	}
+	endedNow := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(ended)
+	}
+	if code := a.ClaimSession("t", "dev"); code != 0 {
+		t.Fatalf("a's first claim: 0x%x", code)
+	}
+	if code := a.ClaimSession("t", "dev"); code != 0 || len(endedNow()) != 0 {
+		t.Fatalf("a again (its own session: the broker takes it over itself): 0x%x, ended %v", code, endedNow())
+	}
+	if code := b.ClaimSession("t", "dev"); code != 0 {
+		t.Fatalf("b's claim: 0x%x", code)
+	}
+	if d := cmp.Diff([]string{"a:t/dev"}, endedNow()); d != "" {
+		t.Fatalf("ended (-want +got):\n%s", d)
+	}
+	if code := a.ClaimSession("t", "dev"); code != 0 {
+		t.Fatalf("a takes it back: 0x%x", code)
+	}
+	if d := cmp.Diff([]string{"a:t/dev", "b:t/dev"}, endedNow()); d != "" {
+		t.Fatalf("ended (-want +got):\n%s", d)
+	}
+	v, _, _ := kv.Get(context.Background(), owner.Key("t", "dev"))
+	rec, err := owner.Decode(v)
+	if err != nil || rec.Node != "a" || rec.Epoch != 4 {
+		t.Fatalf("record %+v %v, want a at epoch 4", rec, err)
+	}
+	// b dies: a claim from a takes its sessions without asking.
+	if code := b.ClaimSession("t", "other"); code != 0 {
+		t.Fatal(code)
+	}
+	a.MemberChanged(cluster.Change{Member: cluster.Member{ID: "b", State: cluster.StateDead, Meta: cluster.Meta{Incarnation: 1}}})
+	b.Close()
+	if code := a.ClaimSession("t", "other"); code != 0 {
+		t.Fatalf("claim from a dead owner: 0x%x", code)
+	}
+	if got := endedNow(); len(got) != 2 {
+		t.Fatalf("a dead node was asked: %v", got)
+	}
+	// The store fails: the claim is refused with 0x88.
+	kv.mu.Lock()
+	kv.fail = true
+	kv.mu.Unlock()
+	if code := a.ClaimSession("t", "third"); code != packet.ServerUnavailable {
+		t.Fatalf("store down: 0x%x, want 0x88", code)
+	}
+	if st := a.Stats(); st.Claims != 4 || st.ClaimsRefused != 1 || st.Released != 1 {
+		t.Fatalf("a's stats %+v", st)
 	}
 }

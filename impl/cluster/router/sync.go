@@ -141,6 +141,13 @@ func (r *Router) control(from string, m *message.Message) {
 		if s := r.syncByID[id]; s != nil {
 			r.answered(s, from)
 		}
+	case string(topicRelease):
+		if !r.closed {
+			r.wg.Add(1)
+			go r.releaseAsked(from, append([]byte(nil), m.Payload...))
+		}
+	case string(topicReleased):
+		r.releaseAnswered(m.Payload)
 	}
 }
 

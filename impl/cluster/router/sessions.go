@@ -1,0 +1,203 @@
+package router
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/cluster/owner"
+	"github.com/skybridge-mq/skybridge/impl/forward"
+	"github.com/skybridge-mq/skybridge/impl/message"
+	"github.com/skybridge-mq/skybridge/impl/packet"
+)
+
+// Session ownership (docs/CLUSTER.md, "Session ownership"): a CONNECT
+// claims its (tenant, client id) in raftkv by compare-and-set
+// (impl/cluster/owner); a live owner on another node is asked to let go
+// first, and ends its connection and its session before it answers. The
+// question and the answer are control records on the forward links, like
+// the SUBACK guarantee's.
+var (
+	topicRelease  = []byte("release")
+	topicReleased = []byte("released")
+)
+
+// releaseWait bounds how long a claim waits for an owner's answer.
+const releaseWait = 3 * time.Second
+
+// ClaimSession implements broker.Cluster: it makes this node the owner of
+// the session, ending it on the node that owned it. It returns 0 when
+// owned, else the CONNACK's reason code.
+func (r *Router) ClaimSession(tenant, clientID string) packet.ReasonCode {
+	key := owner.Key(tenant, clientID)
+	ctx, cancel := context.WithTimeout(r.ctx, 3*releaseWait)
+	defer cancel()
+	claim, act := owner.NewClaim(r.cfg.Self, r.cfg.Incarnation, r.aliveAt, 0)
+	for {
+		switch act.Kind {
+		case owner.Read:
+			v, found, err := r.cfg.KV.Get(ctx, key)
+			act = claim.ReadDone(decodeRecord(v, found, &err), err)
+		case owner.CAS:
+			var expect []byte
+			if act.Expect != nil {
+				expect = act.Expect.Encode()
+			}
+			ok, cur, err := r.cfg.KV.CompareAndSet(ctx, key, expect, act.New.Encode())
+			act = claim.CASDone(ok, decodeRecord(cur, cur != nil, &err), err)
+		case owner.Release:
+			ok, err := r.askRelease(ctx, act.Owner, tenant, clientID)
+			if err != nil {
+				act = claim.Timeout()
+			} else {
+				act = claim.Released(ok)
+			}
+		case owner.Done:
+			if !act.Owned {
+				r.claimsRefused.Add(1)
+				return act.Code
+			}
+			r.mu.Lock()
+			r.holder.Hold(key, act.Epoch)
+			r.mu.Unlock()
+			r.claims.Add(1)
+			return packet.Success
+		default:
+			return packet.ImplementationSpecificError
+		}
+	}
+}
+
+func decodeRecord(b []byte, found bool, err *error) *owner.Record {
+	if !found || *err != nil {
+		return nil
+	}
+	rec, derr := owner.Decode(b)
+	if derr != nil {
+		*err = derr
+		return nil
+	}
+	return &rec
+}
+
+// aliveAt reports whether node runs at incarnation, as far as this node
+// knows.
+func (r *Router) aliveAt(node string, incarnation uint64) bool {
+	if node == r.cfg.Self {
+		return incarnation == r.cfg.Incarnation
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.members[node]
+	return ok && m.State == cluster.StateAlive && m.Incarnation == incarnation
+}
+
+var errNoAnswer = errors.New("router: the owner did not answer")
+
+// askRelease asks the owner to let go of the session and waits for its
+// answer.
+func (r *Router) askRelease(ctx context.Context, o owner.Record, tenant, clientID string) (bool, error) {
+	r.mu.Lock()
+	p := r.peerLocked(o.Node)
+	if p == nil {
+		r.mu.Unlock()
+		return false, errNoAnswer
+	}
+	r.nextRelease++
+	id := r.nextRelease
+	answer := make(chan bool, 1)
+	r.releases[id] = answer
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.releases, id)
+		r.mu.Unlock()
+	}()
+	payload := binary.AppendUvarint(nil, id)
+	payload = binary.AppendUvarint(payload, o.Epoch)
+	payload = binary.AppendUvarint(payload, uint64(len(tenant)))
+	payload = append(append(payload, tenant...), clientID...)
+	m := &message.Message{Topic: topicRelease, Payload: payload, QoS: packet.QoS1}
+	if err := p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone); err != nil {
+		return false, err
+	}
+	t := time.NewTimer(releaseWait)
+	defer t.Stop()
+	select {
+	case ok := <-answer:
+		return ok, nil
+	case <-t.C:
+		return false, errNoAnswer
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
+// releaseAsked handles another node's request to let go of a session: if
+// this node does not hold it at a newer epoch, it ends the session here
+// (Config.EndSession), then answers. It runs on its own goroutine: ending
+// a session takes the broker's locks.
+func (r *Router) releaseAsked(from string, payload []byte) {
+	defer r.wg.Done()
+	id, n1 := binary.Uvarint(payload)
+	epoch, n2 := binary.Uvarint(payload[max(n1, 0):])
+	if n1 <= 0 || n2 <= 0 {
+		return
+	}
+	rest := payload[n1+n2:]
+	tl, n3 := binary.Uvarint(rest)
+	if n3 <= 0 || uint64(len(rest)-n3) < tl {
+		return
+	}
+	tenant, clientID := string(rest[n3:n3+int(tl)]), string(rest[n3+int(tl):])
+	key := owner.Key(tenant, clientID)
+	r.mu.Lock()
+	held, ok := r.holder.Holds(key)
+	letGo := !ok || held == epoch
+	if letGo {
+		r.holder.Drop(key)
+	}
+	r.mu.Unlock()
+	if letGo && r.cfg.EndSession != nil {
+		r.cfg.EndSession(tenant, clientID)
+		r.released.Add(1)
+	}
+	ans := binary.AppendUvarint(nil, id)
+	if letGo {
+		ans = append(ans, 1)
+	} else {
+		ans = append(ans, 0)
+	}
+	r.mu.Lock()
+	p := r.peerLocked(from)
+	r.mu.Unlock()
+	if p != nil {
+		m := &message.Message{Topic: topicReleased, Payload: ans, QoS: packet.QoS1}
+		_ = p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone)
+	}
+}
+
+// releaseAnswered takes an owner's answer (r.mu held).
+func (r *Router) releaseAnswered(payload []byte) {
+	id, n := binary.Uvarint(payload)
+	if n <= 0 || len(payload) != n+1 {
+		return
+	}
+	if ch := r.releases[id]; ch != nil {
+		select {
+		case ch <- payload[n] == 1:
+		default:
+		}
+	}
+}
+
+// SessionEnded implements broker.Cluster: the session ended on this node
+// (its holder entry goes; the record stays until another node claims it,
+// and this node, asked, lets go at once).
+func (r *Router) SessionEnded(tenant, clientID string) {
+	r.mu.Lock()
+	r.holder.Drop(owner.Key(tenant, clientID))
+	r.mu.Unlock()
+}
