@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ type clusterNode struct {
 	forward string
 	kv      string // raft address
 	dir     string
+	conf    string
 }
 
 // startRoutingCluster starts n brokers that route messages between them,
@@ -58,6 +60,7 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		nd.conf = conf
 		nd.brokerProc = launch(t, nd.dir, "--config", conf)
 	}
 	for _, nd := range nodes {
@@ -69,7 +72,13 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 // launch starts the binary without waiting for it to listen.
 func launch(t *testing.T, dataDir string, extra ...string) *brokerProc {
 	t.Helper()
-	bp := &brokerProc{addr: freeAddr(t), admin: freeAddr(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	return launchAt(t, freeAddr(t), freeAddr(t), dataDir, extra...)
+}
+
+// launchAt is launch on given MQTT and admin addresses.
+func launchAt(t *testing.T, addr, admin, dataDir string, extra ...string) *brokerProc {
+	t.Helper()
+	bp := &brokerProc{addr: addr, admin: admin, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--listen", bp.addr, "--data", dataDir, "--admin", bp.admin, "--log-level", "debug"}, extra...)
 	bp.cmd = exec.Command(skybridgeBinary(t), args...)
 	bp.cmd.Stderr = bp.stderr
@@ -434,5 +443,113 @@ func TestClusterRoutesMessages(t *testing.T) {
 
 	if got := metric(t, b.brokerProc, `skybridge_cluster_forward_received_total`); got < n {
 		t.Errorf("B's skybridge_cluster_forward_received_total = %v, want at least %d", got, n)
+	}
+}
+
+// kill -9 of a node under QoS 1 load: publishers on A, subscribers on B
+// and C; C's process is killed with SIGKILL mid-load. Every message A
+// acknowledged (PUBACK below 0x80) reached B's subscriber: A's
+// acknowledgements that waited for C are refused (0x83) when C's link
+// gives up or the membership declares C dead, never given as success;
+// the publishers send those again. C restarts with its stores and routes
+// again.
+func TestClusterKill9(t *testing.T) {
+	t.Parallel()
+	nodes := startRoutingCluster(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	waitMembers(t, nodes)
+	subB := dialV5(t, b.addr, "k-sub-b")
+	subB.sub(t, "load/#", 1)
+	subC := dialV5(t, c.addr, "k-sub-c")
+	subC.sub(t, "load/#", 1)
+
+	const writers, perWriter = 8, 400
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	failed := 0
+	var wg sync.WaitGroup
+	var killed sync.Once
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := dialV5(t, a.addr, fmt.Sprintf("k-pub-%d", w))
+			for i := range perWriter {
+				payload := fmt.Sprintf("%d-%d", w, i)
+				// A refused message is sent again, as a client would.
+				for try := 0; ; try++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					r, err := p.c.Publish(ctx, &paho.Publish{Topic: fmt.Sprintf("load/%d", w), QoS: 1, Payload: []byte(payload)})
+					cancel()
+					if r == nil && err != nil {
+						t.Errorf("writer %d: %v", w, err)
+						return
+					}
+					mu.Lock()
+					ok := r.ReasonCode < 0x80
+					if ok {
+						acked[payload] = true
+					} else {
+						failed++
+					}
+					mu.Unlock()
+					if ok {
+						break
+					}
+					if try == 5 {
+						t.Errorf("writer %d: %s refused 6 times (0x%x)", w, payload, r.ReasonCode)
+						return
+					}
+				}
+				mu.Lock()
+				n := len(acked)
+				mu.Unlock()
+				if n >= writers*perWriter/4 {
+					killed.Do(func() {
+						if err := c.cmd.Process.Kill(); err != nil { // SIGKILL, by pid
+							t.Error(err)
+						}
+					})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < len(acked) && time.Now().Before(deadline) {
+		if m := subB.next(time.Second); m != nil {
+			got[string(m.Payload)] = true
+		}
+	}
+	lost := 0
+	for p := range acked {
+		if !got[p] {
+			lost++
+		}
+	}
+	t.Logf("%d acknowledged, %d refused (0x83 while C was dying), %d received on B, %d acknowledged and lost",
+		len(acked), failed, len(got), lost)
+	if lost > 0 {
+		t.Fatalf("%d acknowledged messages never reached B", lost)
+	}
+	if len(acked) != writers*perWriter {
+		t.Fatalf("%d of %d acknowledged", len(acked), writers*perWriter)
+	}
+
+	// C comes back with its stores and routes again.
+	err := <-c.done
+	c.done <- err
+	c.brokerProc = launchAt(t, c.addr, c.admin, c.dir, "--config", c.conf)
+	waitListening(t, c.brokerProc, time.Minute)
+	waitMembers(t, nodes)
+	subC2 := dialV5(t, c.addr, "k-sub-c2")
+	subC2.sub(t, "after/#", 1)
+	pubA := dialV5(t, a.addr, "k-pub-after")
+	if code := pubA.pub(t, "after/x", 1, "back"); code >= 0x80 {
+		t.Fatalf("publish after C's restart: 0x%x", code)
+	}
+	if m := subC2.next(10 * time.Second); m == nil || string(m.Payload) != "back" {
+		t.Fatalf("C after its restart: %v", m)
 	}
 }
