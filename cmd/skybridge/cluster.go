@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
+	"github.com/skybridge-mq/skybridge/impl/cluster"
 	"github.com/skybridge-mq/skybridge/impl/cluster/gossip"
 	"github.com/skybridge-mq/skybridge/impl/cluster/router"
 	"github.com/skybridge-mq/skybridge/impl/config"
@@ -46,6 +47,24 @@ func joinCluster(c *config.Cluster, mqtt string, rt *clusterRouting, log *slog.L
 	log.Info("cluster membership started", "cluster", c.Name, "node", c.NodeID, "gossip", n.GossipAddr(),
 		"seeds", len(c.Seeds), "note", note)
 	return n, nil
+}
+
+// redirector names, round robin, the MQTT addresses of the other live
+// members: where a stopping node sends its 5.0 clients.
+func redirector(n *gossip.Node, self string) func() string {
+	var next atomic.Uint64
+	return func() string {
+		var addrs []string
+		for _, m := range n.Members().Members {
+			if m.ID != self && m.State == cluster.StateAlive && !m.Leaving && m.MQTT != "" {
+				addrs = append(addrs, m.MQTT)
+			}
+		}
+		if len(addrs) == 0 {
+			return ""
+		}
+		return addrs[int(next.Add(1)-1)%len(addrs)]
+	}
 }
 
 // clusterRouting is what routes messages between nodes: the raftkv node

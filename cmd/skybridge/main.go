@@ -271,6 +271,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		sc.Cluster = member
+		if routing != nil {
+			sc.Redirect = redirector(member, f.Cluster.NodeID)
+		}
 		sc.Collectors = append(sc.Collectors, clusterCollector{member})
 	}
 	srv := server.New(sc, b)
@@ -311,15 +314,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			log.Warn("closing bridges", "err", err)
 		}
 	}
+	// Clients go first, while this node is still a member: a clustered
+	// node sends its 5.0 clients to the live members (Redirect), and their
+	// sessions' claims there find it answering.
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+	}
 	if member != nil {
 		// The others hear "left", not "dead", from a node stopped on purpose.
 		if err := member.Leave(2 * time.Second); err != nil {
 			log.Warn("leaving the cluster", "err", err)
 		}
 		_ = member.Shutdown()
-	}
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("shutdown incomplete", "err", err)
 	}
 	log.Info("stopped")
 	return nil

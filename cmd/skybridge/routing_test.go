@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,8 +123,8 @@ func waitListening(t *testing.T, bp *brokerProc, limit time.Duration) {
 type v5 struct {
 	c       *paho.Client
 	msgs    chan *paho.Publish
-	session bool      // the CONNACK's session present
-	gone    chan byte // the reason code of a DISCONNECT from the broker
+	session bool                  // the CONNACK's session present
+	gone    chan *paho.Disconnect // a DISCONNECT from the broker
 }
 
 func dialV5(t *testing.T, addr, id string) *v5 {
@@ -139,10 +140,10 @@ func dialV5Session(t *testing.T, addr, id string, expiry uint32) *v5 {
 		t.Fatal(err)
 	}
 	msgs := make(chan *paho.Publish, 10000)
-	gone := make(chan byte, 1)
+	gone := make(chan *paho.Disconnect, 1)
 	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnServerDisconnect: func(d *paho.Disconnect) {
 		select {
-		case gone <- d.ReasonCode:
+		case gone <- d:
 		default:
 		}
 	}, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
@@ -206,14 +207,21 @@ func (c *v5) pub(t *testing.T, topic string, qos byte, payload string) byte {
 // takenOver waits for the broker's DISCONNECT 0x8E (session taken over).
 func (c *v5) takenOver(t *testing.T, who string) {
 	t.Helper()
-	select {
-	case code := <-c.gone:
-		if code != 0x8E {
-			t.Fatalf("%s told 0x%x, want 0x8E", who, code)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s was not disconnected when its client id connected elsewhere", who)
+	if d := c.disconnected(t, who); d.ReasonCode != 0x8E {
+		t.Fatalf("%s told 0x%x, want 0x8E", who, d.ReasonCode)
 	}
+}
+
+// disconnected waits for a DISCONNECT from the broker.
+func (c *v5) disconnected(t *testing.T, who string) *paho.Disconnect {
+	t.Helper()
+	select {
+	case d := <-c.gone:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no DISCONNECT from the broker in 10 s", who)
+	}
+	return nil
 }
 
 // next returns the next message, or nil after wait.
@@ -443,6 +451,27 @@ func TestClusterRoutesMessages(t *testing.T) {
 
 	if got := metric(t, b.brokerProc, `skybridge_cluster_forward_received_total`); got < n {
 		t.Errorf("B's skybridge_cluster_forward_received_total = %v, want at least %d", got, n)
+	}
+
+	// A node stopped with SIGTERM sends its 5.0 clients to the live nodes:
+	// DISCONNECT 0x9C (use another server) with a Server Reference.
+	onC := dialV5(t, c.addr, "moving")
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	d := onC.disconnected(t, "the client of the stopping node")
+	ref := ""
+	if d.Properties != nil {
+		ref = d.Properties.ServerReference
+	}
+	if d.ReasonCode != 0x9C || (ref != a.addr && ref != b.addr) {
+		t.Fatalf("stopping node said 0x%x, server reference %q; want 0x9C and %s or %s", d.ReasonCode, ref, a.addr, b.addr)
+	}
+	moved := dialV5(t, ref, "moving")
+	moved.sub(t, "moved/#", 1)
+	pubA.pub(t, "moved/x", 1, "found")
+	if m := moved.next(10 * time.Second); m == nil || string(m.Payload) != "found" {
+		t.Fatalf("the moved client: %v", m)
 	}
 }
 

@@ -113,6 +113,7 @@ const (
 	CauseRateLimited      = "rate_limited"
 	CauseQuota            = "quota_exceeded"
 	CauseAdministrative   = "administrative_action"
+	CauseRedirected       = "redirected"
 	CauseKicked           = "kicked"
 )
 
@@ -152,6 +153,8 @@ func kickCause(code packet.ReasonCode) string {
 		return CauseQuota
 	case packet.AdministrativeAction:
 		return CauseAdministrative
+	case packet.UseAnotherServer:
+		return CauseRedirected
 	}
 	return CauseKicked
 }
@@ -748,9 +751,9 @@ func (c *Conn) Closed() {
 // kick detaches the connection from its session because the broker ends it
 // (takeover, shutdown). The caller holds e.mu and e.conn == c. The final
 // DISCONNECT and any unwritten output move to the connection's own buffer.
-func (c *Conn) kick(e *entry, code packet.ReasonCode) *session.Result {
+func (c *Conn) kick(e *entry, code packet.ReasonCode, ref string) *session.Result {
 	c.noteEnd(code, kickCause(code))
-	e.s.Kick(code)
+	e.s.KickTo(code, ref)
 	out := e.s.TakeOutput(nil, c.b.env.Clock.Now())
 	r := e.s.Detach(c.b.env.Clock.Now())
 	e.conn = nil
@@ -922,7 +925,7 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 		}
 		if oc := old.conn; oc != nil {
 			// Session takeover [MQTT-3.1.4-2] [v5 MQTT-3.1.4-3].
-			r := oc.kick(old, packet.SessionTakenOver)
+			r := oc.kick(old, packet.SessionTakenOver, "")
 			// A session that was to end with its connection (expiry 0, or
 			// a DISCONNECT not yet followed by the close) ends here.
 			ended = r.Expire == 0
@@ -1189,12 +1192,16 @@ func (b *Broker) publishWill(t *tenant, will *message.Message) {
 
 // Kick ends the connection from the broker's side: a connected 5.0 client
 // gets a DISCONNECT with code; a connection without a session just closes.
-func (c *Conn) Kick(code packet.ReasonCode) {
+func (c *Conn) Kick(code packet.ReasonCode) { c.KickTo(code, "") }
+
+// KickTo is Kick with a Server Reference for a 5.0 client: the server it
+// should use instead (ref empty: none).
+func (c *Conn) KickTo(code packet.ReasonCode, ref string) {
 	e := c.entry()
 	if e != nil {
 		e.mu.Lock()
 		if e.conn == c {
-			r := c.kick(e, code)
+			r := c.kick(e, code, ref)
 			will, delay, expire, gen := r.Will, r.WillDelay, r.Expire, e.gen
 			ops, span := e.s.TakeOps()
 			e.mu.Unlock()

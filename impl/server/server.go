@@ -91,6 +91,12 @@ type Config struct {
 	// Cluster, when set, is the node's cluster membership, which the admin
 	// API shows (GET /api/v1/cluster).
 	Cluster ClusterMembers
+	// Redirect, when set, names another server for Shutdown to send a 5.0
+	// client to (DISCONNECT 0x9C, use another server, with a Server
+	// Reference), called once per connection: a clustered node that stops
+	// moves its clients to live ones. "" or nil: 0x8B, server shutting
+	// down.
+	Redirect func() string
 	// AdminAddr is the address of the admin HTTP server ("" disables it).
 	AdminAddr string
 	// AdminToken guards the admin API (/api/v1): requests carry
@@ -425,8 +431,9 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// Shutdown stops accepting, sends DISCONNECT 0x8B (server shutting down) to
-// 5.0 clients, lets every connection flush its output and close, and waits
+// Shutdown stops accepting, sends DISCONNECT 0x8B (server shutting down),
+// or 0x9C with a Server Reference when Config.Redirect names one, to 5.0
+// clients, lets every connection flush its output and close, and waits
 // until they have or ctx ends; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.quitOnce.Do(func() { close(s.quit) }) // held refusals go now
@@ -438,7 +445,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.b.Shutdown()
 	s.mu.Lock()
 	for _, cn := range s.conns {
-		cn.c.Kick(packet.ServerShuttingDown) // also those still before CONNECT
+		code, ref := packet.ServerShuttingDown, ""
+		if s.cfg.Redirect != nil {
+			if ref = s.cfg.Redirect(); ref != "" {
+				code = packet.UseAnotherServer
+			}
+		}
+		cn.c.KickTo(code, ref) // also those still before CONNECT
 		cn.wakeUp()
 	}
 	s.mu.Unlock()

@@ -332,8 +332,18 @@ func (s *Session) Closing() bool { return s.conn != nil && s.conn.closed }
 // fail ends the connection because of a client error: a 5.0 client is told
 // the reason code in a DISCONNECT first [MQTT-4.13.1-1].
 func (s *Session) fail(r *Result, code packet.ReasonCode) *Result {
+	return s.failTo(r, code, nil)
+}
+
+// failTo is fail with a Server Reference in the 5.0 DISCONNECT (none when
+// ref is empty).
+func (s *Session) failTo(r *Result, code packet.ReasonCode, ref []byte) *Result {
 	if s.conn != nil && !s.conn.closed && s.version == packet.V5 {
 		d := packet.Disconnect{ReasonCode: code}
+		if len(ref) > 0 {
+			d.Properties.ServerReference = ref
+			d.Properties.Set(packet.PropServerReference)
+		}
 		s.out, _ = d.Append(s.out, packet.V5)
 	}
 	if s.conn != nil {
@@ -348,6 +358,12 @@ func (s *Session) fail(r *Result, code packet.ReasonCode) *Result {
 // DISCONNECT with code.
 func (s *Session) Kick(code packet.ReasonCode) *Result {
 	return s.fail(s.control(), code)
+}
+
+// KickTo is Kick with a Server Reference (another server the client should
+// use: 0x9C use another server, 0x9D server moved) for a 5.0 client.
+func (s *Session) KickTo(code packet.ReasonCode, ref string) *Result {
+	return s.failTo(s.control(), code, []byte(ref))
 }
 
 // AttachInfo is what the broker decided about an accepted CONNECT.
