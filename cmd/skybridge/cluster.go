@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/raftkv"
 	"github.com/skybridge-mq/skybridge/impl/raftkv/kvclient"
 	"github.com/skybridge-mq/skybridge/impl/raftkv/kvserver"
+	"github.com/skybridge-mq/skybridge/impl/server"
 )
 
 // joinCluster starts the node's gossip membership (docs/CLUSTER.md). With
@@ -172,6 +174,34 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 }
 
 func (cr *clusterRouting) setBroker(b *broker.Broker) { cr.broker.Store(b) }
+
+// ranges reads the local raftkv node's replicas for the admin API.
+func (cr *clusterRouting) ranges(ctx context.Context) (uint64, []server.ClusterRange, error) {
+	if cr.kv == nil {
+		return 0, nil, nil
+	}
+	var id raftkv.NodeID
+	var lrs []raftkv.LocalRange
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := cr.kv.Do(ctx, func(n *raftkv.Node) { id, lrs = n.ID(), n.Ranges() }); err != nil {
+		return 0, nil, err
+	}
+	out := make([]server.ClusterRange, 0, len(lrs))
+	for _, lr := range lrs {
+		d := lr.Desc
+		rg := server.ClusterRange{Range: uint64(d.RangeID), Start: strconv.Quote(string(d.Start)), Replica: uint64(lr.ReplicaID),
+			Leader: lr.Leader, Term: lr.Term, Applied: lr.Applied, Lag: lr.Lag, Keys: lr.LiveKeys, Bytes: lr.LiveBytes}
+		if d.End != nil {
+			rg.End = strconv.Quote(string(d.End))
+		}
+		for _, r := range d.Replicas {
+			rg.Nodes = append(rg.Nodes, uint64(r.Node))
+		}
+		out = append(out, rg)
+	}
+	return uint64(id), out, nil
+}
 
 func (cr *clusterRouting) close() {
 	cr.router.Close()

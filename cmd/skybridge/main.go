@@ -273,6 +273,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		sc.Cluster = member
 		if routing != nil {
 			sc.Redirect = redirector(member, f.Cluster.NodeID)
+			sc.ClusterRanges = routing.ranges
 		}
 		sc.Collectors = append(sc.Collectors, clusterCollector{member})
 	}

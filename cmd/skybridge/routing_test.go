@@ -276,6 +276,43 @@ func TestClusterRoutesMessages(t *testing.T) {
 
 	waitMembers(t, nodes)
 
+	// The admin API shows each node's raftkv replicas: every range has a
+	// replica on each of the three nodes and, once elections settle, one
+	// leader among them.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leaders, replicas := map[uint64]int{}, map[uint64]int{}
+		for _, nd := range nodes {
+			resp, err := http.Get("http://" + nd.admin + "/api/v1/cluster")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ci server.ClusterInfo
+			err = json.NewDecoder(resp.Body).Decode(&ci)
+			resp.Body.Close()
+			if err != nil || ci.KVError != "" || ci.KVNode == 0 {
+				t.Fatalf("%s: %v %q kv node %d", nd.id, err, ci.KVError, ci.KVNode)
+			}
+			for _, r := range ci.Ranges {
+				replicas[r.Range]++
+				if r.Leader {
+					leaders[r.Range]++
+				}
+			}
+		}
+		settled := len(replicas) > 0
+		for id, n := range replicas {
+			settled = settled && n == 3 && leaders[id] == 1
+		}
+		if settled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ranges: replicas %v, leaders %v", replicas, leaders)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
+	}
+
 	// The SUBACK guarantee: the first message published on another node
 	// right after the SUBACK arrives.
 	pubA := dialV5(t, a.addr, "pub-a")
@@ -365,7 +402,7 @@ func TestClusterRoutesMessages(t *testing.T) {
 
 	// After C unsubscribes, A stops sending to C.
 	subC.unsub(t, "plain/+/x")
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		before := metric(t, a.brokerProc, `skybridge_cluster_forward_messages_total{outcome="sent"}`)
 		pubA.pub(t, "plain/after/x", 1, "after")

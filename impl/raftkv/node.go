@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -912,6 +913,9 @@ type LocalRange struct {
 	Frozen    bool
 	LiveBytes int64
 	LiveKeys  int64
+	// Lag, on a leader: how many committed entries the furthest behind
+	// replica has yet to acknowledge (0 elsewhere).
+	Lag uint64
 }
 
 // Ranges lists the local replicas in range order.
@@ -919,9 +923,17 @@ func (n *Node) Ranges() []LocalRange {
 	var out []LocalRange
 	for _, r := range n.order {
 		st := r.rn.BasicStatus()
-		out = append(out, LocalRange{Desc: r.state.Desc.Clone(), ReplicaID: r.replicaID, Applied: r.state.Index,
+		lr := LocalRange{Desc: r.state.Desc.Clone(), ReplicaID: r.replicaID, Applied: r.state.Index,
 			Leader: st.RaftState == raft.StateLeader, Term: st.GetTerm(), Frozen: r.state.Frozen,
-			LiveBytes: r.state.LiveBytes, LiveKeys: r.state.LiveKeys})
+			LiveBytes: r.state.LiveBytes, LiveKeys: r.state.LiveKeys}
+		if commit := st.GetCommit(); lr.Leader {
+			r.rn.WithProgress(func(_ uint64, _ raft.ProgressType, pr tracker.Progress) {
+				if pr.Match < commit {
+					lr.Lag = max(lr.Lag, commit-pr.Match)
+				}
+			})
+		}
+		out = append(out, lr)
 	}
 	return out
 }

@@ -25,8 +25,8 @@ func (s *Server) apiMux() http.Handler {
 	mux.HandleFunc("GET /api/v1/broker", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.brokerInfo())
 	})
-	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, clusterInfo(s.cfg.Cluster))
+	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.clusterInfo(r.Context()))
 	})
 	mux.HandleFunc("GET /api/v1/tenants", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.TenantInfos())

@@ -1,6 +1,10 @@
 package server
 
-import "github.com/skybridge-mq/skybridge/impl/cluster"
+import (
+	"context"
+
+	"github.com/skybridge-mq/skybridge/impl/cluster"
+)
 
 // ClusterMembers is what the admin API needs of a cluster node's
 // membership (impl/cluster/gossip.Node).
@@ -19,7 +23,33 @@ type ClusterInfo struct {
 	// Version counts the changes of this node's view.
 	Version uint64          `json:"version"`
 	Members []ClusterMember `json:"members"`
+	// KVNode and Ranges: the raftkv node this process runs and its
+	// replicas (absent when it runs none).
+	KVNode uint64         `json:"kv_node,omitempty"`
+	Ranges []ClusterRange `json:"ranges,omitempty"`
+	// KVError says why the ranges could not be read.
+	KVError string `json:"kv_error,omitempty"`
 }
+
+// ClusterRange is one replica of a raftkv range on this node.
+type ClusterRange struct {
+	Range   uint64   `json:"range"`
+	Start   string   `json:"start"` // the span's keys, Go-quoted; End "" is the end of the key space
+	End     string   `json:"end"`
+	Replica uint64   `json:"replica"`
+	Nodes   []uint64 `json:"nodes"` // the raftkv nodes holding a replica
+	Leader  bool     `json:"leader"`
+	Term    uint64   `json:"term"`
+	Applied uint64   `json:"applied"`
+	// Lag, on a leader: committed entries the furthest behind replica
+	// has not acknowledged.
+	Lag   uint64 `json:"lag"`
+	Keys  int64  `json:"keys"`
+	Bytes int64  `json:"bytes"`
+}
+
+// ClusterRanges reads this node's raftkv replicas for the admin API.
+type ClusterRanges func(ctx context.Context) (node uint64, ranges []ClusterRange, err error)
 
 // ClusterMember is one member as this node sees it.
 type ClusterMember struct {
@@ -29,6 +59,17 @@ type ClusterMember struct {
 	Incarnation uint64   `json:"incarnation"`
 	Roles       []string `json:"roles"`
 	MQTT        string   `json:"mqtt,omitempty"`
+}
+
+func (s *Server) clusterInfo(ctx context.Context) ClusterInfo {
+	info := clusterInfo(s.cfg.Cluster)
+	if s.cfg.ClusterRanges != nil && !info.Standalone {
+		var err error
+		if info.KVNode, info.Ranges, err = s.cfg.ClusterRanges(ctx); err != nil {
+			info.KVError = err.Error()
+		}
+	}
+	return info
 }
 
 func clusterInfo(c ClusterMembers) ClusterInfo {

@@ -91,6 +91,9 @@ type Config struct {
 	// Cluster, when set, is the node's cluster membership, which the admin
 	// API shows (GET /api/v1/cluster).
 	Cluster ClusterMembers
+	// ClusterRanges, when set, adds this node's raftkv replicas to the
+	// cluster's admin view.
+	ClusterRanges ClusterRanges
 	// Redirect, when set, names another server for Shutdown to send a 5.0
 	// client to (DISCONNECT 0x9C, use another server, with a Server
 	// Reference), called once per connection: a clustered node that stops
