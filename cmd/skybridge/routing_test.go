@@ -39,8 +39,12 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 	dir := t.TempDir()
 	nodes := make([]*clusterNode, n)
 	var peers []string
+	// Every address at once: a port freed by one pick could be handed out
+	// again to the next (each node's MQTT, admin, gossip, forward, raft).
+	addrs := freeAddrs(t, 5*n)
 	for i := range nodes {
-		nodes[i] = &clusterNode{id: fmt.Sprintf("n%d", i+1), gossip: freeAddr(t), forward: freeAddr(t), kv: freeAddr(t),
+		a := addrs[5*i:]
+		nodes[i] = &clusterNode{id: fmt.Sprintf("n%d", i+1), gossip: a[0], forward: a[1], kv: a[2],
 			dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
 		peers = append(peers, fmt.Sprintf("%d=%s", i+1, nodes[i].kv))
 	}
@@ -62,7 +66,7 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 			t.Fatal(err)
 		}
 		nd.conf = conf
-		nd.brokerProc = launch(t, nd.dir, "--config", conf)
+		nd.brokerProc = launchAt(t, addrs[5*i+3], addrs[5*i+4], nd.dir, "--config", conf)
 	}
 	for _, nd := range nodes {
 		waitListening(t, nd.brokerProc, time.Minute)
@@ -70,13 +74,24 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 	return nodes
 }
 
-// launch starts the binary without waiting for it to listen.
-func launch(t *testing.T, dataDir string, extra ...string) *brokerProc {
+// freeAddrs returns n distinct free loopback addresses: all are held open
+// until all are picked, so none is handed out twice.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	return launchAt(t, freeAddr(t), freeAddr(t), dataDir, extra...)
+	out := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
+	}
+	return out
 }
 
-// launchAt is launch on given MQTT and admin addresses.
+// launchAt starts the binary on given MQTT and admin addresses, without
+// waiting for it to listen.
 func launchAt(t *testing.T, addr, admin, dataDir string, extra ...string) *brokerProc {
 	t.Helper()
 	bp := &brokerProc{addr: addr, admin: admin, stderr: &syncBuffer{}, done: make(chan error, 1)}
