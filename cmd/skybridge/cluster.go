@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -87,6 +90,10 @@ type clusterRouting struct {
 func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 	c := f.Cluster
 	cr := &clusterRouting{incarnation: uint64(time.Now().UnixMilli())}
+	sec, err := loadClusterTLS(c)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.tls: %w", err)
+	}
 	ln, err := net.Listen("tcp", c.Forward)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.forward: %w", err)
@@ -113,6 +120,16 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 			Listen:    c.KV.Bind, ClientListen: c.KV.ClientBind, Tick: 100 * time.Millisecond,
 			Logger: log.With("part", "raftkv"),
 		}
+		if sec != nil {
+			t := &c.TLS
+			if cfg.PeerTLS, err = kvserver.LoadTLS(raftkv.NodeID(c.KV.NodeID), t.CertFile, t.KeyFile, t.CAFile); err == nil {
+				cfg.ClientTLS, err = kvserver.LoadClientTLS(t.CertFile, t.KeyFile, t.CAFile)
+			}
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("cluster.tls for raftkv: %w", err)
+			}
+		}
 		for _, id := range ids {
 			cfg.Node.Peers = append(cfg.Node.Peers, raftkv.NodeID(id))
 			cfg.PeerAddrs[raftkv.NodeID(id)] = addrs[id]
@@ -127,8 +144,16 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 			endpoints = []string{cr.kv.ClientAddr()}
 		}
 	}
-	cr.client = kvclient.New(endpoints, nil)
-	cr.router, err = router.New(router.Config{
+	var kvTLS *tls.Config
+	if sec != nil {
+		if kvTLS, err = kvclient.LoadTLS(c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile, kvserver.TLSServerName); err != nil {
+			ln.Close()
+			cr.closeKV()
+			return nil, fmt.Errorf("cluster.tls for raftkv's clients: %w", err)
+		}
+	}
+	cr.client = kvclient.New(endpoints, kvTLS)
+	rc := router.Config{
 		Self: c.NodeID, Incarnation: cr.incarnation, KV: cr.client, Listener: ln,
 		Deliver: func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int {
 			if b := cr.broker.Load(); b != nil {
@@ -147,7 +172,11 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 			}
 		},
 		Logger: log.With("part", "router"),
-	})
+	}
+	if sec != nil {
+		rc.ServerTLS, rc.CheckPeer, rc.PeerTLS = sec.server, sec.checkPeer, sec.peer
+	}
+	cr.router, err = router.New(rc)
 	if err != nil {
 		ln.Close()
 		cr.closeKV()
@@ -174,6 +203,85 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 }
 
 func (cr *clusterRouting) setBroker(b *broker.Broker) { cr.broker.Store(b) }
+
+// nodeTLS is mutual TLS between broker nodes' forward links: each node's
+// certificate, signed by the cluster's CA, names the node
+// (cluster.NodeURI).
+type nodeTLS struct {
+	cert tls.Certificate
+	pool *x509.CertPool
+	// server takes the links of other nodes; checkPeer then checks that
+	// the sender's certificate names the node its hello claims.
+	server *tls.Config
+}
+
+// loadClusterTLS reads cluster.tls (nil when it is not set) and checks
+// that the certificate is this node's.
+func loadClusterTLS(c *config.Cluster) (*nodeTLS, error) {
+	if c.TLS.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if id, err := cluster.CertNode(cert.Leaf); err != nil || id != c.NodeID {
+		return nil, fmt.Errorf("%s is not node %q's certificate (it names %q: %v)", c.TLS.CertFile, c.NodeID, id, err)
+	}
+	pool, err := kvclient.LoadCertPool(c.TLS.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	return &nodeTLS{cert: cert, pool: pool, server: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}}, nil
+}
+
+// checkPeer refuses a link whose client certificate is not the node its
+// hello names.
+func (n *nodeTLS) checkPeer(from string, c net.Conn) error {
+	tc, ok := c.(*tls.Conn)
+	if !ok || len(tc.ConnectionState().PeerCertificates) == 0 {
+		return errors.New("no client certificate")
+	}
+	id, err := cluster.CertNode(tc.ConnectionState().PeerCertificates[0])
+	if err != nil {
+		return err
+	}
+	if id != from {
+		return fmt.Errorf("node %q's certificate on a link from %q", id, from)
+	}
+	return nil
+}
+
+// peer is the client side of the link to node: the server's certificate
+// must chain to the CA and name that node (no host name is checked: the
+// node's URI is its identity).
+func (n *nodeTLS) peer(node string) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{n.cert}, MinVersion: tls.VersionTLS13,
+		InsecureSkipVerify: true, // the chain and the node are checked below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no server certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			leaf := cs.PeerCertificates[0]
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: n.pool, Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return err
+			}
+			id, err := cluster.CertNode(leaf)
+			if err != nil {
+				return err
+			}
+			if id != node {
+				return fmt.Errorf("node %q answered for node %q", id, node)
+			}
+			return nil
+		}}
+}
 
 // ranges reads the local raftkv node's replicas for the admin API.
 func (cr *clusterRouting) ranges(ctx context.Context) (uint64, []server.ClusterRange, error) {

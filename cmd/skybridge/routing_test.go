@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,9 @@ import (
 
 	paho "github.com/eclipse/paho.golang/paho"
 
+	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
+	"github.com/skybridge-mq/skybridge/impl/raftkv/kvserver"
 	"github.com/skybridge-mq/skybridge/impl/server"
 )
 
@@ -36,7 +40,30 @@ type clusterNode struct {
 // none serves MQTT before raftkv has a quorum.
 func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 	t.Helper()
+	return startRoutingClusterTLS(t, n, false)
+}
+
+// startRoutingClusterTLS is startRoutingCluster with, when secure, mutual
+// TLS between the nodes (cluster.tls): each node's certificate names it
+// and its raftkv node.
+func startRoutingClusterTLS(t *testing.T, n int, secure bool) []*clusterNode {
+	t.Helper()
 	dir := t.TempDir()
+	tlsSection := func(string) string { return "" }
+	if secure {
+		certs := map[string][]*url.URL{}
+		for i := range n {
+			id := fmt.Sprintf("n%d", i+1)
+			certs[id] = []*url.URL{cluster.NodeURI(id), kvserver.NodeURI(raftkv.NodeID(i + 1))}
+		}
+		if err := kvserver.WriteTestCertsNamed(dir, certs); err != nil {
+			t.Fatal(err)
+		}
+		tlsSection = func(id string) string {
+			return fmt.Sprintf("  tls: {cert_file: %s, key_file: %s, ca_file: %s}\n",
+				filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem"), filepath.Join(dir, "ca.pem"))
+		}
+	}
 	nodes := make([]*clusterNode, n)
 	var peers []string
 	// Every address at once: a port freed by one pick could be handed out
@@ -61,7 +88,7 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
     bind: %s
     client_bind: 127.0.0.1:0
     peers: [%s]
-`, nd.id, nd.gossip, nodes[0].gossip, nd.forward, i+1, nd.kv, strings.Join(peers, ", "))
+`, nd.id, nd.gossip, nodes[0].gossip, nd.forward, i+1, nd.kv, strings.Join(peers, ", ")) + tlsSection(nd.id)
 		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -536,7 +563,7 @@ func TestClusterRoutesMessages(t *testing.T) {
 // again.
 func TestClusterKill9(t *testing.T) {
 	t.Parallel()
-	nodes := startRoutingCluster(t, 3)
+	nodes := startRoutingClusterTLS(t, 3, true) // and mutual TLS between the nodes
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	waitMembers(t, nodes)
 	subB := dialV5(t, b.addr, "k-sub-b")

@@ -68,8 +68,20 @@ type Cluster struct {
 	// messages on. Without it the node is a member only: it routes its
 	// own clients' messages alone. With it, routes live in raftkv (KV)
 	// and messages cross nodes.
-	Forward string    `yaml:"forward"`
-	KV      ClusterKV `yaml:"kv"`
+	Forward string     `yaml:"forward"`
+	KV      ClusterKV  `yaml:"kv"`
+	TLS     ClusterTLS `yaml:"tls"`
+}
+
+// ClusterTLS secures what nodes say to each other besides gossip (the
+// forward links, raftkv's raft traffic and client port) with mutual TLS:
+// every node's certificate is signed by the CA and names the node by URI
+// SANs (skybridge://node/<node_id>, and raftkv://node/<kv.node_id> when it
+// runs a raftkv node).
+type ClusterTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
 }
 
 // ClusterKV is where a clustered node keeps the routes: raftkv, run in
@@ -577,6 +589,9 @@ func (f *File) Validate() error {
 			if _, err := c.Gossip(""); err != nil {
 				bad("cluster", "%v", err)
 			}
+		}
+		if tl := c.TLS; (tl.CertFile != "" || tl.KeyFile != "" || tl.CAFile != "") && (tl.CertFile == "" || tl.KeyFile == "" || tl.CAFile == "") {
+			bad("cluster.tls", "needs cert_file, key_file and ca_file together")
 		}
 		if c.Forward != "" {
 			if _, _, err := net.SplitHostPort(c.Forward); err != nil {

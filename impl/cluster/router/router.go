@@ -41,7 +41,12 @@ type Config struct {
 	// caller; its address is advertised in the gossip metadata).
 	Listener  net.Listener
 	ServerTLS *tls.Config // nil: plain TCP
-	ClientTLS *tls.Config
+	// CheckPeer decides whether a connection may carry the link of the
+	// node its hello names (transport.ListenerConfig.CheckPeer).
+	CheckPeer func(from string, c net.Conn) error
+	// PeerTLS is the client side of the link to node (nil: plain TCP);
+	// it should check that the server's certificate is that node's.
+	PeerTLS func(node string) *tls.Config
 	// Deliver hands a forwarded message to the broker
 	// (broker.DeliverForwarded). It must not block for long.
 	Deliver func(tenant []byte, m *message.Message, plain bool, groups [][]byte) int
@@ -174,8 +179,9 @@ func New(cfg Config) (*Router, error) {
 	r.loaded = sync.NewCond(&r.mu)
 	r.writes.init()
 	r.in = transport.Serve(cfg.Listener, transport.ListenerConfig{
-		Link: forward.ReceiverConfig{Node: cfg.Self, Incarnation: cfg.Incarnation},
-		TLS:  cfg.ServerTLS,
+		Link:      forward.ReceiverConfig{Node: cfg.Self, Incarnation: cfg.Incarnation},
+		TLS:       cfg.ServerTLS,
+		CheckPeer: cfg.CheckPeer,
 		Deliver: func(from string, d *forward.Delivery) {
 			if string(d.Tenant) == ctlTenant {
 				r.control(from, d.Message)
@@ -287,9 +293,13 @@ func (r *Router) peerLocked(node string) *peerLink {
 		return nil
 	}
 	addr := r.members[node].Forward
+	var tc *tls.Config
+	if r.cfg.PeerTLS != nil {
+		tc = r.cfg.PeerTLS(node)
+	}
 	p := &peerLink{addr: addr, peer: transport.NewPeer(transport.PeerConfig{
 		Link: forward.SenderConfig{Node: r.cfg.Self, Peer: node, Incarnation: r.cfg.Incarnation},
-		Addr: addr, TLS: r.cfg.ClientTLS,
+		Addr: addr, TLS: tc,
 		Released: func(tokens []uint64) { r.release(tokens, nil) },
 		Common:   transport.Common{Logger: r.log},
 	})}

@@ -24,6 +24,11 @@ type ListenerConfig struct {
 	// State returns what the node persisted for a sending node (see
 	// forward.ReceiverState); nil: nothing is persisted.
 	State func(from string) forward.ReceiverState
+	// CheckPeer, when set, decides whether the connection c may carry the
+	// link of the node its hello names (from): over TLS, that the client
+	// certificate is that node's. A refusal ends the connection with a
+	// goaway 0x87.
+	CheckPeer func(from string, c net.Conn) error
 
 	Common
 }
@@ -205,6 +210,11 @@ func (l *Listener) serve(c net.Conn) {
 	h, err := forward.ParseHello(frame)
 	if err == nil && h.To != l.cfg.Link.Node {
 		err = &forward.Error{Code: packet.ProtocolError, Reason: fmt.Sprintf("hello for node %q reached %q", h.To, l.cfg.Link.Node)}
+	}
+	if err == nil && l.cfg.CheckPeer != nil {
+		if cerr := l.cfg.CheckPeer(h.From, c); cerr != nil {
+			err = &forward.Error{Code: packet.NotAuthorized, Reason: cerr.Error()}
+		}
 	}
 	if err == nil && !l.hasRoom(h.From) {
 		err = &forward.Error{Code: packet.QuotaExceeded, Reason: "too many sending nodes"}

@@ -316,28 +316,67 @@ func TestTLS(t *testing.T) {
 // makes no link for it.
 func TestWrongNodeRefused(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var delivered atomic.Int64
-	l := Serve(ln, ListenerConfig{Link: forward.ReceiverConfig{Node: "c", Incarnation: 1},
-		Deliver: func(string, *forward.Delivery) { delivered.Add(1) }})
-	defer l.Close()
-	p := NewPeer(PeerConfig{Link: forward.SenderConfig{Node: "a", Peer: "b", Incarnation: 1}, Addr: ln.Addr().String(),
-		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
-	defer p.Close()
-	if err := p.Enqueue("acme", &message.Message{Topic: []byte("t")}, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	end := time.Now().Add(30 * time.Second)
-	waitFor(t, end, "refused connections", func() bool { return p.Stats().Broken >= 3 })
+	l, delivered := countingListener(t, nil)
+	p := refusedPeer(t, l.Addr().String(), "a", "b")
 	if st := p.Stats(); st.Connects != 0 || delivered.Load() != 0 {
 		t.Errorf("connects %d, delivered %d", st.Connects, delivered.Load())
 	}
 	if _, ok := l.Stats("a"); ok {
 		t.Error("a link was made for a hello meant for another node")
 	}
+}
+
+// TestCheckPeerRefuses: a hello whose sender CheckPeer refuses (another
+// node's certificate, say) gets a goaway and no link; one it accepts
+// delivers.
+func TestCheckPeerRefuses(t *testing.T) {
+	t.Parallel()
+	l, delivered := countingListener(t, func(from string, _ net.Conn) error {
+		if from != "a" {
+			return errors.New("not a")
+		}
+		return nil
+	})
+	bad := refusedPeer(t, l.Addr().String(), "b", "c")
+	if _, ok := l.Stats("b"); ok || delivered.Load() != 0 || bad.Stats().Connects != 0 {
+		t.Fatalf("a refused sender got a link (delivered %d)", delivered.Load())
+	}
+	good := NewPeer(PeerConfig{Link: forward.SenderConfig{Node: "a", Peer: "c", Incarnation: 1}, Addr: l.Addr().String()})
+	defer good.Close()
+	if err := good.Enqueue("acme", &message.Message{Topic: []byte("t")}, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Now().Add(30*time.Second), "the accepted sender's message", func() bool { return delivered.Load() == 1 })
+}
+
+// countingListener serves node c's links on a random port, counting the
+// messages delivered; it closes when the test ends.
+func countingListener(t *testing.T, check func(string, net.Conn) error) (*Listener, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivered := new(atomic.Int64)
+	l := Serve(ln, ListenerConfig{Link: forward.ReceiverConfig{Node: "c", Incarnation: 1}, CheckPeer: check,
+		Deliver: func(string, *forward.Delivery) { delivered.Add(1) }})
+	t.Cleanup(func() { l.Close() })
+	return l, delivered
+}
+
+// refusedPeer starts a link from node from to node to at addr, with one
+// message, and waits until three connections were refused; the link
+// closes when the test ends.
+func refusedPeer(t *testing.T, addr, from, to string) *Peer {
+	t.Helper()
+	p := NewPeer(PeerConfig{Link: forward.SenderConfig{Node: from, Peer: to, Incarnation: 1}, Addr: addr,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	t.Cleanup(func() { p.Close() })
+	if err := p.Enqueue("acme", &message.Message{Topic: []byte("t")}, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Now().Add(30*time.Second), "refused connections", func() bool { return p.Stats().Broken >= 3 })
+	return p
 }
 
 // TestCloseWithoutPeer: Close returns while the peer is unreachable.

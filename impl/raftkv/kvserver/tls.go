@@ -107,6 +107,18 @@ func LoadClientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 // signed by it into dir (ca.pem; node-<id>.pem and node-<id>-key.pem,
 // naming the node by NodeURI), for tests and the demo.
 func WriteTestCerts(dir string, ids ...raftkv.NodeID) error {
+	certs := map[string][]*url.URL{}
+	for _, id := range ids {
+		certs[fmt.Sprintf("node-%d", id)] = []*url.URL{NodeURI(id)}
+	}
+	return WriteTestCertsNamed(dir, certs)
+}
+
+// WriteTestCertsNamed writes a CA (ca.pem) and, for each name, a
+// certificate signed by it with those URI SANs (name.pem, name-key.pem):
+// for tests whose certificates name more than a raftkv node (a broker
+// node's also names the broker, impl/cluster.NodeURI).
+func WriteTestCertsNamed(dir string, certs map[string][]*url.URL) error {
 	ca, err := newTestCA()
 	if err != nil {
 		return err
@@ -114,15 +126,15 @@ func WriteTestCerts(dir string, ids ...raftkv.NodeID) error {
 	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), ca.certPEM, 0o600); err != nil {
 		return err
 	}
-	for _, id := range ids {
-		certPEM, keyPEM, err := ca.issue(NodeURI(id))
+	for name, uris := range certs {
+		certPEM, keyPEM, err := ca.issue(uris...)
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("node-%d.pem", id)), certPEM, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name+".pem"), certPEM, 0o600); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("node-%d-key.pem", id)), keyPEM, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name+"-key.pem"), keyPEM, 0o600); err != nil {
 			return err
 		}
 	}
