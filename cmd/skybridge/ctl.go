@@ -26,7 +26,9 @@ commands:
   subscriptions TENANT                  every subscription of a tenant
   retained TENANT [FILTER]              retained messages (default filter #)
   delete-retained TENANT TOPIC          delete a retained message
-  cluster                               the cluster's members as this node sees them
+  cluster                               the cluster's members as this node sees them, and its raftkv ranges
+  drain                                 send this node's clients to other nodes (0x9C), and new ones too
+  undrain                               accept clients again
 Flags go before or after the command and its arguments; "--" ends them (for an
 argument that starts with a dash). --tenant T gives the TENANT argument as a flag.
 --admin defaults to $SKYBRIDGE_ADMIN or http://127.0.0.1:8081, --token to $SKYBRIDGE_ADMIN_TOKEN.`
@@ -69,6 +71,10 @@ func ctl(args []string, stdout, stderr io.Writer) error {
 		method, path = "GET", "/api/v1/tenants"
 	case "cluster":
 		method, path = "GET", "/api/v1/cluster"
+	case "drain":
+		method, path = "POST", "/api/v1/cluster/drain"
+	case "undrain":
+		method, path = "DELETE", "/api/v1/cluster/drain"
 	case "tenant":
 		if err := need(1); err != nil {
 			return err

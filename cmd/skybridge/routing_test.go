@@ -211,6 +211,27 @@ func dialV5Session(t *testing.T, addr, id string, expiry uint32) *v5 {
 	return &v5{c: c, msgs: msgs, session: ack.SessionPresent, gone: gone}
 }
 
+// connectV5 sends one CONNECT and returns the CONNACK, whatever it says.
+func connectV5(t *testing.T, addr, id string) *paho.Connack {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60})
+	if ack == nil {
+		t.Fatalf("%s: connect: %v", id, err)
+	}
+	if ack.ReasonCode == 0 {
+		_ = c.Disconnect(&paho.Disconnect{})
+	}
+	conn.Close()
+	return ack
+}
+
 func (c *v5) sub(t *testing.T, filter string, qos byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -532,13 +553,35 @@ func TestClusterRoutesMessages(t *testing.T) {
 		t.Errorf("B's skybridge_cluster_forward_received_total = %v, want at least %d", got, n)
 	}
 
+	// Drain: B sends its clients to the others and refuses new ones with
+	// a reference, until undrained.
+	onB := dialV5(t, b.addr, "drained")
+	out, err := exec.Command(skybridgeBinary(t), "ctl", "drain", "--admin", "http://"+b.admin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"draining": true`) {
+		t.Fatalf("ctl drain: %v\n%s", err, out)
+	}
+	d := onB.disconnected(t, "the client of the drained node")
+	if d.ReasonCode != 0x9C || d.Properties == nil || (d.Properties.ServerReference != a.addr && d.Properties.ServerReference != c.addr) {
+		t.Fatalf("drained node said %+v, want 0x9C and %s or %s", d, a.addr, c.addr)
+	}
+	ack := connectV5(t, b.addr, "late")
+	if ack.ReasonCode != 0x9C || ack.Properties == nil || (ack.Properties.ServerReference != a.addr && ack.Properties.ServerReference != c.addr) {
+		t.Fatalf("CONNECT to the drained node: %+v", ack)
+	}
+	if out, err := exec.Command(skybridgeBinary(t), "ctl", "undrain", "--admin", "http://"+b.admin).CombinedOutput(); err != nil {
+		t.Fatalf("ctl undrain: %v\n%s", err, out)
+	}
+	if ack := connectV5(t, b.addr, "late"); ack.ReasonCode != 0 {
+		t.Fatalf("CONNECT after undrain: %+v", ack)
+	}
+
 	// A node stopped with SIGTERM sends its 5.0 clients to the live nodes:
 	// DISCONNECT 0x9C (use another server) with a Server Reference.
 	onC := dialV5(t, c.addr, "moving")
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	d := onC.disconnected(t, "the client of the stopping node")
+	d = onC.disconnected(t, "the client of the stopping node")
 	ref := ""
 	if d.Properties != nil {
 		ref = d.Properties.ServerReference

@@ -142,6 +142,9 @@ type Broker struct {
 	nslots  uint32
 	free    []uint32
 	stopped bool
+	// draining holds the Server Reference function while the node sends
+	// clients elsewhere (Drain).
+	draining atomic.Pointer[func() string]
 	// $SYS publication (sys.go).
 	sysTimer    env.Timer
 	sysInterval time.Duration

@@ -169,6 +169,25 @@ func (b *Broker) ApplyRetained(tenant []byte, m *message.Message) {
 	b.commitRoute(&rs)
 }
 
+// Drain makes this node send clients elsewhere: every connected 5.0
+// client gets DISCONNECT 0x9C (use another server) with ref's Server
+// Reference (3.1.1 clients are closed), and every CONNECT until Undrain
+// is refused the same way (CONNACK 0x9C with the reference; 3.1.1: server
+// unavailable). ref is asked once per client; "" sends no reference.
+// conns lists the connections to move (the runtime knows them).
+func (b *Broker) Drain(ref func() string, conns []*Conn) {
+	b.draining.Store(&ref)
+	for _, c := range conns {
+		c.KickTo(packet.UseAnotherServer, ref())
+	}
+}
+
+// Undrain ends Drain: CONNECTs are accepted again.
+func (b *Broker) Undrain() { b.draining.Store(nil) }
+
+// Draining reports whether the node sends clients elsewhere.
+func (b *Broker) Draining() bool { return b.draining.Load() != nil }
+
 // awaitRoutes holds a SUBSCRIBE's acknowledgement until the cluster's
 // nodes know its new routes (Cluster.AwaitRoutes). No lock is held: only
 // this client's packets wait.

@@ -844,6 +844,16 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 		c.refuse(v, packet.ServerUnavailable)
 		return
 	}
+	if ref := b.draining.Load(); ref != nil {
+		// Draining: a 5.0 client is told where to go instead.
+		var props packet.Properties
+		if r := (*ref)(); r != "" {
+			props.ServerReference = []byte(r)
+			props.Set(packet.PropServerReference)
+		}
+		c.refuseWith(v, packet.UseAnotherServer, props)
+		return
+	}
 	// Whatever authenticated the client, its identity must be one the
 	// broker can keep apart from every other (store keys, metrics, logs).
 	if err := validIdentity(&ar); err != nil {

@@ -28,6 +28,17 @@ func (s *Server) apiMux() http.Handler {
 	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.clusterInfo(r.Context()))
 	})
+	mux.HandleFunc("POST /api/v1/cluster/drain", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.Drain() {
+			writeError(w, http.StatusConflict, "no other live node to send clients to")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"draining": true})
+	})
+	mux.HandleFunc("DELETE /api/v1/cluster/drain", func(w http.ResponseWriter, _ *http.Request) {
+		s.Undrain()
+		writeJSON(w, http.StatusOK, map[string]bool{"draining": false})
+	})
 	mux.HandleFunc("GET /api/v1/tenants", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, b.TenantInfos())
 	})

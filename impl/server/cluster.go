@@ -29,6 +29,9 @@ type ClusterInfo struct {
 	Ranges []ClusterRange `json:"ranges,omitempty"`
 	// KVError says why the ranges could not be read.
 	KVError string `json:"kv_error,omitempty"`
+	// Draining: the node sends its clients to others (POST
+	// /api/v1/cluster/drain).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // ClusterRange is one replica of a raftkv range on this node.
@@ -63,6 +66,7 @@ type ClusterMember struct {
 
 func (s *Server) clusterInfo(ctx context.Context) ClusterInfo {
 	info := clusterInfo(s.cfg.Cluster)
+	info.Draining = s.b.Draining()
 	if s.cfg.ClusterRanges != nil && !info.Standalone {
 		var err error
 		if info.KVNode, info.Ranges, err = s.cfg.ClusterRanges(ctx); err != nil {

@@ -434,6 +434,36 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// Drain sends every client elsewhere and refuses new ones the same way
+// until Undrain (broker.Drain): 5.0 clients get 0x9C with a Server
+// Reference from Config.Redirect. It reports false when nothing names
+// another server (no Redirect, or no live server to name).
+func (s *Server) Drain() bool {
+	if s.cfg.Redirect == nil {
+		return false
+	}
+	ref := s.cfg.Redirect
+	if ref() == "" {
+		return false
+	}
+	s.mu.Lock()
+	conns := make([]*broker.Conn, 0, len(s.conns))
+	wake := make([]func(), 0, len(s.conns))
+	for _, cn := range s.conns {
+		conns = append(conns, cn.c)
+		wake = append(wake, cn.wakeUp)
+	}
+	s.mu.Unlock()
+	s.b.Drain(ref, conns)
+	for _, w := range wake {
+		w()
+	}
+	return true
+}
+
+// Undrain accepts clients again after Drain.
+func (s *Server) Undrain() { s.b.Undrain() }
+
 // Shutdown stops accepting, sends DISCONNECT 0x8B (server shutting down),
 // or 0x9C with a Server Reference when Config.Redirect names one, to 5.0
 // clients, lets every connection flush its output and close, and waits
