@@ -19,7 +19,7 @@ help:
 	@echo "make trace       spec statement coverage of the tests"
 	@echo "make bench-scale 250,000 idle connections: RSS, connect rate, keep-alive CPU (not in make test)"
 	@echo "make bench-fanout one publisher to 10,000 subscribers, QoS 0 and 1, vs mosquitto and nats-server"
-	@echo "make conformance BROKER=host:port   run the conformance suite against any broker"
+	@echo "make conformance BROKER=host:port   run the conformance suite against any broker (a,b,c: a cluster's nodes in turn)"
 	@echo "make crash-soak  the crash tests for minutes (store crash points, kill -9 rounds)"
 	@echo "make demo-edge   a cloud and two edge nodes on this machine: deploy, cut, restart offline, converge"
 	@echo "make edge-soak   the edge/cloud simulation for more seeds (EDGE_SEEDS=500)"

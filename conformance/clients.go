@@ -139,7 +139,7 @@ func NewV311(t testing.TB, configure func(*mqtt.ClientOptions)) *V311Client {
 		scheme = "ssl"
 	}
 	o := mqtt.NewClientOptions().
-		AddBroker(fmt.Sprintf("%s://%s", scheme, target.Addr)).
+		AddBroker(fmt.Sprintf("%s://%s", scheme, target.NextAddr())).
 		SetClientID(id).
 		SetProtocolVersion(4).
 		SetCleanSession(true).

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -33,8 +34,13 @@ var InProcess func() (addr, wsURL string, stop func(), err error)
 
 // Target is the broker under test.
 type Target struct {
-	Name     string // "mosquitto", "skybridge" or "external"
-	Addr     string
+	Name string // "mosquitto", "skybridge" or "external"
+	Addr string
+	// Addrs, for a cluster (-broker a,b,c), are its nodes: each new
+	// connection goes to the next, so a test's clients are spread over
+	// the nodes. Addr is the first.
+	Addrs    []string
+	next     atomic.Uint64
 	Username string
 	Password string
 	TLS      *tls.Config
@@ -45,13 +51,24 @@ type Target struct {
 
 var target *Target
 
-// Dial opens a raw connection to the broker under test.
+// Dial opens a raw connection to the broker under test (the next node of
+// a cluster).
 func (t *Target) Dial() (net.Conn, error) {
 	d := net.Dialer{Timeout: waitFor}
+	addr := t.NextAddr()
 	if t.TLS != nil {
-		return tls.DialWithDialer(&d, "tcp", t.Addr, t.TLS)
+		return tls.DialWithDialer(&d, "tcp", addr, t.TLS)
 	}
-	return d.Dial("tcp", t.Addr)
+	return d.Dial("tcp", addr)
+}
+
+// NextAddr is the address the next connection goes to: Addr, or the next
+// of Addrs in turn.
+func (t *Target) NextAddr() string {
+	if len(t.Addrs) < 2 {
+		return t.Addr
+	}
+	return t.Addrs[int(t.next.Add(1)-1)%len(t.Addrs)]
 }
 
 // Start chooses and, when needed, starts the broker under test. Call it
@@ -77,7 +94,8 @@ func Start() (*Target, error) {
 	name := *flagTarget
 	switch {
 	case addr != "":
-		t.Name, t.Addr = "external", addr
+		t.Name, t.Addrs = "external", strings.Split(addr, ",")
+		t.Addr = t.Addrs[0]
 	case name == "skybridge" || name == "" && InProcess != nil:
 		if InProcess == nil {
 			return nil, errors.New("-target=skybridge: the broker is not built into this test binary")
@@ -96,9 +114,11 @@ func Start() (*Target, error) {
 	default:
 		return nil, fmt.Errorf("unknown -target %q", name)
 	}
-	if err := waitListening(t.Addr, 10*time.Second); err != nil {
-		t.Stop()
-		return nil, err
+	for _, a := range append([]string{t.Addr}, t.Addrs...) {
+		if err := waitListening(a, 10*time.Second); err != nil {
+			t.Stop()
+			return nil, err
+		}
 	}
 	target = t
 	return t, nil
