@@ -40,9 +40,12 @@ cluster:
   kv: {node_id: $id, bind: $kv, client_bind: 127.0.0.1:0, peers: ["1=$kvA", "2=$kvB"], dir: $work/data/kv-$n}
 YAML
 done
-"$work/skybridge" serve --listen "$S" --storage memory --log-level warn 2>"$work/s.log" & pids+=($!)
-"$work/skybridge" serve --listen "$A" --config "$work/a.yaml" 2>"$work/a.log" & pids+=($!)
-"$work/skybridge" serve --listen "$B" --config "$work/b.yaml" 2>"$work/b.log" & pids+=($!)
+"$work/skybridge" serve --listen "$S" --storage memory --log-level warn 2>"$work/s.log" & pids+=($!); pidS=$!
+"$work/skybridge" serve --listen "$A" --config "$work/a.yaml" 2>"$work/a.log" & pids+=($!); pidA=$!
+"$work/skybridge" serve --listen "$B" --config "$work/b.yaml" 2>"$work/b.log" & pids+=($!); pidB=$!
+tck=$(getconf CLK_TCK)
+# cpu PID...: the processes' user + system CPU so far, in microseconds.
+cpu() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $((t * 1000000 / tck)); }
 for addr in "$S" "$A" "$B"; do
 	for _ in $(seq 1 600); do
 		if (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; then break; fi
@@ -55,18 +58,34 @@ for _ in $(seq 1 300); do
 	sleep 0.1
 done
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-28s %-12s %14s %s\n' scenario target primary unit
+# cpu-us/msg: the brokers' CPU (both nodes of the cluster, raftkv
+# included) over the whole run, divided by the messages received.
+printf '%-28s %-12s %14s %-6s %12s\n' scenario target primary unit cpu-us/msg
 for sc in $SCENARIOS; do
 	for target in standalone same-node cross-node; do
 		case $target in
-		standalone) args=(-h "$S") ;;
-		same-node) args=(-h "$A") ;;
-		cross-node) args=(-h "$A" -sub-h "$B") ;;
+		standalone) args=(-h "$S"); procs=($pidS) ;;
+		same-node) args=(-h "$A"); procs=($pidA $pidB) ;;
+		cross-node) args=(-h "$A" -sub-h "$B"); procs=($pidA $pidB) ;;
 		esac
 		f="$OUT/$sc-$target.json"
+		before=$(cpu "${procs[@]}")
 		"$work/skybridge-bench" scenario -w 1s -d "$WINDOW" "${args[@]}" -quiet -o "$f" "$sc" || true
-		printf '%-28s %-12s %14s %s\n' "$sc" "$target" "$(jq -r '.primary // "-"' "$f")" "$(jq -r '.unit // ""' "$f") $(jq -r 'if .ok then "" else "FAILED: " + (.error // "") end' "$f")"
+		used=$(( $(cpu "${procs[@]}") - before ))
+		per=$(jq -r --argjson us "$used" 'if (.received // 0) > 0 then ($us / .received * 100 | floor / 100) else "-" end' "$f")
+		printf '%-28s %-12s %14s %-6s %12s %s\n' "$sc" "$target" "$(jq -r '.primary // "-"' "$f")" "$(jq -r '.unit // ""' "$f")" "$per" \
+			"$(jq -r 'if .ok then "" else "FAILED: " + (.error // "") end' "$f")"
 	done
+done
+# Memory per idle connection, standalone and on a cluster node.
+for target in standalone cluster-node; do
+	case $target in
+	standalone) h=$S; pid=$pidS ;;
+	cluster-node) h=$A; pid=$pidA ;;
+	esac
+	f="$OUT/idle-$target.json"
+	"$work/skybridge-bench" scenario -h "$h" -pid "$pid" -quiet -o "$f" "idle-${IDLE:-5000}" || true
+	printf '%-28s %-12s %14s %s\n' "idle-${IDLE:-5000}" "$target" "$(jq -r '.primary // "-"' "$f")" "$(jq -r '.unit // ""' "$f")"
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "results: $OUT"
