@@ -166,10 +166,11 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 				b.ApplyRetained(tenant, m)
 			}
 		},
-		EndSession: func(tenant, clientID string) {
+		EndSession: func(tenant, clientID, user string) bool {
 			if b := cr.broker.Load(); b != nil {
-				b.EndTakenOver(tenant, clientID)
+				return b.EndTakenOver(tenant, clientID, user)
 			}
+			return true
 		},
 		Logger: log.With("part", "router"),
 	}

@@ -196,11 +196,24 @@ func (b *Broker) KickSession(tenantName, clientID string, discard bool) error {
 	return b.kickSession(tenantName, clientID, packet.AdministrativeAction, discard)
 }
 
-// EndTakenOver ends a session another node of the cluster took: its client
-// is told 0x8E (session taken over), its will goes as on a takeover, and
-// the session is discarded (its state does not move with it).
-func (b *Broker) EndTakenOver(tenantName, clientID string) {
+// EndTakenOver ends a session another node of the cluster takes for user:
+// its client is told 0x8E (session taken over), its will goes as on a
+// takeover, and the session is discarded (its state does not move with
+// it). It refuses (false, nothing ended) when the session is another
+// user's and the tenant does not allow that user to take it over, as a
+// takeover on this node would.
+func (b *Broker) EndTakenOver(tenantName, clientID, user string) bool {
+	if e := b.findEntry(tenantName, clientID); e != nil {
+		l := b.tenantLimits(e.t)
+		e.mu.Lock()
+		ok := mayTakeOver(l, e.s, user)
+		e.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
 	_ = b.kickSession(tenantName, clientID, packet.SessionTakenOver, true)
+	return true
 }
 
 func (b *Broker) kickSession(tenantName, clientID string, code packet.ReasonCode, discard bool) error {

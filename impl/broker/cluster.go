@@ -37,10 +37,12 @@ type Cluster interface {
 	// every node (an empty payload deletes it); the nodes apply it with
 	// ApplyRetained, this one included. It must not block.
 	RetainedSet(tenant string, m *message.Message)
-	// ClaimSession makes this node the owner of a session before a CONNECT
-	// goes on, ending it on another node that owned it; it returns 0, or
-	// the CONNACK's reason code. It may wait, bounded.
-	ClaimSession(tenant, clientID string) packet.ReasonCode
+	// ClaimSession makes this node the owner of a session for user before
+	// a CONNECT goes on, ending it on another node that owned it (which
+	// refuses, 0x87, when the session is another user's and the tenant
+	// does not allow takeovers: EndTakenOver); it returns 0, or the
+	// CONNACK's reason code. It may wait, bounded.
+	ClaimSession(tenant, clientID, user string) packet.ReasonCode
 	// SessionEnded says a session is gone from this node.
 	SessionEnded(tenant, clientID string)
 }

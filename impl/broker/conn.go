@@ -885,7 +885,13 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 	if cl := b.cfg.Cluster; cl != nil && id != "" {
 		// Exactly one node owns a session: another node that holds it
 		// ends it before this one goes on (docs/CLUSTER.md).
-		if code := cl.ClaimSession(ar.Tenant, id); code != packet.Success {
+		if code := cl.ClaimSession(ar.Tenant, id, ar.User); code != packet.Success {
+			if code == packet.NotAuthorized {
+				ev := event.NewAuthFailed(now, event.Who{Tenant: ar.Tenant, ClientID: id, User: ar.User},
+					packet.NotAuthorized, c.lis.Listener, c.remote)
+				ev.Detail = "client id in use by another user's session on another node"
+				b.emit(ev)
+			}
 			c.refuse(v, code)
 			return
 		}

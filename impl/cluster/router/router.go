@@ -55,10 +55,11 @@ type Config struct {
 	// the cluster (broker.ApplyRetained). m is borrowed. It is called
 	// once FollowRetained was.
 	Retained func(tenant []byte, m *message.Message)
-	// EndSession ends a local session another node claimed: its
+	// EndSession ends a local session another node claims for user: its
 	// connection is told 0x8E (session taken over) and the session is
-	// discarded (broker.EndTakenOver). nil: nothing to end.
-	EndSession func(tenant, clientID string)
+	// discarded (broker.EndTakenOver); false when the session is another
+	// user's and stays. nil: nothing to end.
+	EndSession func(tenant, clientID, user string) bool
 	// LoadTimeout bounds how long a publish waits for the routes it needs
 	// (0: 2 s). A QoS 1/2 publish that times out is refused; a QoS 0 one
 	// reaches this node's subscribers only.
@@ -123,7 +124,7 @@ type Router struct {
 	// Session ownership (sessions.go): what this node owns, and its
 	// questions to other owners waiting for an answer.
 	holder      *owner.Holder
-	releases    map[uint64]chan bool
+	releases    map[uint64]chan byte
 	nextRelease uint64
 
 	// tmu guards the tokens of QoS 1/2 messages in flight on the links
@@ -175,7 +176,7 @@ func New(cfg Config) (*Router, error) {
 	r := &Router{cfg: cfg, log: cfg.Logger, ctx: ctx, end: end, cache: routes.NewCache(cfg.Cache),
 		watches: map[string]*watch{}, members: map[string]cluster.Member{}, peers: map[string]*peerLink{},
 		pending: map[uint64]*pending{}, visible: map[string]bool{}, syncs: map[string]*syncing{}, syncByID: map[uint64]*syncing{},
-		holder: owner.NewHolder(), releases: map[uint64]chan bool{}}
+		holder: owner.NewHolder(), releases: map[uint64]chan byte{}}
 	r.loaded = sync.NewCond(&r.mu)
 	r.writes.init()
 	r.in = transport.Serve(cfg.Listener, transport.ListenerConfig{

@@ -447,10 +447,14 @@ func TestClaimSessionEndsItOnTheOwner(t *testing.T) {
 	var mu sync.Mutex
 	var ended []string
 	for _, n := range nodes {
-		n.cfg.EndSession = func(tenant, clientID string) {
+		n.cfg.EndSession = func(tenant, clientID, user string) bool {
 			mu.Lock()
+			defer mu.Unlock()
+			if clientID == "alice-device" && user != "alice" {
+				return false // alice's session: only alice takes it over
+			}
 			ended = append(ended, n.cfg.Self+":"+tenant+"/"+clientID)
-			mu.Unlock()
+			return true
 		}
 	}
 	endedNow := func() []string {
@@ -458,19 +462,19 @@ func TestClaimSessionEndsItOnTheOwner(t *testing.T) {
 		defer mu.Unlock()
 		return slices.Clone(ended)
 	}
-	if code := a.ClaimSession("t", "dev"); code != 0 {
+	if code := a.ClaimSession("t", "dev", "u"); code != 0 {
 		t.Fatalf("a's first claim: 0x%x", code)
 	}
-	if code := a.ClaimSession("t", "dev"); code != 0 || len(endedNow()) != 0 {
+	if code := a.ClaimSession("t", "dev", "u"); code != 0 || len(endedNow()) != 0 {
 		t.Fatalf("a again (its own session: the broker takes it over itself): 0x%x, ended %v", code, endedNow())
 	}
-	if code := b.ClaimSession("t", "dev"); code != 0 {
+	if code := b.ClaimSession("t", "dev", "u"); code != 0 {
 		t.Fatalf("b's claim: 0x%x", code)
 	}
 	if d := cmp.Diff([]string{"a:t/dev"}, endedNow()); d != "" {
 		t.Fatalf("ended (-want +got):\n%s", d)
 	}
-	if code := a.ClaimSession("t", "dev"); code != 0 {
+	if code := a.ClaimSession("t", "dev", "u"); code != 0 {
 		t.Fatalf("a takes it back: 0x%x", code)
 	}
 	if d := cmp.Diff([]string{"a:t/dev", "b:t/dev"}, endedNow()); d != "" {
@@ -481,26 +485,40 @@ func TestClaimSessionEndsItOnTheOwner(t *testing.T) {
 	if err != nil || rec.Node != "a" || rec.Epoch != 4 {
 		t.Fatalf("record %+v %v, want a at epoch 4", rec, err)
 	}
+	// Another user's session stays with its owner: the claim is refused
+	// with 0x87 and nothing ends.
+	if code := a.ClaimSession("t", "alice-device", "alice"); code != 0 {
+		t.Fatal(code)
+	}
+	if code := b.ClaimSession("t", "alice-device", "mallory"); code != packet.NotAuthorized {
+		t.Fatalf("mallory's claim of alice's session: 0x%x, want 0x87", code)
+	}
+	if code := b.ClaimSession("t", "alice-device", "alice"); code != 0 {
+		t.Fatalf("alice's own claim: 0x%x", code)
+	}
+	if d := cmp.Diff([]string{"a:t/dev", "b:t/dev", "a:t/alice-device"}, endedNow()); d != "" {
+		t.Fatalf("ended (-want +got):\n%s", d)
+	}
 	// b dies: a claim from a takes its sessions without asking.
-	if code := b.ClaimSession("t", "other"); code != 0 {
+	if code := b.ClaimSession("t", "other", "u"); code != 0 {
 		t.Fatal(code)
 	}
 	a.MemberChanged(cluster.Change{Member: cluster.Member{ID: "b", State: cluster.StateDead, Meta: cluster.Meta{Incarnation: 1}}})
 	b.Close()
-	if code := a.ClaimSession("t", "other"); code != 0 {
+	if code := a.ClaimSession("t", "other", "u"); code != 0 {
 		t.Fatalf("claim from a dead owner: 0x%x", code)
 	}
-	if got := endedNow(); len(got) != 2 {
+	if got := endedNow(); len(got) != 3 {
 		t.Fatalf("a dead node was asked: %v", got)
 	}
 	// The store fails: the claim is refused with 0x88.
 	kv.mu.Lock()
 	kv.fail = true
 	kv.mu.Unlock()
-	if code := a.ClaimSession("t", "third"); code != packet.ServerUnavailable {
+	if code := a.ClaimSession("t", "third", "u"); code != packet.ServerUnavailable {
 		t.Fatalf("store down: 0x%x, want 0x88", code)
 	}
-	if st := a.Stats(); st.Claims != 4 || st.ClaimsRefused != 1 || st.Released != 1 {
+	if st := a.Stats(); st.Claims != 5 || st.ClaimsRefused != 1 || st.Released != 2 {
 		t.Fatalf("a's stats %+v", st)
 	}
 }

@@ -24,13 +24,20 @@ var (
 	topicReleased = []byte("released")
 )
 
+// An owner's answers to a release request.
+const (
+	answerNotMine  = 0 // it holds the session at a newer epoch
+	answerReleased = 1 // it ended the session (or had none)
+	answerRefused  = 2 // the session is another user's, and stays
+)
+
 // releaseWait bounds how long a claim waits for an owner's answer.
 const releaseWait = 3 * time.Second
 
 // ClaimSession implements broker.Cluster: it makes this node the owner of
 // the session, ending it on the node that owned it. It returns 0 when
 // owned, else the CONNACK's reason code.
-func (r *Router) ClaimSession(tenant, clientID string) packet.ReasonCode {
+func (r *Router) ClaimSession(tenant, clientID, user string) packet.ReasonCode {
 	key := owner.Key(tenant, clientID)
 	ctx, cancel := context.WithTimeout(r.ctx, 3*releaseWait)
 	defer cancel()
@@ -48,11 +55,16 @@ func (r *Router) ClaimSession(tenant, clientID string) packet.ReasonCode {
 			ok, cur, err := r.cfg.KV.CompareAndSet(ctx, key, expect, act.New.Encode())
 			act = claim.CASDone(ok, decodeRecord(cur, cur != nil, &err), err)
 		case owner.Release:
-			ok, err := r.askRelease(ctx, act.Owner, tenant, clientID)
-			if err != nil {
+			answer, err := r.askRelease(ctx, act.Owner, tenant, clientID, user)
+			switch {
+			case err != nil:
 				act = claim.Timeout()
-			} else {
-				act = claim.Released(ok)
+			case answer == answerRefused:
+				// Another user's session, which the owner keeps.
+				r.claimsRefused.Add(1)
+				return packet.NotAuthorized
+			default:
+				act = claim.Released(answer == answerReleased)
 			}
 		case owner.Done:
 			if !act.Owned {
@@ -96,18 +108,18 @@ func (r *Router) aliveAt(node string, incarnation uint64) bool {
 
 var errNoAnswer = errors.New("router: the owner did not answer")
 
-// askRelease asks the owner to let go of the session and waits for its
-// answer.
-func (r *Router) askRelease(ctx context.Context, o owner.Record, tenant, clientID string) (bool, error) {
+// askRelease asks the owner to let go of the session for user and waits
+// for its answer.
+func (r *Router) askRelease(ctx context.Context, o owner.Record, tenant, clientID, user string) (byte, error) {
 	r.mu.Lock()
 	p := r.peerLocked(o.Node)
 	if p == nil {
 		r.mu.Unlock()
-		return false, errNoAnswer
+		return 0, errNoAnswer
 	}
 	r.nextRelease++
 	id := r.nextRelease
-	answer := make(chan bool, 1)
+	answer := make(chan byte, 1)
 	r.releases[id] = answer
 	r.mu.Unlock()
 	defer func() {
@@ -117,22 +129,53 @@ func (r *Router) askRelease(ctx context.Context, o owner.Record, tenant, clientI
 	}()
 	payload := binary.AppendUvarint(nil, id)
 	payload = binary.AppendUvarint(payload, o.Epoch)
-	payload = binary.AppendUvarint(payload, uint64(len(tenant)))
-	payload = append(append(payload, tenant...), clientID...)
+	for _, f := range []string{tenant, user} {
+		payload = binary.AppendUvarint(payload, uint64(len(f)))
+		payload = append(payload, f...)
+	}
+	payload = append(payload, clientID...)
 	m := &message.Message{Topic: topicRelease, Payload: payload, QoS: packet.QoS1}
 	if err := p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone); err != nil {
-		return false, err
+		return 0, err
 	}
 	t := time.NewTimer(releaseWait)
 	defer t.Stop()
 	select {
-	case ok := <-answer:
-		return ok, nil
+	case a := <-answer:
+		return a, nil
 	case <-t.C:
-		return false, errNoAnswer
+		return 0, errNoAnswer
 	case <-ctx.Done():
-		return false, ctx.Err()
+		return 0, ctx.Err()
 	}
+}
+
+// parseRelease reads a release request's payload.
+func parseRelease(payload []byte) (id, epoch uint64, tenant, user, clientID string, ok bool) {
+	b := payload
+	next := func() (uint64, bool) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, false
+		}
+		b = b[n:]
+		return v, true
+	}
+	str := func() (string, bool) {
+		l, ok := next()
+		if !ok || uint64(len(b)) < l {
+			return "", false
+		}
+		s := string(b[:l])
+		b = b[l:]
+		return s, true
+	}
+	var ok1, ok2, ok3, ok4 bool
+	id, ok1 = next()
+	epoch, ok2 = next()
+	tenant, ok3 = str()
+	user, ok4 = str()
+	return id, epoch, tenant, user, string(b), ok1 && ok2 && ok3 && ok4
 }
 
 // releaseAsked handles another node's request to let go of a session: if
@@ -141,35 +184,28 @@ func (r *Router) askRelease(ctx context.Context, o owner.Record, tenant, clientI
 // a session takes the broker's locks.
 func (r *Router) releaseAsked(from string, payload []byte) {
 	defer r.wg.Done()
-	id, n1 := binary.Uvarint(payload)
-	epoch, n2 := binary.Uvarint(payload[max(n1, 0):])
-	if n1 <= 0 || n2 <= 0 {
+	id, epoch, tenant, user, clientID, ok := parseRelease(payload)
+	if !ok {
+		r.log.Warn("bad release request", "from", from)
 		return
 	}
-	rest := payload[n1+n2:]
-	tl, n3 := binary.Uvarint(rest)
-	if n3 <= 0 || uint64(len(rest)-n3) < tl {
-		return
-	}
-	tenant, clientID := string(rest[n3:n3+int(tl)]), string(rest[n3+int(tl):])
 	key := owner.Key(tenant, clientID)
 	r.mu.Lock()
-	held, ok := r.holder.Holds(key)
-	letGo := !ok || held == epoch
-	if letGo {
-		r.holder.Drop(key)
-	}
+	held, holds := r.holder.Holds(key)
 	r.mu.Unlock()
-	if letGo && r.cfg.EndSession != nil {
-		r.cfg.EndSession(tenant, clientID)
-		r.released.Add(1)
+	answer := byte(answerNotMine)
+	if !holds || held == epoch {
+		answer = answerReleased
+		if r.cfg.EndSession != nil && !r.cfg.EndSession(tenant, clientID, user) {
+			answer = answerRefused
+		} else {
+			r.mu.Lock()
+			r.holder.Drop(key)
+			r.mu.Unlock()
+			r.released.Add(1)
+		}
 	}
-	ans := binary.AppendUvarint(nil, id)
-	if letGo {
-		ans = append(ans, 1)
-	} else {
-		ans = append(ans, 0)
-	}
+	ans := append(binary.AppendUvarint(nil, id), answer)
 	r.mu.Lock()
 	p := r.peerLocked(from)
 	r.mu.Unlock()
@@ -187,7 +223,7 @@ func (r *Router) releaseAnswered(payload []byte) {
 	}
 	if ch := r.releases[id]; ch != nil {
 		select {
-		case ch <- payload[n] == 1:
+		case ch <- payload[n]:
 		default:
 		}
 	}
