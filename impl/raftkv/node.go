@@ -54,6 +54,7 @@ type Node struct {
 	watcherCount int
 
 	sampleWrites bool
+	propBuf      []byte // scratch for encoding proposals (flushProposals)
 	stats        Stats
 	closed       bool
 }
