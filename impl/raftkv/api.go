@@ -297,6 +297,9 @@ func (r *Request) encode(e *enc) {
 func decodeRequest(d *dec) *Request {
 	r := &Request{Kind: ReqKind(d.byte1()), Key: d.optBytes(), End: d.optBytes(), Limit: int(d.u64()), Read: ReadMode(d.byte1())}
 	n := d.count()
+	if n > 0 {
+		r.Ops = make([]Op, 0, n)
+	}
 	for range n {
 		r.Ops = append(r.Ops, decodeOp(d))
 	}

@@ -171,6 +171,11 @@ func (r *replica) applyNormal(b *pebble.Batch, e *pb.Entry, fx *effects) error {
 	}
 	switch kind {
 	case cmdBatch:
+		// The writes' keys and values are slices of the entry's data
+		// (raft never modifies an entry): applyWrite copies what it keeps
+		// (the batch copies what it is given, watch events and sampled
+		// keys are clones).
+		d.alias = true
 		n := d.count()
 		resps := make([]*Response, 0, n)
 		for range n {

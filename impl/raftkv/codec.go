@@ -16,11 +16,14 @@ func EncodeMessage(dst []byte, m *Message) ([]byte, error) {
 	switch m.Kind {
 	case MsgRaft:
 		e.u64(uint64(m.Range))
-		b, err := proto.Marshal(m.Raft)
+		// Marshalled in place after its length: no intermediate copy of
+		// the entries it carries. Size caches the sizes MarshalAppend uses.
+		e.u64(uint64(proto.Size(m.Raft)))
+		b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(e.b, m.Raft)
 		if err != nil {
 			return dst, err
 		}
-		e.bytes(b)
+		e.b = b
 		encodeKVs(&e, m.SnapData)
 	case MsgRequest:
 		e.u64(m.ID)

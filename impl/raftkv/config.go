@@ -76,6 +76,13 @@ type Config struct {
 	// went to the disk and the write path ran at a third of the rate.
 	CacheBytes int64
 
+	// MemTableBytes is the size of Pebble's memtables (Pebble's default is
+	// 4 MiB). The raft log and the data both pass through them; with small
+	// memtables the store flushed many small L0 tables and rewrote its
+	// base level for each few of them: compactions took half of the CPU of
+	// the batched write benchmark (docs/RAFTKV.md).
+	MemTableBytes int64
+
 	// Knobs plants bugs, for the simulator's checks to find (never in production).
 	Knobs Knobs
 }
@@ -124,7 +131,8 @@ func DefaultConfig() Config {
 		LogKeep: 1000,
 		LogMax:  20000,
 
-		CacheBytes: 64 << 20,
+		CacheBytes:    64 << 20,
+		MemTableBytes: 16 << 20,
 	}
 }
 
@@ -167,6 +175,9 @@ func (c Config) withDefaults() Config {
 	if c.CacheBytes == 0 {
 		c.CacheBytes = d.CacheBytes
 	}
+	if c.MemTableBytes == 0 {
+		c.MemTableBytes = d.MemTableBytes
+	}
 	return c
 }
 
@@ -189,6 +200,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("raftkv: RequestTicks (%d) must exceed ElectionTicks (%d)", c.RequestTicks, c.ElectionTicks)
 	case c.LogKeep < 1 || c.LogMax <= c.LogKeep:
 		return fmt.Errorf("raftkv: LogMax (%d) must exceed LogKeep (%d) >= 1", c.LogMax, c.LogKeep)
+	case c.MemTableBytes < 1<<20 || c.MemTableBytes >= 4<<30:
+		return fmt.Errorf("raftkv: MemTableBytes is %d, must be 1 MiB to 4 GiB", c.MemTableBytes)
 	case c.MergeBytes < 0 || c.MergeBytes >= c.SplitBytes:
 		return fmt.Errorf("raftkv: MergeBytes (%d) must be below SplitBytes (%d)", c.MergeBytes, c.SplitBytes)
 	case c.Join && len(c.Peers) == 0:
@@ -208,8 +221,8 @@ func (c Config) String() string {
 	fmt.Fprintf(&b, "bounds: proposals=%d reads=%d requests=%d proposal-bytes=%d ready-bytes=%d apply-bytes=%d uncommitted=%d snapshots=%d/%d snapshot-bytes=%d uninitialized=%d\n",
 		c.MaxInflightProposals, c.MaxPendingReads, c.MaxPendingRequests, c.MaxProposalBytes, c.MaxReadyBytes,
 		c.MaxApplyBytes, c.MaxUncommittedBytes, c.MaxSnapshotsOut, c.MaxSnapshotsIn, c.MaxSnapshotBytes, c.MaxUninitialized)
-	fmt.Fprintf(&b, "ranges: split-bytes=%d split-writes=%d merge-bytes=%d log-keep=%d log-max=%d cache-bytes=%d",
-		c.SplitBytes, c.SplitWrites, c.MergeBytes, c.LogKeep, c.LogMax, c.CacheBytes)
+	fmt.Fprintf(&b, "ranges: split-bytes=%d split-writes=%d merge-bytes=%d log-keep=%d log-max=%d cache-bytes=%d memtable-bytes=%d",
+		c.SplitBytes, c.SplitWrites, c.MergeBytes, c.LogKeep, c.LogMax, c.CacheBytes, c.MemTableBytes)
 	if c.Knobs.Any() {
 		fmt.Fprintf(&b, "\nPLANTED BUGS: %+v", c.Knobs)
 	}

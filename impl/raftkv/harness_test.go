@@ -29,6 +29,7 @@ type tcluster struct {
 	cut     map[[2]NodeID]bool
 	nextID  uint64
 	rand    *env.SeededRand
+	onReply func(at NodeID, id uint64) // when set, hears of each reply as the node outputs it
 }
 
 func newCluster(t testing.TB, n int, mod func(*Config)) *tcluster {
@@ -141,6 +142,9 @@ func (c *tcluster) collect(id NodeID) {
 	out := n.TakeOutput()
 	for _, r := range out.Replies {
 		c.replies[id][r.ID] = r.Resp
+		if c.onReply != nil {
+			c.onReply(id, r.ID)
+		}
 	}
 	c.events[id] = append(c.events[id], out.Watch...)
 	for _, m := range out.Messages {

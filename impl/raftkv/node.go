@@ -55,6 +55,7 @@ type Node struct {
 	watcherCount int
 
 	sampleWrites bool
+	propBuf      []byte // scratch for encoding proposals (flushProposals)
 	stats        Stats
 	closed       bool
 }
@@ -142,7 +143,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	// Bloom filters: every write reads the key's old value (the range's
 	// byte and key counts stay exact), and most written keys are new.
-	po := &pebble.Options{FS: cfg.FS, Logger: pebbleLogger{}}
+	po := &pebble.Options{FS: cfg.FS, Logger: pebbleLogger{}, MemTableSize: uint64(cfg.MemTableBytes)}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}

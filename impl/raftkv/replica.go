@@ -345,12 +345,18 @@ func (r *replica) flushProposals() {
 			encodeAdmin(&e, q[0].req)
 			k = 1
 		} else {
-			encodeHeader(&e, cmdBatch, r.n.cfg.ID, seq)
-			var body enc
+			// The requests are encoded into a scratch buffer the node
+			// reuses, then copied once into an entry of exactly their size.
+			body := enc{b: r.n.propBuf[:0]}
 			for k < len(q) && q[k].req.Kind == ReqWrite && (k == 0 || len(body.b) < r.n.cfg.MaxProposalBytes) {
 				q[k].req.encode(&body)
 				k++
 			}
+			if cap(body.b) <= 2*r.n.cfg.MaxProposalBytes {
+				r.n.propBuf = body.b
+			}
+			e.b = make([]byte, 0, 1+3*binary.MaxVarintLen64+len(body.b))
+			encodeHeader(&e, cmdBatch, r.n.cfg.ID, seq)
 			e.u64(uint64(k))
 			e.b = append(e.b, body.b...)
 		}

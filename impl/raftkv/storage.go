@@ -28,6 +28,8 @@ type logStore struct {
 	// appends to followers rarely read Pebble.
 	cache      []*pb.Entry
 	cacheBytes int
+
+	buf []byte // reused to marshal entries (the batch copies them)
 }
 
 // cacheMax bounds the entry cache of one replica.
@@ -169,13 +171,17 @@ func (s *logStore) writeEntries(b *pebble.Batch, ents []*pb.Entry) error {
 		return nil
 	}
 	for _, e := range ents {
-		v, err := proto.Marshal(e)
+		v, err := proto.MarshalOptions{}.MarshalAppend(s.buf[:0], e)
 		if err != nil {
 			return err
 		}
+		s.buf = v
 		if err := b.Set(logKey(s.r.id, e.GetIndex()), v, nil); err != nil {
 			return err
 		}
+	}
+	if cap(s.buf) > cacheMaxBytes {
+		s.buf = nil // one large entry does not keep its buffer
 	}
 	newLast := ents[len(ents)-1].GetIndex()
 	if newLast < s.last {

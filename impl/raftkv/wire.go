@@ -40,6 +40,11 @@ func (e *enc) optBytes(v []byte) {
 type dec struct {
 	b   []byte
 	err error
+	// alias: bytes returns slices of b itself (capacity clipped) rather
+	// than copies; only for a buffer that is never modified and values
+	// that are copied before they are kept (a committed entry's writes,
+	// which go into a Pebble batch, which copies them).
+	alias bool
 }
 
 func (d *dec) fail() {
@@ -87,7 +92,8 @@ func (d *dec) byte1() byte {
 
 func (d *dec) bool() bool { return d.byte1() != 0 }
 
-// bytes returns a copy: decoded values outlive the buffer they came from.
+// bytes returns a copy (decoded values outlive the buffer they came from),
+// unless alias is set.
 func (d *dec) bytes() []byte {
 	n := d.u64()
 	if d.err != nil {
@@ -96,6 +102,11 @@ func (d *dec) bytes() []byte {
 	if n > uint64(len(d.b)) {
 		d.fail()
 		return nil
+	}
+	if d.alias {
+		v := d.b[:n:n]
+		d.b = d.b[n:]
+		return v
 	}
 	v := make([]byte, n)
 	copy(v, d.b[:n])
