@@ -247,13 +247,12 @@ type tenant struct {
 	sessions map[string]*entry
 	routesMu sync.RWMutex
 	routes   Routes
-	// groupSize counts the members of each shared group, by its full
-	// filter; guarded by routesMu.
-	groupSize map[string]int
-	// routeCount counts local subscriptions per filter for the cluster's
-	// routes (nil when standalone); guarded by routesMu.
-	routeCount map[string]int
-	stats      tenantStats
+	// localSubs counts this node's subscriptions per filter: for every
+	// shared group (its members, for the group size limit), and for every
+	// filter in a cluster (whose first and last one are the cluster's
+	// routes). Guarded by routesMu.
+	localSubs map[string]int
+	stats     tenantStats
 
 	// users counts holds taken by acquireTenant; freeTimer is the pending
 	// check of mayBeEmpty. Both guarded by Broker.mu.
@@ -400,7 +399,7 @@ func (b *Broker) acquireTenant(name string) *tenant {
 	defer b.mu.Unlock()
 	t := b.tenants[name]
 	if t == nil {
-		t = &tenant{name: name, sessions: map[string]*entry{}, routes: b.newRoutes(name), groupSize: map[string]int{}}
+		t = &tenant{name: name, sessions: map[string]*entry{}, routes: b.newRoutes(name), localSubs: map[string]int{}}
 		b.tenants[name] = t
 	}
 	t.users++

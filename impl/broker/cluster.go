@@ -59,19 +59,20 @@ type Forwarded struct {
 }
 
 // audience is which of a tenant's matching subscriptions a routing
-// serves: all (nil), or those a cluster node picked for this node.
+// serves, when a cluster node chose for this node: plain ones unless
+// noPlain, and one member of each group named ($share/group/filter).
 type audience struct {
 	noPlain bool
-	groups  func(i int) []byte // the i-th group name, i < n
-	n       int
+	groups  []string
 }
 
 // serves reports whether group g is in the audience.
 func (a *audience) serves(g *topic.Group) bool {
 	name, filter := g.Name(), g.Filter()
-	for i := range a.n {
-		gn, inner, ok := topic.ParseShared(a.groups(i))
-		if ok && string(gn) == name && string(inner) == filter {
+	for _, full := range a.groups {
+		// "$share/" name "/" filter, compared without building it.
+		if len(full) == 7+len(name)+1+len(filter) && isShared(full) &&
+			full[7:7+len(name)] == name && full[7+len(name)] == '/' && full[8+len(name):] == filter {
 			return true
 		}
 	}
@@ -79,42 +80,34 @@ func (a *audience) serves(g *topic.Group) bool {
 }
 
 // routeAdded and routeRemoved keep the tenant's count of local
-// subscriptions per filter (shared-group sizes for the limits, and the
-// cluster's routes); the caller holds t.routesMu for writing.
+// subscriptions per filter (localSubs) and tell the cluster of a filter's
+// first and last one; the caller holds t.routesMu for writing.
 func (b *Broker) routeAdded(t *tenant, filter string) {
-	if len(filter) > 7 && filter[:7] == "$share/" {
-		t.groupSize[filter]++
+	cl := b.cfg.Cluster
+	if cl == nil && !isShared(filter) {
+		return
 	}
-	if cl := b.cfg.Cluster; cl != nil {
-		if t.routeCount == nil {
-			t.routeCount = map[string]int{}
-		}
-		t.routeCount[filter]++
-		if t.routeCount[filter] == 1 {
-			cl.RouteAdded(t.name, filter)
-		}
+	t.localSubs[filter]++
+	if cl != nil && t.localSubs[filter] == 1 {
+		cl.RouteAdded(t.name, filter)
 	}
 }
 
 func (b *Broker) routeRemoved(t *tenant, filter string) {
-	if n, ok := t.groupSize[filter]; ok {
-		if n <= 1 {
-			delete(t.groupSize, filter)
-		} else {
-			t.groupSize[filter] = n - 1
-		}
-	}
-	if cl := b.cfg.Cluster; cl != nil {
-		if n, ok := t.routeCount[filter]; ok {
-			if n <= 1 {
-				delete(t.routeCount, filter)
-				cl.RouteRemoved(t.name, filter)
-			} else {
-				t.routeCount[filter] = n - 1
-			}
+	n, ok := t.localSubs[filter]
+	switch {
+	case !ok:
+	case n > 1:
+		t.localSubs[filter] = n - 1
+	default:
+		delete(t.localSubs, filter)
+		if cl := b.cfg.Cluster; cl != nil {
+			cl.RouteRemoved(t.name, filter)
 		}
 	}
 }
+
+func isShared(filter string) bool { return len(filter) > 7 && filter[:7] == "$share/" }
 
 // forward hands a message published on this node to the cluster and
 // returns the audience its local routing serves (nil: all).
@@ -130,7 +123,7 @@ func (b *Broker) forward(t *tenant, m *message.Message, done func(error)) (Forwa
 	case len(f.Groups) == 0:
 		return f, &noGroups // the common case allocates nothing
 	}
-	return f, &audience{groups: func(i int) []byte { return []byte(f.Groups[i]) }, n: len(f.Groups)}
+	return f, &audience{groups: f.Groups}
 }
 
 // noGroups is the audience of every plain subscription and no group.
@@ -152,7 +145,10 @@ func (b *Broker) DeliverForwarded(tenant []byte, m *message.Message, plain bool,
 		return 0 // no session of the tenant here: nothing subscribes
 	}
 	var rs routeScratch
-	a := &audience{noPlain: !plain, groups: func(i int) []byte { return groups[i] }, n: len(groups)}
+	a := &audience{noPlain: !plain}
+	for _, g := range groups {
+		a.groups = append(a.groups, string(g))
+	}
 	n := b.routeFor(t, m, &rs, &instant{t: b.env.Clock.Now()}, nil, a)
 	b.commitRoute(&rs)
 	return n

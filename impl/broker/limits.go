@@ -200,7 +200,7 @@ func (c *Conn) admitSubscription(l *limits, e *entry, req *session.SubRequest, s
 	case s.MaxTenantSubs > 0 && t.routes.Len() >= s.MaxTenantSubs:
 		b.throttle(t, ThrottleSubscriptions)
 		return packet.QuotaExceeded
-	case req.Shared && s.MaxSharedGroupSize > 0 && t.groupSize[string(req.Filter)] >= s.MaxSharedGroupSize:
+	case req.Shared && s.MaxSharedGroupSize > 0 && t.localSubs[string(req.Filter)] >= s.MaxSharedGroupSize:
 		b.throttle(t, ThrottleSharedGroup)
 		return packet.QuotaExceeded
 	}
