@@ -20,6 +20,9 @@
 //
 // It is a runtime, not a core: goroutines, sockets and the wall clock
 // live here (impl/env's purity check lists it). Its goroutines: one per
-// route writer (Config.Writers), one per watched prefix, the forward
-// links' own.
+// route writer (Config.Writers), one per watched prefix, one following
+// the retained messages, one per release request another node makes
+// (sessions.go), the forward links' own. The broker's waits on it (a
+// publish's routes, a SUBACK's confirmations, a CONNECT's claim) block
+// only the connection that waits, each bounded.
 package router

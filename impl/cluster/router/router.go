@@ -399,27 +399,46 @@ func (r *Router) Forward(tenant string, m *message.Message, done func(error)) br
 // match reads the routes of a topic, waiting (r.mu held, released while
 // waiting) until the prefixes it needs are loaded or LoadTimeout passes.
 func (r *Router) match(tenant string, m *message.Message) ([]routes.Destination, bool) {
-	dst, complete := r.cache.Match(tenant, m.Topic, r.alive, r.dst[:0])
-	if complete {
-		r.dst = dst
-		return dst, true
+	var dst []routes.Destination
+	complete := r.waitLocked(r.cfg.LoadTimeout, func() bool {
+		var ok bool
+		dst, ok = r.cache.Match(tenant, m.Topic, r.alive, r.dst[:0])
+		r.startWatches() // the prefixes it lacks start loading
+		return ok
+	})
+	r.dst = dst
+	return dst, complete
+}
+
+// waitLocked waits, r.mu held, until done (called with r.mu held, first
+// at once, then after each change the cond announces) reports true, d
+// passes, or the router closes; it reports done's last answer.
+func (r *Router) waitLocked(d time.Duration, done func() bool) bool {
+	if done() {
+		return true
 	}
-	r.startWatches()
-	expired := false
-	t := time.AfterFunc(r.cfg.LoadTimeout, func() {
+	ctx, cancel := context.WithTimeout(r.ctx, d)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
 		r.mu.Lock()
-		expired = true
 		r.loaded.Broadcast()
 		r.mu.Unlock()
 	})
-	defer t.Stop()
-	for !complete && !expired && !r.closed {
+	defer stop()
+	for ctx.Err() == nil && !r.closed {
 		r.loaded.Wait()
-		dst, complete = r.cache.Match(tenant, m.Topic, r.alive, r.dst[:0])
-		r.startWatches()
+		if done() {
+			return true
+		}
 	}
-	r.dst = dst
-	return dst, complete
+	return false
+}
+
+// sendControl queues a control record (a message of the reserved tenant,
+// sync.go) on a link: ordered and resent like messages, with no token.
+func sendControl(p *peerLink, topicName, payload []byte) error {
+	m := &message.Message{Topic: topicName, Payload: payload, QoS: packet.QoS1}
+	return p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone)
 }
 
 // startWatches carries out the cache's actions (r.mu held).

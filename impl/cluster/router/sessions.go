@@ -8,8 +8,6 @@ import (
 
 	"github.com/skybridge-mq/skybridge/impl/cluster"
 	"github.com/skybridge-mq/skybridge/impl/cluster/owner"
-	"github.com/skybridge-mq/skybridge/impl/forward"
-	"github.com/skybridge-mq/skybridge/impl/message"
 	"github.com/skybridge-mq/skybridge/impl/packet"
 )
 
@@ -134,8 +132,7 @@ func (r *Router) askRelease(ctx context.Context, o owner.Record, tenant, clientI
 		payload = append(payload, f...)
 	}
 	payload = append(payload, clientID...)
-	m := &message.Message{Topic: topicRelease, Payload: payload, QoS: packet.QoS1}
-	if err := p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone); err != nil {
+	if err := sendControl(p, topicRelease, payload); err != nil {
 		return 0, err
 	}
 	t := time.NewTimer(releaseWait)
@@ -210,8 +207,7 @@ func (r *Router) releaseAsked(from string, payload []byte) {
 	p := r.peerLocked(from)
 	r.mu.Unlock()
 	if p != nil {
-		m := &message.Message{Topic: topicReleased, Payload: ans, QoS: packet.QoS1}
-		_ = p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone)
+		_ = sendControl(p, topicReleased, ans)
 	}
 }
 

@@ -1,14 +1,10 @@
 package router
 
 import (
-	"context"
 	"encoding/binary"
 	"time"
 
-	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
-	"github.com/skybridge-mq/skybridge/impl/forward"
 	"github.com/skybridge-mq/skybridge/impl/message"
-	"github.com/skybridge-mq/skybridge/impl/packet"
 )
 
 // The SUBACK guarantee (docs/CLUSTER.md): once a client has its SUBACK,
@@ -68,14 +64,12 @@ func (r *Router) startSync(key string) {
 	}
 	r.nextSync++
 	s := &syncing{id: r.nextSync, key: key, waiting: map[string]bool{}}
-	payload := binary.AppendUvarint(nil, s.id)
-	payload = append(payload, key...)
-	m := &message.Message{Topic: topicSync, Payload: payload, QoS: packet.QoS1}
+	payload := append(binary.AppendUvarint(nil, s.id), key...)
 	for id := range r.members {
 		if !r.alive(id) {
 			continue
 		}
-		if p := r.peerLocked(id); p != nil && p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone) == nil {
+		if p := r.peerLocked(id); p != nil && sendControl(p, topicSync, payload) == nil {
 			s.waiting[id] = true
 		}
 	}
@@ -159,8 +153,7 @@ func (r *Router) answer(q *question) bool {
 		return false
 	}
 	if p := r.peerLocked(q.from); p != nil {
-		m := &message.Message{Topic: topicSynced, Payload: binary.AppendUvarint(nil, q.id), QoS: packet.QoS1}
-		_ = p.peer.EnqueueFor(ctlTenant, m, packet.QoS1, 0, &forward.Everyone)
+		_ = sendControl(p, topicSynced, binary.AppendUvarint(nil, q.id))
 	}
 	return true
 }
@@ -188,27 +181,16 @@ func (r *Router) answerWaiting() {
 func (r *Router) AwaitRoutes(tenant string, filters [][]byte) {
 	keys := make([]string, 0, len(filters))
 	for _, f := range filters {
-		if len(f) >= 4 && string(f[:4]) == "$SYS" {
-			continue
-		}
-		if k, err := routes.Key(routes.Route{Tenant: tenant, Filter: string(f), Node: r.cfg.Self}); err == nil {
+		if k, ok := r.routeKey(tenant, string(f)); ok {
 			keys = append(keys, string(k))
 		}
 	}
 	if len(keys) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.SyncTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		r.mu.Lock()
-		r.loaded.Broadcast()
-		r.mu.Unlock()
-	})
-	defer stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for ctx.Err() == nil && !r.closed {
+	r.waitLocked(r.cfg.SyncTimeout, func() bool {
 		done := true
 		for _, k := range keys {
 			if r.visible[k] {
@@ -219,9 +201,6 @@ func (r *Router) AwaitRoutes(tenant string, filters [][]byte) {
 				r.startSync(k) // written earlier, its round timed out
 			}
 		}
-		if done {
-			return
-		}
-		r.loaded.Wait()
-	}
+		return done
+	})
 }

@@ -116,12 +116,8 @@ func (r *Router) RouteAdded(tenant, filter string) { r.route(tenant, filter, tru
 func (r *Router) RouteRemoved(tenant, filter string) { r.route(tenant, filter, false) }
 
 func (r *Router) route(tenant, filter string, present bool) {
-	if len(filter) >= 4 && filter[:4] == "$SYS" {
-		return // $SYS is each node's own
-	}
-	k, err := routes.Key(routes.Route{Tenant: tenant, Filter: filter, Node: r.cfg.Self})
-	if err != nil {
-		r.log.Warn("route not written", "tenant", tenant, "filter", filter, "err", err)
+	k, ok := r.routeKey(tenant, filter)
+	if !ok {
 		return
 	}
 	if !present {
@@ -136,6 +132,20 @@ func (r *Router) route(tenant, filter string, present bool) {
 		v = routes.Value(1)
 	}
 	r.writes.put(string(k), v)
+}
+
+// routeKey is the key of this node's route for filter in tenant; false
+// for $SYS filters (each node's own) and names a key cannot hold.
+func (r *Router) routeKey(tenant, filter string) ([]byte, bool) {
+	if len(filter) >= 4 && filter[:4] == "$SYS" {
+		return nil, false
+	}
+	k, err := routes.Key(routes.Route{Tenant: tenant, Filter: filter, Node: r.cfg.Self})
+	if err != nil {
+		r.log.Warn("no route for this filter", "tenant", tenant, "filter", filter, "err", err)
+		return nil, false
+	}
+	return k, true
 }
 
 // writer carries out route writes until the router closes, retrying a
