@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +52,7 @@ func serve(args []string) error {
 	if *id == 0 || *dir == "" || *peers == "" {
 		return errors.New("serve needs --id, --dir and --peers")
 	}
-	addrs, ids, err := parsePeers(*peers)
+	addrs, ids, err := raftkv.ParsePeers(strings.Split(*peers, ","))
 	if err != nil {
 		return err
 	}
@@ -102,20 +101,4 @@ func inherited(fd int) (net.Listener, error) {
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close()
 	return net.FileListener(f)
-}
-
-// parsePeers reads id=host:port,...
-func parsePeers(s string) (map[raftkv.NodeID]string, []raftkv.NodeID, error) {
-	addrs := map[raftkv.NodeID]string{}
-	var ids []raftkv.NodeID
-	for _, part := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		n, err := strconv.ParseUint(k, 10, 64)
-		if !ok || err != nil || n == 0 || v == "" {
-			return nil, nil, fmt.Errorf("bad peer %q (want id=host:port)", part)
-		}
-		addrs[raftkv.NodeID(n)] = v
-		ids = append(ids, raftkv.NodeID(n))
-	}
-	return addrs, ids, nil
 }

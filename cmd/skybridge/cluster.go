@@ -87,7 +87,7 @@ type clusterRouting struct {
 // startRouting starts what clusterRouting holds. The broker, made later,
 // is handed over with setBroker; messages forwarded before are dropped
 // (no session of this node can have subscribed yet).
-func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
+func startRouting(f *config.File, log *slog.Logger) (_ *clusterRouting, err error) {
 	c := f.Cluster
 	cr := &clusterRouting{incarnation: uint64(time.Now().UnixMilli())}
 	sec, err := loadClusterTLS(c)
@@ -98,48 +98,25 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster.forward: %w", err)
 	}
+	defer func() {
+		if err != nil { // what started goes, in reverse
+			if cr.router != nil {
+				cr.router.Close()
+			} else {
+				ln.Close()
+			}
+			if cr.client != nil {
+				cr.client.Close()
+			}
+			cr.closeKV()
+		}
+	}()
 	cr.forwardAddr = ln.Addr().String()
 	endpoints := c.KV.Endpoints
 	if c.KV.NodeID != 0 {
-		addrs, ids, err := c.KVPeers()
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("cluster.kv.peers: %w", err)
+		if err = cr.startKV(f, sec != nil, log); err != nil {
+			return nil, err
 		}
-		dir := c.KV.Dir
-		if dir == "" {
-			dir = filepath.Join(f.Storage.Dir, "raftkv")
-		}
-		replicas := c.KV.Replicas
-		if replicas == 0 {
-			replicas = min(3, len(ids))
-		}
-		cfg := kvserver.Config{
-			Node:      raftkv.Config{ID: raftkv.NodeID(c.KV.NodeID), Dir: dir, Replicas: replicas, Addr: addrs[c.KV.NodeID]},
-			PeerAddrs: map[raftkv.NodeID]string{},
-			Listen:    c.KV.Bind, ClientListen: c.KV.ClientBind, Tick: 100 * time.Millisecond,
-			Logger: log.With("part", "raftkv"),
-		}
-		if sec != nil {
-			t := &c.TLS
-			if cfg.PeerTLS, err = kvserver.LoadTLS(raftkv.NodeID(c.KV.NodeID), t.CertFile, t.KeyFile, t.CAFile); err == nil {
-				cfg.ClientTLS, err = kvserver.LoadClientTLS(t.CertFile, t.KeyFile, t.CAFile)
-			}
-			if err != nil {
-				ln.Close()
-				return nil, fmt.Errorf("cluster.tls for raftkv: %w", err)
-			}
-		}
-		for _, id := range ids {
-			cfg.Node.Peers = append(cfg.Node.Peers, raftkv.NodeID(id))
-			cfg.PeerAddrs[raftkv.NodeID(id)] = addrs[id]
-		}
-		if cr.kv, err = kvserver.New(cfg); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("cluster.kv: %w", err)
-		}
-		cr.kvDone = make(chan error, 1)
-		go func() { cr.kvDone <- cr.kv.Run() }()
 		if len(endpoints) == 0 {
 			endpoints = []string{cr.kv.ClientAddr()}
 		}
@@ -147,8 +124,6 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 	var kvTLS *tls.Config
 	if sec != nil {
 		if kvTLS, err = kvclient.LoadTLS(c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile, kvserver.TLSServerName); err != nil {
-			ln.Close()
-			cr.closeKV()
 			return nil, fmt.Errorf("cluster.tls for raftkv's clients: %w", err)
 		}
 	}
@@ -177,10 +152,7 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 	if sec != nil {
 		rc.ServerTLS, rc.CheckPeer, rc.PeerTLS = sec.server, sec.checkPeer, sec.peer
 	}
-	cr.router, err = router.New(rc)
-	if err != nil {
-		ln.Close()
-		cr.closeKV()
+	if cr.router, err = router.New(rc); err != nil {
 		return nil, err
 	}
 	// Routes this node wrote in an earlier run go: its sessions that
@@ -188,7 +160,8 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 	began := time.Now()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		n, err := cr.router.ClearOwnRoutes(ctx)
+		var n int
+		n, err = cr.router.ClearOwnRoutes(ctx)
 		cancel()
 		if err == nil {
 			log.Info("cluster routing started", "forward", cr.forwardAddr, "kv", endpoints, "stale_routes_cleared", n,
@@ -196,11 +169,49 @@ func startRouting(f *config.File, log *slog.Logger) (*clusterRouting, error) {
 			return cr, nil
 		}
 		if time.Since(began) > time.Minute {
-			cr.close()
 			return nil, fmt.Errorf("cluster: raftkv unreachable for a minute: %w", err)
 		}
 		log.Info("waiting for raftkv", "err", err)
 	}
+}
+
+// startKV starts the raftkv node this process runs (cluster.kv.node_id),
+// on mutual TLS when cluster.tls is set.
+func (cr *clusterRouting) startKV(f *config.File, secure bool, log *slog.Logger) error {
+	c := f.Cluster
+	addrs, ids, err := c.KVPeers()
+	if err != nil {
+		return fmt.Errorf("cluster.kv.peers: %w", err)
+	}
+	id := raftkv.NodeID(c.KV.NodeID)
+	dir := c.KV.Dir
+	if dir == "" {
+		dir = filepath.Join(f.Storage.Dir, "raftkv")
+	}
+	replicas := c.KV.Replicas
+	if replicas == 0 {
+		replicas = min(3, len(ids))
+	}
+	cfg := kvserver.Config{
+		Node:      raftkv.Config{ID: id, Dir: dir, Replicas: replicas, Addr: addrs[id], Peers: ids},
+		PeerAddrs: addrs, Listen: c.KV.Bind, ClientListen: c.KV.ClientBind, Tick: 100 * time.Millisecond,
+		Logger: log.With("part", "raftkv"),
+	}
+	if secure {
+		t := &c.TLS
+		if cfg.PeerTLS, err = kvserver.LoadTLS(id, t.CertFile, t.KeyFile, t.CAFile); err == nil {
+			cfg.ClientTLS, err = kvserver.LoadClientTLS(t.CertFile, t.KeyFile, t.CAFile)
+		}
+		if err != nil {
+			return fmt.Errorf("cluster.tls for raftkv: %w", err)
+		}
+	}
+	if cr.kv, err = kvserver.New(cfg); err != nil {
+		return fmt.Errorf("cluster.kv: %w", err)
+	}
+	cr.kvDone = make(chan error, 1)
+	go func() { cr.kvDone <- cr.kv.Run() }()
+	return nil
 }
 
 func (cr *clusterRouting) setBroker(b *broker.Broker) { cr.broker.Store(b) }

@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/cluster/gossip"
 	"github.com/skybridge-mq/skybridge/impl/event"
 	"github.com/skybridge-mq/skybridge/impl/packet"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
 	"github.com/skybridge-mq/skybridge/impl/server"
 	"github.com/skybridge-mq/skybridge/impl/tenant"
 	"github.com/skybridge-mq/skybridge/impl/topic"
@@ -114,22 +114,12 @@ func (c *Cluster) Gossip(mqtt string) (gossip.Config, error) {
 
 // KVPeers parses kv.peers: the raft address of each node of the initial
 // raftkv cluster, and their ids in the order given.
-func (c *Cluster) KVPeers() (map[uint64]string, []uint64, error) {
-	addrs := map[uint64]string{}
-	var ids []uint64
-	for _, p := range c.KV.Peers {
-		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
-		n, err := strconv.ParseUint(k, 10, 64)
-		if !ok || err != nil || n == 0 || v == "" {
-			return nil, nil, fmt.Errorf("bad peer %q (want id=host:port)", p)
-		}
-		if _, dup := addrs[n]; dup {
-			return nil, nil, fmt.Errorf("peer %d named twice", n)
-		}
-		addrs[n] = v
-		ids = append(ids, n)
+func (c *Cluster) KVPeers() (map[raftkv.NodeID]string, []raftkv.NodeID, error) {
+	addrs, ids, err := raftkv.ParsePeers(c.KV.Peers)
+	if err != nil {
+		return nil, nil, err
 	}
-	if _, ok := addrs[c.KV.NodeID]; c.KV.NodeID != 0 && !ok {
+	if _, ok := addrs[raftkv.NodeID(c.KV.NodeID)]; c.KV.NodeID != 0 && !ok {
 		return nil, nil, fmt.Errorf("node_id %d is not among the peers", c.KV.NodeID)
 	}
 	return addrs, ids, nil

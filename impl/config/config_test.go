@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/skybridge-mq/skybridge/impl/cluster"
+	"github.com/skybridge-mq/skybridge/impl/raftkv"
 )
 
 func TestParseDefaultsAndOverrides(t *testing.T) {
@@ -180,7 +181,7 @@ func TestClusterExamples(t *testing.T) {
 			t.Fatalf("%s: %v", path, err)
 		}
 		addrs, ids, err := f.Cluster.KVPeers()
-		if err != nil || len(ids) != 3 || f.Cluster.KV.NodeID != uint64(i) || addrs[uint64(i)] != f.Cluster.KV.Bind || f.Cluster.Forward == "" {
+		if err != nil || len(ids) != 3 || f.Cluster.KV.NodeID != uint64(i) || addrs[raftkv.NodeID(i)] != f.Cluster.KV.Bind || f.Cluster.Forward == "" {
 			t.Errorf("%s: cluster %+v, peers %v %v", path, f.Cluster, addrs, err)
 		}
 	}

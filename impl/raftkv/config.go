@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/skybridge-mq/skybridge/impl/env"
@@ -227,4 +228,24 @@ func (c Config) String() string {
 		fmt.Fprintf(&b, "\nPLANTED BUGS: %+v", c.Knobs)
 	}
 	return b.String()
+}
+
+// ParsePeers reads a cluster's nodes given as "id=host:port" (ids above
+// 0, each once): their addresses, and their ids in the order given.
+func ParsePeers(list []string) (map[NodeID]string, []NodeID, error) {
+	addrs := map[NodeID]string{}
+	var ids []NodeID
+	for _, p := range list {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		n, err := strconv.ParseUint(k, 10, 64)
+		if !ok || err != nil || n == 0 || v == "" {
+			return nil, nil, fmt.Errorf("bad peer %q (want id=host:port)", p)
+		}
+		if _, dup := addrs[NodeID(n)]; dup {
+			return nil, nil, fmt.Errorf("peer %d named twice", n)
+		}
+		addrs[NodeID(n)] = v
+		ids = append(ids, NodeID(n))
+	}
+	return addrs, ids, nil
 }

@@ -2,6 +2,7 @@ package raftkv
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -241,6 +242,19 @@ func TestStatsExactWithBatchedWrites(t *testing.T) {
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("n%d data (-want +got):\n%s", id, diff)
+		}
+	}
+}
+
+func TestParsePeers(t *testing.T) {
+	t.Parallel()
+	addrs, ids, err := ParsePeers([]string{"2=b:1", " 1=a:1"})
+	if err != nil || !slices.Equal(ids, []NodeID{2, 1}) || addrs[1] != "a:1" || addrs[2] != "b:1" {
+		t.Fatalf("good list: %v %v %v", addrs, ids, err)
+	}
+	for _, bad := range [][]string{{"0=a:1"}, {"x=a:1"}, {"1="}, {"1"}, {"1=a:1", "1=b:1"}} {
+		if _, _, err := ParsePeers(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }
