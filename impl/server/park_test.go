@@ -278,7 +278,7 @@ func TestParkedPing(t *testing.T) {
 		readExactly(t, c, pingResp[:])
 		pings++
 	}
-	if n := s.parkedPings.Load(); n != uint64(pings) {
+	if n := parkerAnswered(s, 0, uint64(pings)); n != uint64(pings) {
 		t.Errorf("the parker answered %d PINGREQs of %d", n, pings)
 	}
 	if n := s.resumed.Load() - resumed; n != 0 {
@@ -368,9 +368,21 @@ func TestParkedPingSplit(t *testing.T) {
 		t.Fatal(err)
 	}
 	readExactly(t, c, pingResp[:])
-	if n := s.parkedPings.Load() - pings; n != 1 {
+	if n := parkerAnswered(s, pings, 1); n != 1 {
 		t.Errorf("the parker answered %d PINGREQs, want 1", n)
 	}
+}
+
+// parkerAnswered returns how many PINGREQs the parker answered since it
+// had answered since, waiting up to 10 s for want of them: the parker
+// counts an answer just after writing it, so a client can read the
+// PINGRESP before the count moves.
+func parkerAnswered(s *Server, since, want uint64) uint64 {
+	deadline := time.Now().Add(10 * time.Second)
+	for s.parkedPings.Load()-since < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling interval
+	}
+	return s.parkedPings.Load() - since
 }
 
 // TestParkedPingWithDeliveries: PINGRESPs the parker writes and messages
