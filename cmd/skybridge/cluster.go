@@ -155,16 +155,17 @@ func startRouting(f *config.File, log *slog.Logger) (_ *clusterRouting, err erro
 	if cr.router, err = router.New(rc); err != nil {
 		return nil, err
 	}
-	// Routes this node wrote in an earlier run go: its sessions that
-	// survived write theirs again as the broker recovers them.
+	// Routes and connection counts this node wrote in an earlier run go:
+	// its sessions that survived write their routes again as the broker
+	// recovers them.
 	began := time.Now()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var n int
-		n, err = cr.router.ClearOwnRoutes(ctx)
+		n, err = cr.router.ClearOwnKeys(ctx)
 		cancel()
 		if err == nil {
-			log.Info("cluster routing started", "forward", cr.forwardAddr, "kv", endpoints, "stale_routes_cleared", n,
+			log.Info("cluster routing started", "forward", cr.forwardAddr, "kv", endpoints, "stale_keys_cleared", n,
 				"took", time.Since(began).String())
 			return cr, nil
 		}
@@ -386,7 +387,7 @@ var (
 	routerUnrouted = prometheus.NewDesc("skybridge_cluster_unrouted_total",
 		"Publishes whose routes could not be loaded in time: QoS 0 reached this node only, QoS 1/2 were refused.", nil, nil)
 	routerRouteWrites = prometheus.NewDesc("skybridge_cluster_route_writes_total",
-		"Route keys written to or deleted from raftkv, by outcome (failed writes are retried).", []string{"outcome"}, nil)
+		"Route, retained-message and connection-count keys written to or deleted from raftkv, by outcome (failed writes are retried).", []string{"outcome"}, nil)
 	routerRoutesPending = prometheus.NewDesc("skybridge_cluster_routes_pending",
 		"Route changes not yet in raftkv.", nil, nil)
 	routerPrefixes = prometheus.NewDesc("skybridge_cluster_route_prefixes",

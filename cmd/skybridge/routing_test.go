@@ -48,6 +48,13 @@ func startRoutingCluster(t *testing.T, n int) []*clusterNode {
 // and its raftkv node.
 func startRoutingClusterTLS(t *testing.T, n int, secure bool) []*clusterNode {
 	t.Helper()
+	return startRoutingClusterConf(t, n, secure, "")
+}
+
+// startRoutingClusterConf is startRoutingClusterTLS with more of the
+// configuration file (top-level sections) for every node.
+func startRoutingClusterConf(t *testing.T, n int, secure bool, more string) []*clusterNode {
+	t.Helper()
 	dir := t.TempDir()
 	tlsSection := func(string) string { return "" }
 	if secure {
@@ -88,7 +95,7 @@ func startRoutingClusterTLS(t *testing.T, n int, secure bool) []*clusterNode {
     bind: %s
     client_bind: 127.0.0.1:0
     peers: [%s]
-`, nd.id, nd.gossip, nodes[0].gossip, nd.forward, i+1, nd.kv, strings.Join(peers, ", ")) + tlsSection(nd.id)
+`, nd.id, nd.gossip, nodes[0].gossip, nd.forward, i+1, nd.kv, strings.Join(peers, ", ")) + tlsSection(nd.id) + more
 		if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -595,6 +602,45 @@ func TestClusterRoutesMessages(t *testing.T) {
 	if m := moved.next(10 * time.Second); m == nil || string(m.Payload) != "found" {
 		t.Fatalf("the moved client: %v", m)
 	}
+}
+
+// A tenant's max_connections counts its clients on every live node: with
+// 2, a client on node 1 and one on node 2 leave no place on node 3 (once
+// node 3 heard of them), and one that leaves makes a place again.
+func TestClusterTenantConnectionLimit(t *testing.T) {
+	t.Parallel()
+	nodes := startRoutingClusterConf(t, 3, false, "tenants:\n  tenants:\n    default: {max_connections: 2}\n")
+	waitMembers(t, nodes)
+	first := dialV5(t, nodes[0].addr, "lim-1")
+	dialV5(t, nodes[1].addr, "lim-2")
+	// until wants the CONNACK code of a new client of nd, while others'
+	// counts propagate; an accepted client leaves at once.
+	until := func(nd *clusterNode, id string, want byte) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ack := connectV5(t, nd.addr, id)
+			if ack.ReasonCode == want {
+				return
+			}
+			if ack.ReasonCode != 0 && ack.ReasonCode != 0x97 {
+				t.Fatalf("%s on %s: CONNACK 0x%x", id, nd.id, ack.ReasonCode)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s on %s: CONNACK 0x%x for 20 s, want 0x%x", id, nd.id, ack.ReasonCode, want)
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval
+		}
+	}
+	until(nodes[2], "lim-3", 0x97)
+	until(nodes[0], "lim-4", 0x97) // node 1 counts node 2's client too
+	if got := metric(t, nodes[2].brokerProc, "skybridge_cluster_connections_refused_total"); got < 1 {
+		t.Errorf("node 3's skybridge_cluster_connections_refused_total = %v, want at least 1", got)
+	}
+	if err := first.c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	until(nodes[2], "lim-3", 0)
 }
 
 // kill -9 of a node under QoS 1 load: publishers on A, subscribers on B

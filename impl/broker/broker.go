@@ -199,6 +199,11 @@ type Stats struct {
 	Stalls atomic.Uint64
 	// TenantsFreed counts tenants removed because they held nothing.
 	TenantsFreed atomic.Uint64
+	// ClusterConnectionsRefused counts CONNECTs refused at the tenant's
+	// max_connections that this node's own clients alone would have let
+	// in: the other nodes' clients made up the difference (also in
+	// Throttled[ThrottleConnections]).
+	ClusterConnectionsRefused atomic.Uint64
 }
 
 const chunkSize = 4096
@@ -261,6 +266,7 @@ type tenant struct {
 
 	limits      atomic.Pointer[limits]
 	connected   atomic.Int64 // connected clients
+	admitting   atomic.Int64 // CONNECTs admitted, not yet in connected nor refused (admitConnect)
 	persistent  atomic.Int64 // sessions that outlive their connection
 	connectRate tenantpkg.Bucket
 	inBytes     tenantpkg.Bucket

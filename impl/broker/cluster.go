@@ -45,6 +45,14 @@ type Cluster interface {
 	ClaimSession(tenant, clientID, user string) packet.ReasonCode
 	// SessionEnded says a session is gone from this node.
 	SessionEnded(tenant, clientID string)
+	// ConnectionsChanged says this node's number of connected clients of
+	// tenant moved by delta (+1 at an accepted CONNECT, -1 when its
+	// connection ends). It must not block.
+	ConnectionsChanged(tenant string, delta int)
+	// ConnectionsElsewhere returns the connected clients of tenant on the
+	// other live nodes, as last heard of: a CONNECT adds it to this
+	// node's own against the tenant's max_connections. It must not block.
+	ConnectionsElsewhere(tenant string) int64
 }
 
 // Forwarded is what Cluster.Forward did with a message.
@@ -104,6 +112,15 @@ func (b *Broker) routeRemoved(t *tenant, filter string) {
 		if cl := b.cfg.Cluster; cl != nil {
 			cl.RouteRemoved(t.name, filter)
 		}
+	}
+}
+
+// connectedAdd moves the tenant's count of connected clients by d and
+// tells the cluster.
+func (b *Broker) connectedAdd(t *tenant, d int64) {
+	t.connected.Add(d)
+	if cl := b.cfg.Cluster; cl != nil {
+		cl.ConnectionsChanged(t.name, int(d))
 	}
 }
 

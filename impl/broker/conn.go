@@ -744,7 +744,7 @@ func (c *Conn) Closed() {
 	e.mu.Unlock()
 	c.b.commitSession(e, ops, span)
 	c.b.stats.Connections.Add(-1)
-	e.t.connected.Add(-1)
+	c.b.connectedAdd(e.t, -1)
 	c.b.afterDetach(e, gen, will, delay, expire)
 }
 
@@ -764,7 +764,7 @@ func (c *Conn) kick(e *entry, code packet.ReasonCode, ref string) *session.Resul
 	c.closing = true
 	c.mu.Unlock()
 	c.b.stats.Connections.Add(-1)
-	e.t.connected.Add(-1)
+	c.b.connectedAdd(e.t, -1)
 	return r
 }
 
@@ -872,6 +872,7 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 		c.refuse(v, code)
 		return
 	}
+	defer t.admitting.Add(-1) // after connectedAdd below, or a refusal
 	if !ar.Expires.IsZero() && !now.Before(ar.Expires) {
 		c.refuse(v, packet.BadUserNameOrPassword) // expired credentials
 		return
@@ -1026,7 +1027,7 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 	c.mu.Lock()
 	c.e = e
 	c.mu.Unlock()
-	t.connected.Add(1)
+	b.connectedAdd(t, 1)
 	b.stats.Connections.Add(1)
 	b.emit(event.NewConnected(now, c.eventWho(), c.lis.Listener, c.remote, v.String()))
 	b.stats.ConnectsTotal.Add(1)

@@ -91,8 +91,11 @@ func (b *Broker) throttle(t *tenant, reason int) {
 }
 
 // admitConnect applies the tenant's connection limits to an authenticated
-// CONNECT; a non-zero code refuses it. creates says whether it would
-// create a new persistent session.
+// CONNECT; a non-zero code refuses it. An admitted CONNECT holds a place
+// among the tenant's connections (t.admitting), so that CONNECTs accepted
+// at once cannot all take the last place: the caller gives it back
+// (t.admitting.Add(-1)) once the connection is counted in t.connected, or
+// refused after all.
 func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.Time) packet.ReasonCode {
 	s := l.s
 	switch {
@@ -110,10 +113,17 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 		return packet.QoSNotSupported // [v5 MQTT-3.2.2-12]
 	case c.WillFlag && c.Version == packet.V5 && c.WillRetain && !l.sess.RetainAvailable:
 		return packet.RetainNotSupported // [v5 MQTT-3.2.2-13]
-	case s.MaxConnections > 0 && t.connected.Load() >= int64(s.MaxConnections):
+	}
+	// The place is taken before connected is read; a connection is counted
+	// in connected before it gives its place back: never missed.
+	places := t.admitting.Add(1)
+	if s.MaxConnections > 0 && b.overConnections(t, places+t.connected.Load(), int64(s.MaxConnections)) {
+		t.admitting.Add(-1)
 		b.throttle(t, ThrottleConnections)
 		return packet.QuotaExceeded
-	case !t.connectRate.Take(now, float64(s.ConnectRate), float64(max(s.ConnectRate, 1)), 1):
+	}
+	if !t.connectRate.Take(now, float64(s.ConnectRate), float64(max(s.ConnectRate, 1)), 1) {
+		t.admitting.Add(-1)
 		b.throttle(t, ThrottleConnectRate)
 		return packet.ConnectionRateExceeded
 	}
@@ -124,6 +134,21 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 		c.WillRetain = c.WillRetain && l.sess.RetainAvailable
 	}
 	return packet.Success
+}
+
+// overConnections reports whether local connections of tenant (this one
+// included) are more than limit, counting, in a cluster, the other nodes'
+// connections as last heard of (docs/CLUSTER.md, "Tenant connection
+// limits").
+func (b *Broker) overConnections(t *tenant, local, limit int64) bool {
+	if local > limit {
+		return true
+	}
+	if cl := b.cfg.Cluster; cl != nil && local+cl.ConnectionsElsewhere(t.name) > limit {
+		b.stats.ClusterConnectionsRefused.Add(1)
+		return true
+	}
+	return false
 }
 
 // userPropertiesWithin applies the tenant's caps on a message's user

@@ -199,6 +199,10 @@ func (s *Server) registerMetrics(reg *prometheus.Registry) {
 	counter("wills_published_total", "Will messages published.", func() float64 { return float64(st.WillsSent.Load()) })
 	counter("sessions_expired_total", "Sessions discarded at expiry or at the end of their connection.", func() float64 { return float64(st.Expired.Load()) })
 	counter("tenants_freed_total", "Tenants removed from memory because they held nothing.", func() float64 { return float64(st.TenantsFreed.Load()) })
+	if s.cfg.Broker.Cluster != nil {
+		counter("cluster_connections_refused_total", "CONNECTs refused at the tenant's max_connections that this node's own clients alone would have let in.",
+			func() float64 { return float64(st.ClusterConnectionsRefused.Load()) })
+	}
 	counter("connections_rejected_total", "Connections closed at the connection limit.", func() float64 { return float64(s.rejected.Load()) })
 	counter("connection_timeouts_total", "Connections closed for no CONNECT in time or an expired keep alive.", func() float64 { return float64(s.timeouts.Load()) })
 	counter("parked_wakes_total", "Parked idle connections given a reader again: bytes other than a lone PINGREQ, a hang-up, the keep-alive deadline, a close.",

@@ -17,12 +17,16 @@
 //     an error when one refused it, left or died.
 //   - Receiving: a forward listener hands each message to Config.Deliver
 //     (the broker's DeliverForwarded), with the audience its sender chose.
+//   - Tenant connection counts: this node's count per tenant is written
+//     to raftkv in the background, and the other nodes' are followed by a
+//     watch, for the broker's max_connections check (connections.go).
 //
 // It is a runtime, not a core: goroutines, sockets and the wall clock
 // live here (impl/env's purity check lists it). Its goroutines: one per
 // route writer (Config.Writers), one per watched prefix, one following
-// the retained messages, one per release request another node makes
-// (sessions.go), the forward links' own. The broker's waits on it (a
+// the retained messages, one following the connection counts, one per
+// release request another node makes (sessions.go), the forward links'
+// own. The broker's waits on it (a
 // publish's routes, a SUBACK's confirmations, a CONNECT's claim) block
 // only the connection that waits, each bounded.
 package router

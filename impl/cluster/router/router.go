@@ -93,6 +93,8 @@ type Stats struct {
 	// Sessions this node claimed, claims refused, and sessions it let go
 	// of for another node's claim.
 	Claims, ClaimsRefused, Released uint64
+	// Other nodes' connection counts that did not decode.
+	BadCounts uint64
 }
 
 // Router joins a broker to its cluster (see the package doc).
@@ -126,6 +128,13 @@ type Router struct {
 	holder      *owner.Holder
 	releases    map[uint64]chan byte
 	nextRelease uint64
+	// Tenant connection counts (connections.go): the other nodes' last
+	// written ones, tenant → node → count.
+	remote map[string]map[string]int64
+
+	// cmu guards this node's own counts, tenant → connected clients.
+	cmu       sync.Mutex
+	connected map[string]int64
 
 	// tmu guards the tokens of QoS 1/2 messages in flight on the links
 	// (never held while a link's lock is taken).
@@ -138,6 +147,7 @@ type Router struct {
 
 	forwarded, dropped, refused, abandoned, unrouted, received, unconfirmed atomic.Uint64
 	retainedApplied, badRetained, claims, claimsRefused, released           atomic.Uint64
+	badCounts                                                               atomic.Uint64
 }
 
 type watch struct{ cancel context.CancelFunc }
@@ -176,7 +186,8 @@ func New(cfg Config) (*Router, error) {
 	r := &Router{cfg: cfg, log: cfg.Logger, ctx: ctx, end: end, cache: routes.NewCache(cfg.Cache),
 		watches: map[string]*watch{}, members: map[string]cluster.Member{}, peers: map[string]*peerLink{},
 		pending: map[uint64]*pending{}, visible: map[string]bool{}, syncs: map[string]*syncing{}, syncByID: map[uint64]*syncing{},
-		holder: owner.NewHolder(), releases: map[uint64]chan byte{}}
+		holder: owner.NewHolder(), releases: map[uint64]chan byte{}, remote: map[string]map[string]int64{},
+		connected: map[string]int64{}}
 	r.loaded = sync.NewCond(&r.mu)
 	r.writes.init()
 	r.in = transport.Serve(cfg.Listener, transport.ListenerConfig{
@@ -197,6 +208,7 @@ func New(cfg Config) (*Router, error) {
 		r.wg.Add(1)
 		go r.writer()
 	}
+	r.followConnections()
 	return r, nil
 }
 
@@ -238,6 +250,7 @@ func (r *Router) Stats() Stats {
 	s.Unconfirmed = r.unconfirmed.Load()
 	s.RetainedApplied, s.BadRetained = r.retainedApplied.Load(), r.badRetained.Load()
 	s.Claims, s.ClaimsRefused, s.Released = r.claims.Load(), r.claimsRefused.Load(), r.released.Load()
+	s.BadCounts = r.badCounts.Load()
 	return s
 }
 

@@ -8,10 +8,11 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/cluster/routes"
 )
 
-// writeQueue holds the keys (routes, retained messages) whose stored
-// state differs from what this node wants: the latest wish per key wins,
-// one write per key runs at a time, so the store ends with the latest
-// wish whatever the order the writes finish in.
+// writeQueue holds the keys (routes, retained messages, connection
+// counts) whose stored state differs from what this node wants: the
+// latest wish per key wins, one write per key runs at a time, so the
+// store ends with the latest wish whatever the order the writes finish
+// in.
 type writeQueue struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -187,26 +188,22 @@ func (r *Router) RoutesWritten(ctx context.Context) error {
 	return nil
 }
 
-// ClearOwnRoutes deletes every route key this node wrote in an earlier
-// run (a restart forgets which sessions were here; those that survive
-// in the store subscribe again as they recover). Call it before the
-// broker recovers its sessions.
-func (r *Router) ClearOwnRoutes(ctx context.Context) (int, error) {
-	prefix := routes.AllPrefix()
-	kvs, err := r.scan(ctx, prefix)
+// ClearOwnKeys deletes every route key and connection count this node
+// wrote in an earlier run (a restart forgets which sessions and clients
+// were here; the sessions that survive in the store subscribe again as
+// they recover). Call it before the broker recovers its sessions and
+// before the node joins the membership.
+func (r *Router) ClearOwnKeys(ctx context.Context) (int, error) {
+	n, err := r.clearOwn(ctx, routes.AllPrefix(), func(k []byte) bool {
+		rt, err := routes.ParseKey(k)
+		return err == nil && rt.Node == r.cfg.Self
+	})
 	if err != nil {
-		return 0, err
+		return n, err
 	}
-	n := 0
-	for _, kv := range kvs {
-		rt, err := routes.ParseKey(kv.Key)
-		if err != nil || rt.Node != r.cfg.Self {
-			continue
-		}
-		if err := r.cfg.KV.Delete(ctx, kv.Key); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	m, err := r.clearOwn(ctx, []byte{connTag}, func(k []byte) bool {
+		_, node, ok := parseConnKey(k)
+		return ok && node == r.cfg.Self
+	})
+	return n + m, err
 }
