@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	paho "github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
@@ -30,7 +31,10 @@ func NewV5(t testing.TB, connect *paho.Connect) (*V5Client, *paho.Connack) {
 	}
 	msgs := make(chan *paho.Publish, 1024)
 	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		// paho writes from several goroutines (a PINGREQ, acknowledgements)
+		// and writes a packet in parts: over TLS, unlocked, their parts
+		// would interleave (the library says to wrap the conn so).
+		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
 				select {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/skybridge-mq/skybridge/cloud/api"
@@ -202,7 +203,7 @@ func mqttConn(t *testing.T, s *Service, cert tls.Certificate, id string) (*paho.
 	if err != nil {
 		return nil, err
 	}
-	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+	pc := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn)}) // paho writes from several goroutines; a tls.Conn alone would interleave their packets
 	ca, err := pc.Connect(context.Background(), &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
 	if err != nil {
 		_ = conn.Close()

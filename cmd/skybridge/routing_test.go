@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	paho "github.com/eclipse/paho.golang/paho"
 
 	"github.com/skybridge-mq/skybridge/impl/cluster"
@@ -190,7 +191,7 @@ func dialV5Session(t *testing.T, addr, id string, expiry uint32) *v5 {
 	}
 	msgs := make(chan *paho.Publish, 10000)
 	gone := make(chan *paho.Disconnect, 1)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnServerDisconnect: func(d *paho.Disconnect) {
+	c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), OnServerDisconnect: func(d *paho.Disconnect) {
 		select {
 		case gone <- d:
 		default:
@@ -225,7 +226,7 @@ func connectV5(t *testing.T, addr, id string) *paho.Connack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60})
