@@ -289,3 +289,17 @@ func (c *tcluster) deleteAll(start, end string) {
 		k = stop
 	}
 }
+
+// busy says whether a step would do anything: a node has a Ready or a
+// message waits for delivery.
+func (c *tcluster) busy() bool {
+	if len(c.inbox) > 0 {
+		return true
+	}
+	for _, n := range c.nodes {
+		if n.HasReady() {
+			return true
+		}
+	}
+	return false
+}

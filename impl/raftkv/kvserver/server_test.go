@@ -19,7 +19,13 @@ import (
 // startCluster runs n servers in this process on loopback with mutual TLS.
 func startCluster(t *testing.T, n int) ([]*Server, []string) {
 	t.Helper()
-	dir := t.TempDir()
+	return startClusterIn(t, n, t.TempDir(), true, 20*time.Millisecond)
+}
+
+// startClusterIn is startCluster with the stores under dir, plain TCP
+// between nodes unless mTLS, and ticks of tick (0: the default).
+func startClusterIn(t testing.TB, n int, dir string, mTLS bool, tick time.Duration) ([]*Server, []string) {
+	t.Helper()
 	var ids []raftkv.NodeID
 	for i := 1; i <= n; i++ {
 		ids = append(ids, raftkv.NodeID(i))
@@ -43,12 +49,15 @@ func startCluster(t *testing.T, n int) ([]*Server, []string) {
 	var clientAddrs []string
 	var wg sync.WaitGroup
 	for _, id := range ids {
-		pair, err := loadTestTLS(dir, id)
-		if err != nil {
-			t.Fatal(err)
+		var pair *TLSPair
+		if mTLS {
+			var err error
+			if pair, err = loadTestTLS(dir, id); err != nil {
+				t.Fatal(err)
+			}
 		}
 		cfg := Config{Node: raftkv.Config{ID: id, Dir: filepath.Join(dir, fmt.Sprint(id)), Peers: ids},
-			PeerAddrs: addrs, PeerListener: pls[id], ClientListener: cls[id], PeerTLS: pair, Tick: 20 * time.Millisecond,
+			PeerAddrs: addrs, PeerListener: pls[id], ClientListener: cls[id], PeerTLS: pair, Tick: tick,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		s, err := New(cfg)
 		if err != nil {
