@@ -108,7 +108,8 @@ func startBrokerOn(t *testing.T, dataDir string, extra ...string) *brokerProc {
 }
 
 // startProc starts the binary with args plus an admin listener and waits
-// until it accepts connections on addr. busy reports a port taken in the
+// until it accepts connections on addr and on the admin address (which
+// opens after the MQTT listeners). busy reports a port taken in the
 // meantime (the caller may try another).
 func startProc(t *testing.T, addr string, args ...string) (bp *brokerProc, busy bool) {
 	t.Helper()
@@ -122,8 +123,7 @@ func startProc(t *testing.T, addr string, args ...string) (bp *brokerProc, busy 
 	go func() { bp.done <- bp.cmd.Wait() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
+		if listening(addr) && listening(admin) {
 			t.Cleanup(func() {
 				_ = bp.cmd.Process.Kill()
 				<-bp.done
@@ -144,6 +144,15 @@ func startProc(t *testing.T, addr string, args ...string) (bp *brokerProc, busy 
 	}
 	t.Fatalf("skybridge did not listen on %s\n%s", addr, bp.stderr.String())
 	return nil, false
+}
+
+// listening reports whether addr accepts a TCP connection now.
+func listening(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }
 
 func need(t *testing.T, tools ...string) {
