@@ -267,6 +267,18 @@ func (c *v5) pub(t *testing.T, topic string, qos byte, payload string) byte {
 	return r.ReasonCode
 }
 
+// delivers publishes payload to topic at QoS 1 and checks that it is
+// acknowledged and that sub's next message is it; what names the check.
+func (c *v5) delivers(t *testing.T, sub *v5, topic, payload, what string) {
+	t.Helper()
+	if code := c.pub(t, topic, 1, payload); code >= 0x80 {
+		t.Fatalf("%s: publish refused (0x%x)", what, code)
+	}
+	if m := sub.next(10 * time.Second); m == nil || string(m.Payload) != payload {
+		t.Fatalf("%s: got %v, want %q", what, m, payload)
+	}
+}
+
 // takenOver waits for the broker's DISCONNECT 0x8E (session taken over).
 func (c *v5) takenOver(t *testing.T, who string) {
 	t.Helper()
@@ -697,10 +709,5 @@ func TestClusterKill9(t *testing.T) {
 	subC2 := dialV5(t, c.addr, "k-sub-c2")
 	subC2.sub(t, "after/#", 1)
 	pubA := dialV5(t, a.addr, "k-pub-after")
-	if code := pubA.pub(t, "after/x", 1, "back"); code >= 0x80 {
-		t.Fatalf("publish after C's restart: 0x%x", code)
-	}
-	if m := subC2.next(10 * time.Second); m == nil || string(m.Payload) != "back" {
-		t.Fatalf("C after its restart: %v", m)
-	}
+	pubA.delivers(t, subC2, "after/x", "back", "C after its restart")
 }
