@@ -177,13 +177,20 @@ func dialV5(t *testing.T, addr, id string) *v5 {
 // dialV5Session connects with clean start off and a session expiry.
 func dialV5Session(t *testing.T, addr, id string, expiry uint32) *v5 {
 	t.Helper()
+	return dialV5Timeout(t, addr, id, expiry, 0)
+}
+
+// dialV5Timeout is dialV5Session with paho's bound on waiting for an
+// acknowledgement (0: paho's 10 s), which caps every call's context.
+func dialV5Timeout(t *testing.T, addr, id string, expiry uint32, packetTimeout time.Duration) *v5 {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msgs := make(chan *paho.Publish, 10000)
 	gone := make(chan *paho.Disconnect, 1)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnServerDisconnect: func(d *paho.Disconnect) {
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: packetTimeout, OnServerDisconnect: func(d *paho.Disconnect) {
 		select {
 		case gone <- d:
 		default:
