@@ -661,6 +661,7 @@ func TestClusterPartition(t *testing.T) {
 		fresh := dialV5(t, n3.addr, "sub-3-new")
 		fresh.sub(t, "healed/#", 1)
 		p1.delivers(t, fresh, "healed/x", "to-n3", "node 3's new subscriber, from node 1 after the heal")
+		t.Logf("a message from node 1 reached node 3's new subscriber %v after the heal", time.Since(healAt).Round(time.Millisecond))
 		if code := p1.pub(t, "part/after", 1, "after-heal"); code >= 0x80 {
 			t.Fatalf("publish on node 1 after the heal: 0x%x", code)
 		}
@@ -681,6 +682,7 @@ func TestClusterPartition(t *testing.T) {
 			}
 		}
 		p3.delivers(t, cross, "cross/back", "from-n3", "node 1's subscriber, from node 3 after the heal")
+		t.Logf("messages crossed both ways %v after the heal", time.Since(healAt).Round(time.Millisecond))
 	})
 	t.Logf("whole test %v (publishers stopped %v after the cut)", time.Since(began).Round(time.Millisecond), stopAt.Sub(cutAt).Round(time.Millisecond))
 }
