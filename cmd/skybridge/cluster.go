@@ -353,10 +353,17 @@ var (
 		"Membership reports dropped at the bound of waiting reports.", nil, nil)
 	clusterConflicts = prometheus.NewDesc("skybridge_cluster_conflicts_total",
 		"Another address claimed this node's id or another member's.", nil, nil)
+	clusterReconnects = prometheus.NewDesc("skybridge_cluster_reconnect_attempts_total",
+		"Joins tried at the address of a member held dead, or at a seed while one is (a healed partition).", nil, nil)
+	clusterReconnectFailures = prometheus.NewDesc("skybridge_cluster_reconnect_failures_total",
+		"Reconnect attempts that reached nobody.", nil, nil)
+	clusterReconnectGaveUp = prometheus.NewDesc("skybridge_cluster_reconnect_given_up_total",
+		"Members held dead longer than reconnect_timeout, no longer tried.", nil, nil)
 )
 
 func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{clusterMembers, clusterJoins, clusterJoinFailures, clusterRefused, clusterDropped, clusterConflicts} {
+	for _, d := range []*prometheus.Desc{clusterMembers, clusterJoins, clusterJoinFailures, clusterRefused, clusterDropped, clusterConflicts,
+		clusterReconnects, clusterReconnectFailures, clusterReconnectGaveUp} {
 		ch <- d
 	}
 }
@@ -374,6 +381,9 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(clusterRefused, st.Core.Invalid+st.Core.WrongCluster+st.Core.LocalRefused+st.BadMeta+st.RefusedAlive)
 	counter(clusterDropped, st.Dropped)
 	counter(clusterConflicts, st.Conflicts)
+	counter(clusterReconnects, st.ReconnectAttempts)
+	counter(clusterReconnectFailures, st.ReconnectFailures)
+	counter(clusterReconnectGaveUp, st.ReconnectGaveUp)
 }
 
 // routerCollector exports the router's figures to /metrics.

@@ -185,13 +185,20 @@ func dialV5(t *testing.T, addr, id string) *v5 {
 // dialV5Session connects with clean start off and a session expiry.
 func dialV5Session(t *testing.T, addr, id string, expiry uint32) *v5 {
 	t.Helper()
+	return dialV5Timeout(t, addr, id, expiry, 0)
+}
+
+// dialV5Timeout is dialV5Session with paho's bound on waiting for an
+// acknowledgement (0: paho's 10 s), which caps every call's context.
+func dialV5Timeout(t *testing.T, addr, id string, expiry uint32, packetTimeout time.Duration) *v5 {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msgs := make(chan *paho.Publish, 10000)
 	gone := make(chan *paho.Disconnect, 1)
-	c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), OnServerDisconnect: func(d *paho.Disconnect) {
+	c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), PacketTimeout: packetTimeout, OnServerDisconnect: func(d *paho.Disconnect) {
 		select {
 		case gone <- d:
 		default:
@@ -273,6 +280,18 @@ func (c *v5) pub(t *testing.T, topic string, qos byte, payload string) byte {
 		return 0
 	}
 	return r.ReasonCode
+}
+
+// delivers publishes payload to topic at QoS 1 and checks that it is
+// acknowledged and that sub's next message is it; what names the check.
+func (c *v5) delivers(t *testing.T, sub *v5, topic, payload, what string) {
+	t.Helper()
+	if code := c.pub(t, topic, 1, payload); code >= 0x80 {
+		t.Fatalf("%s: publish refused (0x%x)", what, code)
+	}
+	if m := sub.next(10 * time.Second); m == nil || string(m.Payload) != payload {
+		t.Fatalf("%s: got %v, want %q", what, m, payload)
+	}
 }
 
 // takenOver waits for the broker's DISCONNECT 0x8E (session taken over).
@@ -744,10 +763,5 @@ func TestClusterKill9(t *testing.T) {
 	subC2 := dialV5(t, c.addr, "k-sub-c2")
 	subC2.sub(t, "after/#", 1)
 	pubA := dialV5(t, a.addr, "k-pub-after")
-	if code := pubA.pub(t, "after/x", 1, "back"); code >= 0x80 {
-		t.Fatalf("publish after C's restart: 0x%x", code)
-	}
-	if m := subC2.next(10 * time.Second); m == nil || string(m.Payload) != "back" {
-		t.Fatalf("C after its restart: %v", m)
-	}
+	pubA.delivers(t, subC2, "after/x", "back", "C after its restart")
 }

@@ -64,6 +64,12 @@ type Cluster struct {
 	Seeds     []string `yaml:"seeds"`      // host:port of other members, DNS names allowed
 	Roles     []string `yaml:"roles"`      // frontend, routing, inbox, retain, kv (default: all)
 	SecretKey string   `yaml:"secret_key"` // AES key, 16/24/32 bytes in hex or base64 (default: none)
+	// ReconnectInterval is how often the node joins again the members it
+	// holds dead (and its seeds while one is), so that the sides of a
+	// healed partition find each other (default 5 s); ReconnectTimeout is
+	// how long after its death a member is tried (default 24 h).
+	ReconnectInterval time.Duration `yaml:"reconnect_interval"`
+	ReconnectTimeout  time.Duration `yaml:"reconnect_timeout"`
 	// Forward is the ip:port this node takes other nodes' forwarded
 	// messages on. Without it the node is a member only: it routes its
 	// own clients' messages alone. With it, routes live in raftkv (KV)
@@ -108,7 +114,8 @@ func (c *Cluster) Gossip(mqtt string) (gossip.Config, error) {
 		return gossip.Config{}, err
 	}
 	g := gossip.Config{Cluster: c.Name, NodeID: c.NodeID, Bind: c.Bind, Advertise: c.Advertise,
-		Seeds: c.Seeds, SecretKey: c.SecretKey, Roles: r, MQTT: mqtt}
+		Seeds: c.Seeds, SecretKey: c.SecretKey, Roles: r, MQTT: mqtt,
+		ReconnectInterval: c.ReconnectInterval, ReconnectTimeout: c.ReconnectTimeout}
 	return g, g.Validate()
 }
 

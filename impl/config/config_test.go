@@ -84,6 +84,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  roles: [frontend, cook]\n", "unknown role \"cook\""},
 		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  seeds: [nohost]\n", "cluster: gossip: seed \"nohost\""},
 		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  secret_key: short\n", "secret_key"},
+		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  reconnect_interval: -1s\n", "reconnect_interval"},
 		{"cluster:\n  name: c\n  node_id: n1\n  bind: 127.0.0.1:7946\n  gossip_port: 1\n", "cluster.gossip_port: unknown field"},
 	}
 	for _, c := range cases {
@@ -138,7 +139,7 @@ func TestAdminSectionReachesTheServer(t *testing.T) {
 
 func TestClusterSection(t *testing.T) {
 	t.Parallel()
-	f, err := Parse(strings.NewReader("cluster:\n  name: prod\n  node_id: b1\n  bind: 0.0.0.0:7946\n  advertise: 10.0.0.1:7946\n  seeds: [b2.internal:7946]\n  secret_key: 000102030405060708090a0b0c0d0e0f\n"))
+	f, err := Parse(strings.NewReader("cluster:\n  name: prod\n  node_id: b1\n  bind: 0.0.0.0:7946\n  advertise: 10.0.0.1:7946\n  seeds: [b2.internal:7946]\n  secret_key: 000102030405060708090a0b0c0d0e0f\n  reconnect_interval: 2s\n  reconnect_timeout: 1h\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,8 @@ func TestClusterSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	if g.Cluster != "prod" || g.NodeID != "b1" || g.Bind != "0.0.0.0:7946" || g.Advertise != "10.0.0.1:7946" ||
-		len(g.Seeds) != 1 || g.MQTT != "10.0.0.1:1883" || g.Roles != cluster.AllRoles || g.SecretKey == "" {
+		len(g.Seeds) != 1 || g.MQTT != "10.0.0.1:1883" || g.Roles != cluster.AllRoles || g.SecretKey == "" ||
+		g.ReconnectInterval != 2*time.Second || g.ReconnectTimeout != time.Hour {
 		t.Fatalf("gossip config %+v", g)
 	}
 	f, err = Parse(strings.NewReader("cluster:\n  name: prod\n  node_id: b1\n  bind: 0.0.0.0:7946\n  roles: [frontend, kv]\n"))

@@ -52,10 +52,19 @@
 //     the receiver's own restarts; NewReceiver takes it back.
 //
 // Sessions: each side announces its node id and incarnation (a number that
-// grows with every process start). A receiver keeps its deduplication state
-// per sender incarnation: a higher one means the sender restarted (its
-// unacknowledged messages were never acknowledged to their publishers, so
-// nothing acknowledged is lost), and the state starts again; a lower one is
-// a stale process and is refused. A sender that sees a new receiver
-// incarnation counts it and resends everything unacknowledged.
+// grows with every process start); the sender also announces its link
+// number (SenderConfig.Link), which a runtime raises each time it makes a
+// new Sender for the same peer in the same process (after abandoning the
+// old one, e.g. while it held the peer dead). A receiver keeps its
+// deduplication state per (sender incarnation, link): the same pair on a
+// new connection is a reconnection of the same session, whose resent frames
+// are recognised by their sequence numbers; a higher pair means a new
+// session (the sender restarted, or abandoned the old link: what that did
+// not get acknowledged was never acknowledged to its publishers, so nothing
+// acknowledged is lost), and the state starts again from the hello's first
+// unacknowledged frame; a lower pair is stale and is refused. A sender that
+// sees a new receiver incarnation counts it and resends everything
+// unacknowledged. (Durable reports name the incarnation only: with
+// WaitDurable, a report about an old link of the same incarnation would
+// count for the new one; nothing uses WaitDurable yet.)
 package forward

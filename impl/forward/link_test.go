@@ -373,6 +373,103 @@ func TestLink(t *testing.T) {
 			Sender:   SenderStats{Enqueued: 3, Frames: 3, Sent: 3, Acked: 3, Connects: 2, PeerRestart: 1},
 			Receiver: ReceiverStats{Connects: 1}},
 	}, {
+		// The stuck state TestClusterPartition found: a node held its peer
+		// dead, abandoned the link (its tokens failed to their publishers)
+		// and, the peer alive again in the same incarnation, made a new
+		// Sender, whose frames start at 1; the receiver still holds the
+		// old session's 3 frames. Without a new link number the receiver
+		// takes the new frame 1 for a resend and welcomes it with the ack
+		// of frame 3, which the new sender refuses: on every redial.
+		name: "new Sender in the same incarnation and link: refused as the old link",
+		scfg: oneMsgFrames,
+		run: func(l *link) any {
+			l.enqueue(1, 3, packet.QoS1)
+			l.connect()
+			l.pump()
+			l.cut()
+			l.s = NewSender(SenderConfig{Node: "a", Peer: "b", Incarnation: 1, FrameBytes: 1})
+			l.enqueue(4, 1, packet.QoS1)
+			for range 2 { // a redial changes nothing
+				l.connect()
+				l.pump()
+				l.cut()
+			}
+			return l.r.State()
+		},
+		also: ReceiverState{PeerIncarnation: 1, Durable: 3},
+		want: outcome{Got: names(1, 3), Released: tokens(1, 3),
+			Errs: []string{
+				"sender: forward: Protocol Error (0x82): ack of frame 3, last sealed 0",
+				"sender: forward: Protocol Error (0x82): ack of frame 3, last sealed 0",
+			},
+			Sender:   SenderStats{Enqueued: 1},
+			Receiver: ReceiverStats{Frames: 3, Messages: 3, Acks: 1, Connects: 3}},
+	}, {
+		name: "new Sender in the same incarnation with a higher link starts a new session",
+		scfg: oneMsgFrames,
+		run: func(l *link) any {
+			l.enqueue(1, 3, packet.QoS1)
+			l.connect()
+			l.pump()
+			l.toReceiver() // nothing left: the old session is all acknowledged
+			l.cut()
+			l.s = NewSender(SenderConfig{Node: "a", Peer: "b", Incarnation: 1, Link: 1, FrameBytes: 1})
+			l.enqueue(4, 2, packet.QoS1)
+			l.connect()
+			l.toReceiver()
+			l.toSender()
+			l.toReceiver() // frames 1 and 2 of the new link: p4 and p5, not acknowledged
+			l.cut()        // then a reconnection within the new session: its welcome acknowledges them
+			l.connect()
+			l.pump()
+			return l.r.State()
+		},
+		also: ReceiverState{PeerIncarnation: 1, PeerLink: 1, Durable: 2},
+		want: outcome{Got: names(1, 5), Released: tokens(1, 5),
+			Sender:   SenderStats{Enqueued: 2, Frames: 2, Sent: 2, Acked: 2, Connects: 2},
+			Receiver: ReceiverStats{Frames: 5, Messages: 5, Acks: 1, Connects: 3, NewLinks: 1}},
+	}, {
+		name: "new Sender with a higher link after an old session's frames were lost",
+		scfg: oneMsgFrames,
+		run: func(l *link) any {
+			l.enqueue(1, 3, packet.QoS1)
+			l.connect()
+			l.toReceiver()
+			l.toSender()
+			l.toReceiver() // p1..p3 delivered, their acks never reach the sender
+			l.cut()
+			abandoned := l.s.Abandon(nil) // the node fails them to their publishers
+			l.s = NewSender(SenderConfig{Node: "a", Peer: "b", Incarnation: 1, Link: 2, FrameBytes: 1})
+			l.enqueue(4, 1, packet.QoS1)
+			l.connect()
+			l.pump()
+			return []any{abandoned, l.r.State()}
+		},
+		// p4 is the new link's frame 1: delivered, not taken for the old p1.
+		also: []any{tokens(1, 3), ReceiverState{PeerIncarnation: 1, PeerLink: 2, Durable: 1}},
+		want: outcome{Got: names(1, 4), Released: tokens(4, 4),
+			Sender:   SenderStats{Enqueued: 1, Frames: 1, Sent: 1, Acked: 1, Connects: 1},
+			Receiver: ReceiverStats{Frames: 4, Messages: 4, Acks: 1, Connects: 2, NewLinks: 1}},
+	}, {
+		name: "stale link refused",
+		scfg: SenderConfig{Link: 3},
+		run: func(l *link) any {
+			l.connect()
+			l.pump()
+			l.cut()
+			l.s = NewSender(SenderConfig{Node: "a", Peer: "b", Incarnation: 1, Link: 2})
+			l.connect()
+			l.pump()
+			return l.s.Up()
+		},
+		also: false,
+		want: outcome{
+			Errs: []string{
+				"receiver: forward: Protocol Error (0x82): sender link 2 older than 3 (incarnation 1)",
+				"sender: forward: Protocol Error (0x82): peer closed the link: sender link 2 older than 3 (incarnation 1)",
+			},
+			Receiver: ReceiverStats{Connects: 1}},
+	}, {
 		name: "wrong node refused both ways",
 		run: func(l *link) any {
 			l.s = NewSender(SenderConfig{Node: "a", Peer: "c", Incarnation: 1})

@@ -33,6 +33,7 @@ func (c *ReceiverConfig) fill() {
 // made durable, to recognise a resend after its own restart.
 type ReceiverState struct {
 	PeerIncarnation uint64 // the sender's, 0 when none is known
+	PeerLink        uint64 // the sender's link number in that incarnation
 	Durable         uint64 // that sender's frames up to here are durable
 }
 
@@ -44,6 +45,7 @@ type ReceiverStats struct {
 	Acks        uint64 // acknowledgements written
 	Connects    uint64 // handshakes completed
 	PeerRestart uint64 // hellos from a new sender incarnation
+	NewLinks    uint64 // hellos of a new link (higher link number) in the same incarnation
 	Gaps        uint64 // frames a sender had dropped (Abandon, or this node lost its state)
 }
 
@@ -67,6 +69,7 @@ type Receiver struct {
 
 	peer      string
 	peerInc   uint64
+	peerLink  uint64
 	delivered uint64 // frames delivered whole
 	partial   int    // messages of frame delivered+1 already delivered
 	durable   uint64
@@ -81,12 +84,12 @@ type Receiver struct {
 // (zero when none).
 func NewReceiver(cfg ReceiverConfig, st ReceiverState) *Receiver {
 	cfg.fill()
-	return &Receiver{cfg: cfg, peerInc: st.PeerIncarnation, delivered: st.Durable, durable: st.Durable}
+	return &Receiver{cfg: cfg, peerInc: st.PeerIncarnation, peerLink: st.PeerLink, delivered: st.Durable, durable: st.Durable}
 }
 
 // State returns what to persist (see ReceiverState).
 func (r *Receiver) State() ReceiverState {
-	return ReceiverState{PeerIncarnation: r.peerInc, Durable: r.durable}
+	return ReceiverState{PeerIncarnation: r.peerInc, PeerLink: r.peerLink, Durable: r.durable}
 }
 
 // Peer returns the sending node's id, once a hello came.
@@ -181,8 +184,15 @@ func (r *Receiver) handle(frame []byte, deliver func(*Delivery)) *Error {
 	return nil
 }
 
-// hello starts a session: the sender's incarnation decides whether what
-// this end delivered before still counts.
+// hello starts a session: the sender's incarnation and link number decide
+// whether what this end delivered before still counts. The same pair is a
+// reconnection of the same link session: frames the sender writes again
+// are recognised by their sequence numbers. A higher incarnation (the
+// sender restarted) or a higher link in the same incarnation (the sender's
+// node abandoned the old link, e.g. while it held this node dead, and made
+// a new one, whose frames start again at 1) starts afresh: what the old
+// session did not get acknowledged was failed to its publishers by the
+// sending node, never acknowledged. A lower pair is stale and refused.
 func (r *Receiver) hello(h *Hello) *Error {
 	if h.To != r.cfg.Node {
 		return errorf(packet.ProtocolError, "hello for node %q reached %q", h.To, r.cfg.Node)
@@ -197,7 +207,13 @@ func (r *Receiver) hello(h *Hello) *Error {
 		if r.peerInc != 0 {
 			r.stats.PeerRestart++
 		}
-		r.peerInc = h.Incarnation
+		r.peerInc, r.peerLink = h.Incarnation, h.Link
+		r.delivered, r.partial, r.durable = h.FirstUnacked-1, 0, h.FirstUnacked-1
+	case h.Link < r.peerLink:
+		return errorf(packet.ProtocolError, "sender link %d older than %d (incarnation %d)", h.Link, r.peerLink, h.Incarnation)
+	case h.Link > r.peerLink:
+		r.stats.NewLinks++
+		r.peerLink = h.Link
 		r.delivered, r.partial, r.durable = h.FirstUnacked-1, 0, h.FirstUnacked-1
 	case h.FirstUnacked > r.durable+1:
 		// The sender dropped frames this end never made durable.

@@ -11,6 +11,12 @@ type SenderConfig struct {
 	Node        string // this node's id
 	Peer        string // the receiving node's id
 	Incarnation uint64 // this process's; grows with every start
+	// Link numbers this Sender among the Senders this process made for
+	// Peer: a runtime that abandons a link and makes a new Sender for the
+	// same peer (the peer was held dead, then alive again in the same
+	// incarnation) gives the new one a higher Link, so that the receiver
+	// starts the new session's frames afresh. 0 is fine for the first.
+	Link uint64
 	// MaxMessages and MaxBytes bound what the link holds: messages waiting
 	// for a frame and frames not yet acknowledged (record bytes).
 	MaxMessages int
@@ -216,7 +222,7 @@ func (s *Sender) Connected() {
 		first = f.seq
 	}
 	s.ctl = appendHello(s.ctl[:0], &Hello{Version: Version, From: s.cfg.Node, To: s.cfg.Peer,
-		Incarnation: s.cfg.Incarnation, FirstUnacked: first})
+		Incarnation: s.cfg.Incarnation, Link: s.cfg.Link, FirstUnacked: first})
 }
 
 // Disconnected records the loss of the connection: what it did not

@@ -10,10 +10,10 @@ import (
 	"github.com/skybridge-mq/skybridge/impl/topic"
 )
 
-// The wire (version 1). A link is a stream of frames:
+// The wire (version 2). A link is a stream of frames:
 //
 //	frame   = length (uint32, big endian: the bytes that follow) type (1 byte) body
-//	hello   (1, sender → receiver) = "SKYF" version(1) from(str) to(str) incarnation(uv) firstUnacked(uv)
+//	hello   (1, sender → receiver) = "SKYF" version(1) from(str) to(str) incarnation(uv) link(uv) firstUnacked(uv)
 //	welcome (2, receiver → sender) = version(1) node(str) incarnation(uv) acked(uv) limit(uv) maxFrame(uv)
 //	data    (3, sender → receiver) = seq(uint64 BE) count(uint32 BE) record*
 //	ack     (4, receiver → sender) = acked(uv) limit(uv)
@@ -33,8 +33,10 @@ import (
 // travels instead, so time spent queued counts; no subscription
 // identifier or topic alias: the receiver computes its own).
 
-// Version is the protocol version a hello announces.
-const Version = 1
+// Version is the protocol version a hello announces. Version 2 added the
+// hello's link number (version 1 had none: a sender that started over in
+// the same process could not be told from a reconnection).
+const Version = 2
 
 // Frame types.
 const (
@@ -132,6 +134,11 @@ type Hello struct {
 	Version     byte
 	From, To    string // node ids: the sender's, and the receiver it meant to reach
 	Incarnation uint64 // the sender process's
+	// Link numbers the sender's link sessions within its incarnation: a
+	// Sender made afresh in the same process (the old one abandoned) has a
+	// higher one, so the receiver starts over instead of taking the new
+	// frame 1 for a resend of the old one.
+	Link uint64
 	// FirstUnacked is the sequence number of the sender's oldest frame not
 	// yet acknowledged (the next it will seal when none is held).
 	FirstUnacked uint64
@@ -145,6 +152,7 @@ func appendHello(dst []byte, h *Hello) []byte {
 	dst = appendStr(dst, h.From)
 	dst = appendStr(dst, h.To)
 	dst = binary.AppendUvarint(dst, h.Incarnation)
+	dst = binary.AppendUvarint(dst, h.Link)
 	dst = binary.AppendUvarint(dst, h.FirstUnacked)
 	return endFrame(dst, start)
 }
@@ -169,6 +177,7 @@ func ParseHello(frame []byte) (Hello, error) {
 	h.From = string(r.str("sender node id", maxNodeID))
 	h.To = string(r.str("receiver node id", maxNodeID))
 	h.Incarnation = r.uvarint("incarnation")
+	h.Link = r.uvarint("link")
 	h.FirstUnacked = r.uvarint("first unacknowledged")
 	if r.err == nil && (h.FirstUnacked == 0 || h.Incarnation == 0) {
 		r.fail(packet.ProtocolError, "hello: incarnation %d, first unacknowledged %d: both start at 1", h.Incarnation, h.FirstUnacked)

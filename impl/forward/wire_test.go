@@ -169,15 +169,16 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestHelloErrors(t *testing.T) {
 	t.Parallel()
-	ok := Hello{Version: Version, From: "a", To: "b", Incarnation: 3, FirstUnacked: 9}
+	ok := Hello{Version: Version, From: "a", To: "b", Incarnation: 3, Link: 7, FirstUnacked: 9}
 	for _, tc := range []struct {
 		name string
 		h    Hello
 		code packet.ReasonCode
 	}{
 		{"good", ok, 0},
-		{"other version", Hello{Version: 2, From: "a", To: "b", Incarnation: 1, FirstUnacked: 1}, packet.UnsupportedProtocolVersion},
+		{"other version", Hello{Version: Version + 1, From: "a", To: "b", Incarnation: 1, FirstUnacked: 1}, packet.UnsupportedProtocolVersion},
 		{"incarnation 0", Hello{Version: Version, From: "a", To: "b", FirstUnacked: 1}, packet.ProtocolError},
+		{"version 1 (no link number)", Hello{Version: 1, From: "a", To: "b", Incarnation: 1, FirstUnacked: 1}, packet.UnsupportedProtocolVersion},
 	} {
 		b := appendHello(nil, &tc.h)
 		h, err := ParseHello(b[LenSize:])

@@ -10,7 +10,10 @@
 //
 // A run: Nodes nodes; each keeps a connection to every other and sends a
 // heartbeat (its id and its metadata: incarnation, roles, the leaving
-// flag) every HeartbeatEvery. A small failure detector per node stands in
+// flag) every HeartbeatEvery, except to peers it reported dead (one every
+// ReconnectEvery, as the gossip runtime's reconnect loop) or left (none:
+// memberlist stops talking to dead members, and the runtime tries dead
+// ones only, not left ones). A small failure detector per node stands in
 // for memberlist: the first heartbeat of an incarnation is Joined, a peer
 // unheard for SuspectAfter is Suspect and for DeadAfter Dead, a heartbeat
 // with the leaving flag is Left, and a heartbeat after suspicion is

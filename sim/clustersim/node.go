@@ -34,6 +34,7 @@ type peer struct {
 	known    bool
 	reported cluster.Kind
 	seq      uint64
+	tried    time.Time // last heartbeat written while reported dead
 }
 
 func (n *node) meta() cluster.Meta {
@@ -138,10 +139,22 @@ func (n *node) heartbeat() {
 	}
 	frame := binary.AppendUvarint(nil, uint64(len(b)))
 	frame = append(frame, b...)
+	now := n.w.s.Now()
 	for _, id := range slices.Sorted(maps.Keys(n.peers)) {
-		if p := n.peers[id]; p.out != nil && p.out.Open() {
-			p.out.Write(frame)
+		p := n.peers[id]
+		if p.out == nil || !p.out.Open() {
+			continue
 		}
+		switch p.reported {
+		case cluster.Left:
+			continue
+		case cluster.Dead:
+			if now.Sub(p.tried) < n.w.o.ReconnectEvery {
+				continue
+			}
+			p.tried = now
+		}
+		p.out.Write(frame)
 	}
 }
 

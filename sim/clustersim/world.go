@@ -19,12 +19,18 @@ type Options struct {
 	HeartbeatEvery time.Duration
 	SuspectAfter   time.Duration
 	DeadAfter      time.Duration
+	// ReconnectEvery is how often a node writes to a peer it reported
+	// dead (none to one it reported left), as the gossip runtime's
+	// reconnect loop joins dead members every reconnect_interval:
+	// memberlist itself stops talking to them.
+	ReconnectEvery time.Duration
 }
 
 // DefaultOptions are what the tests run.
 func DefaultOptions() Options {
 	return Options{Nodes: 5, Duration: 60 * time.Second, Quiet: 15 * time.Second,
-		HeartbeatEvery: 200 * time.Millisecond, SuspectAfter: time.Second, DeadAfter: 3 * time.Second}
+		HeartbeatEvery: 200 * time.Millisecond, SuspectAfter: time.Second, DeadAfter: 3 * time.Second,
+		ReconnectEvery: 5 * time.Second}
 }
 
 // Result is what a run found.

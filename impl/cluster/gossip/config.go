@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/skybridge-mq/skybridge/impl/cluster"
 )
 
@@ -29,6 +31,17 @@ type Config struct {
 	// allowed). Joining retries every JoinRetry until one answers.
 	Seeds     []string
 	JoinRetry time.Duration // default 5 s
+
+	// ReconnectInterval is how often (with ±25% jitter) the node tries to
+	// join again the members it holds dead (not those that left), at the
+	// last gossip address it knew for each, and its seeds while any is
+	// dead: memberlist itself probes and syncs with live members only, so
+	// without this the two sides of a healed partition would never hear
+	// from each other again (serf's reconnect loop). Default 5 s.
+	// ReconnectTimeout is how long after its death a member is tried:
+	// default 24 h (serf's).
+	ReconnectInterval time.Duration
+	ReconnectTimeout  time.Duration
 
 	// SecretKey, when set, encrypts and authenticates gossip (AES-GCM):
 	// 16, 24 or 32 bytes, in hex (32, 48 or 64 hex digits: tried first) or
@@ -55,6 +68,13 @@ type Config struct {
 
 	Logger *slog.Logger // memberlist's log lines go here too; default slog.Default()
 	Timing Timing
+
+	// wrapTransport, in this package's tests, wraps memberlist's network
+	// transport (to cut the network between nodes on one host).
+	wrapTransport func(*memberlist.NetTransport) memberlist.Transport
+	// tune, in this package's tests, changes memberlist's configuration
+	// last.
+	tune func(*memberlist.Config)
 }
 
 // Timing overrides memberlist's LAN defaults (probe every 1 s, 500 ms
@@ -65,7 +85,11 @@ type Timing struct {
 	SuspicionMult                                                 int
 }
 
-const defaultJoinRetry = 5 * time.Second
+const (
+	defaultJoinRetry         = 5 * time.Second
+	defaultReconnectInterval = 5 * time.Second
+	defaultReconnectTimeout  = 24 * time.Hour
+)
 
 // Validate checks the configuration without starting anything.
 func (c *Config) Validate() error {
@@ -93,6 +117,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxMembers < 0 || c.JoinRetry < 0 {
 		return errors.New("gossip: negative max_members or join_retry")
+	}
+	if c.ReconnectInterval < 0 || c.ReconnectTimeout < 0 {
+		return errors.New("gossip: negative reconnect_interval or reconnect_timeout")
 	}
 	return nil
 }

@@ -36,8 +36,9 @@ type Node struct {
 	ml   *memberlist.Memberlist
 	meta metaHolder
 
-	q    queue
-	left leftSet
+	q     queue
+	left  leftSet
+	recon reconnectBook
 	// leftNews says the left set learned something from a peer that the
 	// apply loop has not looked at yet.
 	leftNews atomic.Bool
@@ -72,6 +73,11 @@ type Stats struct {
 	// Conflicts: another address claimed this node's id or another's.
 	Conflicts                  uint64
 	JoinAttempts, JoinFailures uint64
+	// ReconnectAttempts: joins tried at the address of a member held dead
+	// (or a seed, while one is), ReconnectFailures those that reached
+	// nobody, ReconnectGaveUp dead members no longer tried
+	// (ReconnectTimeout).
+	ReconnectAttempts, ReconnectFailures, ReconnectGaveUp uint64
 }
 
 // Start creates the node, listens, and joins the seeds (retrying in the
@@ -89,6 +95,12 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.JoinRetry == 0 {
 		cfg.JoinRetry = defaultJoinRetry
 	}
+	if cfg.ReconnectInterval == 0 {
+		cfg.ReconnectInterval = defaultReconnectInterval
+	}
+	if cfg.ReconnectTimeout == 0 {
+		cfg.ReconnectTimeout = defaultReconnectTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -104,6 +116,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.q.init(cfg.MaxMembers)
 	n.left.init(maxLeftRecords)
+	n.recon.init(2 * cfg.MaxMembers)
 
 	mc, err := n.memberlistConfig()
 	if err != nil {
@@ -121,6 +134,8 @@ func Start(cfg Config) (*Node, error) {
 		n.wg.Add(1)
 		go n.rejoinLoop()
 	}
+	n.wg.Add(1)
+	go n.reconnectLoop()
 	return n, nil
 }
 
@@ -155,8 +170,24 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 		mc.SuspicionMult = t.SuspicionMult
 	}
 	mc.Logger = log.New(slogWriter{n.log}, "", 0)
+	if n.cfg.wrapTransport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: mc.Logger})
+		if err != nil {
+			return nil, err
+		}
+		if port == 0 {
+			mc.BindPort = nt.GetAutoBindPort()
+			if n.cfg.Advertise == "" {
+				mc.AdvertisePort = mc.BindPort
+			}
+		}
+		mc.Transport = n.cfg.wrapTransport(nt)
+	}
 	d := &delegate{n}
 	mc.Delegate, mc.Events, mc.Alive, mc.Conflict = d, d, d, d
+	if n.cfg.tune != nil {
+		n.cfg.tune(mc)
+	}
 	return mc, nil
 }
 
@@ -248,6 +279,7 @@ func (n *Node) applyLeftRecords() {
 func (n *Node) changed(ev cluster.Event, ch cluster.Change) {
 	switch ch.Outcome {
 	case cluster.Applied:
+		n.recon.state(ch.Member, time.Now())
 		n.log.Info("cluster: member "+ch.Member.State.String(), "member", ch.Member.ID, "incarnation", ch.Member.Incarnation,
 			"roles", ch.Member.Roles.String(), "restarted", ch.Restarted, "leaving", ch.Member.Leaving)
 		if n.cfg.OnChange != nil {
@@ -413,6 +445,7 @@ func (d *delegate) report(kind cluster.Kind, node *memberlist.Node) {
 		d.n.log.Warn("cluster: undecodable metadata", "member", node.Name, "err", err)
 		return
 	}
+	d.n.recon.setAddr(node.Name, node.Address())
 	if kind == cluster.Dead && m.Leaving {
 		kind = cluster.Left
 		d.n.left.add(node.Name, m.Incarnation)

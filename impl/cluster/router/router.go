@@ -113,8 +113,14 @@ type Router struct {
 	watches map[string]*watch
 	members map[string]cluster.Member
 	peers   map[string]*peerLink
-	dst     []routes.Destination
-	closed  bool
+	// links numbers the links this process dials (forward.SenderConfig.Link):
+	// a link made again to a node whose old one was abandoned (it was held
+	// dead, then alive again in the same incarnation) has a higher number,
+	// so that node's receiver starts the new link's frames afresh instead
+	// of taking them for resends of the old link's.
+	links  uint64
+	dst    []routes.Destination
+	closed bool
 	// The SUBACK guarantee (sync.go): route keys every live node
 	// confirmed, rounds of questions in progress, and other nodes'
 	// questions waiting for this node's cache.
@@ -311,8 +317,9 @@ func (r *Router) peerLocked(node string) *peerLink {
 	if r.cfg.PeerTLS != nil {
 		tc = r.cfg.PeerTLS(node)
 	}
+	r.links++
 	p := &peerLink{addr: addr, peer: transport.NewPeer(transport.PeerConfig{
-		Link: forward.SenderConfig{Node: r.cfg.Self, Peer: node, Incarnation: r.cfg.Incarnation},
+		Link: forward.SenderConfig{Node: r.cfg.Self, Peer: node, Incarnation: r.cfg.Incarnation, Link: r.links},
 		Addr: addr, TLS: tc,
 		Released: func(tokens []uint64) { r.release(tokens, nil) },
 		Common:   transport.Common{Logger: r.log},
