@@ -396,6 +396,8 @@ var (
 		"Messages other nodes forwarded to this node.", nil, nil)
 	routerUnrouted = prometheus.NewDesc("skybridge_cluster_unrouted_total",
 		"Publishes whose routes could not be loaded in time: QoS 0 reached this node only, QoS 1/2 were refused.", nil, nil)
+	routerMinority = prometheus.NewDesc("skybridge_cluster_minority_refused_total",
+		"QoS 1/2 publishes refused because this node saw no majority of the cluster's members alive (a partition's minority side).", nil, nil)
 	routerRouteWrites = prometheus.NewDesc("skybridge_cluster_route_writes_total",
 		"Route, retained-message and connection-count keys written to or deleted from raftkv, by outcome (failed writes are retried).", []string{"outcome"}, nil)
 	routerRoutesPending = prometheus.NewDesc("skybridge_cluster_routes_pending",
@@ -413,7 +415,7 @@ var (
 )
 
 func (routerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers, routerUnconfirmed, routerClaims, routerReleased} {
+	for _, d := range []*prometheus.Desc{routerMessages, routerReceived, routerUnrouted, routerMinority, routerRouteWrites, routerRoutesPending, routerPrefixes, routerPeers, routerUnconfirmed, routerClaims, routerReleased} {
 		ch <- d
 	}
 }
@@ -425,6 +427,7 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(routerReceived, prometheus.CounterValue, float64(st.Received))
 	ch <- prometheus.MustNewConstMetric(routerUnrouted, prometheus.CounterValue, float64(st.Unrouted))
+	ch <- prometheus.MustNewConstMetric(routerMinority, prometheus.CounterValue, float64(st.Minority))
 	ch <- prometheus.MustNewConstMetric(routerRouteWrites, prometheus.CounterValue, float64(st.RouteWrites), "done")
 	ch <- prometheus.MustNewConstMetric(routerRouteWrites, prometheus.CounterValue, float64(st.RouteWriteErrors), "failed")
 	ch <- prometheus.MustNewConstMetric(routerRoutesPending, prometheus.GaugeValue, float64(st.RoutesPending))

@@ -395,11 +395,11 @@ func tryConnect(addr, id string, limit time.Duration) (byte, error) {
 //     held node 3 dead (not queued for it); a new client cannot connect on
 //     node 3 (its session claim needs raftkv's quorum).
 //
-// Two subtests check what the cluster does not do yet (docs/CLUSTER.md,
+// Two subtests check what two fixes made true (docs/CLUSTER.md,
 // "Partitions"): MinorityAcksReachMajority, that what node 3 acknowledged
-// while cut off reaches the subscribers of nodes 1 and 2; HealRejoins,
-// that after the heal every node sees the three alive again and messages
-// cross to and from node 3 again.
+// reached the subscribers of nodes 1 and 2 (node 3, seeing no majority,
+// refuses QoS 1/2 publishes); HealRejoins, that after the heal every node
+// sees the three alive again and messages cross to and from node 3 again.
 func TestClusterPartition(t *testing.T) {
 	t.Parallel()
 	nc := newNetnsCluster(t)

@@ -97,6 +97,10 @@ func (c *Conn) publish(e *entry, m *message.Message, pid uint16, at *instant) {
 		var done func(error)
 		if qos > 0 {
 			rs.ack = newHeldAck(c)
+			// The cluster may refuse at once (done called before Forward
+			// returns): fail must know the version by then, or a 5.0
+			// publisher is disconnected instead of answered 0x83.
+			rs.ack.v5 = c.dec.Version == packet.V5
 			rs.ack.waits.Add(1)
 			done = forwardDone(rs.ack)
 		}

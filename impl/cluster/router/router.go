@@ -95,6 +95,9 @@ type Stats struct {
 	Claims, ClaimsRefused, Released uint64
 	// Other nodes' connection counts that did not decode.
 	BadCounts uint64
+	// QoS 1/2 publishes refused because this node saw no majority of the
+	// cluster's members alive (a partition's minority side).
+	Minority uint64
 }
 
 // Router joins a broker to its cluster (see the package doc).
@@ -112,7 +115,10 @@ type Router struct {
 	cache   *routes.Cache
 	watches map[string]*watch
 	members map[string]cluster.Member
-	peers   map[string]*peerLink
+	// Of members: those counted against a majority (not left) and those
+	// of them alive; this node is in neither.
+	known, up int
+	peers     map[string]*peerLink
 	// links numbers the links this process dials (forward.SenderConfig.Link):
 	// a link made again to a node whose old one was abandoned (it was held
 	// dead, then alive again in the same incarnation) has a higher number,
@@ -152,6 +158,7 @@ type Router struct {
 	in     *transport.Listener
 
 	forwarded, dropped, refused, abandoned, unrouted, received, unconfirmed atomic.Uint64
+	minority                                                                atomic.Uint64
 	retainedApplied, badRetained, claims, claimsRefused, released           atomic.Uint64
 	badCounts                                                               atomic.Uint64
 }
@@ -252,6 +259,7 @@ func (r *Router) Stats() Stats {
 	r.mu.Unlock()
 	s.Forwarded, s.Dropped, s.Refused = r.forwarded.Load(), r.dropped.Load(), r.refused.Load()
 	s.Abandoned, s.Unrouted, s.Received = r.abandoned.Load(), r.unrouted.Load(), r.received.Load()
+	s.Minority = r.minority.Load()
 	s.RouteWrites, s.RouteWriteErrors, s.RoutesPending = r.writes.stats()
 	s.Unconfirmed = r.unconfirmed.Load()
 	s.RetainedApplied, s.BadRetained = r.retainedApplied.Load(), r.badRetained.Load()
@@ -269,7 +277,10 @@ func (r *Router) MemberChanged(ch cluster.Change) {
 		return
 	}
 	r.mu.Lock()
+	old, had := r.members[m.ID]
+	r.count(old, had, -1)
 	r.members[m.ID] = m
+	r.count(m, true, +1)
 	p := r.peers[m.ID]
 	down := m.State == cluster.StateDead || m.State == cluster.StateLeft
 	gone := p != nil && (down || p.addr != m.Forward)
@@ -284,6 +295,27 @@ func (r *Router) MemberChanged(ch cluster.Change) {
 		r.abandon(m.ID, p)
 	}
 }
+
+// count adds sign × m to the members this node knows of and those it
+// sees up (r.mu held); had false: nothing (m was not known).
+func (r *Router) count(m cluster.Member, had bool, sign int) {
+	if !had || m.State == cluster.StateLeft {
+		return // a member that left the cluster gracefully counts no more
+	}
+	r.known += sign
+	if m.State == cluster.StateAlive {
+		r.up += sign
+	}
+}
+
+// quorateLocked reports whether this node sees a majority of the members
+// it knows of (itself included; members that left gracefully do not count,
+// dead ones do) alive (r.mu held). A node cut off from the others takes
+// them for dead, as they take it: only the side with a majority may go on
+// acknowledging as if it were the whole cluster. Suspects do not count as
+// alive: a node that suspects most of the others is likely the one cut off
+// (its publishes to a suspect wait for the link anyway).
+func (r *Router) quorateLocked() bool { return 2*(r.up+1) > r.known+1 }
 
 // abandon closes a link and fails what it held.
 func (r *Router) abandon(id string, p *peerLink) {
@@ -354,9 +386,20 @@ func (r *Router) release(tokens []uint64, err error) {
 // errUnrouted refuses a QoS 1/2 publish whose routes could not be read.
 var errUnrouted = &forward.Error{Code: packet.ImplementationSpecificError, Reason: "cluster routes unavailable"}
 
+// errMinority refuses a QoS 1/2 publish on a node that sees no majority
+// of the cluster's members (quorateLocked): the subscribers of the others
+// may be out of its reach without its knowing.
+var errMinority = &forward.Error{Code: packet.ImplementationSpecificError, Reason: "this node sees no majority of the cluster"}
+
 // Forward implements broker.Cluster.
 func (r *Router) Forward(tenant string, m *message.Message, done func(error)) broker.Forwarded {
 	r.mu.Lock()
+	if done != nil && m.QoS > 0 && !r.quorateLocked() {
+		r.mu.Unlock()
+		r.minority.Add(1)
+		done(errMinority)
+		return broker.Forwarded{AllGroups: true, Pending: true}
+	}
 	dst, complete := r.match(tenant, m)
 	if !complete {
 		r.mu.Unlock()

@@ -522,3 +522,57 @@ func TestClaimSessionEndsItOnTheOwner(t *testing.T) {
 		t.Fatalf("a's stats %+v", st)
 	}
 }
+
+// A node that sees no majority of the members it knows of alive (those
+// that left do not count, dead ones do) refuses QoS 1/2 publishes: it may be
+// the minority side of a partition, whose subscribers on the other side
+// it takes for gone. QoS 0 goes on.
+func TestMinorityRefusesQoS1(t *testing.T) {
+	t.Parallel()
+	a := newNodes(t, newMemKV(), "a")[0]
+	set := func(id string, st cluster.State) {
+		a.MemberChanged(cluster.Change{Member: cluster.Member{ID: id, State: st, Meta: cluster.Meta{Incarnation: 1}}})
+	}
+	publish := func(qos packet.QoS) (refused bool) {
+		var got error
+		f := a.Forward("t", msg("x", qos), func(err error) { got = err })
+		if f.Pending != (got != nil) {
+			t.Fatalf("pending %v with done(%v)", f.Pending, got)
+		}
+		return got != nil
+	}
+	steps := []struct {
+		id    string
+		state cluster.State
+		qos1  bool // QoS 1 refused after the step
+	}{
+		{"b", cluster.StateAlive, false},  // a, b: 2 of 2
+		{"c", cluster.StateAlive, false},  // 3 of 3
+		{"b", cluster.StateDead, false},   // 2 of 3
+		{"c", cluster.StateSuspect, true}, // a suspect is not alive: 1 of 3
+		{"c", cluster.StateDead, true},    // 1 of 3
+		{"c", cluster.StateAlive, false},  // back: 2 of 3
+		{"b", cluster.StateLeft, false},   // 2 of 2
+		{"c", cluster.StateDead, true},    // 1 of 2
+		{"d", cluster.StateAlive, false},  // 2 of 3
+	}
+	var got, want []bool
+	refusals := 0
+	for _, s := range steps {
+		set(s.id, s.state)
+		got = append(got, publish(1))
+		want = append(want, s.qos1)
+		if s.qos1 {
+			refusals++
+			if publish(0) {
+				t.Fatalf("after %s %v: QoS 0 refused", s.id, s.state)
+			}
+		}
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("QoS 1 refused per step (-want +got):\n%s", d)
+	}
+	if st := a.Stats(); st.Minority != uint64(refusals) {
+		t.Fatalf("minority refusals %d, want %d", st.Minority, refusals)
+	}
+}
