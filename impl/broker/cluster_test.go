@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,6 +42,7 @@ type countingCluster struct {
 	elsewhere atomic.Int64
 	mu        sync.Mutex
 	changes   []int
+	refuse    error // set: Forward refuses every QoS 1/2 publish at once
 }
 
 func (*countingCluster) RouteAdded(string, string)            {}
@@ -51,7 +53,11 @@ func (*countingCluster) SessionEnded(string, string)          {}
 func (*countingCluster) ClaimSession(string, string, string) packet.ReasonCode {
 	return packet.Success
 }
-func (*countingCluster) Forward(string, *message.Message, func(error)) Forwarded {
+func (c *countingCluster) Forward(_ string, m *message.Message, done func(error)) Forwarded {
+	if c.refuse != nil && done != nil && m.QoS > 0 {
+		done(c.refuse) // before Forward returns, as the router's refusals
+		return Forwarded{AllGroups: true, Pending: true}
+	}
 	return Forwarded{AllGroups: true}
 }
 func (c *countingCluster) ConnectionsChanged(tenant string, delta int) {
@@ -125,5 +131,29 @@ func TestConnectionLimitHoldsPlaces(t *testing.T) {
 	tn.admitting.Add(-1) // one is refused later (its place comes back)
 	if code := b.admitConnect(tn, l, c, now); code != packet.Success {
 		t.Fatalf("after a place came back: 0x%x", code)
+	}
+}
+
+// A cluster that refuses a QoS 1 publish at once, inside Forward (the
+// router's refusals of an unrouted publish, or on a node that sees no
+// majority): a 5.0 publisher is answered 0x83 and stays connected; a 3.1.1
+// one, which cannot be refused, is disconnected and sends it again.
+func TestClusterRefusalAtOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.b.cfg.Cluster = &countingCluster{refuse: errors.New("no majority")}
+	p := h.dial("p", packet.V5, "t")
+	p.connect("p", true, packet.Properties{})
+	p.expect(connack5)
+	p.send(pub("x", "m", 1, 1))
+	p.expect("PUBACK id=1 code=0x83")
+	p.send(pub("x", "m", 1, 2))
+	p.expect("PUBACK id=2 code=0x83") // still connected
+	o := h.dial("o", packet.V311, "t")
+	o.connect("o", true, packet.Properties{})
+	o.expect("CONNACK code=0x00")
+	o.send(pub("x", "m", 1, 1))
+	if got, closing := o.recv(); len(got) != 0 || !closing {
+		t.Fatalf("3.1.1 publisher refused by the cluster: got %v closing=%v, want no PUBACK and a close", got, closing)
 	}
 }
