@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -36,6 +37,15 @@ const (
 	handshakeTimeout = 10 * time.Second
 	writeTimeout     = 10 * time.Second
 	maxBackoff       = time.Second
+	// userTimeout bounds how long what a node sent may stay unacknowledged
+	// by its peer before the kernel ends the connection. Raft writes to a
+	// peer every tick, so through a network cut the socket's buffer takes
+	// them without error (the write timeout never passes) while the kernel
+	// retransmits ever more rarely; after the cut heals, its next
+	// retransmission could come many seconds later. Ended at once instead,
+	// the connection is dialled again, and the first dial after the heal
+	// carries the messages (TestClusterPartition in cmd/skybridge).
+	userTimeout = 5 * time.Second
 )
 
 func newPeer(s *Server, id raftkv.NodeID) *peer {
@@ -110,7 +120,7 @@ func (p *peer) dial() (net.Conn, error) {
 		return nil, errors.New("no address")
 	}
 	p.s.dials.Add(1)
-	d := net.Dialer{Timeout: dialTimeout}
+	d := peerDialer()
 	var c net.Conn
 	var err error
 	if p.tls != nil {
@@ -126,6 +136,13 @@ func (p *peer) dial() (net.Conn, error) {
 		tcp.SetNoDelay(true)
 	}
 	return c, nil
+}
+
+// peerDialer dials other nodes: within dialTimeout, with userTimeout.
+func peerDialer() net.Dialer {
+	return net.Dialer{Timeout: dialTimeout, Control: func(_, _ string, c syscall.RawConn) error {
+		return setUserTimeout(c, int(userTimeout.Milliseconds()))
+	}}
 }
 
 // sleep waits d unless the peer stops; it reports whether to go on.
