@@ -63,7 +63,7 @@ func ipCmd(args ...string) error {
 
 // newNetnsCluster builds the network, or skips the test where the machine
 // does not allow it (not root, no ip, no CAP_SYS_ADMIN or CAP_NET_ADMIN); with
-// SKYBRIDGE_REQUIRE_NETNS=1 (CI) those fail instead. Everything it made is
+// SKYBRIDGE_REQUIRE_NETNS=1 those fail instead. Everything it made is
 // deleted in t.Cleanup, also after a failure half-way.
 func newNetnsCluster(t *testing.T) *netnsCluster {
 	t.Helper()
