@@ -122,14 +122,14 @@ func TestConnectionLimitHoldsPlaces(t *testing.T) {
 	l := b.tenantLimits(tn)
 	c := &packet.Connect{Version: packet.V5, CleanStart: true}
 	now := h.clock.Now()
-	if b.admitConnect(tn, l, c, now) != packet.Success || b.admitConnect(tn, l, c, now) != packet.Success {
+	if b.admitConnect(tn, l, c, "", now) != packet.Success || b.admitConnect(tn, l, c, "", now) != packet.Success {
 		t.Fatal("two places of two refused")
 	}
-	if code := b.admitConnect(tn, l, c, now); code != packet.QuotaExceeded {
+	if code := b.admitConnect(tn, l, c, "", now); code != packet.QuotaExceeded {
 		t.Fatalf("a third CONNECT while two are being accepted: 0x%x, want 0x97", code)
 	}
 	tn.admitting.Add(-1) // one is refused later (its place comes back)
-	if code := b.admitConnect(tn, l, c, now); code != packet.Success {
+	if code := b.admitConnect(tn, l, c, "", now); code != packet.Success {
 		t.Fatalf("after a place came back: 0x%x", code)
 	}
 }

@@ -874,7 +874,7 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 	// the branch that needs it, so that the common CONNECT (no will, a new
 	// session) allocates none.
 	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: id, Extra: ar.ACL}
-	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
+	if code := b.admitConnect(t, l, conn, id, now); code != packet.Success {
 		b.emit(event.NewThrottled(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User}, code.String()))
 		c.refuse(v, code)
 		return

@@ -96,7 +96,12 @@ func (b *Broker) throttle(t *tenant, reason int) {
 // at once cannot all take the last place: the caller gives it back
 // (t.admitting.Add(-1)) once the connection is counted in t.connected, or
 // refused after all.
-func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.Time) packet.ReasonCode {
+//
+// id is the client id the CONNECT asks for: one whose session is connected
+// on this node now is a takeover, which ends that connection as this one
+// comes, so it takes no new place (a client that reconnects before its
+// old connection timed out is not refused at the limit).
+func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, id string, now time.Time) packet.ReasonCode {
 	s := l.s
 	switch {
 	case c.Version == packet.V31 && !s.MQTT31, c.Version == packet.V311 && !s.MQTT311, c.Version == packet.V5 && !s.MQTT5:
@@ -117,7 +122,7 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 	// The place is taken before connected is read; a connection is counted
 	// in connected before it gives its place back: never missed.
 	places := t.admitting.Add(1)
-	if s.MaxConnections > 0 && b.overConnections(t, places+t.connected.Load(), int64(s.MaxConnections)) {
+	if s.MaxConnections > 0 && b.overConnections(t, places+t.connected.Load()-b.connectedHere(t, id), int64(s.MaxConnections)) {
 		t.admitting.Add(-1)
 		b.throttle(t, ThrottleConnections)
 		return packet.QuotaExceeded
@@ -134,6 +139,26 @@ func (b *Broker) admitConnect(t *tenant, l *limits, c *packet.Connect, now time.
 		c.WillRetain = c.WillRetain && l.sess.RetainAvailable
 	}
 	return packet.Success
+}
+
+// connectedHere returns 1 when tenant t has a session of client id with a
+// connection on this node (a CONNECT with that id takes it over), else 0.
+func (b *Broker) connectedHere(t *tenant, id string) int64 {
+	if id == "" {
+		return 0 // the broker assigns one: a new session
+	}
+	t.regMu.Lock()
+	defer t.regMu.Unlock()
+	e := t.sessions[id]
+	if e == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.conn == nil {
+		return 0
+	}
+	return 1
 }
 
 // overConnections reports whether local connections of tenant (this one

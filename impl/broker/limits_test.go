@@ -65,6 +65,35 @@ func TestTenantConnectionLimits(t *testing.T) {
 	}
 }
 
+// A client that reconnects while its old connection is still open (it
+// has not timed out yet) takes that connection over and takes no new
+// place: at the tenant's max_connections it is not refused; a new client
+// id is.
+func TestConnectionLimitTakeover(t *testing.T) {
+	t.Parallel()
+	h := newLimited(t, func(s *tenantpkg.Settings) { s.MaxConnections = 2 })
+	a := h.dial("a", packet.V5, "small")
+	a.connect("dev", true, packet.Properties{})
+	a.expect(connack5)
+	o := h.dial("o", packet.V5, "small")
+	o.connect("other", true, packet.Properties{})
+	o.expect(connack5)
+	b := h.dial("b", packet.V5, "small") // the same device, again
+	b.connect("dev", true, packet.Properties{})
+	got, closing := a.recv()
+	if d := cmp.Diff([]string{"DISCONNECT code=0x8e"}, got); d != "" || !closing {
+		t.Fatalf("old connection got %v closing=%v, want a takeover", got, closing)
+	}
+	b.expect(connack5)
+	a.c.Closed() // the runtime closes the old transport
+	c := h.dial("c", packet.V5, "small")
+	c.connect("third", true, packet.Properties{})
+	refused(t, c, "CONNACK code=0x97")
+	if n := h.b.Stats().Throttled[ThrottleConnections].Load(); n != 1 {
+		t.Fatalf("connection throttles counted %d, want 1", n)
+	}
+}
+
 func TestTenantConnectRate(t *testing.T) {
 	t.Parallel()
 	h := newLimited(t, func(s *tenantpkg.Settings) { s.ConnectRate = 2 })
