@@ -220,6 +220,13 @@ func attemptOf(req *broker.AuthRequest) attempt {
 // before the last ':'.
 func SourceOf(remote string) string {
 	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		if ap.Addr().Is4() {
+			// "a.b.c.d:port": the part before the port is the address as
+			// String writes it (ParseAddrPort takes only that form), so the
+			// key shares remote's memory instead of a string of its own
+			// per CONNECT.
+			return remote[:strings.LastIndexByte(remote, ':')]
+		}
 		ip := ap.Addr().Unmap()
 		if ip.Is6() {
 			p, _ := ip.WithZone("").Prefix(64)

@@ -194,6 +194,7 @@ func TestSourceOf(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"127.0.0.1:1883", "127.0.0.1"},
+		{"192.0.2.255:65535", "192.0.2.255"},
 		{"[::ffff:10.0.0.1]:3", "10.0.0.1"},
 		{"[2001:db8:1:2:aaaa::1]:5", "2001:db8:1:2::/64"},
 		{"[2001:db8:1:2:bbbb::9]:6", "2001:db8:1:2::/64"},
@@ -204,6 +205,14 @@ func TestSourceOf(t *testing.T) {
 		if got := SourceOf(tc.in); got != tc.want {
 			t.Errorf("SourceOf(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestSourceOfAllocs: an IPv4 source is part of the remote address, not a
+// string of its own per CONNECT (not parallel: AllocsPerRun).
+func TestSourceOfAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = SourceOf("192.0.2.17:65535") }); n != 0 {
+		t.Errorf("SourceOf of an IPv4 address allocates %v times, want 0", n)
 	}
 }
 

@@ -389,6 +389,10 @@ func (b *Broker) NewConn(info ConnInfo, wake func()) *Conn {
 	return c
 }
 
+// Remote returns the remote address the connection was registered with
+// (ConnInfo.Remote).
+func (c *Conn) Remote() string { return c.remote }
+
 // DefaultTenant is the tenant of clients whose listener names none.
 const DefaultTenant = "default"
 
@@ -866,6 +870,9 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 	t := b.acquireTenant(ar.Tenant)
 	defer b.releaseTenant(t) // the session made here holds it from then on
 	l := b.tenantLimits(t)
+	// who escapes through the Authorizer: each use takes its own copy in
+	// the branch that needs it, so that the common CONNECT (no will, a new
+	// session) allocates none.
 	who := acl.Client{Tenant: ar.Tenant, User: ar.User, ClientID: id, Extra: ar.ACL}
 	if code := b.admitConnect(t, l, conn, now); code != packet.Success {
 		b.emit(event.NewThrottled(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User}, code.String()))
@@ -876,11 +883,13 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 		c.refuse(v, packet.BadUserNameOrPassword) // expired credentials
 		return
 	}
-	if az := b.cfg.Authorizer; conn.WillFlag && az != nil && !az.CanPublish(&who, conn.WillTopic, conn.WillRetain) {
-		b.emit(event.NewPublishRefused(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User},
-			string(conn.WillTopic), packet.NotAuthorized))
-		c.refuse(v, packet.NotAuthorized) // a will the client could not publish itself
-		return
+	if az := b.cfg.Authorizer; conn.WillFlag && az != nil {
+		if w := who; !az.CanPublish(&w, conn.WillTopic, conn.WillRetain) {
+			b.emit(event.NewPublishRefused(now, event.Who{Tenant: ar.Tenant, ClientID: who.ClientID, User: ar.User},
+				string(conn.WillTopic), packet.NotAuthorized))
+			c.refuse(v, packet.NotAuthorized) // a will the client could not publish itself
+			return
+		}
 	}
 	if cl := b.cfg.Cluster; cl != nil && id != "" {
 		// Exactly one node owns a session: another node that holds it
@@ -985,8 +994,9 @@ func (c *Conn) accept(conn *packet.Connect, id string, ar AuthResult, info sessi
 	}
 	var revoked []string
 	if present && b.cfg.Authorizer != nil {
-		who.ClientID = clientID
-		revoked = b.recheckLocked(e, &who, now)
+		w := who
+		w.ClientID = clientID
+		revoked = b.recheckLocked(e, &w, now)
 	}
 	e.gen++
 	e.stopTimers()
