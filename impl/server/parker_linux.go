@@ -61,9 +61,11 @@ func (p *parker) add(cn *connection) bool {
 	cn.dmu.Lock()
 	defer cn.dmu.Unlock()
 	if cn.bare {
-		// Its reader read the bare descriptor: that one parks as it is.
+		// Its reader read the bare descriptor: that one parks as it is,
+		// without the raw read's closure (readBare makes it again).
 		cn.bare = false
 		if p.arm(cn, int(cn.pfd)) == nil {
+			cn.r.readFn = nil
 			return true
 		}
 		_ = p.attachLocked(cn, false) // the reader goes on with the socket
