@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"net"
+	"os"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -75,8 +78,11 @@ func TestBornDetached(t *testing.T) {
 	if _, err := c.Write([]byte{0xe0, 0x00}); err != nil { // DISCONNECT
 		t.Fatal(err)
 	}
+	t.Log("read", time.Now())
 	expectClosed(t, c)
+	t.Log("closed", time.Now())
 	waitFor(t, "the connection's end", func() bool { return s.OpenConnections() == 1 })
+	t.Log("ended", time.Now())
 }
 
 // TestBornDetachedConnectTimeout: a connection that never sends its
@@ -130,4 +136,67 @@ func TestSockaddrString(t *testing.T) {
 			t.Errorf("sockaddrString = %q, want %q", got, tc.want)
 		}
 	}
+}
+
+// TestBornDetachedEndsWithOutput: a connection that ends in the batch it
+// was born with (CONNECT, SUBSCRIBE to retained messages, DISCONNECT in one
+// write) writes everything before it closes, though its socket takes little
+// at a time: its reader, still reading the bare descriptor, attaches the
+// connection for the rest instead of waiting for itself. (A socket pair with
+// a small send buffer stands for the accepted socket.)
+func TestBornDetachedEndsWithOutput(t *testing.T) {
+	s, addr, _ := parkingServer(t)
+	const n, size = 100, 8 << 10 // 800 KiB: less than the session's output bound (1 MiB)
+	pub := idleClient(t, addr, "ret-pub")
+	defer pub.Close()
+	for i := range n {
+		p := &packet.Publish{Topic: []byte("ret/" + strconv.Itoa(i)), QoS: 1, PacketID: uint16(i + 1), Retain: true, Payload: bytes.Repeat([]byte{byte(i)}, size)}
+		if _, err := pub.Write(encode(t, p, packet.V311)); err != nil {
+			t.Fatal(err)
+		}
+		readExactly(t, pub, []byte{0x40, 0x02, byte((i + 1) >> 8), byte(i + 1)})
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<10); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[1]), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var b []byte
+	b = append(b, encode(t, &packet.Connect{Version: packet.V311, ClientID: []byte("ret-sub"), CleanStart: true}, packet.V311)...)
+	b = append(b, encode(t, &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: []byte("ret/#")}}}, packet.V311)...)
+	b = append(b, 0xe0, 0x00) // DISCONNECT
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	s.wg.Add(1)
+	cn := s.admit(nil, fds[0], &ListenerConfig{Name: "tcp", DefaultTenant: "default"}, "192.0.2.1:1", "")
+	if cn == nil {
+		t.Fatal("not admitted")
+	}
+	cn.counted = true
+	go s.run(cn)
+	time.Sleep(100 * time.Millisecond) // the socket fills
+	r := packet.NewReader(c, 64<<10)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	want := []packet.Type{packet.CONNACK, packet.SUBACK}
+	for range n {
+		want = append(want, packet.PUBLISH)
+	}
+	for i, w := range want {
+		h, _, err := r.ReadPacket()
+		if err != nil || h.Type != w {
+			t.Fatalf("packet %d: %v %v, want %v", i, h.Type, err, w)
+		}
+	}
+	expectClosed(t, c)
+	waitFor(t, "the connection's end", func() bool { return s.OpenConnections() == 1 })
 }

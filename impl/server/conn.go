@@ -155,7 +155,7 @@ func (s *Server) admit(nc net.Conn, fd int, lc *ListenerConfig, remote, cert str
 		return nil
 	}
 	s.open.Add(1)
-	if remote == "" {
+	if remote == "" && nc != nil {
 		remote = remoteString(nc.RemoteAddr())
 	}
 	info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: remote, CertSubject: cert,
@@ -189,14 +189,16 @@ func (s *Server) finish(cn *connection) {
 	cn.r.release()
 	cn.c.Idle()
 	cn.exited = make(chan struct{}, 1)
-	if old := cn.state.Or(writerStop); old&writerRunning != 0 {
-		if cn.bare {
-			// A writer waiting for this reader to let go of the bare
-			// descriptor (write) goes on.
-			cn.dmu.Lock()
-			cn.bare = false
-			cn.dmu.Unlock()
-		}
+	old := cn.state.Or(writerStop)
+	if cn.bare {
+		// The reader is done with the bare descriptor: a writer waiting for
+		// it (write) goes on, and so do the writes below, which attach the
+		// connection when the socket does not take everything.
+		cn.dmu.Lock()
+		cn.bare = false
+		cn.dmu.Unlock()
+	}
+	if old&writerRunning != 0 {
 		<-cn.exited
 	}
 	if cn.state.Load()&writerDead == 0 {
