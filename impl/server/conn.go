@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -613,11 +614,20 @@ func (cn *connection) write(out []byte) bool {
 			var n int
 			n, err = cn.s.parker.writeDetached(cn, rest)
 			rest = rest[n:]
+			var since time.Time
 			for err == nil && len(rest) > 0 && cn.bare {
 				// The socket is full and the reader reads the bare
-				// descriptor: only it may attach the socket, and it soon
-				// parks it, attaches it or ends (it never waits while
-				// bare). Look again then.
+				// descriptor: only it may attach the socket, which it does
+				// when its socket is empty (it parks, or attaches to wait) or
+				// it ends. Meanwhile write what the socket takes, within the
+				// write timeout, as a blocking write would (a client that
+				// floods without ever reading keeps its reader bare).
+				if since.IsZero() {
+					since = time.Now()
+				} else if time.Since(since) >= cn.s.cfg.WriteTimeout {
+					err = &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+					break
+				}
 				cn.dmu.Unlock()
 				time.Sleep(time.Millisecond)
 				cn.dmu.Lock()
