@@ -61,6 +61,13 @@ func (p *parker) add(cn *connection) bool {
 	cn.dmu.Lock()
 	defer cn.dmu.Unlock()
 	if cn.bare {
+		if cn.closeAsked {
+			// Asked to close while its reader read the bare descriptor (no
+			// net.Conn to close then, and the wake-up found no parked
+			// connection): parked now, nothing would wake it. The reader
+			// goes on, attaches and fails (bareConn).
+			return false
+		}
 		// Its reader read the bare descriptor: that one parks as it is,
 		// without the raw read's closure (readBare makes it again).
 		cn.bare = false
