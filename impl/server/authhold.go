@@ -20,7 +20,7 @@ func (s *Server) holdRefusal(cn *connection) {
 	if g == nil {
 		return
 	}
-	d := g.RefusalDelay(cn.r.nc.RemoteAddr().String())
+	d := g.RefusalDelay(cn.c.Remote()) // as the guard saw it (AuthRequest.Remote)
 	if d <= 0 {
 		return
 	}

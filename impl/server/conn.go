@@ -4,9 +4,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/skybridge-mq/skybridge/impl/broker"
@@ -65,8 +65,7 @@ type connection struct {
 	// Parking (readers only, in turn). ctlFn is the callback of
 	// syscall.RawConn.Control: it registers the socket in the parker's
 	// epoll set, or duplicates it when ctlDup (parker_linux.go).
-	ctlFn  func(fd uintptr)
-	ctlErr syscall.Errno
+	ctlFn func(fd uintptr)
 	// deadline is the keep-alive deadline in force, as time since the
 	// server started (monotonic; 0: none).
 	deadline time.Duration
@@ -83,6 +82,8 @@ type connection struct {
 	due   int32 // 1 + its place in the parker's deadline heap (0: not in it)
 	pfd   int32
 	slot  int32 // the place in Server.conns
+	// ctlErr is the error of ctlFn (a syscall.Errno).
+	ctlErr uint32
 
 	// tcpKeepAlive is set once TCP keep-alive has been turned on.
 	tcpKeepAlive bool
@@ -96,6 +97,9 @@ type connection struct {
 	detached         bool
 	closeAsked       bool
 	ctlDup           bool
+	// bare: detached, and its reader reads the bare descriptor (bareConn,
+	// parker_linux.go); only that reader may attach it meanwhile.
+	bare bool
 }
 
 // deadlineAt returns the keep-alive deadline as a time (valid when
@@ -119,7 +123,7 @@ const maxSpare = 256 << 10
 // goroutine ends it). remote is the client's address ("": nc's), cert the
 // subject of its verified certificate.
 func (s *Server) serve(nc net.Conn, lc *ListenerConfig, remote, cert string) {
-	if cn := s.admit(nc, lc, remote, cert); cn != nil {
+	if cn := s.admit(nc, -1, lc, remote, cert); cn != nil {
 		s.run(cn)
 	}
 }
@@ -132,21 +136,27 @@ func (s *Server) run(cn *connection) {
 	s.finish(cn)
 }
 
-// admit admits and registers a new connection (nil: refused).
+// admit admits and registers a new connection (nil: refused). Its
+// transport is nc or, when nc is nil, the bare socket descriptor fd of a
+// plain TCP connection accepted by acceptBare (parker_linux.go).
 //
 //go:noinline
-func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *connection {
-	if s.closed.Load() {
-		nc.Close()
-		return nil
-	}
-	if max := s.cfg.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
+func (s *Server) admit(nc net.Conn, fd int, lc *ListenerConfig, remote, cert string) *connection {
+	refused := s.closed.Load()
+	if max := s.cfg.MaxConnections; !refused && max > 0 && s.open.Load() >= int64(max) {
 		s.rejected.Add(1)
-		nc.Close()
+		refused = true
+	}
+	if refused {
+		if nc != nil {
+			nc.Close()
+		} else {
+			closeFD(fd)
+		}
 		return nil
 	}
 	s.open.Add(1)
-	if remote == "" {
+	if remote == "" && nc != nil {
 		remote = remoteString(nc.RemoteAddr())
 	}
 	info := broker.ConnInfo{Listener: lc.Name, DefaultTenant: lc.DefaultTenant, Remote: remote, CertSubject: cert,
@@ -159,6 +169,15 @@ func (s *Server) admit(nc net.Conn, lc *ListenerConfig, remote, cert string) *co
 	s.conns = append(s.conns, cn)
 	cn.lis = s.notMQTT[lc.Name]
 	s.mu.Unlock()
+	if nc == nil {
+		// Born detached: the CONNECT deadline is the parker's, or the
+		// attach's (bareConn.Read), and the connection may park before its
+		// first byte, waiting for it without a goroutine.
+		cn.readBare(fd)
+		cn.deadline = s.keepAliveDeadline(s.cfg.ConnectTimeout)
+		cn.r.parkOK = true
+		return cn
+	}
 	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
 	return cn
 }
@@ -171,7 +190,16 @@ func (s *Server) finish(cn *connection) {
 	cn.r.release()
 	cn.c.Idle()
 	cn.exited = make(chan struct{}, 1)
-	if old := cn.state.Or(writerStop); old&writerRunning != 0 {
+	old := cn.state.Or(writerStop)
+	if cn.bare {
+		// The reader is done with the bare descriptor: a writer waiting for
+		// it (write) goes on, and so do the writes below, which attach the
+		// connection when the socket does not take everything.
+		cn.dmu.Lock()
+		cn.bare = false
+		cn.dmu.Unlock()
+	}
+	if old&writerRunning != 0 {
 		<-cn.exited
 	}
 	if cn.state.Load()&writerDead == 0 {
@@ -185,6 +213,8 @@ func (s *Server) finish(cn *connection) {
 	cn.spare = nil
 	if cn.r.nc != nil {
 		cn.r.nc.Close()
+	} else {
+		cn.closeDetached() // it ended reading its bare descriptor
 	}
 	cn.c.Closed()
 	if cn.registered {
@@ -293,6 +323,7 @@ func (s *Server) park(cn *connection) bool {
 	if cn.deadline != 0 && time.Until(cn.deadlineAt()) < time.Millisecond {
 		return false // about to time out: the runtime's poller says when
 	}
+	handled := cn.handled // (cn is not ours to read once parked)
 	cn.park.Store(parking)
 	if !s.parker.add(cn) { // also files the keep-alive deadline
 		cn.park.Store(reading)
@@ -300,14 +331,14 @@ func (s *Server) park(cn *connection) bool {
 	}
 	if cn.park.CompareAndSwap(parking, parked) {
 		// From here on, cn belongs to whoever resumes it.
-		if s.parkedHook != nil {
+		if s.parkedHook != nil && handled {
 			s.parkedHook()
 		}
 		return true
 	}
 	cn.park.Store(reading)
 	s.parker.remove(cn)
-	s.parker.attach(cn) // a failure leaves no net.Conn: the next read fails
+	s.parker.reading(cn) // a failure leaves no net.Conn: the next read fails
 	return false
 }
 
@@ -339,7 +370,7 @@ func (s *Server) resume(cn *connection) {
 	s.resumed.Add(1)
 	growStack(0)
 	s.parker.remove(cn)
-	s.parker.attach(cn) // a failure leaves no net.Conn: the first read fails
+	s.parker.reading(cn) // a failure leaves no net.Conn: the first read fails
 	s.run(cn)
 }
 
@@ -370,16 +401,25 @@ func (s *Server) batchDone(cn *connection, read int) {
 		time.Sleep(p)
 	}
 	cn.flush()
+	// A connection reading its bare descriptor keeps the deadline in
+	// cn.deadline alone: the parker, or the attach, applies it.
+	nc := cn.r.nc
 	if cn.deadline = s.keepAliveDeadline(cn.c.KeepAlive()); cn.deadline != 0 {
-		_ = cn.r.nc.SetReadDeadline(cn.deadlineAt())
+		if nc != nil {
+			_ = nc.SetReadDeadline(cn.deadlineAt())
+		}
 	} else {
-		_ = cn.r.nc.SetReadDeadline(time.Time{})
+		if nc != nil {
+			_ = nc.SetReadDeadline(time.Time{})
+		}
 		if !cn.tcpKeepAlive {
 			// Without MQTT keep alive, TCP keep-alive (Go's defaults) finds a
 			// peer that vanished. (TCP listeners accept without it.)
 			cn.tcpKeepAlive = true
-			if tc, ok := cn.r.nc.(*net.TCPConn); ok {
+			if tc, ok := nc.(*net.TCPConn); ok {
 				_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+			} else if nc == nil {
+				cn.keepAliveBare()
 			}
 		}
 	}
@@ -572,8 +612,30 @@ func (cn *connection) write(out []byte) bool {
 		var err error
 		if cn.detached {
 			var n int
-			n, err = cn.s.parker.writeDetached(cn, out)
-			rest = out[n:]
+			n, err = cn.s.parker.writeDetached(cn, rest)
+			rest = rest[n:]
+			var since time.Time
+			for err == nil && len(rest) > 0 && cn.bare {
+				// The socket is full and the reader reads the bare
+				// descriptor: only it may attach the socket, which it does
+				// when its socket is empty (it parks, or attaches to wait) or
+				// it ends. Meanwhile write what the socket takes, within the
+				// write timeout, as a blocking write would (a client that
+				// floods without ever reading keeps its reader bare).
+				if since.IsZero() {
+					since = time.Now()
+				} else if time.Since(since) >= cn.s.cfg.WriteTimeout {
+					err = &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+					break
+				}
+				cn.dmu.Unlock()
+				time.Sleep(time.Millisecond)
+				cn.dmu.Lock()
+				if cn.detached {
+					n, err = cn.s.parker.writeDetached(cn, rest)
+					rest = rest[n:]
+				}
+			}
 		}
 		nc = cn.r.nc
 		cn.dmu.Unlock()

@@ -99,7 +99,7 @@ func (s *Server) refuseNotMQTT(cn *connection, seen []byte) {
 	if !ok {
 		return
 	}
-	args := []any{"listener", l.name, "remote", cn.r.nc.RemoteAddr().String(), "first_bytes", firstBytes(seen)}
+	args := []any{"listener", l.name, "remote", cn.c.Remote(), "first_bytes", firstBytes(seen)}
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}

@@ -21,7 +21,7 @@ func TestLayout(t *testing.T) {
 		name      string
 		size, max uintptr
 	}{
-		{"server connection", unsafe.Sizeof(connection{}), 288},
+		{"server connection", unsafe.Sizeof(connection{}), 256},
 		{"broker.Conn", unsafe.Sizeof(broker.Conn{}), 240},
 		{"session.Session", unsafe.Sizeof(session.Session{}), 256},
 	} {

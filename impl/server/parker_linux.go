@@ -5,7 +5,9 @@ package server
 import (
 	"container/heap"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -58,6 +60,24 @@ func newParker() (*parker, error) {
 func (p *parker) add(cn *connection) bool {
 	cn.dmu.Lock()
 	defer cn.dmu.Unlock()
+	if cn.bare {
+		if cn.closeAsked {
+			// Asked to close while its reader read the bare descriptor (no
+			// net.Conn to close then, and the wake-up found no parked
+			// connection): parked now, nothing would wake it. The reader
+			// goes on, attaches and fails (bareConn).
+			return false
+		}
+		// Its reader read the bare descriptor: that one parks as it is,
+		// without the raw read's closure (readBare makes it again).
+		cn.bare = false
+		if p.arm(cn, int(cn.pfd)) == nil {
+			cn.r.readFn = nil
+			return true
+		}
+		_ = p.attachLocked(cn, false) // the reader goes on with the socket
+		return false
+	}
 	if p.detach(cn) {
 		if p.arm(cn, int(cn.pfd)) == nil {
 			return true
@@ -82,7 +102,7 @@ func (cn *connection) control(dup bool) error {
 		return err
 	}
 	if cn.ctlErr != 0 {
-		return cn.ctlErr
+		return syscall.Errno(cn.ctlErr)
 	}
 	return nil
 }
@@ -100,9 +120,9 @@ func (cn *connection) controlFn(fd uintptr) {
 // register arms cn's socket.
 func (cn *connection) register(fd uintptr) {
 	if err := cn.s.parker.arm(cn, int(fd)); err != nil {
-		cn.ctlErr = syscall.EINVAL
+		cn.ctlErr = uint32(syscall.EINVAL)
 		if errno, ok := err.(syscall.Errno); ok {
-			cn.ctlErr = errno
+			cn.ctlErr = uint32(errno)
 		}
 	}
 }
@@ -166,6 +186,9 @@ func (p *parker) detach(cn *connection) bool {
 	}
 	cn.r.nc.Close()
 	cn.setConn(nil)
+	// The raw read and control callbacks (a closure each) are made again
+	// by the next attach: a detached connection does not need them.
+	cn.r.readFn, cn.ctlFn = nil, nil
 	cn.detached = true
 	return true
 }
@@ -178,7 +201,7 @@ func (cn *connection) dup(fd uintptr) {
 			continue
 		}
 		if errno != 0 {
-			cn.ctlErr = errno
+			cn.ctlErr = uint32(errno)
 			return
 		}
 		cn.pfd = int32(nfd)
@@ -186,23 +209,13 @@ func (cn *connection) dup(fd uintptr) {
 	}
 }
 
-// attach gives a detached connection a net.Conn again (nothing when it is
-// not detached). On failure, the transport closing included, cn has no
-// net.Conn: its reads and writes fail with net.ErrClosed.
-func (p *parker) attach(cn *connection) {
-	cn.dmu.Lock()
-	if cn.detached {
-		_ = p.attachLocked(cn, false)
-	}
-	cn.dmu.Unlock()
-}
-
 // attachLocked attaches the detached cn; rearm keeps the connection parked
 // (a writer attaches it): its new descriptor is armed in the epoll set
 // instead of the duplicate. The caller holds cn.dmu.
 func (p *parker) attachLocked(cn *connection, rearm bool) error {
 	fd := int(cn.pfd)
-	cn.detached, cn.pfd = false, -1
+	cn.detached, cn.bare, cn.pfd = false, false, -1
+	cn.setConn(nil) // no bareConn either, until the net.Conn
 	p.mu.Lock()
 	p.unset(cn)
 	p.mu.Unlock()
@@ -253,8 +266,10 @@ func (p *parker) writeDetached(cn *connection, out []byte) (int, error) {
 		}
 		n += m
 	}
-	if n < len(out) {
-		if err := p.attachLocked(cn, true); err != nil {
+	if n < len(out) && !cn.bare { // bare: the writer waits for the reader (connection.write)
+		// A parked connection stays parked (rearm); a reader that is ending
+		// (writerStop: finish) writes the rest itself.
+		if err := p.attachLocked(cn, cn.state.Load()&writerStop == 0); err != nil {
 			return n, err
 		}
 	}
@@ -541,4 +556,271 @@ func recvNow(fd int, b []byte, flags int) (int, syscall.Errno) {
 			return int(n), errno
 		}
 	}
+}
+
+// A plain TCP connection is born detached: acceptBare accepts it on the
+// listener's descriptor itself and it never gets a net.Conn unless it
+// needs one. Its reader reads the bare descriptor (bareConn), without
+// waiting: when the socket has nothing, the connection parks (at a packet
+// boundary after control packets, and before its first byte, the CONNECT
+// deadline then in the parker's heap) or, mid-packet or while streaming,
+// attaches (net.FileConn) and waits in the runtime's poller as before. A
+// resumed detached connection reads the same way. What the net package's
+// accept made per connection and dropped at the first park (its descriptor
+// and two addresses, the accept's socket addresses: about 300 B of garbage
+// per connect) and the dup and close of the detach are gone; an idle client
+// that connects, subscribes and pings never has a net.Conn at all.
+//
+// While its reader reads the bare descriptor (cn.bare, under cn.dmu), the
+// reader alone may attach the socket: a writer whose output the socket
+// does not take at once waits for it to park, attach or end
+// (connection.write), which takes no longer than the batch it is handling.
+
+// acceptBare runs ln's accept loop on its descriptor when ln is a plain TCP
+// listener and connections may park; it returns once ln is closed. It
+// reports false, having done nothing, when it cannot.
+func (s *Server) acceptBare(ln net.Listener, lc *ListenerConfig) bool {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok || s.parker == nil {
+		return false
+	}
+	// The listener's RawConn only has Control: accept on a duplicate of
+	// its descriptor, an os.File in the runtime's poller, closed with it.
+	bl := &bareListener{TCPListener: tl}
+	if rc, err := tl.SyscallConn(); err != nil || rc.Control(bl.dup) != nil || bl.err != nil {
+		return false
+	}
+	bl.f = os.NewFile(uintptr(bl.fd), "skybridge-listener")
+	rc, err := bl.f.SyscallConn()
+	if err != nil {
+		bl.f.Close()
+		return false
+	}
+	s.mu.Lock()
+	// Close and Shutdown close the listeners under s.mu: one closed
+	// before this point stays closed.
+	if lrc, err := tl.SyscallConn(); err != nil || lrc.Control(func(uintptr) {}) != nil || s.lns[lc.Name] != ln {
+		s.mu.Unlock()
+		bl.f.Close()
+		return true
+	}
+	s.lns[lc.Name] = bl
+	s.mu.Unlock()
+	defer bl.f.Close()
+	var (
+		nfd   int
+		errno syscall.Errno
+		rsa   syscall.RawSockaddrAny
+	)
+	accept := func(fd uintptr) bool {
+		for {
+			l := uint32(syscall.SizeofSockaddrAny)
+			r, _, e := syscall.Syscall6(syscall.SYS_ACCEPT4, fd, uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)),
+				syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+			switch e {
+			case 0:
+				nfd, errno = int(r), 0
+				return true
+			case syscall.EINTR, syscall.ECONNABORTED:
+				continue // as the net package does
+			case syscall.EAGAIN:
+				return false // the runtime waits for the next
+			}
+			nfd, errno = -1, e
+			return true
+		}
+	}
+	var backoff time.Duration
+	for {
+		if err := rc.Read(accept); err != nil {
+			return true // the listener is closed
+		}
+		if errno != 0 {
+			if s.closed.Load() {
+				return true
+			}
+			// Temporary failure (out of file descriptors): back off, keep going.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept", "listener", lc.Name, "err", os.NewSyscallError("accept4", errno))
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		// As the net package's accept: no delay.
+		_ = syscall.SetsockoptInt(nfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+		remote := sockaddrString(&rsa)
+		s.wg.Add(1) // released by serveBare or, once admitted, finish
+		go s.serveBare(nfd, remote, lc)
+	}
+}
+
+// bareListener is a TCP listener that acceptBare accepts on, through f, a
+// duplicate of its descriptor: closing it closes both.
+type bareListener struct {
+	*net.TCPListener
+	f   *os.File
+	fd  int
+	err error
+}
+
+// dup is the callback of syscall.RawConn.Control that duplicates the
+// listener's descriptor (non-blocking, for the runtime's poller).
+func (bl *bareListener) dup(fd uintptr) {
+	nfd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		bl.err = errno
+		return
+	}
+	bl.fd = int(nfd)
+	if err := syscall.SetNonblock(bl.fd, true); err != nil {
+		syscall.Close(bl.fd)
+		bl.err = err
+	}
+}
+
+func (bl *bareListener) Close() error {
+	err := bl.TCPListener.Close()
+	bl.f.Close()
+	return err
+}
+
+// serveBare runs a connection accepted by acceptBare.
+func (s *Server) serveBare(fd int, remote string, lc *ListenerConfig) {
+	growStack(0)
+	cn := s.admit(nil, fd, lc, remote, "")
+	if cn == nil {
+		s.wg.Done()
+		return
+	}
+	cn.counted = true
+	s.run(cn)
+}
+
+// sockaddrString formats an accepted socket's remote address as
+// remoteString does.
+func sockaddrString(rsa *syscall.RawSockaddrAny) string {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port)).String()
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		ip := netip.AddrFrom16(sa.Addr)
+		if ip.Is4In6() {
+			ip = ip.Unmap()
+		} else if sa.Scope_id != 0 {
+			zone := strconv.Itoa(int(sa.Scope_id))
+			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
+				zone = ifi.Name
+			}
+			ip = ip.WithZone(zone)
+		}
+		return netip.AddrPortFrom(ip, ntohs(sa.Port)).String()
+	}
+	return ""
+}
+
+// ntohs reads a port in network byte order.
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// readBare makes cn, detached with descriptor fd, read it bare.
+func (cn *connection) readBare(fd int) {
+	cn.pfd, cn.detached, cn.bare = int32(fd), true, true
+	cn.r.raw = (*bareConn)(cn)
+	if cn.r.readFn == nil {
+		cn.r.readFn = cn.r.rawRead
+	}
+}
+
+// reading gives a resumed connection's reader its socket: a detached one
+// reads its bare descriptor (a closed one is closed now, and the first read
+// fails).
+func (p *parker) reading(cn *connection) {
+	cn.dmu.Lock()
+	if cn.detached {
+		if cn.closeAsked {
+			_ = p.attachLocked(cn, false)
+		} else {
+			cn.readBare(int(cn.pfd))
+		}
+	}
+	cn.dmu.Unlock()
+}
+
+// closeDetached closes the descriptor of a connection that ended detached
+// (its reader read the bare descriptor).
+func (cn *connection) closeDetached() {
+	cn.dmu.Lock()
+	if cn.detached {
+		syscall.Close(int(cn.pfd))
+		cn.detached, cn.bare, cn.pfd = false, false, -1
+	}
+	cn.dmu.Unlock()
+}
+
+// keepAliveBare turns on TCP keep-alive with Go's defaults (15 s idle, 15 s
+// interval, 9 probes: net.KeepAliveConfig{Enable: true}) on the bare
+// descriptor.
+func (cn *connection) keepAliveBare() {
+	fd := int(cn.pfd)
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1)
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15)
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15)
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 9)
+}
+
+// closeFD closes a descriptor that acceptBare accepted and admit refused.
+func closeFD(fd int) { syscall.Close(fd) }
+
+// bareConn is the syscall.RawConn of a connection whose reader reads its
+// bare descriptor: Read and Write call f on it once and, when f says that
+// the socket would block, attach the connection and go on as it would have
+// (the runtime's poller waits). A transport closed meanwhile (closeAsked)
+// attaches, which closes the descriptor and fails the read.
+type bareConn connection
+
+func (b *bareConn) Control(f func(fd uintptr)) error {
+	f(uintptr(b.pfd))
+	return nil
+}
+
+func (b *bareConn) Read(f func(fd uintptr) bool) error {
+	raw, err := (*connection)(b).bareOnce(f)
+	if raw == nil {
+		return err
+	}
+	return raw.Read(f)
+}
+
+func (b *bareConn) Write(f func(fd uintptr) bool) error {
+	raw, err := (*connection)(b).bareOnce(f)
+	if raw == nil {
+		return err
+	}
+	return raw.Write(f)
+}
+
+// bareOnce calls f on cn's bare descriptor and returns nil, nil when f is
+// done. When f would block, or the transport is to be closed, it attaches
+// cn and returns the net.Conn's RawConn to go on with (nil and the error
+// when attaching failed or closed the socket).
+func (cn *connection) bareOnce(f func(fd uintptr) bool) (syscall.RawConn, error) {
+	cn.dmu.Lock()
+	closing := cn.closeAsked
+	cn.dmu.Unlock()
+	if !closing && f(uintptr(cn.pfd)) {
+		return nil, nil
+	}
+	cn.dmu.Lock()
+	defer cn.dmu.Unlock()
+	if !cn.detached {
+		return nil, net.ErrClosed
+	}
+	if err := cn.s.parker.attachLocked(cn, false); err != nil {
+		return nil, err
+	}
+	return cn.r.raw, nil
 }

@@ -72,7 +72,7 @@ type frameReader struct {
 
 	bufp *[]byte // the borrowed buffer (buf()), nil while nothing is buffered
 	r, w int     // unread bytes are buf()[r:w]
-	big  []byte  // a body larger than the buffer; kept while the connection is busy
+	big  *[]byte // a body larger than the buffer; kept while the connection is busy (behind a pointer: most connections never have one)
 
 	// boundary is true while waiting for the first byte of a packet: a read
 	// that would block then also lets go of big, and returns errPark when
@@ -81,15 +81,15 @@ type frameReader struct {
 	parkOK   bool
 	// writing makes the raw callback write dst instead (writeNow).
 	writing bool
+	parked  bool // the raw read's result: the connection may park (errPark)
 
 	// The raw read's destination (nil: buf()) and result: n bytes, or
-	// errno, or parked (errPark).
+	// errno, or parked.
 	dst    []byte
 	readFn func(fd uintptr) bool
 	errno  syscall.Errno
 	n      int32
 	max    int32 // maximum packet size (fixed header included)
-	parked bool
 
 	// stash holds the first bytes of a batch on transports without a raw
 	// read (made on first use: plain TCP connections never need it).
@@ -211,7 +211,10 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 		f.r += n
 		return h, body, nil
 	}
-	big := f.big[:0]
+	var big []byte
+	if f.big != nil {
+		big = (*f.big)[:0]
+	}
 	for len(big) < n {
 		step := min(n-len(big), bigChunk)
 		if cap(big)-len(big) < step {
@@ -229,12 +232,21 @@ func (f *frameReader) ReadPacket() (packet.FixedHeader, []byte, error) {
 		}
 		big = big[:len(big)+m]
 		if err != nil {
-			f.big = big
+			f.keepBig(big)
 			return h, nil, unexpected(err)
 		}
 	}
-	f.big = big
+	f.keepBig(big)
 	return h, big, nil
+}
+
+// keepBig keeps big, a large body's buffer, for the connection's next one
+// until the connection is idle (letGo).
+func (f *frameReader) keepBig(big []byte) {
+	if f.big == nil {
+		f.big = new([]byte)
+	}
+	*f.big = big
 }
 
 // waitBatch waits for the first byte of the next packet. Called with nothing
@@ -319,7 +331,7 @@ func (f *frameReader) writeNow(b []byte) (int, error) {
 		return 0, err
 	}
 	if errno != 0 {
-		return 0, &net.OpError{Op: "write", Net: "tcp", Source: f.nc.LocalAddr(), Addr: f.nc.RemoteAddr(), Err: errno}
+		return 0, f.opError("write", errno)
 	}
 	return n, nil
 }
@@ -328,7 +340,17 @@ func (f *frameReader) writeNow(b []byte) (int, error) {
 func (f *frameReader) rawError() error {
 	errno := f.errno
 	f.n, f.errno = 0, 0
-	return &net.OpError{Op: "read", Net: "tcp", Source: f.nc.LocalAddr(), Addr: f.nc.RemoteAddr(), Err: errno}
+	return f.opError("read", errno)
+}
+
+// opError is the error of a raw read or write; a connection read through
+// its bare descriptor (parker_linux.go) has no addresses to name.
+func (f *frameReader) opError(op string, errno syscall.Errno) error {
+	e := &net.OpError{Op: op, Net: "tcp", Err: errno}
+	if f.nc != nil {
+		e.Source, e.Addr = f.nc.LocalAddr(), f.nc.RemoteAddr()
+	}
+	return e
 }
 
 // readConn is read through net.Conn.Read: while nothing is buffered it

@@ -180,7 +180,8 @@ type Server struct {
 	notHeld  atomic.Uint64
 	quit     chan struct{} // closed when the server stops
 	quitOnce sync.Once
-	// parkedHook, for tests, is called when a connection has parked.
+	// parkedHook, for tests, is called when a connection has parked after
+	// a packet (not while it waits for its first: acceptBare).
 	parkedHook func()
 }
 
@@ -329,6 +330,9 @@ func (s *Server) listen(lc ListenerConfig) error {
 
 func (s *Server) acceptLoop(ln net.Listener, lc ListenerConfig, tcfg *tls.Config) {
 	defer s.wg.Done()
+	if tcfg == nil && s.acceptBare(ln, &lc) {
+		return
+	}
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -363,7 +367,7 @@ func (s *Server) serveTCP(nc net.Conn, lc *ListenerConfig, tcfg *tls.Config) {
 			return
 		}
 	}
-	cn := s.admit(nc, lc, "", cert)
+	cn := s.admit(nc, -1, lc, "", cert)
 	if cn == nil {
 		s.wg.Done()
 		return
