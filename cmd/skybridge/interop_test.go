@@ -30,6 +30,16 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary skybridgeBinary built (30 MB a run, once
+// left behind in the temporary directory by every run of the package).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 func skybridgeBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
