@@ -11,6 +11,14 @@
 // gracefully first gossips metadata with Leaving set, and a departure after
 // that is reported Left, any other Dead; and this runtime never reports
 // Suspect (the core handles it for runtimes that can, such as a simulator).
+//
+// It is a runtime, not a core (impl/env's purity check lists it): sockets
+// are memberlist's, the node's incarnation comes from the wall clock at
+// start (so a restart is told apart), and its goroutines are memberlist's
+// own, the apply loop that feeds the core, a seed rejoin loop until the
+// first join succeeds, and the reconnect loop (reconnect.go), whose rounds
+// start at most maxReconnectAttempts joins at once and wait for them. The
+// simulator (sim/clustersim) drives the same core on virtual time instead.
 package gossip
 
 import (
