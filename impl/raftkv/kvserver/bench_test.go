@@ -91,7 +91,7 @@ func benchRate(b *testing.B, rate, ops int, mTLS bool) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
-	cpu0, flt0 := cpuTime(), minorFaults()
+	cpu0, flt0 := usage()
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -122,8 +122,9 @@ func benchRate(b *testing.B, rate, ops int, mTLS bool) {
 	if failure != nil {
 		b.Fatalf("put: %v", failure)
 	}
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N*ops)/1e3, "cpu-us/put")
-	b.ReportMetric(float64(minorFaults()-flt0)/b.Elapsed().Seconds(), "faults/s")
+	cpu1, flt1 := usage()
+	b.ReportMetric(float64(cpu1-cpu0)/float64(b.N*ops)/1e3, "cpu-us/put")
+	b.ReportMetric(float64(flt1-flt0)/b.Elapsed().Seconds(), "faults/s")
 	b.ReportMetric(float64(b.N*ops)/b.Elapsed().Seconds(), "puts/s")
 	lat := slices.Concat(lats...)
 	slices.Sort(lat)
@@ -132,21 +133,13 @@ func benchRate(b *testing.B, rate, ops int, mTLS bool) {
 	b.ReportMetric(float64(lat[len(lat)*999/1000])/1e6, "p99.9-ms")
 }
 
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
+// usage is the process's user and system CPU time so far, and its minor
+// page faults (those that needed no I/O: on a virtual machine each can
+// cost tens of microseconds, a fresh page zeroed).
+func usage() (time.Duration, int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// minorFaults is the process's page faults so far that needed no I/O: on a
-// virtual machine each can cost tens of microseconds (a fresh page, zeroed).
-func minorFaults() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Minflt
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Minflt
 }
